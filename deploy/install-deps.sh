@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the system packages surveyhooks needs for `make run` and `make test` when they are
+# missing: Debian's clickhouse-server/clickhouse-client and protobuf-compiler. Safe to run often.
+# Usage: install-deps.sh [protoc|clickhouse]...   (no argument: all)
+set -euo pipefail
+want=("$@"); [ ${#want[@]} -gt 0 ] || want=(clickhouse protoc)
+pkgs=()
+for w in "${want[@]}"; do
+  case "$w" in
+    clickhouse) [ -x /usr/sbin/clickhouse-server ] || command -v clickhouse-server >/dev/null || pkgs+=(clickhouse-server clickhouse-client) ;;
+    protoc) command -v protoc >/dev/null || pkgs+=(protobuf-compiler) ;;
+    *) echo "install-deps.sh: unknown component '$w' (want clickhouse or protoc)" >&2; exit 2 ;;
+  esac
+done
+[ ${#pkgs[@]} -gt 0 ] || exit 0
+sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+echo "installing ${pkgs[*]} from Debian's packages" >&2
+$sudo apt-get update -qq >&2
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >&2
+# The package's service is not wanted: surveyhooks starts its own server on spare ports.

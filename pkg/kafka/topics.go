@@ -1,0 +1,70 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+)
+
+// TopicSpec is one topic surveyhooks owns.
+type TopicSpec struct {
+	Name    string
+	Configs map[string]*string
+}
+
+// Specs lists every topic of DESIGN §2 for the given retry schedule, with their configurations:
+// `projects` and `webhooks` are compacted (state), the rest are delete-retention logs kept
+// at least as long as the longest retry delay needs.
+func Specs(t Topics, retry []time.Duration) []TopicSpec {
+	s := func(v string) *string { return &v }
+	compacted := map[string]*string{"cleanup.policy": s("compact")}
+	week := map[string]*string{"cleanup.policy": s("delete"), "retention.ms": s(fmt.Sprint((7 * 24 * time.Hour).Milliseconds()))}
+	specs := []TopicSpec{
+		{t.SurveyEvents, week}, {t.SurveyEventsRejected, week}, {t.Events, week},
+		{t.Projects, compacted}, {t.Webhooks, compacted},
+		{t.Deliveries, week}, {t.Attempts, week},
+		{t.Dead, map[string]*string{"cleanup.policy": s("delete"), "retention.ms": s(fmt.Sprint((30 * 24 * time.Hour).Milliseconds()))}},
+	}
+	for _, d := range retry {
+		specs = append(specs, TopicSpec{t.Retry(d), week})
+	}
+	return specs
+}
+
+// EnsureTopics creates every topic of Specs that does not exist yet. Existing topics are left as
+// they are. It is safe to call from every service at start.
+func EnsureTopics(ctx context.Context, cfg Config) error {
+	cl, err := NewClient(cfg)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	var lastErr error
+	for try := 0; try < 50; try++ {
+		lastErr = nil
+		for _, spec := range Specs(cfg.Topics, cfg.RetrySchedule) {
+			resp, err := adm.CreateTopic(ctx, cfg.Partitions, cfg.ReplicationFactor, spec.Configs, spec.Name)
+			if err == nil {
+				err = resp.Err
+			}
+			if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+				lastErr = fmt.Errorf("creating topic %q: %w", spec.Name, err)
+				break
+			}
+		}
+		if lastErr == nil {
+			return nil
+		}
+		select { // the broker may still be starting
+		case <-ctx.Done():
+			return errors.Join(ctx.Err(), lastErr)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return lastErr
+}

@@ -1,0 +1,118 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// BatchHandler processes one polled batch inside a transaction. It hands every output record to
+// produce; it returns an error only for a failure that should abort and retry the whole batch
+// (bad input is the handler's to route, never a reason to fail).
+type BatchHandler func(ctx context.Context, records []*kgo.Record, produce func(*kgo.Record)) error
+
+// TxnLoop is a consume→produce→commit loop: every polled batch's output records and its input
+// offsets are committed in one Kafka transaction, so each input is processed exactly once into
+// the output topics, across crashes and rebalances.
+type TxnLoop struct {
+	Config  Config
+	Group   string   // consumer group
+	Topics  []string // input topics
+	Handler BatchHandler
+	Logger  *slog.Logger
+	Opts    []kgo.Opt // extra client options
+}
+
+// Run polls and processes until ctx is done.
+func (l *TxnLoop) Run(ctx context.Context) error {
+	log := l.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	opts := append([]kgo.Opt{
+		kgo.SeedBrokers(l.Config.Brokers...),
+		kgo.ClientID(l.Config.ClientID),
+		kgo.TransactionalID(l.Group + "-" + InstanceID()),
+		kgo.TransactionTimeout(30 * time.Second),
+		kgo.ConsumerGroup(l.Group),
+		kgo.ConsumeTopics(l.Topics...),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.RequireStableFetchOffsets(),
+		kgo.ProducerLinger(time.Millisecond),
+		kgo.ProducerBatchMaxBytes(4 << 20),
+		kgo.FetchMaxWait(50 * time.Millisecond),
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+	}, l.Opts...)
+	sess, err := kgo.NewGroupTransactSession(opts...)
+	if err != nil {
+		return fmt.Errorf("creating transactional session for group %q: %w", l.Group, err)
+	}
+	defer sess.Close()
+
+	var (
+		mu         sync.Mutex
+		produceErr error
+	)
+	promise := func(_ *kgo.Record, err error) {
+		if err != nil {
+			mu.Lock()
+			produceErr = errors.Join(produceErr, err)
+			mu.Unlock()
+		}
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		fetches := sess.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		fetches.EachError(func(t string, p int32, err error) {
+			log.Warn("fetch error", "topic", t, "partition", p, "err", err)
+		})
+		records := fetches.Records()
+		if len(records) == 0 {
+			continue
+		}
+		if err := sess.Begin(); err != nil {
+			return fmt.Errorf("beginning transaction: %w", err)
+		}
+		mu.Lock()
+		produceErr = nil
+		mu.Unlock()
+		herr := l.Handler(ctx, records, func(r *kgo.Record) { sess.Produce(ctx, r, promise) })
+		mu.Lock()
+		failed := errors.Join(herr, produceErr)
+		mu.Unlock()
+		commit := kgo.TryCommit
+		if failed != nil {
+			commit = kgo.TryAbort
+		}
+		committed, err := sess.End(ctx, commit)
+		if ctx.Err() != nil {
+			return nil
+		}
+		switch {
+		case err != nil:
+			log.Warn("ending transaction failed; the batch will be processed again", "group", l.Group, "err", err)
+		case failed != nil:
+			log.Warn("batch aborted; it will be processed again", "group", l.Group, "err", failed)
+		case !committed:
+			log.Info("transaction not committed (rebalance); the batch will be processed again", "group", l.Group)
+		}
+		if err != nil || failed != nil {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+	}
+}

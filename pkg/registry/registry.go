@@ -1,0 +1,211 @@
+// Package registry materialises the compacted `projects` and `webhooks` topics into memory: every
+// service that needs to know which projects and webhooks exist reads them here. It offers
+// read-your-writes through WaitFresh (catch up to the topics' end offsets as of now) and
+// WaitFor (catch up to one produced record). It never writes to Kafka.
+package registry
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/surveyhooks/surveyhooks/pkg/kafka"
+	"github.com/surveyhooks/surveyhooks/pkg/secrets"
+	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
+)
+
+type tp struct {
+	topic     string
+	partition int32
+}
+
+// Registry is the in-memory view of projects and webhooks. Values handed out are shared and must
+// not be modified.
+type Registry struct {
+	cfg kafka.Config
+	log *slog.Logger
+	cl  *kgo.Client
+	adm *kadm.Client
+
+	mu        sync.RWMutex
+	projects  map[string]*pb.Project
+	byKeyHash map[string]*pb.Project
+	webhooks  map[string]*pb.Webhook
+	byProject map[string][]*pb.Webhook
+	consumed  map[tp]int64 // next offset to read per partition
+	progress  chan struct{}
+	listeners []func(old, cur *pb.Webhook)
+}
+
+// New connects to the cluster; Run must be called to consume.
+func New(cfg kafka.Config, log *slog.Logger) (*Registry, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	cl, err := kafka.NewClient(cfg,
+		kgo.ConsumeTopics(cfg.Topics.Projects, cfg.Topics.Webhooks),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxWait(50e6), // 50ms: changes must show up quickly
+	)
+	if err != nil {
+		return nil, err
+	}
+	return &Registry{
+		cfg: cfg, log: log, cl: cl, adm: kadm.NewClient(cl),
+		projects: map[string]*pb.Project{}, byKeyHash: map[string]*pb.Project{},
+		webhooks: map[string]*pb.Webhook{}, byProject: map[string][]*pb.Webhook{},
+		consumed: map[tp]int64{}, progress: make(chan struct{}),
+	}, nil
+}
+
+// OnWebhookChange registers fn, called (from the consuming goroutine) for every change with the
+// previous and the new value; either may be nil. Register before Run.
+func (r *Registry) OnWebhookChange(fn func(old, cur *pb.Webhook)) {
+	r.mu.Lock()
+	r.listeners = append(r.listeners, fn)
+	r.mu.Unlock()
+}
+
+// Run consumes until ctx is done, then closes the client.
+func (r *Registry) Run(ctx context.Context) error {
+	defer r.cl.Close()
+	for {
+		fetches := r.cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		fetches.EachError(func(t string, p int32, err error) {
+			r.log.Warn("registry fetch error", "topic", t, "partition", p, "err", err)
+		})
+		fetches.EachRecord(r.apply)
+		r.mu.Lock()
+		close(r.progress)
+		r.progress = make(chan struct{})
+		r.mu.Unlock()
+	}
+}
+
+func (r *Registry) apply(rec *kgo.Record) {
+	key := string(rec.Key)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.consumed[tp{rec.Topic, rec.Partition}] = rec.Offset + 1
+	switch rec.Topic {
+	case r.cfg.Topics.Projects:
+		if old := r.projects[key]; old != nil {
+			delete(r.byKeyHash, hex.EncodeToString(old.ApiKeyHash))
+		}
+		if rec.Value == nil {
+			delete(r.projects, key)
+			return
+		}
+		p := &pb.Project{}
+		if err := proto.Unmarshal(rec.Value, p); err != nil {
+			r.log.Error("unreadable project record skipped", "key", key, "offset", rec.Offset, "err", err)
+			return
+		}
+		r.projects[key] = p
+		r.byKeyHash[hex.EncodeToString(p.ApiKeyHash)] = p
+	case r.cfg.Topics.Webhooks:
+		old := r.webhooks[key]
+		var cur *pb.Webhook
+		if rec.Value != nil {
+			cur = &pb.Webhook{}
+			if err := proto.Unmarshal(rec.Value, cur); err != nil {
+				r.log.Error("unreadable webhook record skipped", "key", key, "offset", rec.Offset, "err", err)
+				return
+			}
+			r.webhooks[key] = cur
+		} else {
+			delete(r.webhooks, key)
+		}
+		if old != nil {
+			r.byProject[old.ProjectId] = slices.DeleteFunc(slices.Clone(r.byProject[old.ProjectId]),
+				func(w *pb.Webhook) bool { return w.Id == key })
+		}
+		if cur != nil {
+			r.byProject[cur.ProjectId] = append(slices.Clone(r.byProject[cur.ProjectId]), cur)
+		}
+		for _, fn := range r.listeners {
+			fn(old, cur)
+		}
+	}
+}
+
+// WaitFresh returns once everything written to the projects and webhooks topics before the call
+// is visible here.
+func (r *Registry) WaitFresh(ctx context.Context) error {
+	ends, err := r.adm.ListEndOffsets(ctx, r.cfg.Topics.Projects, r.cfg.Topics.Webhooks)
+	if err != nil {
+		return fmt.Errorf("listing end offsets of %s, %s: %w", r.cfg.Topics.Projects, r.cfg.Topics.Webhooks, err)
+	}
+	if err := ends.Error(); err != nil {
+		return fmt.Errorf("listing end offsets of %s, %s: %w", r.cfg.Topics.Projects, r.cfg.Topics.Webhooks, err)
+	}
+	var want []kadm.ListedOffset
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			want = append(want, o)
+		}
+	})
+	for _, o := range want {
+		if err := r.WaitFor(ctx, o.Topic, o.Partition, o.Offset-1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WaitFor returns once the record at offset of topic/partition has been applied.
+func (r *Registry) WaitFor(ctx context.Context, topic string, partition int32, offset int64) error {
+	for {
+		r.mu.RLock()
+		done := r.consumed[tp{topic, partition}] > offset
+		ch := r.progress
+		r.mu.RUnlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s/%d offset %d: %w", topic, partition, offset, ctx.Err())
+		case <-ch:
+		}
+	}
+}
+
+// Project returns the project with id, or nil.
+func (r *Registry) Project(id string) *pb.Project {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.projects[id]
+}
+
+// ProjectByAPIKey returns the project whose API key is key, or nil.
+func (r *Registry) ProjectByAPIKey(key string) *pb.Project {
+	h := hex.EncodeToString(secrets.HashAPIKey(key))
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.byKeyHash[h]
+}
+
+// Webhook returns the webhook with id, or nil.
+func (r *Registry) Webhook(id string) *pb.Webhook {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.webhooks[id]
+}
+
+// Webhooks returns the project's webhooks; the slice is a snapshot that is never modified.
+func (r *Registry) Webhooks(projectID string) []*pb.Webhook {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.byProject[projectID]
+}

@@ -1,0 +1,98 @@
+// Package secrets makes and protects credentials: webhook signing secrets ("whsec_…"), project
+// API keys (only their SHA-256 is stored), and the AES-GCM box that seals signing secrets before
+// they reach the `webhooks` topic. Nothing here logs or formats a secret.
+package secrets
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// SecretPrefix starts every webhook signing secret (Standard Webhooks).
+const SecretPrefix = "whsec_"
+
+// NewWebhookSecret returns "whsec_" + base64 of 24 random bytes.
+func NewWebhookSecret() string {
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	return SecretPrefix + base64.StdEncoding.EncodeToString(b)
+}
+
+// ValidateWebhookSecret checks a subscriber-chosen secret: "whsec_" followed by base64 of 24 to
+// 64 bytes.
+func ValidateWebhookSecret(s string) error {
+	raw, ok := strings.CutPrefix(s, SecretPrefix)
+	if !ok {
+		return errors.New("must start with \"whsec_\"")
+	}
+	key, err := base64.StdEncoding.DecodeString(raw)
+	if err != nil {
+		return errors.New("the part after \"whsec_\" must be standard base64")
+	}
+	if len(key) < 24 || len(key) > 64 {
+		return fmt.Errorf("must decode to 24 to 64 bytes, got %d", len(key))
+	}
+	return nil
+}
+
+// NewAPIKey returns a new project API key ("shk_" + 32 random bytes, base64url).
+func NewAPIKey() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return "shk_" + base64.RawURLEncoding.EncodeToString(b)
+}
+
+// HashAPIKey is what is stored and looked up instead of the key.
+func HashAPIKey(key string) []byte {
+	h := sha256.Sum256([]byte(key))
+	return h[:]
+}
+
+// Box seals and opens small secrets with AES-256-GCM.
+type Box struct{ aead cipher.AEAD }
+
+// NewBox takes a 32-byte key, given as standard base64.
+func NewBox(keyB64 string) (*Box, error) {
+	key, err := base64.StdEncoding.DecodeString(keyB64)
+	if err != nil {
+		return nil, errors.New("encryption key must be standard base64")
+	}
+	if len(key) != 32 {
+		return nil, fmt.Errorf("encryption key must decode to 32 bytes, got %d", len(key))
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	return &Box{aead: aead}, nil
+}
+
+// Seal encrypts plaintext; the nonce is prepended.
+func (b *Box) Seal(plaintext string) []byte {
+	nonce := make([]byte, b.aead.NonceSize(), b.aead.NonceSize()+len(plaintext)+b.aead.Overhead())
+	_, _ = rand.Read(nonce)
+	return b.aead.Seal(nonce, nonce, []byte(plaintext), nil)
+}
+
+// Open decrypts what Seal produced.
+func (b *Box) Open(sealed []byte) (string, error) {
+	n := b.aead.NonceSize()
+	if len(sealed) < n {
+		return "", errors.New("sealed secret too short")
+	}
+	out, err := b.aead.Open(nil, sealed[:n], sealed[n:], nil)
+	if err != nil {
+		return "", errors.New("sealed secret does not open with this key (wrong SURVEYHOOKS_ENCRYPTION_KEY?)")
+	}
+	return string(out), nil
+}

@@ -1,0 +1,103 @@
+// Package signature signs webhook requests and verifies them, the two ways receivers expect:
+// Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>`) and
+// Ask Users' `X-Webhook-Signature: <hex HMAC-SHA256 of the raw body>`. It never logs.
+package signature
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/surveyhooks/surveyhooks/pkg/secrets"
+)
+
+// Header names.
+const (
+	HeaderID        = "webhook-id"
+	HeaderTimestamp = "webhook-timestamp"
+	HeaderSignature = "webhook-signature"
+	HeaderAskUsers  = "X-Webhook-Signature"
+)
+
+// ErrInvalid means a signature did not verify.
+var ErrInvalid = errors.New("signature does not verify")
+
+// Key is the HMAC key of a "whsec_…" secret: the base64-decoded part after the prefix.
+func Key(secret string) ([]byte, error) {
+	raw, ok := strings.CutPrefix(secret, secrets.SecretPrefix)
+	if !ok {
+		return nil, errors.New("secret must start with \"whsec_\"")
+	}
+	key, err := base64.StdEncoding.DecodeString(raw)
+	if err != nil {
+		return nil, fmt.Errorf("decoding secret: %w", err)
+	}
+	return key, nil
+}
+
+// Standard returns the `webhook-signature` value for id, timestamp and body: one "v1,<base64>"
+// entry per key, space-separated (several during a secret rotation).
+func Standard(id string, ts time.Time, body []byte, keys [][]byte) string {
+	var sb strings.Builder
+	unix := strconv.FormatInt(ts.Unix(), 10)
+	for i, k := range keys {
+		m := hmac.New(sha256.New, k)
+		m.Write([]byte(id))
+		m.Write([]byte{'.'})
+		m.Write([]byte(unix))
+		m.Write([]byte{'.'})
+		m.Write(body)
+		if i > 0 {
+			sb.WriteByte(' ')
+		}
+		sb.WriteString("v1,")
+		sb.WriteString(base64.StdEncoding.EncodeToString(m.Sum(nil)))
+	}
+	return sb.String()
+}
+
+// AskUsers returns the `X-Webhook-Signature` value: hex HMAC-SHA256 of the raw body, keyed with
+// the whole secret string as UTF-8.
+func AskUsers(body []byte, secret string) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write(body)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// VerifyStandard checks a Standard Webhooks request: one of the signature entries must match,
+// and the timestamp must be within tolerance of now (0 skips the time check).
+func VerifyStandard(secret, id, timestamp, signatures string, body []byte, tolerance time.Duration) error {
+	key, err := Key(secret)
+	if err != nil {
+		return err
+	}
+	sec, err := strconv.ParseInt(timestamp, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%s %q is not a Unix time", HeaderTimestamp, timestamp)
+	}
+	ts := time.Unix(sec, 0)
+	if tolerance > 0 && (time.Since(ts) > tolerance || time.Until(ts) > tolerance) {
+		return fmt.Errorf("%s %s is outside the tolerance of %s", HeaderTimestamp, timestamp, tolerance)
+	}
+	want := Standard(id, ts, body, [][]byte{key})
+	for _, s := range strings.Fields(signatures) {
+		if hmac.Equal([]byte(s), []byte(want)) {
+			return nil
+		}
+	}
+	return ErrInvalid
+}
+
+// VerifyAskUsers checks an `X-Webhook-Signature` value.
+func VerifyAskUsers(secret string, body []byte, sig string) error {
+	if hmac.Equal([]byte(AskUsers(body, secret)), []byte(strings.ToLower(sig))) {
+		return nil
+	}
+	return ErrInvalid
+}

@@ -1,0 +1,42 @@
+package signature_test
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/surveyhooks/surveyhooks/pkg/signature"
+)
+
+// The Standard Webhooks specification's published test vector.
+func TestStandardMatchesTheSpecificationVector(t *testing.T) {
+	key, err := signature.Key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	require.NoError(t, err)
+	got := signature.Standard("msg_p5jXN8AQM9LWM0D4loKWxJek", time.Unix(1614265330, 0),
+		[]byte(`{"test": 2432232314}`), [][]byte{key})
+	require.Equal(t, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=", got)
+}
+
+func TestVerifyAcceptsAnyOfSeveralSignaturesAndRejectsTampering(t *testing.T) {
+	old, cur := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_dGhpcyBpcyBhIG5ldyBzZWNyZXQga2V5ISEh"
+	k1, _ := signature.Key(old)
+	k2, _ := signature.Key(cur)
+	now := time.Now()
+	body := []byte(`{"a":1}`)
+	sig := signature.Standard("id1", now, body, [][]byte{k1, k2})
+	ts := now.Unix()
+	require.NoError(t, signature.VerifyStandard(old, "id1", itoa(ts), sig, body, time.Minute))
+	require.NoError(t, signature.VerifyStandard(cur, "id1", itoa(ts), sig, body, time.Minute))
+	require.ErrorIs(t, signature.VerifyStandard(cur, "id1", itoa(ts), sig, []byte(`{"a":2}`), time.Minute), signature.ErrInvalid)
+	require.Error(t, signature.VerifyStandard(cur, "id1", itoa(ts-3600), sig, body, time.Minute))
+
+	au := signature.AskUsers(body, cur)
+	require.Len(t, au, 64)
+	require.NoError(t, signature.VerifyAskUsers(cur, body, au))
+	require.ErrorIs(t, signature.VerifyAskUsers(old, body, au), signature.ErrInvalid)
+}
+
+func itoa(v int64) string { return strconv.FormatInt(v, 10) }
+
