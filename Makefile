@@ -2,9 +2,8 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-MODULES := proto pkg services/ingest services/fanout services/delivery services/sink services/api services/surveyhooks services/loadgen
+MODULES := proto pkg deploy services/ingest services/fanout services/delivery services/sink services/api services/surveyhooks services/loadgen
 GO_TEST_FLAGS ?= -count=1 -timeout 10m -p 2
-export GOFLAGS ?= -mod=mod
 
 .PHONY: help
 help: ## list the targets

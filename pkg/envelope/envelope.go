@@ -1,0 +1,99 @@
+// Package envelope renders the body a subscriber receives: the versioned JSON envelope
+// `{event_id, event_type, version, time, time_ms, payload}` of DESIGN §1. A webhook is pinned to a
+// payload version; once a version is released its output never changes (golden files in testdata
+// freeze it), so a new shape is always a new version beside the old ones. It must never depend on
+// anything but the Event and the Webhook it is given.
+package envelope
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
+)
+
+// TestEventType is the event type "Send Test" delivers; producers cannot send it.
+const TestEventType = "webhook.test"
+
+// DefaultVersion is the payload version a webhook gets when none is chosen.
+const DefaultVersion = "1"
+
+// Versions lists the payload versions a webhook can be pinned to.
+var Versions = []string{"1"}
+
+// MaxProperties is how many user and company properties a webhook may choose, together (Userpilot).
+const MaxProperties = 10
+
+// Render returns the body for ev as webhook wh receives it, in wh's payload version.
+func Render(ev *pb.Event, wh *pb.Webhook) ([]byte, error) {
+	v := wh.GetPayloadVersion()
+	if v == "" {
+		v = DefaultVersion
+	}
+	switch v {
+	case "1":
+		return json.Marshal(v1Envelope(ev, wh))
+	default:
+		return nil, fmt.Errorf("unknown payload version %q (have %v)", v, Versions)
+	}
+}
+
+// TestEvent is the event "Send Test" delivers: a well-formed sample with every section filled, so
+// a subscriber can see the shape of what will arrive.
+func TestEvent(projectID string, now time.Time) *pb.Event {
+	score := int32(9)
+	return &pb.Event{
+		EventType: TestEventType, ProjectId: projectID, TimeMs: now.UnixMilli(), ReceivedAtMs: now.UnixMilli(),
+		Channel: &pb.Channel{Id: "test-channel", Type: "widget"},
+		Survey:  &pb.Survey{Id: "test-survey", Name: "Test survey", ScenarioId: "test-scenario", ScenarioVersion: 1},
+		User: &pb.User{Id: "test-user", Email: "test@example.com", Name: "Test User",
+			Traits: []byte(`{"plan":"enterprise"}`)},
+		Account:  &pb.Account{Id: "test-account", Name: "Example Inc."},
+		Response: &pb.Response{Id: "test-response", Locale: "en-US", Completion: "fully_completed"},
+		Nps:      &pb.Nps{Score: &score, Question: "How likely are you to recommend us?"},
+		Context:  &pb.Context{Hostname: "example.com", Pathname: "/"},
+	}
+}
+
+// timeString formats milliseconds as RFC 3339 UTC with milliseconds.
+func timeString(ms int64) string {
+	if ms == 0 {
+		return ""
+	}
+	return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z07:00")
+}
+
+// rawObject returns b as a JSON object, or nil when empty.
+func rawObject(b []byte) json.RawMessage {
+	if len(b) == 0 {
+		return nil
+	}
+	return json.RawMessage(b)
+}
+
+// chosenTraits keeps only the named traits of a JSON object; with no names it keeps all.
+func chosenTraits(traits []byte, names []string) json.RawMessage {
+	if len(traits) == 0 {
+		return nil
+	}
+	if len(names) == 0 {
+		return json.RawMessage(traits)
+	}
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(traits, &all); err != nil {
+		return nil
+	}
+	kept := make(map[string]json.RawMessage, len(names))
+	for k, v := range all {
+		if slices.Contains(names, k) {
+			kept[k] = v
+		}
+	}
+	if len(kept) == 0 {
+		return nil
+	}
+	out, _ := json.Marshal(kept)
+	return out
+}

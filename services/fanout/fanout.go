@@ -1,0 +1,167 @@
+// Package fanout turns each event on `events` into one Delivery per matching webhook on
+// `deliveries`: it materialises the project's webhooks, matches (enabled, event type, per-event
+// toggle, filter), renders the body once per webhook in its pinned payload version, and produces
+// the deliveries and commits the input offsets in one Kafka transaction, so an event is fanned out
+// exactly once even when the process dies mid-batch. It never sends HTTP and never drops an event
+// without counting it.
+package fanout
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/surveyhooks/surveyhooks/pkg/envelope"
+	"github.com/surveyhooks/surveyhooks/pkg/kafka"
+	"github.com/surveyhooks/surveyhooks/pkg/registry"
+	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
+)
+
+// Config is the fan-out service's configuration.
+type Config struct {
+	Kafka kafka.Config
+	// Group is the consumer group of the fan-out processes.
+	Group string `env:"FANOUT_GROUP" envDefault:"surveyhooks-fanout"`
+}
+
+// Validate reports the first configuration error, naming the variable.
+func (c Config) Validate() error {
+	if c.Group == "" {
+		return errors.New("FANOUT_GROUP: must not be empty")
+	}
+	return c.Kafka.Validate()
+}
+
+// Stats counts what the fan-out did since start.
+type Stats struct {
+	Events     atomic.Int64 // events read
+	Deliveries atomic.Int64 // deliveries produced
+	Unmatched  atomic.Int64 // events no webhook wanted
+	Previews   atomic.Int64 // preview events dropped
+	Filtered   atomic.Int64 // (event, webhook) pairs a filter rejected
+	Unreadable atomic.Int64 // records that are not an Event
+	RenderErrs atomic.Int64 // (event, webhook) pairs whose body could not be rendered
+}
+
+// Run fans out until ctx is done.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	return New(cfg, log).Run(ctx)
+}
+
+// FanOut is one fan-out process.
+type FanOut struct {
+	cfg   Config
+	log   *slog.Logger
+	Stats Stats
+}
+
+// New returns a fan-out process; Run starts it.
+func New(cfg Config, log *slog.Logger) *FanOut {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &FanOut{cfg: cfg, log: log}
+}
+
+// Run consumes `events` until ctx is done.
+func (f *FanOut) Run(ctx context.Context) error {
+	if err := kafka.EnsureTopics(ctx, f.cfg.Kafka); err != nil {
+		return fmt.Errorf("ensuring topics: %w", err)
+	}
+	reg, err := registry.New(f.cfg.Kafka, f.log)
+	if err != nil {
+		return err
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return reg.Run(ctx) })
+	g.Go(func() error {
+		loop := &kafka.TxnLoop{
+			Config: f.cfg.Kafka, Group: f.cfg.Group, Topics: []string{f.cfg.Kafka.Topics.Events}, Logger: f.log,
+			Handler: func(ctx context.Context, recs []*kgo.Record, produce func(*kgo.Record)) error {
+				// Read-your-writes: a webhook whose creation was acknowledged before these events
+				// were fetched must be seen by them.
+				if err := reg.WaitFresh(ctx); err != nil {
+					return fmt.Errorf("catching up on webhooks: %w", err)
+				}
+				now := time.Now().UnixMilli()
+				for _, r := range recs {
+					f.fanOut(r, reg, now, produce)
+				}
+				return nil
+			},
+		}
+		return loop.Run(ctx)
+	})
+	f.log.Info("fan-out running", "group", f.cfg.Group, "events", f.cfg.Kafka.Topics.Events)
+	return g.Wait()
+}
+
+func (f *FanOut) fanOut(r *kgo.Record, reg *registry.Registry, now int64, produce func(*kgo.Record)) {
+	f.Stats.Events.Add(1)
+	ev := &pb.Event{}
+	if err := proto.Unmarshal(r.Value, ev); err != nil || ev.EventId == "" {
+		f.Stats.Unreadable.Add(1)
+		f.log.Error("unreadable event skipped", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
+		return
+	}
+	if ev.Preview {
+		f.Stats.Previews.Add(1)
+		return
+	}
+	matched := 0
+	for _, wh := range reg.Webhooks(ev.ProjectId) {
+		if !Matches(wh, ev.EventType) {
+			continue
+		}
+		body, err := envelope.Render(ev, wh)
+		if err != nil {
+			f.Stats.RenderErrs.Add(1)
+			f.log.Error("rendering body failed", "event_id", ev.EventId, "webhook_id", wh.Id, "err", err)
+			continue
+		}
+		d := &pb.Delivery{
+			DeliveryId: DeliveryID(ev.EventId, wh.Id), EventId: ev.EventId, WebhookId: wh.Id,
+			ProjectId: ev.ProjectId, EventType: ev.EventType, Body: body, Attempt: 1,
+			CreatedAtMs: now, EventTimeMs: ev.TimeMs, WebhookRevision: wh.Revision,
+		}
+		v, _ := proto.Marshal(d)
+		produce(&kgo.Record{Topic: f.cfg.Kafka.Topics.Deliveries, Key: []byte(wh.Id), Value: v, Headers: r.Headers})
+		matched++
+	}
+	if matched == 0 {
+		f.Stats.Unmatched.Add(1)
+	}
+	f.Stats.Deliveries.Add(int64(matched))
+}
+
+// Matches reports whether webhook wh wants events of eventType: it is enabled, subscribes to the
+// type (or to "*"), and the type's toggle is not switched off. "webhook.test" is never fanned out:
+// only Send Test makes it.
+func Matches(wh *pb.Webhook, eventType string) bool {
+	if !wh.Enabled || eventType == envelope.TestEventType {
+		return false
+	}
+	if on, ok := wh.EventToggles[eventType]; ok && !on {
+		return false
+	}
+	return slices.Contains(wh.EventTypes, eventType) || slices.Contains(wh.EventTypes, "*")
+}
+
+var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// DeliveryID is the stable id of (event, webhook): the `webhook-id` header on every attempt and
+// every replay, so receivers can de-duplicate.
+func DeliveryID(eventID, webhookID string) string {
+	h := sha256.Sum256([]byte(eventID + "\x00" + webhookID))
+	return "msg_" + idEncoding.EncodeToString(h[:16])
+}

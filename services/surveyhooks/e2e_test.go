@@ -1,0 +1,313 @@
+package surveyhooks_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	kafkago "github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/surveyhooks/surveyhooks/pkg/chtest"
+	"github.com/surveyhooks/surveyhooks/pkg/signature"
+)
+
+// binaries builds every service's command once per test run.
+func binaries(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, pkg := range []string{
+		"github.com/surveyhooks/surveyhooks/services/surveyhooks/cmd/surveyhooks",
+		"github.com/surveyhooks/surveyhooks/services/ingest/cmd/ingest",
+		"github.com/surveyhooks/surveyhooks/services/fanout/cmd/fanout",
+		"github.com/surveyhooks/surveyhooks/services/delivery/cmd/delivery",
+		"github.com/surveyhooks/surveyhooks/services/sink/cmd/sink",
+		"github.com/surveyhooks/surveyhooks/services/api/cmd/api",
+	} {
+		out, err := exec.Command("go", "build", "-o", dir+"/", pkg).CombinedOutput()
+		require.NoError(t, err, "building %s: %s", pkg, out)
+	}
+	return dir
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// proc is one running service binary; its output goes to a log file shown when the test fails.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+}
+
+type stack struct {
+	t      *testing.T
+	bin    string
+	env    []string
+	mu     sync.Mutex
+	procs  map[string]*proc
+	logDir string
+}
+
+func (s *stack) start(name string, extraEnv ...string) {
+	s.t.Helper()
+	bin := name
+	if name == "kafka" {
+		bin = "surveyhooks"
+	}
+	logPath := filepath.Join(s.logDir, fmt.Sprintf("%s-%d.log", name, time.Now().UnixNano()))
+	f, err := os.Create(logPath)
+	require.NoError(s.t, err)
+	cmd := exec.Command(filepath.Join(s.bin, bin))
+	cmd.Env = append(append(os.Environ(), s.env...), extraEnv...)
+	cmd.Stdout, cmd.Stderr = f, f
+	require.NoError(s.t, cmd.Start())
+	s.mu.Lock()
+	s.procs[name] = &proc{name: name, cmd: cmd, log: logPath}
+	s.mu.Unlock()
+}
+
+func (s *stack) kill9(name string) {
+	s.mu.Lock()
+	p := s.procs[name]
+	s.mu.Unlock()
+	require.NoError(s.t, p.cmd.Process.Signal(syscall.SIGKILL))
+	_, _ = p.cmd.Process.Wait()
+}
+
+func (s *stack) stopAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.procs {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, p := range s.procs {
+		done := make(chan struct{})
+		go func() { _, _ = p.cmd.Process.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = p.cmd.Process.Kill()
+		}
+	}
+	if s.t.Failed() {
+		entries, _ := os.ReadDir(s.logDir)
+		for _, e := range entries {
+			b, _ := os.ReadFile(filepath.Join(s.logDir, e.Name()))
+			if len(b) > 6000 {
+				b = b[len(b)-6000:]
+			}
+			s.t.Logf("==== %s (tail)\n%s", e.Name(), b)
+		}
+	}
+}
+
+func waitHTTP(t *testing.T, url string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		r, err := http.Get(url)
+		if err != nil {
+			return false
+		}
+		r.Body.Close()
+		return r.StatusCode == http.StatusOK
+	}, 60*time.Second, 100*time.Millisecond, "%s never answered 200", url)
+}
+
+func call(t *testing.T, method, url, token string, body any, want int) map[string]any {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, url, rd)
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	require.Equal(t, want, resp.StatusCode, "%s %s: %s", method, url, raw)
+	out := map[string]any{}
+	_ = json.Unmarshal(raw, &out)
+	return out
+}
+
+// receiver is a subscriber endpoint that verifies both signatures of every request.
+type receiver struct {
+	secret string
+	mu     sync.Mutex
+	got    map[string]int // event_id → deliveries
+	ids    map[string]string
+	bad    []string
+}
+
+func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	err := signature.VerifyStandard(rc.secret, r.Header.Get("webhook-id"), r.Header.Get("webhook-timestamp"),
+		r.Header.Get("webhook-signature"), body, 5*time.Minute)
+	if err == nil {
+		err = signature.VerifyAskUsers(rc.secret, body, r.Header.Get("X-Webhook-Signature"))
+	}
+	var env struct {
+		EventID   string `json:"event_id"`
+		EventType string `json:"event_type"`
+	}
+	if err == nil {
+		err = json.Unmarshal(body, &env)
+	}
+	if err != nil {
+		rc.bad = append(rc.bad, err.Error())
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	if prev, ok := rc.ids[env.EventID]; ok && prev != r.Header.Get("webhook-id") {
+		rc.bad = append(rc.bad, "event "+env.EventID+" arrived with two different webhook-ids")
+	}
+	rc.ids[env.EventID] = r.Header.Get("webhook-id")
+	rc.got[env.EventID]++
+	w.WriteHeader(http.StatusOK)
+}
+
+func (rc *receiver) count(ids ...string) (n int) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for _, id := range ids {
+		if rc.got[id] > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+func TestEventsFromHTTPAndKafkaArriveSignedAndLoggedAcrossAKilledWorker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: builds and runs every binary")
+	}
+	chAddr := chtest.Addr(t)
+	db := chtest.Database(t)
+	bin := binaries(t)
+	kafkaAddr, ingestAddr, apiAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	const admin = "e2e-admin-token-0123456789"
+	s := &stack{t: t, bin: bin, procs: map[string]*proc{}, logDir: t.TempDir(), env: []string{
+		"KAFKA_BROKERS=" + kafkaAddr, "KAFKA_PARTITIONS=3",
+		"SURVEYHOOKS_RETRY_SCHEDULE=1s,2s,3s",
+		"SURVEYHOOKS_KAFKA_LISTEN=" + kafkaAddr, "SURVEYHOOKS_SERVICES=kafka", "SURVEYHOOKS_DATA_DIR=" + t.TempDir(),
+		"INGEST_ADDR=" + ingestAddr, "API_ADDR=" + apiAddr,
+		"SURVEYHOOKS_ADMIN_TOKEN=" + admin, "SURVEYHOOKS_ENCRYPTION_KEY=" + base64.StdEncoding.EncodeToString(key),
+		"SURVEYHOOKS_ALLOW_DESTINATIONS=127.0.0.0/8,::1/128",
+		"CLICKHOUSE_ADDR=" + chAddr, "SINK_CLICKHOUSE_DATABASE=" + db, "API_CLICKHOUSE_DATABASE=" + db,
+		"SINK_FLUSH_INTERVAL=200ms",
+	}}
+	t.Cleanup(s.stopAll)
+	s.start("kafka")
+	for _, name := range []string{"ingest", "fanout", "delivery", "sink", "api"} {
+		s.start(name)
+	}
+	waitHTTP(t, "http://"+ingestAddr+"/healthz")
+	waitHTTP(t, "http://"+apiAddr+"/healthz")
+
+	rc := &receiver{got: map[string]int{}, ids: map[string]string{}}
+	srv := httptest.NewServer(rc)
+	t.Cleanup(srv.Close)
+
+	project := call(t, "POST", "http://"+apiAddr+"/v1/projects", admin, map[string]any{"name": "Acme"}, 201)
+	apiKey, projectID := project["api_key"].(string), project["id"].(string)
+	require.NotEmpty(t, apiKey)
+	wh := call(t, "POST", "http://"+apiAddr+"/v1/webhooks", apiKey, map[string]any{
+		"name": "crm", "url": srv.URL + "/hook", "events": []string{"survey.completed", "nps.scored"}}, 201)
+	rc.mu.Lock()
+	rc.secret = wh["secret"].(string)
+	rc.mu.Unlock()
+	require.True(t, strings.HasPrefix(rc.secret, "whsec_"))
+
+	// One event over HTTP…
+	posted := call(t, "POST", "http://"+ingestAddr+"/v1/events", apiKey, map[string]any{
+		"event_type": "survey.completed", "user": map[string]any{"id": "u1"},
+		"survey": map[string]any{"id": "s1", "name": "NPS"}, "response": map[string]any{"id": "r1", "completion": "fully_completed"}}, 202)
+	httpID := posted["event_ids"].([]any)[0].(string)
+
+	// …and one from a survey platform's own Kafka producer (segmentio/kafka-go).
+	w := &kafkago.Writer{Addr: kafkago.TCP(kafkaAddr), Topic: "survey-events", RequiredAcks: kafkago.RequireAll}
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	score := 3
+	v, _ := json.Marshal(map[string]any{"project_id": projectID, "event_id": "kafka-evt-1", "event_type": "nps.scored",
+		"user": map[string]any{"id": "u2"}, "nps": map[string]any{"score": score}})
+	require.NoError(t, w.WriteMessages(ctx, kafkago.Message{Key: []byte(projectID), Value: v,
+		Headers: []kafkago.Header{{Key: "content-type", Value: []byte("application/json")}}}))
+
+	require.Eventually(t, func() bool { return rc.count(httpID, "kafka-evt-1") == 2 }, 60*time.Second, 50*time.Millisecond,
+		"both events should reach the receiver")
+	rc.mu.Lock()
+	require.Empty(t, rc.bad, "every request must carry both valid signatures")
+	rc.mu.Unlock()
+
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{chAddr}, Auth: clickhouse.Auth{Database: db}})
+	require.NoError(t, err)
+	defer conn.Close()
+	rowsFor := func(ids ...string) uint64 {
+		var n uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM delivery_attempts WHERE event_id IN (?)", ids).Scan(&n); err != nil {
+			t.Logf("querying ClickHouse: %v", err)
+		}
+		return n
+	}
+	require.Eventually(t, func() bool { return rowsFor(httpID, "kafka-evt-1") >= 2 }, 60*time.Second, 200*time.Millisecond,
+		"both attempts should be rows in ClickHouse")
+
+	// kill -9 the delivery worker while a stream of events flows, restart it: nothing is lost.
+	const n = 300
+	ids := make([]string, n)
+	for i := range n {
+		ids[i] = fmt.Sprintf("burst-%03d", i)
+	}
+	go func() {
+		for i := 0; i < n; i += 50 {
+			var batch []map[string]any
+			for _, id := range ids[i : i+50] {
+				batch = append(batch, map[string]any{"event_id": id, "event_type": "nps.scored",
+					"user": map[string]any{"id": "u-" + id}, "nps": map[string]any{"score": 9}})
+			}
+			call(t, "POST", "http://"+ingestAddr+"/v1/events", apiKey, map[string]any{"events": batch}, 202)
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	require.Eventually(t, func() bool { return rc.count(ids...) > 20 }, 60*time.Second, 10*time.Millisecond)
+	s.kill9("delivery")
+	s.start("delivery")
+	require.Eventually(t, func() bool { return rc.count(ids...) == n }, 90*time.Second, 100*time.Millisecond,
+		"every event must arrive after the worker was killed and restarted")
+	require.Eventually(t, func() bool { return rowsFor(ids...) >= n }, 60*time.Second, 200*time.Millisecond,
+		"every attempt must reach ClickHouse")
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	require.Empty(t, rc.bad)
+}
