@@ -45,7 +45,7 @@ func EnsureTopics(ctx context.Context, cfg Config) error {
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
 	var lastErr error
-	for try := 0; try < 50; try++ {
+	for try := 0; try < 300; try++ { // up to a minute: the broker may still be starting
 		lastErr = nil
 		for _, spec := range Specs(cfg.Topics, cfg.RetrySchedule) {
 			resp, err := adm.CreateTopic(ctx, cfg.Partitions, cfg.ReplicationFactor, spec.Configs, spec.Name)
@@ -60,7 +60,7 @@ func EnsureTopics(ctx context.Context, cfg Config) error {
 		if lastErr == nil {
 			return nil
 		}
-		select { // the broker may still be starting
+		select {
 		case <-ctx.Done():
 			return errors.Join(ctx.Err(), lastErr)
 		case <-time.After(200 * time.Millisecond):

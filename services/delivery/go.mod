@@ -6,3 +6,20 @@ replace (
 	github.com/surveyhooks/surveyhooks/pkg => ../../pkg
 	github.com/surveyhooks/surveyhooks/proto => ../../proto
 )
+
+require (
+	github.com/surveyhooks/surveyhooks/pkg v0.0.0-00010101000000-000000000000
+	github.com/surveyhooks/surveyhooks/proto v0.0.0-00010101000000-000000000000
+	github.com/twmb/franz-go v1.22.2
+	github.com/twmb/franz-go/pkg/kmsg v1.15.0
+	golang.org/x/sync v0.24.0
+	golang.org/x/time v0.16.0
+	google.golang.org/protobuf v1.36.12
+)
+
+require (
+	github.com/caarlos0/env/v11 v11.4.2 // indirect
+	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/pierrec/lz4/v4 v4.1.33 // indirect
+	github.com/twmb/franz-go/pkg/kadm v1.19.0 // indirect
+)

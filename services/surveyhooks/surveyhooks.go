@@ -119,6 +119,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			}
 		}
 	}
+	if want("kafka") {
+		g.Go(func() error { <-ctx.Done(); return nil }) // the broker runs until stopped
+	}
 	start("ingest", func(ctx context.Context) error { return ingest.Run(ctx, icfg, log.With("service", "ingest")) })
 	start("fanout", func(ctx context.Context) error { return fanout.Run(ctx, fcfg, log.With("service", "fanout")) })
 	start("delivery", func(ctx context.Context) error { return delivery.Run(ctx, dcfg, log.With("service", "delivery")) })

@@ -1,0 +1,266 @@
+// Package attemptlog is the delivery log in ClickHouse: the schema (schema.sql, embedded), the
+// batch writer the sink uses and the queries the API serves. Writes go only through batches with
+// explicit column lists (the one insert form clickhouse-go/v2 runs against every ClickHouse from
+// Debian's 18.16 on). Every row carries the Kafka partition and offset it came from, so a sink that
+// restarts can skip what ClickHouse already holds: rows and rollups are never counted twice.
+package attemptlog
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
+)
+
+//go:embed schema.sql
+var Schema string
+
+// ErrNotFound is returned for an id the project does not have.
+var ErrNotFound = errors.New("not found")
+
+// Store is a connection to the delivery log database.
+type Store struct {
+	conn driver.Conn
+	db   string
+}
+
+// Open connects to ClickHouse at addr and creates database when missing.
+func Open(ctx context.Context, addr, database string) (*Store, error) {
+	boot, err := dial(ctx, addr, "default")
+	if err != nil {
+		return nil, err
+	}
+	err = boot.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+database)
+	boot.Close()
+	if err != nil {
+		return nil, fmt.Errorf("creating database %s: %w", database, err)
+	}
+	conn, err := dial(ctx, addr, database)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{conn: conn, db: database}, nil
+}
+
+func dial(ctx context.Context, addr, database string) (driver.Conn, error) {
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}, Auth: clickhouse.Auth{Database: database},
+		DialTimeout: 5 * time.Second, MaxOpenConns: 8, ReadTimeout: 60 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("connecting to ClickHouse at %s: %w", addr, err)
+	}
+	if err := conn.Ping(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("connecting to ClickHouse at %s: %w", addr, err)
+	}
+	return conn, nil
+}
+
+// Close closes the connection.
+func (s *Store) Close() error { return s.conn.Close() }
+
+// Ping checks the server answers.
+func (s *Store) Ping(ctx context.Context) error { return s.conn.Ping(ctx) }
+
+// Migrate applies the embedded schema to the store's database (the connection's default, so
+// the schema names no database); every statement is idempotent.
+func (s *Store) Migrate(ctx context.Context) error {
+	for _, stmt := range strings.Split(Schema, "\n;\n") {
+		var lines []string
+		for _, l := range strings.Split(stmt, "\n") {
+			if !strings.HasPrefix(strings.TrimSpace(l), "--") {
+				lines = append(lines, l)
+			}
+		}
+		q := strings.TrimSpace(strings.Join(lines, "\n"))
+		if q == "" {
+			continue
+		}
+		if err := s.conn.Exec(ctx, q); err != nil {
+			return fmt.Errorf("applying schema statement %.60q: %w", q, err)
+		}
+	}
+	return nil
+}
+
+// OutcomeName is the log's name of an outcome class: "success", "http_retryable", ….
+func OutcomeName(c pb.OutcomeClass) string {
+	return strings.ToLower(strings.TrimPrefix(c.String(), "OUTCOME_CLASS_"))
+}
+
+// ParseOutcome is OutcomeName's inverse.
+func ParseOutcome(name string) (pb.OutcomeClass, bool) {
+	v, ok := pb.OutcomeClass_value["OUTCOME_CLASS_"+strings.ToUpper(name)]
+	return pb.OutcomeClass(v), ok && v != 0
+}
+
+// OutcomeNames lists every valid outcome name.
+func OutcomeNames() []string {
+	var out []string
+	for v := range pb.OutcomeClass_name {
+		if v != 0 {
+			out = append(out, OutcomeName(pb.OutcomeClass(v)))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// DispositionName is the log's name of a disposition: "delivered", "retry", "dead", "dropped".
+func DispositionName(d pb.Disposition) string {
+	return strings.ToLower(strings.TrimPrefix(d.String(), "DISPOSITION_"))
+}
+
+// Source is where a row came from in Kafka.
+type Source struct {
+	Partition int32
+	Offset    int64
+}
+
+// MaxOffsets returns, per Kafka partition, the highest offset table holds (table is
+// "delivery_attempts" or "dead_letters").
+func (s *Store) MaxOffsets(ctx context.Context, table string) (map[int32]int64, error) {
+	rows, err := s.conn.Query(ctx, fmt.Sprintf("SELECT kafka_partition, max(kafka_offset) FROM %s.%s GROUP BY kafka_partition", s.db, table))
+	if err != nil {
+		return nil, fmt.Errorf("reading stored offsets of %s: %w", table, err)
+	}
+	defer rows.Close()
+	out := map[int32]int64{}
+	for rows.Next() {
+		var p int32
+		var o int64
+		if err := rows.Scan(&p, &o); err != nil {
+			return nil, err
+		}
+		out[p] = o
+	}
+	return out, rows.Err()
+}
+
+const attemptColumns = `attempt_id, delivery_id, event_id, webhook_id, project_id, event_type, attempt, tier, outcome,
+disposition, status_code, error, retry_after_ms, started_at, started_ms, latency_us, request_url, request_header_names,
+request_header_values, request_body, response_header_names, response_header_values, response_body, response_truncated,
+worker, trace_id, next_attempt_ms, test, kafka_partition, kafka_offset`
+
+// InsertAttempts writes attempts in one batch (one block: atomic for rows of one day).
+func (s *Store) InsertAttempts(ctx context.Context, attempts []*pb.Attempt, src []Source) error {
+	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+".delivery_attempts ("+attemptColumns+")")
+	if err != nil {
+		return fmt.Errorf("preparing attempts batch: %w", err)
+	}
+	for i, a := range attempts {
+		o := a.GetOutcome()
+		qn, qv := splitHeaders(a.RequestHeaders)
+		rn, rv := splitHeaders(a.ResponseHeaders)
+		if err := b.Append(a.AttemptId, a.DeliveryId, a.EventId, a.WebhookId, a.ProjectId, a.EventType,
+			uint16(a.Attempt), uint8(a.Tier), OutcomeName(o.GetClass()), DispositionName(o.GetDisposition()),
+			uint16(o.GetStatusCode()), o.GetError(), uint64(max(o.GetRetryAfterMs(), 0)),
+			time.UnixMilli(a.StartedAtMs), uint64(a.StartedAtMs), uint64(max(a.LatencyUs, 0)), a.RequestUrl, qn, qv,
+			string(a.RequestBody), rn, rv, string(a.ResponseBody), b2u(a.ResponseTruncated), a.Worker, a.TraceId,
+			uint64(max(a.NextAttemptAtMs, 0)), b2u(a.Test), src[i].Partition, src[i].Offset); err != nil {
+			b.Abort()
+			return fmt.Errorf("appending attempt %s: %w", a.AttemptId, err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("inserting %d attempts: %w", len(attempts), err)
+	}
+	return nil
+}
+
+const deadColumns = `id, delivery_id, event_id, webhook_id, project_id, event_type, attempt, outcome, status_code, error,
+dead_at, dead_ms, delivery, replayed, version, kafka_partition, kafka_offset`
+
+// DeadLetterID names a dead letter: the delivery and the number of its last attempt.
+func DeadLetterID(d *pb.Delivery) string { return fmt.Sprintf("%s.%d", d.DeliveryId, d.Attempt) }
+
+// InsertDeadLetters writes dead-lettered deliveries (value bytes as read from Kafka).
+func (s *Store) InsertDeadLetters(ctx context.Context, ds []*pb.Delivery, raw [][]byte, src []Source) error {
+	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+".dead_letters ("+deadColumns+")")
+	if err != nil {
+		return fmt.Errorf("preparing dead letters batch: %w", err)
+	}
+	for i, d := range ds {
+		o := d.GetLastOutcome()
+		at := o.GetAtMs()
+		if at == 0 {
+			at = time.Now().UnixMilli()
+		}
+		if err := b.Append(DeadLetterID(d), d.DeliveryId, d.EventId, d.WebhookId, d.ProjectId, d.EventType,
+			uint16(d.Attempt), OutcomeName(o.GetClass()), uint16(o.GetStatusCode()), o.GetError(),
+			time.UnixMilli(at), uint64(at), string(raw[i]), uint8(0), uint64(1), src[i].Partition, src[i].Offset); err != nil {
+			b.Abort()
+			return fmt.Errorf("appending dead letter: %w", err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("inserting %d dead letters: %w", len(ds), err)
+	}
+	return nil
+}
+
+// DropPartitionsBefore drops the daily partitions of the log tables older than cutoff.
+func (s *Store) DropPartitionsBefore(ctx context.Context, cutoff time.Time) (int, error) {
+	day := cutoff.UTC().Format("20060102")
+	rows, err := s.conn.Query(ctx, `SELECT DISTINCT table, partition FROM system.parts
+		WHERE database = ? AND active AND table IN ('delivery_attempts', '.inner.attempts_by_event', 'dead_letters')`, s.db)
+	if err != nil {
+		return 0, fmt.Errorf("listing partitions: %w", err)
+	}
+	type part struct{ table, partition string }
+	var old []part
+	for rows.Next() {
+		var p part
+		if err := rows.Scan(&p.table, &p.partition); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		if len(p.partition) == 8 && p.partition < day {
+			old = append(old, p)
+		}
+	}
+	rows.Close()
+	for _, p := range old {
+		if err := s.conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.`%s` DROP PARTITION %s", s.db, p.table, p.partition)); err != nil {
+			return 0, fmt.Errorf("dropping partition %s of %s: %w", p.partition, p.table, err)
+		}
+	}
+	return len(old), nil
+}
+
+func splitHeaders(h map[string]string) (names, values []string) {
+	names = make([]string, 0, len(h))
+	for k := range h {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	values = make([]string, len(names))
+	for i, k := range names {
+		values[i] = h[k]
+	}
+	return names, values
+}
+
+func joinHeaders(names, values []string) map[string]string {
+	out := make(map[string]string, len(names))
+	for i, k := range names {
+		if i < len(values) {
+			out[k] = values[i]
+		}
+	}
+	return out
+}
+
+func b2u(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}

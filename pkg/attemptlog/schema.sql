@@ -1,0 +1,89 @@
+-- surveyhooks delivery log. Runs on ClickHouse 18.16 (Debian) and current releases: no TTL, no
+-- DateTime64, no Map, no LowCardinality. Times are DateTime (seconds) plus epoch milliseconds.
+-- Rows are only ever inserted through batches with explicit column lists.
+-- Statements are separated by a line holding only ';'.
+
+CREATE TABLE IF NOT EXISTS delivery_attempts (
+    attempt_id String,
+    delivery_id String,
+    event_id String,
+    webhook_id String,
+    project_id String,
+    event_type String,
+    attempt UInt16,
+    tier UInt8,
+    outcome String,
+    disposition String,
+    status_code UInt16,
+    error String,
+    retry_after_ms UInt64,
+    started_at DateTime,
+    started_ms UInt64,
+    latency_us UInt64,
+    request_url String,
+    request_header_names Array(String),
+    request_header_values Array(String),
+    request_body String,
+    response_header_names Array(String),
+    response_header_values Array(String),
+    response_body String,
+    response_truncated UInt8,
+    worker String,
+    trace_id String,
+    next_attempt_ms UInt64,
+    test UInt8,
+    kafka_partition Int32,
+    kafka_offset Int64
+) ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(started_at)
+ORDER BY (project_id, webhook_id, started_at, attempt_id)
+;
+-- "One event id": a narrow index table kept by a materialized view.
+CREATE MATERIALIZED VIEW IF NOT EXISTS attempts_by_event
+ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(started_at)
+ORDER BY (project_id, event_id, started_at)
+AS SELECT project_id, event_id, webhook_id, attempt_id, started_at FROM delivery_attempts
+;
+-- Per-webhook, per-hour rollup: counts by outcome and status class, latency quantile states.
+-- 30-day statistics read this, never the raw rows.
+CREATE MATERIALIZED VIEW IF NOT EXISTS attempts_hourly
+ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(hour)
+ORDER BY (project_id, webhook_id, hour)
+AS SELECT
+    project_id,
+    webhook_id,
+    toStartOfHour(started_at) AS hour,
+    countState() AS attempts,
+    sumState(toUInt64(outcome = 'success')) AS success,
+    sumState(toUInt64(status_code >= 200 AND status_code < 300)) AS s2xx,
+    sumState(toUInt64(status_code >= 300 AND status_code < 400)) AS s3xx,
+    sumState(toUInt64(status_code >= 400 AND status_code < 500)) AS s4xx,
+    sumState(toUInt64(status_code >= 500)) AS s5xx,
+    sumState(toUInt64(status_code = 0)) AS errors,
+    quantilesState(0.5, 0.95, 0.99)(latency_us) AS latency_us
+FROM delivery_attempts
+GROUP BY project_id, webhook_id, hour
+;
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id String,
+    delivery_id String,
+    event_id String,
+    webhook_id String,
+    project_id String,
+    event_type String,
+    attempt UInt16,
+    outcome String,
+    status_code UInt16,
+    error String,
+    dead_at DateTime,
+    dead_ms UInt64,
+    delivery String,
+    replayed UInt8,
+    version UInt64,
+    kafka_partition Int32,
+    kafka_offset Int64
+) ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMMDD(dead_at)
+ORDER BY (project_id, id)

@@ -1,0 +1,189 @@
+// Package sender makes the outbound webhook request: it signs the body (Standard Webhooks and Ask
+// Users headers), POSTs it through a transport that refuses private, loopback and other internal
+// addresses at dial time (so neither DNS nor redirects can get around it), reads at most a capped
+// response body, and classifies the outcome in one place (Classify). It never follows redirects and
+// never logs; secrets only pass through to the HMAC.
+package sender
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/surveyhooks/surveyhooks/pkg/signature"
+)
+
+// ErrBlockedDestination is returned when the guard refuses the address.
+var ErrBlockedDestination = errors.New("destination address is not allowed")
+
+// ErrInvalidRequest is returned when no request can be built (for instance a malformed URL).
+var ErrInvalidRequest = errors.New("invalid request")
+
+// Options configure a Sender.
+type Options struct {
+	Timeout          time.Duration  // per attempt; 30 s when zero
+	MaxResponseBytes int64          // response body kept; 64 KiB when zero
+	Allow            []netip.Prefix // destinations allowed despite the guard
+	UserAgent        string
+	MaxConnsPerHost  int // 0: unlimited
+}
+
+// Sender sends webhook requests. It is safe for concurrent use.
+type Sender struct {
+	opts   Options
+	client *http.Client
+	guard  *Guard
+}
+
+// New returns a Sender with one shared, pooled transport.
+func New(opts Options) *Sender {
+	if opts.Timeout <= 0 {
+		opts.Timeout = 30 * time.Second
+	}
+	if opts.MaxResponseBytes <= 0 {
+		opts.MaxResponseBytes = 64 << 10
+	}
+	if opts.UserAgent == "" {
+		opts.UserAgent = "surveyhooks/1"
+	}
+	g := &Guard{Allow: opts.Allow}
+	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: g.control}
+	tr := &http.Transport{
+		DialContext:           d.DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          4096,
+		MaxIdleConnsPerHost:   512,
+		MaxConnsPerHost:       opts.MaxConnsPerHost,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		ResponseHeaderTimeout: opts.Timeout,
+		Proxy:                 nil, // a proxy would bypass the dial-time guard
+	}
+	return &Sender{opts: opts, guard: g, client: &http.Client{
+		Transport:     tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+}
+
+// Request is one attempt to send.
+type Request struct {
+	MessageID string // the `webhook-id`: the same on every retry
+	URL       string
+	Body      []byte
+	Secrets   []string          // active "whsec_…" secrets, newest first
+	Headers   map[string]string // extra headers configured on the webhook
+	Timestamp time.Time         // the attempt's time (webhook-timestamp)
+}
+
+// Result is what happened.
+type Result struct {
+	StatusCode        int
+	Err               error
+	Latency           time.Duration
+	RequestHeaders    http.Header
+	ResponseHeaders   http.Header
+	ResponseBody      []byte
+	ResponseTruncated bool
+}
+
+// Send makes one attempt. It never returns an error of its own: failures are in Result.Err.
+func (s *Sender) Send(ctx context.Context, req Request) Result {
+	var res Result
+	u, err := url.Parse(req.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		res.Err = fmt.Errorf("%w: url %q", ErrInvalidRequest, req.URL)
+		return res
+	}
+	if err := s.guard.CheckHost(u.Hostname()); err != nil {
+		res.Err = err
+		return res
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
+	defer cancel()
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, req.URL, bytesReader(req.Body))
+	if err != nil {
+		res.Err = fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+		return res
+	}
+	h := hr.Header
+	for k, v := range req.Headers {
+		h.Set(k, v)
+	}
+	h.Set("Content-Type", "application/json")
+	h.Set("User-Agent", s.opts.UserAgent)
+	h.Set(signature.HeaderID, req.MessageID)
+	h.Set(signature.HeaderTimestamp, strconv.FormatInt(req.Timestamp.Unix(), 10))
+	if len(req.Secrets) > 0 {
+		keys := make([][]byte, 0, len(req.Secrets))
+		for _, sec := range req.Secrets {
+			if k, err := signature.Key(sec); err == nil {
+				keys = append(keys, k)
+			}
+		}
+		h.Set(signature.HeaderSignature, signature.Standard(req.MessageID, req.Timestamp, req.Body, keys))
+		h.Set(signature.HeaderAskUsers, signature.AskUsers(req.Body, req.Secrets[0]))
+	}
+	res.RequestHeaders = h
+	start := time.Now()
+	resp, err := s.client.Do(hr)
+	if err != nil {
+		res.Latency = time.Since(start)
+		res.Err = err
+		return res
+	}
+	defer resp.Body.Close()
+	res.StatusCode = resp.StatusCode
+	res.ResponseHeaders = resp.Header
+	body, rerr := io.ReadAll(io.LimitReader(resp.Body, s.opts.MaxResponseBytes+1))
+	if int64(len(body)) > s.opts.MaxResponseBytes {
+		body, res.ResponseTruncated = body[:s.opts.MaxResponseBytes], true
+		// Drain a little more so the connection can be reused; give up on huge bodies.
+		_, _ = io.CopyN(io.Discard, resp.Body, 256<<10)
+	}
+	res.ResponseBody = body
+	res.Latency = time.Since(start)
+	if rerr != nil && res.StatusCode == 0 {
+		res.Err = rerr
+	}
+	return res
+}
+
+// IsTimeout reports whether err is a deadline or network timeout.
+func IsTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// isRefused reports a refused or reset connection (for error messages).
+func isRefused(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// ErrorText is a short, secret-free description of a send error.
+func ErrorText(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, ErrBlockedDestination), errors.Is(err, ErrInvalidRequest):
+		return err.Error()
+	case IsTimeout(err):
+		return "timed out waiting for the endpoint"
+	case isRefused(err):
+		return "connection refused or reset"
+	}
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 && strings.HasPrefix(msg, "Post ") {
+		msg = msg[i+2:]
+	}
+	return msg
+}

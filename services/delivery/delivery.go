@@ -1,0 +1,140 @@
+// Package delivery is the delivery worker: it consumes `deliveries`, POSTs each to its webhook
+// through pkg/sender, records an Attempt for every try (sent or skipped), and routes failures to the
+// next retry tier or to `deliveries-dead`. The same process runs the tier releaser (tiers.go).
+//
+// Many deliveries are in flight at once and complete out of order; a partition's offset is
+// committed only up to its oldest unfinished delivery (inflight.go), and a delivery counts as
+// finished only once its attempt and its retry or dead-letter record are acknowledged by Kafka —
+// so a crash repeats at most what was in flight (with the same webhook-id) and never loses a task.
+// Per-endpoint state (concurrency cap, rate limit, circuit breaker) lives here without
+// coordination because `deliveries` is keyed by webhook id (endpoint.go).
+//
+// Why not transactions here: franz-go commits offsets transactionally only through
+// GroupTransactSession, which commits everything polled; out-of-order completion needs to commit
+// less than that. Idempotent produce, then commit after acknowledgement, gives at-least-once with
+// duplicates only after a crash — which receivers de-duplicate by webhook-id.
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/surveyhooks/surveyhooks/pkg/kafka"
+	"github.com/surveyhooks/surveyhooks/pkg/registry"
+	"github.com/surveyhooks/surveyhooks/pkg/secrets"
+	"github.com/surveyhooks/surveyhooks/pkg/sender"
+)
+
+// Config is the delivery service's configuration.
+type Config struct {
+	Kafka kafka.Config
+	// EncryptionKey opens the webhooks' sealed secrets (32 bytes, standard base64).
+	EncryptionKey string `env:"SURVEYHOOKS_ENCRYPTION_KEY"`
+	// AllowDestinations lists CIDRs the SSRF guard lets through (e.g. 127.0.0.0/8 for development).
+	AllowDestinations string `env:"SURVEYHOOKS_ALLOW_DESTINATIONS"`
+	// MaxInFlight bounds deliveries held by this process (running or queued behind their endpoint).
+	MaxInFlight int `env:"DELIVERY_MAX_IN_FLIGHT" envDefault:"10000"`
+	// PerEndpointConcurrency bounds concurrent requests to one webhook.
+	PerEndpointConcurrency int `env:"DELIVERY_PER_ENDPOINT_CONCURRENCY" envDefault:"50"`
+	// Timeout is how long an endpoint has to answer (a 2xx within it is success).
+	Timeout time.Duration `env:"DELIVERY_TIMEOUT" envDefault:"30s"`
+	// MaxResponseBytes of each response body are kept in the attempt log.
+	MaxResponseBytes int64 `env:"DELIVERY_MAX_RESPONSE_BYTES" envDefault:"65536"`
+	// BreakerThreshold consecutive failures open an endpoint's circuit for BreakerCooldown.
+	BreakerThreshold int           `env:"DELIVERY_BREAKER_THRESHOLD" envDefault:"20"`
+	BreakerCooldown  time.Duration `env:"DELIVERY_BREAKER_COOLDOWN" envDefault:"30s"`
+	// Group and ReleaserGroup are the consumer groups of workers and tier releasers.
+	Group         string `env:"DELIVERY_GROUP" envDefault:"surveyhooks-delivery"`
+	ReleaserGroup string `env:"DELIVERY_RELEASER_GROUP" envDefault:"surveyhooks-releaser"`
+	// CommitInterval is how often finished offsets are committed.
+	CommitInterval time.Duration `env:"DELIVERY_COMMIT_INTERVAL" envDefault:"500ms"`
+	// DrainTimeout bounds how long a stopping worker waits for its in-flight deliveries.
+	DrainTimeout time.Duration `env:"DELIVERY_DRAIN_TIMEOUT" envDefault:"35s"`
+}
+
+// Validate reports the first configuration error, naming the variable.
+func (c Config) Validate() error {
+	if _, err := secrets.NewBox(c.EncryptionKey); err != nil {
+		return fmt.Errorf("SURVEYHOOKS_ENCRYPTION_KEY: %w", err)
+	}
+	if _, err := sender.ParseAllowList(c.AllowDestinations); err != nil {
+		return fmt.Errorf("SURVEYHOOKS_ALLOW_DESTINATIONS: %w", err)
+	}
+	switch {
+	case c.MaxInFlight < 1:
+		return errors.New("DELIVERY_MAX_IN_FLIGHT: must be at least 1")
+	case c.PerEndpointConcurrency < 1:
+		return errors.New("DELIVERY_PER_ENDPOINT_CONCURRENCY: must be at least 1")
+	case c.Timeout <= 0:
+		return errors.New("DELIVERY_TIMEOUT: must be positive")
+	case c.MaxResponseBytes < 0:
+		return errors.New("DELIVERY_MAX_RESPONSE_BYTES: must not be negative")
+	case c.BreakerThreshold < 1:
+		return errors.New("DELIVERY_BREAKER_THRESHOLD: must be at least 1")
+	case c.CommitInterval <= 0:
+		return errors.New("DELIVERY_COMMIT_INTERVAL: must be positive")
+	}
+	return c.Kafka.Validate()
+}
+
+// Run runs a delivery worker and a tier releaser until ctx is done.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := kafka.EnsureTopics(ctx, cfg.Kafka); err != nil {
+		return fmt.Errorf("ensuring topics: %w", err)
+	}
+	box, err := secrets.NewBox(cfg.EncryptionKey)
+	if err != nil {
+		return fmt.Errorf("SURVEYHOOKS_ENCRYPTION_KEY: %w", err)
+	}
+	allow, err := sender.ParseAllowList(cfg.AllowDestinations)
+	if err != nil {
+		return fmt.Errorf("SURVEYHOOKS_ALLOW_DESTINATIONS: %w", err)
+	}
+	if len(allow) > 0 {
+		log.Warn("outbound guard allows internal destinations", "allowed", prefixes(allow))
+	}
+	reg, err := registry.New(cfg.Kafka, log)
+	if err != nil {
+		return err
+	}
+	rctx, stopRegistry := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRegistry()
+	regDone := make(chan error, 1)
+	go func() { regDone <- reg.Run(rctx) }()
+	if err := reg.WaitFresh(ctx); err != nil {
+		return fmt.Errorf("loading webhooks: %w", err)
+	}
+	snd := sender.New(sender.Options{Timeout: cfg.Timeout, MaxResponseBytes: cfg.MaxResponseBytes, Allow: allow})
+	w, err := NewWorker(cfg, reg, box, snd, log)
+	if err != nil {
+		return err
+	}
+	rel, err := NewReleaser(cfg, log)
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return w.Run(gctx) })
+	g.Go(func() error { return rel.Run(gctx) })
+	err = g.Wait()
+	stopRegistry() // the worker needed webhooks until its last in-flight delivery finished
+	<-regDone
+	return err
+}
+
+func prefixes(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}

@@ -1,0 +1,403 @@
+package delivery
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/surveyhooks/surveyhooks/pkg/kafka"
+	"github.com/surveyhooks/surveyhooks/pkg/registry"
+	"github.com/surveyhooks/surveyhooks/pkg/secrets"
+	"github.com/surveyhooks/surveyhooks/pkg/sender"
+	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
+)
+
+// Stats counts what the worker did since start.
+type Stats struct {
+	Attempts  atomic.Int64
+	Delivered atomic.Int64
+	Retried   atomic.Int64
+	Dead      atomic.Int64
+	Poison    atomic.Int64
+	InFlight  atomic.Int64
+}
+
+// Worker consumes `deliveries` and makes attempts.
+type Worker struct {
+	cfg    Config
+	reg    *registry.Registry
+	box    *secrets.Box
+	snd    *sender.Sender
+	log    *slog.Logger
+	cl     *kgo.Client
+	tr     *tracker
+	eps    *endpoints
+	tokens chan struct{} // one per delivery held, up to MaxInFlight
+	name   string
+	Stats  Stats
+
+	secretsMu sync.Mutex
+	secrets   map[string]*openSecrets
+
+	stopping atomic.Bool
+	wg       sync.WaitGroup
+}
+
+type openSecrets struct {
+	revision int64
+	plain    []string
+	expires  []int64
+}
+
+type task struct {
+	d         *pb.Delivery
+	partition int32
+	offset    int64
+}
+
+// NewWorker connects the worker's Kafka client; Run starts it.
+func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender.Sender, log *slog.Logger) (*Worker, error) {
+	w := &Worker{cfg: cfg, reg: reg, box: box, snd: snd, log: log, tr: newTracker(),
+		eps:    newEndpoints(cfg.PerEndpointConcurrency, cfg.BreakerThreshold, cfg.BreakerCooldown),
+		tokens: make(chan struct{}, cfg.MaxInFlight), name: "delivery-" + kafka.InstanceID(),
+		secrets: map[string]*openSecrets{}}
+	topic := cfg.Kafka.Topics.Deliveries
+	cl, err := kafka.NewClient(cfg.Kafka,
+		kgo.ConsumerGroup(cfg.Group), kgo.ConsumeTopics(topic), kgo.DisableAutoCommit(),
+		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, m map[string][]int32) {
+			w.commit(ctx, cl) // what finished so far; unfinished records are redone by the next owner
+			w.tr.drop(m[topic])
+		}),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { w.tr.drop(m[topic]) }),
+	)
+	if err != nil {
+		return nil, err
+	}
+	w.cl = cl
+	return w, nil
+}
+
+// Run consumes until ctx is done, then drains: in-flight requests get up to DrainTimeout to
+// finish and be recorded, finished offsets are committed, and the group is left.
+func (w *Worker) Run(ctx context.Context) error {
+	// Requests and produces outlive ctx: a stopping worker finishes what it started.
+	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+	commitDone := make(chan struct{})
+	go func() {
+		defer close(commitDone)
+		t := time.NewTicker(w.cfg.CommitInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-work.Done():
+				return
+			case <-t.C:
+				w.commit(work, w.cl)
+			}
+		}
+	}()
+	w.log.Info("delivery worker running", "group", w.cfg.Group, "max_in_flight", w.cfg.MaxInFlight, "worker", w.name)
+	for ctx.Err() == nil {
+		// Back-pressure: fetch only as many deliveries as there are free slots.
+		select {
+		case w.tokens <- struct{}{}:
+			<-w.tokens
+		case <-ctx.Done():
+			continue
+		}
+		free := cap(w.tokens) - len(w.tokens)
+		fs := w.cl.PollRecords(ctx, free)
+		if ctx.Err() != nil {
+			break
+		}
+		fs.EachError(func(t string, p int32, err error) { w.log.Warn("fetch error", "topic", t, "partition", p, "err", err) })
+		fs.EachRecord(func(r *kgo.Record) { w.dispatch(work, r) })
+	}
+	w.stopping.Store(true)
+	drained := make(chan struct{})
+	go func() { w.wg.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(w.cfg.DrainTimeout):
+		w.log.Warn("drain timeout: unfinished deliveries will be redone by the next worker", "pending", w.tr.pending())
+	}
+	w.commit(work, w.cl)
+	stopWork()
+	<-commitDone
+	w.cl.Close() // leaves the group
+	return nil
+}
+
+func (w *Worker) commit(ctx context.Context, cl *kgo.Client) {
+	offs := w.tr.commitable(w.cfg.Kafka.Topics.Deliveries)
+	if offs == nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cl.CommitOffsetsSync(cctx, offs, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			w.log.Warn("committing delivery offsets", "err", err)
+		}
+	})
+}
+
+func (w *Worker) dispatch(ctx context.Context, r *kgo.Record) {
+	w.tokens <- struct{}{}
+	w.Stats.InFlight.Add(1)
+	w.tr.add(r.Partition, r.Offset)
+	d := &pb.Delivery{}
+	if err := proto.Unmarshal(r.Value, d); err != nil || d.DeliveryId == "" || d.WebhookId == "" {
+		w.Stats.Poison.Add(1)
+		w.log.Error("unreadable delivery skipped", "partition", r.Partition, "offset", r.Offset, "err", err)
+		w.finished(r.Partition, r.Offset)
+		return
+	}
+	t := &task{d: d, partition: r.Partition, offset: r.Offset}
+	if w.eps.admit(t) {
+		w.wg.Add(1)
+		go w.runEndpoint(ctx, t)
+	}
+}
+
+// runEndpoint runs t, then whatever queued behind it for the same endpoint.
+func (w *Worker) runEndpoint(ctx context.Context, t *task) {
+	defer w.wg.Done()
+	for t != nil {
+		if w.stopping.Load() {
+			// Not started: leave it unfinished for the next owner, and release the rest.
+			w.abandon(t)
+		} else {
+			w.attempt(ctx, t)
+		}
+		t = w.eps.finish(t.d.WebhookId)
+	}
+}
+
+func (w *Worker) abandon(t *task) {
+	<-w.tokens
+	w.Stats.InFlight.Add(-1)
+}
+
+func (w *Worker) finished(partition int32, offset int64) {
+	w.tr.done(partition, offset)
+	<-w.tokens
+	w.Stats.InFlight.Add(-1)
+}
+
+func newAttemptID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return "att_" + hex.EncodeToString(b)
+}
+
+// attempt makes one try of t and records it; the task finishes when Kafka has the records.
+func (w *Worker) attempt(ctx context.Context, t *task) {
+	d := t.d
+	if wait := time.Until(time.UnixMilli(d.NotBeforeMs)); wait > 0 {
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			w.abandon(t)
+			return
+		}
+	}
+	start := time.Now()
+	a := &pb.Attempt{AttemptId: newAttemptID(), DeliveryId: d.DeliveryId, EventId: d.EventId, WebhookId: d.WebhookId,
+		ProjectId: d.ProjectId, EventType: d.EventType, Attempt: d.Attempt, Tier: d.Tier, StartedAtMs: start.UnixMilli(),
+		Worker: w.name, Test: d.Test, RequestBody: d.Body}
+	wh := w.reg.Webhook(d.WebhookId)
+	var out *pb.Outcome
+	switch {
+	case wh == nil:
+		out = &pb.Outcome{Class: pb.OutcomeClass_OUTCOME_CLASS_WEBHOOK_DISABLED, Disposition: pb.Disposition_DISPOSITION_DROPPED,
+			Error: "webhook was deleted", AtMs: start.UnixMilli()}
+	case !wh.Enabled && !d.Test:
+		reason := "webhook is disabled"
+		if wh.DisabledReason != "" {
+			reason += " (" + wh.DisabledReason + ")"
+		}
+		out = &pb.Outcome{Class: pb.OutcomeClass_OUTCOME_CLASS_WEBHOOK_DISABLED, Disposition: pb.Disposition_DISPOSITION_DEAD,
+			Error: reason, AtMs: start.UnixMilli()}
+	default:
+		a.RequestUrl = wh.Url
+		verdict := breakerClosed
+		if !d.Test {
+			verdict = w.eps.verdict(d.WebhookId, start)
+		}
+		if verdict == breakerOpen {
+			out = &pb.Outcome{Class: pb.OutcomeClass_OUTCOME_CLASS_CIRCUIT_OPEN, Disposition: pb.Disposition_DISPOSITION_RETRY,
+				Error: fmt.Sprintf("not sent: circuit open after %d consecutive failures", w.cfg.BreakerThreshold), AtMs: start.UnixMilli()}
+			break
+		}
+		if lim := w.eps.limiter(d.WebhookId, wh.RateLimitPerS); lim != nil && !d.Test {
+			if err := lim.Wait(ctx); err != nil {
+				w.abandon(t)
+				return
+			}
+			start = time.Now()
+			a.StartedAtMs = start.UnixMilli()
+		}
+		keys, err := w.openSecrets(wh, start)
+		if err != nil {
+			out = &pb.Outcome{Class: pb.OutcomeClass_OUTCOME_CLASS_INVALID_REQUEST, Disposition: pb.Disposition_DISPOSITION_RETRY,
+				Error: err.Error(), AtMs: start.UnixMilli()}
+			break
+		}
+		res := w.snd.Send(ctx, sender.Request{MessageID: d.DeliveryId, URL: wh.Url, Body: d.Body, Secrets: keys,
+			Headers: wh.Headers, Timestamp: start})
+		if ctx.Err() != nil {
+			w.abandon(t) // drain timed out mid-request: the next owner redoes it
+			return
+		}
+		out = sender.Classify(res, time.Now())
+		a.LatencyUs = res.Latency.Microseconds()
+		a.RequestHeaders = redact(res.RequestHeaders)
+		a.ResponseHeaders = redact(res.ResponseHeaders)
+		a.ResponseBody = res.ResponseBody
+		a.ResponseTruncated = res.ResponseTruncated
+		if !d.Test {
+			w.eps.record(d.WebhookId, out.Disposition != pb.Disposition_DISPOSITION_RETRY, time.Now())
+		}
+	}
+	w.route(t, wh, a, out)
+}
+
+// route records the attempt and sends the delivery on: nowhere (delivered, dropped, a test), to
+// its next retry tier, or to the dead letters.
+func (w *Worker) route(t *task, wh *pb.Webhook, a *pb.Attempt, out *pb.Outcome) {
+	d := t.d
+	topics := w.cfg.Kafka.Topics
+	schedule := w.cfg.Kafka.RetrySchedule
+	var recs []*kgo.Record
+	if d.Test && out.Disposition != pb.Disposition_DISPOSITION_DELIVERED {
+		out.Disposition = pb.Disposition_DISPOSITION_DROPPED // a test gets one attempt, shown to the caller
+	}
+	if out.Disposition == pb.Disposition_DISPOSITION_RETRY {
+		tier := int(d.Attempt) // after attempt n comes tier n (1-based)
+		if tier > len(schedule) {
+			out.Disposition = pb.Disposition_DISPOSITION_DEAD
+			out.Error += fmt.Sprintf(" (after %d attempts)", d.Attempt)
+		} else {
+			tier = max(tier, tierFor(schedule, out.RetryAfterMs))
+			due := a.StartedAtMs + schedule[tier-1].Milliseconds()
+			next := proto.Clone(d).(*pb.Delivery)
+			next.Attempt, next.Tier, next.NotBeforeMs, next.LastOutcome = d.Attempt+1, int32(tier), due, out
+			a.NextAttemptAtMs = due
+			v, _ := proto.Marshal(next)
+			recs = append(recs, &kgo.Record{Topic: topics.Retry(schedule[tier-1]), Key: []byte(d.WebhookId), Value: v})
+			w.Stats.Retried.Add(1)
+		}
+	}
+	switch out.Disposition {
+	case pb.Disposition_DISPOSITION_DEAD:
+		dead := proto.Clone(d).(*pb.Delivery)
+		dead.LastOutcome = out
+		v, _ := proto.Marshal(dead)
+		recs = append(recs, &kgo.Record{Topic: topics.Dead, Key: []byte(d.WebhookId), Value: v})
+		w.Stats.Dead.Add(1)
+		if out.Class == pb.OutcomeClass_OUTCOME_CLASS_GONE && wh != nil && wh.Enabled {
+			off := proto.Clone(wh).(*pb.Webhook)
+			off.Enabled, off.DisabledReason, off.Revision, off.UpdatedAtMs = false, "gone", wh.Revision+1, time.Now().UnixMilli()
+			v, _ := proto.Marshal(off)
+			recs = append(recs, &kgo.Record{Topic: topics.Webhooks, Key: []byte(wh.Id), Value: v})
+		}
+	case pb.Disposition_DISPOSITION_DELIVERED:
+		w.Stats.Delivered.Add(1)
+	}
+	a.Outcome = out
+	av, _ := proto.Marshal(a)
+	recs = append(recs, &kgo.Record{Topic: topics.Attempts, Key: []byte(d.WebhookId), Value: av})
+	w.Stats.Attempts.Add(1)
+
+	var pending atomic.Int32
+	var failed atomic.Bool
+	pending.Store(int32(len(recs)))
+	for _, r := range recs {
+		w.cl.Produce(context.Background(), r, func(_ *kgo.Record, err error) {
+			if err != nil {
+				failed.Store(true)
+				w.log.Error("recording attempt failed; the delivery will be redone", "delivery_id", d.DeliveryId, "err", err)
+			}
+			if pending.Add(-1) == 0 {
+				if failed.Load() {
+					w.abandon(t) // not marked done: redone after a restart or rebalance
+				} else {
+					w.finished(t.partition, t.offset)
+				}
+			}
+		})
+	}
+}
+
+// tierFor is the smallest tier (1-based) whose delay is at least retryAfterMs; 0 without one.
+func tierFor(schedule []time.Duration, retryAfterMs int64) int {
+	if retryAfterMs <= 0 {
+		return 0
+	}
+	for i, d := range schedule {
+		if d.Milliseconds() >= retryAfterMs {
+			return i + 1
+		}
+	}
+	return len(schedule)
+}
+
+// openSecrets returns the webhook's unexpired secrets, newest first, decrypted once per revision.
+func (w *Worker) openSecrets(wh *pb.Webhook, now time.Time) ([]string, error) {
+	w.secretsMu.Lock()
+	os := w.secrets[wh.Id]
+	w.secretsMu.Unlock()
+	if os == nil || os.revision != wh.Revision {
+		os = &openSecrets{revision: wh.Revision}
+		for _, s := range wh.Secrets {
+			p, err := w.box.Open(s.Sealed)
+			if err != nil {
+				return nil, fmt.Errorf("webhook secret: %w", err)
+			}
+			os.plain = append(os.plain, p)
+			os.expires = append(os.expires, s.ExpiresAtMs)
+		}
+		w.secretsMu.Lock()
+		w.secrets[wh.Id] = os
+		w.secretsMu.Unlock()
+	}
+	out := make([]string, 0, len(os.plain))
+	for i, p := range os.plain {
+		if os.expires[i] == 0 || os.expires[i] > now.UnixMilli() {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// redact keeps headers for the log, hiding credentials.
+func redact(h http.Header) map[string]string {
+	if len(h) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(h))
+	for k, v := range h {
+		lk := strings.ToLower(k)
+		switch {
+		case lk == "authorization", lk == "proxy-authorization", lk == "cookie", lk == "set-cookie",
+			strings.Contains(lk, "token"), strings.Contains(lk, "secret"), strings.Contains(lk, "api-key"), strings.Contains(lk, "apikey"):
+			out[k] = "[redacted]"
+		default:
+			out[k] = strings.Join(v, ", ")
+		}
+	}
+	return out
+}

@@ -1,0 +1,324 @@
+// Package sink moves `delivery-attempts` and `deliveries-dead` into ClickHouse. It batches by size
+// and by time, inserts through pkg/attemptlog, and commits Kafka offsets only after ClickHouse
+// acknowledged the batch. While ClickHouse is down it stops consuming and retries the batch it
+// holds, then resumes: nothing is lost. When it gets a partition (at start, after a crash, on a
+// rebalance) it reads the highest offset ClickHouse already holds for that partition and skips up
+// to it, so rows inserted before a crash but not committed are not inserted — or counted in the
+// rollup — twice. It never drops a record silently: unreadable ones are counted and logged.
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
+	"github.com/surveyhooks/surveyhooks/pkg/kafka"
+	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
+)
+
+// Config is the sink's configuration.
+type Config struct {
+	Kafka kafka.Config
+	// ClickHouseAddr is the native-protocol address of ClickHouse.
+	ClickHouseAddr string `env:"CLICKHOUSE_ADDR" envDefault:"127.0.0.1:9000"`
+	// Database is created when missing; the schema is applied at start.
+	Database string `env:"SINK_CLICKHOUSE_DATABASE" envDefault:"surveyhooks"`
+	// BatchSize and FlushInterval bound a batch by rows and by age.
+	BatchSize     int           `env:"SINK_BATCH_SIZE" envDefault:"10000"`
+	FlushInterval time.Duration `env:"SINK_FLUSH_INTERVAL" envDefault:"1s"`
+	// RetentionDays: daily partitions older than this are dropped.
+	RetentionDays int `env:"SINK_RETENTION_DAYS" envDefault:"30"`
+	// Group is the consumer group of the sink processes.
+	Group string `env:"SINK_GROUP" envDefault:"surveyhooks-sink"`
+}
+
+// Validate reports the first configuration error, naming the variable.
+func (c Config) Validate() error {
+	switch {
+	case c.BatchSize < 1:
+		return errors.New("SINK_BATCH_SIZE: must be at least 1")
+	case c.FlushInterval <= 0:
+		return errors.New("SINK_FLUSH_INTERVAL: must be positive")
+	case c.RetentionDays < 1:
+		return errors.New("SINK_RETENTION_DAYS: must be at least 1")
+	case c.Database == "":
+		return errors.New("SINK_CLICKHOUSE_DATABASE: must not be empty")
+	}
+	return c.Kafka.Validate()
+}
+
+// Stats counts what the sink did since start.
+type Stats struct {
+	Attempts    atomic.Int64 // attempt rows inserted
+	DeadLetters atomic.Int64 // dead letter rows inserted
+	Skipped     atomic.Int64 // records ClickHouse already held
+	Unreadable  atomic.Int64 // records that did not decode
+	InsertFails atomic.Int64 // failed inserts (retried)
+}
+
+// Sink is one sink process.
+type Sink struct {
+	cfg   Config
+	log   *slog.Logger
+	Stats Stats
+	// afterInsert, when set (tests), runs after a batch is in ClickHouse and before its offsets are
+	// committed: returning an error simulates a crash at that point.
+	afterInsert func() error
+
+	mu     sync.Mutex
+	stored map[string]map[int32]int64 // topic → partition → highest offset in ClickHouse
+}
+
+// Run runs the sink until ctx is done.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error { return New(cfg, log).Run(ctx) }
+
+// New returns a sink; Run starts it.
+func New(cfg Config, log *slog.Logger) *Sink {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Sink{cfg: cfg, log: log, stored: map[string]map[int32]int64{}}
+}
+
+type batch struct {
+	attempts []*pb.Attempt
+	asrc     []attemptlog.Source
+	dead     []*pb.Delivery
+	draw     [][]byte
+	dsrc     []attemptlog.Source
+	day      string
+	started  time.Time
+}
+
+func (b *batch) len() int { return len(b.attempts) + len(b.dead) }
+
+// Run consumes until ctx is done.
+func (s *Sink) Run(ctx context.Context) error {
+	if err := kafka.EnsureTopics(ctx, s.cfg.Kafka); err != nil {
+		return fmt.Errorf("ensuring topics: %w", err)
+	}
+	store, err := s.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	topics := s.cfg.Kafka.Topics
+	cl, err := kafka.NewClient(s.cfg.Kafka,
+		kgo.ConsumerGroup(s.cfg.Group), kgo.ConsumeTopics(topics.Attempts, topics.Dead),
+		kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll(),
+		kgo.OnPartitionsAssigned(func(ctx context.Context, _ *kgo.Client, _ map[string][]int32) { s.loadStored(ctx, store) }),
+	)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	go s.retention(ctx, store)
+	s.log.Info("sink running", "clickhouse", s.cfg.ClickHouseAddr, "database", s.cfg.Database)
+
+	b := &batch{}
+	for {
+		wait := s.cfg.FlushInterval
+		if b.len() > 0 {
+			wait = max(time.Until(b.started.Add(s.cfg.FlushInterval)), time.Millisecond)
+		}
+		pctx, cancel := context.WithTimeout(ctx, wait)
+		fs := cl.PollRecords(pctx, s.cfg.BatchSize-b.len())
+		cancel()
+		if ctx.Err() != nil {
+			return nil // what is not committed is read again by the next owner
+		}
+		fs.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				s.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
+			}
+		})
+		var split bool
+		fs.EachRecord(func(r *kgo.Record) { split = s.add(b, r) || split })
+		if b.len() > 0 && (split || b.len() >= s.cfg.BatchSize || time.Since(b.started) >= s.cfg.FlushInterval) {
+			if err := s.flush(ctx, store, b); err != nil {
+				return nil // ctx done
+			}
+			if s.afterInsert != nil {
+				if err := s.afterInsert(); err != nil {
+					return err
+				}
+			}
+			if err := cl.CommitUncommittedOffsets(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("committing offsets failed; rows will be skipped on re-read", "err", err)
+			}
+			b = &batch{}
+		} else if fs.NumRecords() > 0 && b.len() == 0 {
+			// Everything polled was skipped: commit so the group moves on.
+			_ = cl.CommitUncommittedOffsets(ctx)
+		}
+		cl.AllowRebalance()
+	}
+}
+
+func (s *Sink) openStore(ctx context.Context) (*attemptlog.Store, error) {
+	backoff := 200 * time.Millisecond
+	for {
+		store, err := attemptlog.Open(ctx, s.cfg.ClickHouseAddr, s.cfg.Database)
+		if err == nil {
+			if err = store.Migrate(ctx); err == nil {
+				return store, nil
+			}
+			store.Close()
+			return nil, err // a schema error does not heal by waiting
+		}
+		s.log.Warn("ClickHouse not reachable yet", "addr", s.cfg.ClickHouseAddr, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// loadStored reads, per partition, the highest offset ClickHouse holds; it retries until it can.
+func (s *Sink) loadStored(ctx context.Context, store *attemptlog.Store) {
+	for ctx.Err() == nil {
+		a, err1 := store.MaxOffsets(ctx, "delivery_attempts")
+		d, err2 := store.MaxOffsets(ctx, "dead_letters")
+		if err := errors.Join(err1, err2); err != nil {
+			s.log.Warn("reading stored offsets from ClickHouse; retrying", "err", err)
+			time.Sleep(time.Second)
+			continue
+		}
+		s.mu.Lock()
+		s.stored[s.cfg.Kafka.Topics.Attempts] = a
+		s.stored[s.cfg.Kafka.Topics.Dead] = d
+		s.mu.Unlock()
+		return
+	}
+}
+
+// add puts r into b; it reports whether b must be flushed first because r starts a new day (a
+// batch stays within one daily partition so that its insert is one atomic part).
+func (s *Sink) add(b *batch, r *kgo.Record) (flushFirst bool) {
+	s.mu.Lock()
+	stored, ok := s.stored[r.Topic][r.Partition]
+	s.mu.Unlock()
+	if ok && r.Offset <= stored {
+		s.Stats.Skipped.Add(1)
+		return false
+	}
+	if b.len() == 0 {
+		b.started = time.Now()
+	}
+	src := attemptlog.Source{Partition: r.Partition, Offset: r.Offset}
+	switch r.Topic {
+	case s.cfg.Kafka.Topics.Attempts:
+		a := &pb.Attempt{}
+		if err := proto.Unmarshal(r.Value, a); err != nil || a.AttemptId == "" {
+			s.Stats.Unreadable.Add(1)
+			s.log.Error("unreadable attempt skipped", "partition", r.Partition, "offset", r.Offset, "err", err)
+			return false
+		}
+		b.attempts, b.asrc = append(b.attempts, a), append(b.asrc, src)
+		day := time.UnixMilli(a.StartedAtMs).UTC().Format("20060102")
+		if b.day == "" {
+			b.day = day
+		}
+		return day != b.day
+	case s.cfg.Kafka.Topics.Dead:
+		d := &pb.Delivery{}
+		if err := proto.Unmarshal(r.Value, d); err != nil || d.DeliveryId == "" {
+			s.Stats.Unreadable.Add(1)
+			s.log.Error("unreadable dead letter skipped", "partition", r.Partition, "offset", r.Offset, "err", err)
+			return false
+		}
+		b.dead, b.draw, b.dsrc = append(b.dead, d), append(b.draw, r.Value), append(b.dsrc, src)
+	}
+	return false
+}
+
+// flush inserts b, retrying until ClickHouse takes it or ctx is done.
+func (s *Sink) flush(ctx context.Context, store *attemptlog.Store, b *batch) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := s.insert(ctx, store, b)
+		if err == nil {
+			return nil
+		}
+		s.Stats.InsertFails.Add(1)
+		s.log.Warn("inserting into ClickHouse failed; holding the batch and retrying", "rows", b.len(), "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (s *Sink) insert(ctx context.Context, store *attemptlog.Store, b *batch) error {
+	ictx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	// A batch may span midnight (see add): insert each day as its own block.
+	for start := 0; start < len(b.attempts); {
+		day := time.UnixMilli(b.attempts[start].StartedAtMs).UTC().Format("20060102")
+		end := start + 1
+		for end < len(b.attempts) && time.UnixMilli(b.attempts[end].StartedAtMs).UTC().Format("20060102") == day {
+			end++
+		}
+		if err := store.InsertAttempts(ictx, b.attempts[start:end], b.asrc[start:end]); err != nil {
+			return err
+		}
+		s.Stats.Attempts.Add(int64(end - start))
+		s.markStored(s.cfg.Kafka.Topics.Attempts, b.asrc[start:end])
+		b.attempts, b.asrc = b.attempts[end:], b.asrc[end:]
+	}
+	if len(b.dead) > 0 {
+		if err := store.InsertDeadLetters(ictx, b.dead, b.draw, b.dsrc); err != nil {
+			return err
+		}
+		s.Stats.DeadLetters.Add(int64(len(b.dead)))
+		s.markStored(s.cfg.Kafka.Topics.Dead, b.dsrc)
+		b.dead, b.draw, b.dsrc = nil, nil, nil
+	}
+	return nil
+}
+
+func (s *Sink) markStored(topic string, src []attemptlog.Source) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.stored[topic]
+	if m == nil {
+		m = map[int32]int64{}
+		s.stored[topic] = m
+	}
+	for _, x := range src {
+		if cur, ok := m[x.Partition]; !ok || x.Offset > cur {
+			m[x.Partition] = x.Offset
+		}
+	}
+}
+
+// retention drops partitions older than RetentionDays, at start and then hourly.
+func (s *Sink) retention(ctx context.Context, store *attemptlog.Store) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		n, err := store.DropPartitionsBefore(ctx, time.Now().AddDate(0, 0, -s.cfg.RetentionDays))
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("retention", "err", err)
+		} else if n > 0 {
+			s.log.Info("retention dropped old partitions", "partitions", n, "days", s.cfg.RetentionDays)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
