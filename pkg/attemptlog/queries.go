@@ -263,6 +263,8 @@ func (s *Store) Stats(ctx context.Context, q StatsQuery) ([]StatsBucket, error) 
 // DeadLetterQuery selects dead letters of one project, newest first.
 type DeadLetterQuery struct {
 	ProjectID, WebhookID, EventID, EventType string
+	Outcome                                  string // the last attempt's outcome, as OutcomeName spells it
+	StatusCode                               int    // the last attempt's status code; 0: any
 	From, To                                 time.Time
 	IncludeReplayed                          bool
 	Limit                                    int
@@ -316,6 +318,12 @@ func (s *Store) ListDeadLetters(ctx context.Context, q DeadLetterQuery) ([]DeadL
 	}
 	if q.EventType != "" {
 		add("event_type = ?", q.EventType)
+	}
+	if q.Outcome != "" {
+		add("outcome = ?", q.Outcome)
+	}
+	if q.StatusCode != 0 {
+		add("status_code = ?", uint16(q.StatusCode))
 	}
 	if !q.From.IsZero() {
 		add("dead_ms >= ?", uint64(q.From.UnixMilli()))

@@ -26,6 +26,10 @@ type TxnLoop struct {
 	Handler BatchHandler
 	Logger  *slog.Logger
 	Opts    []kgo.Opt // extra client options
+	// Ended, when set, is called after every batch's transaction ended, with whether the batch's
+	// output and offsets were committed. A handler that keeps state derived from its input applies
+	// a batch's changes only once committed: an aborted batch is polled again.
+	Ended func(committed bool)
 }
 
 // Run polls and processes until ctx is done.
@@ -85,14 +89,24 @@ func (l *TxnLoop) Run(ctx context.Context) error {
 		produceErr = nil
 		mu.Unlock()
 		herr := l.Handler(ctx, records, func(r *kgo.Record) { sess.Produce(ctx, r, promise) })
+		// Flush and End on a context that outlives a shutdown: a transaction left open would hold
+		// back every read_committed consumer of its partitions until the transaction timeout.
+		endCtx, endCancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		// Every promise has run once Flush returns: a record that failed while being flushed must
+		// turn the commit into an abort (End would commit the offsets without it).
+		flushErr := sess.Client().Flush(endCtx)
 		mu.Lock()
-		failed := errors.Join(herr, produceErr)
+		failed := errors.Join(herr, produceErr, flushErr)
 		mu.Unlock()
 		commit := kgo.TryCommit
 		if failed != nil {
 			commit = kgo.TryAbort
 		}
-		committed, err := sess.End(ctx, commit)
+		committed, err := sess.End(endCtx, commit)
+		endCancel()
+		if l.Ended != nil {
+			l.Ended(committed && err == nil && failed == nil)
+		}
 		if ctx.Err() != nil {
 			return nil
 		}

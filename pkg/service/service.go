@@ -23,6 +23,7 @@ func Main[C any](name string, run func(ctx context.Context, cfg C, log *slog.Log
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(2)
 	}
+	pprofFromEnv(log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg, log); err != nil {

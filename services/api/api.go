@@ -1,13 +1,16 @@
-// Package api is surveyhooks' management API: projects and their keys, webhooks (written as
-// records to the compacted `webhooks` topic, with read-your-writes), Send Test, and — through
-// ClickHouse — delivery logs and statistics. It never sends webhooks itself and never returns or
-// logs a secret except the one it has just generated, once.
+// Package api is surveyhooks' management and query API: projects and their keys, webhooks
+// (written as records to the compacted `webhooks` topic, with read-your-writes), Send Test,
+// delivery logs and statistics read from ClickHouse, and dead-letter replay.
+//
+// It never sends a webhook itself (Send Test and replays go through `deliveries` to the delivery
+// service, like every other delivery), never lets one project see or change another's data, and
+// never returns or logs a secret — except a webhook secret it has just generated or been given,
+// once, in the answer to that call.
 package api
 
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,15 +33,18 @@ type Config struct {
 	Kafka kafka.Config
 	// Addr is the HTTP listen address.
 	Addr string `env:"API_ADDR" envDefault:"127.0.0.1:8081"`
-	// AdminToken authorises project creation (Authorization: Bearer …); at least 16 characters.
+	// AdminToken authorises the project endpoints (Authorization: Bearer …); at least 16 characters.
 	AdminToken string `env:"SURVEYHOOKS_ADMIN_TOKEN"`
 	// EncryptionKey seals webhook secrets (32 bytes, standard base64).
 	EncryptionKey string `env:"SURVEYHOOKS_ENCRYPTION_KEY"`
-	// ClickHouseAddr and ClickHouseDatabase locate the delivery log.
+	// ClickHouseAddr and ClickHouseDatabase locate the delivery log the sink writes.
 	ClickHouseAddr     string `env:"CLICKHOUSE_ADDR" envDefault:"127.0.0.1:9000"`
 	ClickHouseDatabase string `env:"API_CLICKHOUSE_DATABASE" envDefault:"surveyhooks"`
-	// TestTimeout bounds how long Send Test waits for the attempt.
+	// TestTimeout bounds how long Send Test waits for the delivery service's attempt; the endpoint
+	// itself has 30 s to answer, so the default leaves room for queueing.
 	TestTimeout time.Duration `env:"API_TEST_TIMEOUT" envDefault:"35s"`
+	// MaxReplay bounds how many dead letters one bulk replay sends.
+	MaxReplay int `env:"API_MAX_REPLAY" envDefault:"1000"`
 }
 
 // Validate reports the first configuration error, naming the variable.
@@ -52,60 +58,102 @@ func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		return fmt.Errorf("API_ADDR: %w", err)
 	}
+	if c.ClickHouseDatabase == "" {
+		return errors.New("API_CLICKHOUSE_DATABASE: must not be empty")
+	}
+	if c.TestTimeout <= 0 {
+		return errors.New("API_TEST_TIMEOUT: must be positive")
+	}
+	if c.MaxReplay < 1 {
+		return errors.New("API_MAX_REPLAY: must be at least 1")
+	}
 	return c.Kafka.Validate()
 }
 
 // Server is one API process.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	reg     *registry.Registry
-	kcl     *kgo.Client
-	box     *secrets.Box
-	tests   *testWaiters
-	logs    *logStore
-	handler http.Handler
+	cfg   Config
+	log   *slog.Logger
+	reg   *registry.Registry
+	kcl   *kgo.Client // producer: projects, webhooks, deliveries
+	box   *secrets.Box
+	tests *testWaiters
+	logs  *logStore
+	locks stripedLocks
 }
 
-// Run serves the API until ctx is done.
+// Run serves the API until ctx is done. It listens only once it has read every project and
+// webhook, so its first answers are already complete.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
 	if err := kafka.EnsureTopics(ctx, cfg.Kafka); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("ensuring topics: %w", err)
 	}
-	s, err := New(cfg, log)
+	s, err := newServer(cfg, log)
 	if err != nil {
 		return err
 	}
 	defer s.kcl.Close()
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return s.reg.Run(ctx) })
-	g.Go(func() error { return s.tests.run(ctx) })
-	srv := &http.Server{Addr: cfg.Addr, Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
+	defer s.logs.close()
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(runCtx)
+	// fail stops what was started; an error caused by ctx ending is a normal stop.
+	fail := func(err error) error {
+		cancel()
+		_ = g.Wait()
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	g.Go(func() error { return s.reg.Run(gctx) })
+	if err := s.reg.WaitFresh(gctx); err != nil {
+		return fail(fmt.Errorf("loading projects and webhooks: %w", err))
+	}
+	if s.tests, err = newTestWaiters(gctx, cfg.Kafka, log); err != nil {
+		return fail(err)
+	}
+	g.Go(func() error { return s.tests.run(gctx) })
+
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
-		return fmt.Errorf("API_ADDR %s: %w", cfg.Addr, err)
+		return fail(fmt.Errorf("API_ADDR %s: %w", cfg.Addr, err))
 	}
+	srv := &http.Server{Handler: s.handler(), ReadHeaderTimeout: 10 * time.Second,
+		// Send Test waits for a real delivery: the write timeout must outlast it.
+		WriteTimeout: cfg.TestTimeout + 15*time.Second, IdleTimeout: 2 * time.Minute}
 	g.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return err
+			return fmt.Errorf("serving %s: %w", cfg.Addr, err)
 		}
 		return nil
 	})
 	g.Go(func() error {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 10*time.Second)
 		defer cancel()
-		return srv.Shutdown(sctx)
+		if err := srv.Shutdown(sctx); err != nil {
+			// A Send Test still waiting for its attempt: stopping wins.
+			log.Warn("api stopped with requests in flight", "err", err)
+			_ = srv.Close()
+		}
+		return nil
 	})
-	log.Info("api listening", "addr", cfg.Addr)
+	log.Info("api listening", "addr", ln.Addr().String())
 	return g.Wait()
 }
 
-// New builds the server; Run starts it.
-func New(cfg Config, log *slog.Logger) (*Server, error) {
-	if log == nil {
-		log = slog.Default()
-	}
+func newServer(cfg Config, log *slog.Logger) (*Server, error) {
 	box, err := secrets.NewBox(cfg.EncryptionKey)
 	if err != nil {
 		return nil, fmt.Errorf("SURVEYHOOKS_ENCRYPTION_KEY: %w", err)
@@ -114,74 +162,132 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	// No linger: every write is awaited by an HTTP caller.
 	kcl, err := kafka.NewClient(cfg.Kafka, kgo.ProducerLinger(0))
 	if err != nil {
 		return nil, err
 	}
-	tests, err := newTestWaiters(cfg.Kafka, log)
-	if err != nil {
-		return nil, err
-	}
-	s := &Server{cfg: cfg, log: log, reg: reg, kcl: kcl, box: box, tests: tests,
-		logs: &logStore{addr: cfg.ClickHouseAddr, database: cfg.ClickHouseDatabase}}
-	s.handler = s.routes()
-	return s, nil
+	return &Server{cfg: cfg, log: log, reg: reg, kcl: kcl, box: box,
+		logs: &logStore{addr: cfg.ClickHouseAddr, database: cfg.ClickHouseDatabase, log: log}}, nil
 }
 
-func (s *Server) routes() http.Handler {
+// route is one endpoint. The table is also what the OpenAPI test checks the document against.
+type route struct {
+	method, pattern string
+	handler         http.HandlerFunc
+}
+
+func (s *Server) routes() []route {
+	return []route{
+		{"GET", "/healthz", s.healthz},
+		{"GET", "/openapi.json", serveOpenAPI},
+
+		{"POST", "/v1/projects", s.admin(s.createProject)},
+		{"GET", "/v1/projects/{id}", s.admin(s.getProject)},
+
+		{"POST", "/v1/webhooks", s.project(s.createWebhook)},
+		{"GET", "/v1/webhooks", s.project(s.listWebhooks)},
+		{"GET", "/v1/webhooks/{id}", s.project(s.getWebhook)},
+		{"PATCH", "/v1/webhooks/{id}", s.project(s.patchWebhook)},
+		{"DELETE", "/v1/webhooks/{id}", s.project(s.deleteWebhook)},
+		{"POST", "/v1/webhooks/{id}/secrets/rotate", s.project(s.rotateSecret)},
+		{"POST", "/v1/webhooks/{id}/test", s.project(s.sendTest)},
+
+		{"GET", "/v1/attempts", s.project(s.listProjectAttempts)},
+		{"GET", "/v1/attempts/{id}", s.project(s.getAttempt)},
+		{"GET", "/v1/webhooks/{id}/attempts", s.project(s.listWebhookAttempts)},
+		{"GET", "/v1/events/{event_id}/attempts", s.project(s.listEventAttempts)},
+		{"GET", "/v1/webhooks/{id}/stats", s.project(s.webhookStats)},
+
+		{"GET", "/v1/dead-letters", s.project(s.listDeadLetters)},
+		{"POST", "/v1/dead-letters/{id}/replay", s.project(s.replayDeadLetter)},
+		{"POST", "/v1/dead-letters/replay", s.project(s.replayDeadLetters)},
+	}
+}
+
+// handler routes requests; what no route matches gets the API's JSON error shape rather than the
+// mux's plain-text 404 or 405.
+func (s *Server) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-	mux.HandleFunc("POST /v1/projects", s.admin(s.createProject))
-	mux.HandleFunc("GET /v1/projects/{id}", s.admin(s.getProject))
-	mux.HandleFunc("POST /v1/webhooks", s.project(s.createWebhook))
-	mux.HandleFunc("GET /v1/webhooks", s.project(s.listWebhooks))
-	mux.HandleFunc("GET /v1/webhooks/{id}", s.project(s.getWebhook))
-	mux.HandleFunc("PATCH /v1/webhooks/{id}", s.project(s.patchWebhook))
-	mux.HandleFunc("DELETE /v1/webhooks/{id}", s.project(s.deleteWebhook))
-	mux.HandleFunc("POST /v1/webhooks/{id}/secrets/rotate", s.project(s.rotateSecret))
-	mux.HandleFunc("POST /v1/webhooks/{id}/test", s.project(s.sendTest))
-	mux.HandleFunc("GET /v1/webhooks/{id}/attempts", s.project(s.listWebhookAttempts))
-	mux.HandleFunc("GET /v1/events/{event_id}/attempts", s.project(s.listEventAttempts))
-	mux.HandleFunc("GET /v1/attempts/{id}", s.project(s.getAttempt))
-	mux.HandleFunc("GET /v1/webhooks/{id}/stats", s.project(s.webhookStats))
-	mux.HandleFunc("GET /v1/dead-letters", s.project(s.listDeadLetters))
-	mux.HandleFunc("POST /v1/dead-letters/{id}/replay", s.project(s.replayDeadLetter))
-	mux.HandleFunc("POST /v1/dead-letters/replay", s.project(s.replayDeadLetters))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		httpapi.WriteError(w, httpapi.Errorf(http.StatusNotFound, "not_found", "", "no route %s %s", r.Method, r.URL.Path))
+	for _, rt := range s.routes() {
+		mux.HandleFunc(rt.method+" "+rt.pattern, rt.handler)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
+		if pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		rec := &statusRecorder{header: http.Header{}}
+		h.ServeHTTP(rec, r)
+		switch rec.status {
+		case http.StatusMethodNotAllowed:
+			w.Header().Set("Allow", rec.header.Get("Allow"))
+			httpapi.WriteError(w, httpapi.Errorf(http.StatusMethodNotAllowed, "method_not_allowed", "",
+				"%s is not allowed on %s; allowed: %s", r.Method, r.URL.Path, rec.header.Get("Allow")))
+		case http.StatusNotFound:
+			httpapi.WriteError(w, httpapi.Errorf(http.StatusNotFound, "not_found", "", "no route %s %s", r.Method, r.URL.Path))
+		default: // a redirect to the cleaned path
+			for k, v := range rec.header {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(rec.status)
+		}
 	})
-	return mux
+}
+
+// statusRecorder captures what the mux would answer for an unmatched request.
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (r *statusRecorder) Header() http.Header         { return r.header }
+func (r *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (r *statusRecorder) WriteHeader(status int)      { r.status = status }
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 type projectHandlerFunc func(w http.ResponseWriter, r *http.Request, p *pb.Project) error
 
-// admin authorises with the admin token.
+// admin authorises with the admin token, compared in constant time.
 func (s *Server) admin(h handlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		tok := httpapi.BearerToken(r)
 		if tok == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.AdminToken)) != 1 {
-			httpapi.WriteError(w, httpapi.Errorf(http.StatusUnauthorized, "unauthorized", "", "an admin token is required: Authorization: Bearer <SURVEYHOOKS_ADMIN_TOKEN>"))
+			httpapi.WriteError(w, httpapi.Errorf(http.StatusUnauthorized, "unauthorized", "",
+				"an admin token is required: Authorization: Bearer <SURVEYHOOKS_ADMIN_TOKEN>"))
 			return
 		}
 		s.serve(w, r, h)
 	}
 }
 
-// project authorises with a project API key and passes the project on.
+// project authorises with a project API key and hands the handler that project: every handler
+// below reads and writes only what belongs to it. The key is looked up by its SHA-256, so no
+// comparison leaks how much of a key matched.
 func (s *Server) project(h projectHandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		tok := httpapi.BearerToken(r)
-		p := s.reg.ProjectByAPIKey(tok)
-		if tok == "" || p == nil {
-			httpapi.WriteError(w, httpapi.Errorf(http.StatusUnauthorized, "unauthorized", "", "a valid project API key is required: Authorization: Bearer <api_key>"))
+		var p *pb.Project
+		if tok != "" {
+			p = s.reg.ProjectByAPIKey(tok)
+		}
+		if p == nil {
+			httpapi.WriteError(w, httpapi.Errorf(http.StatusUnauthorized, "unauthorized", "",
+				"a valid project API key is required: Authorization: Bearer <api_key>"))
 			return
 		}
 		s.serve(w, r, func(w http.ResponseWriter, r *http.Request) error { return h(w, r, p) })
 	}
 }
 
+// serve runs h and turns its error into the JSON error shape; errors that are not API errors are
+// logged (without the request body) and shown to the client as a bare 500.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, h handlerFunc) {
 	if err := h(w, r); err != nil {
 		var e *httpapi.Error
@@ -196,10 +302,10 @@ func notFound(what, id string) error {
 	return httpapi.Errorf(http.StatusNotFound, "not_found", "", "%s %q not found", what, id)
 }
 
-// sealedFingerprint is a short non-reversible tag of a secret, for telling secrets apart.
-func fingerprint(b []byte) string {
-	if len(b) < 8 {
-		return ""
-	}
-	return base64.RawURLEncoding.EncodeToString(b[len(b)-6:])
+func invalid(field, format string, args ...any) error {
+	return httpapi.Errorf(http.StatusBadRequest, "invalid_field", field, format, args...)
+}
+
+func badParam(name, format string, args ...any) error {
+	return httpapi.Errorf(http.StatusBadRequest, "invalid_parameter", name, format, args...)
 }

@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"hash/fnv"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -17,8 +19,10 @@ import (
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
 
+// maxBody bounds every request body.
 const maxBody = 256 << 10
 
+// newID returns a prefixed random id, Svix style: "prj_…", "wh_…", "evt_…", "msg_…".
 func newID(prefix string) string {
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
@@ -28,12 +32,19 @@ func newID(prefix string) string {
 type projectOut struct {
 	ID           string    `json:"id"`
 	Name         string    `json:"name"`
-	APIKey       string    `json:"api_key,omitempty"`
+	APIKey       string    `json:"api_key,omitempty"` // only in the answer to the creation
 	APIKeyPrefix string    `json:"api_key_prefix"`
 	CreatedAt    time.Time `json:"created_at"`
 }
 
+func viewProject(p *pb.Project) projectOut {
+	return projectOut{ID: p.Id, Name: p.Name, APIKeyPrefix: p.ApiKeyPrefix, CreatedAt: time.UnixMilli(p.CreatedAtMs).UTC()}
+}
+
 func (s *Server) createProject(w http.ResponseWriter, r *http.Request) error {
+	if err := onlyParams(r); err != nil {
+		return err
+	}
 	body, err := httpapi.ReadJSONBody(r, maxBody)
 	if err != nil {
 		return err
@@ -46,7 +57,7 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) error {
 	}
 	in.Name = strings.TrimSpace(in.Name)
 	if in.Name == "" || len(in.Name) > 200 {
-		return httpapi.Errorf(http.StatusBadRequest, "invalid_field", "name", "name is required, at most 200 characters")
+		return invalid("name", "name is required, at most 200 characters")
 	}
 	key := secrets.NewAPIKey()
 	p := &pb.Project{Id: newID("prj_"), Name: in.Name, ApiKeyHash: secrets.HashAPIKey(key),
@@ -54,6 +65,7 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) error {
 	if err := s.write(r.Context(), s.cfg.Kafka.Topics.Projects, p.Id, p); err != nil {
 		return err
 	}
+	s.log.Info("project created", "project_id", p.Id, "api_key_prefix", p.ApiKeyPrefix)
 	out := viewProject(p)
 	out.APIKey = key
 	httpapi.WriteJSON(w, http.StatusCreated, out)
@@ -61,6 +73,9 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) getProject(w http.ResponseWriter, r *http.Request) error {
+	if err := onlyParams(r); err != nil {
+		return err
+	}
 	p := s.reg.Project(r.PathValue("id"))
 	if p == nil {
 		return notFound("project", r.PathValue("id"))
@@ -69,12 +84,9 @@ func (s *Server) getProject(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func viewProject(p *pb.Project) projectOut {
-	return projectOut{ID: p.Id, Name: p.Name, APIKeyPrefix: p.ApiKeyPrefix, CreatedAt: time.UnixMilli(p.CreatedAtMs).UTC()}
-}
-
 // write produces a record (nil m: a tombstone) and waits until this process's registry has applied
-// it, so the caller's next read — and every fan-out batch fetched after this returns — sees it.
+// it, so the caller's next read sees it. Fan-out and delivery read the same partition, so a
+// delivery rendered after this returns uses the new configuration.
 func (s *Server) write(ctx context.Context, topic, key string, m proto.Message) error {
 	rec := &kgo.Record{Topic: topic, Key: []byte(key)}
 	if m != nil {
@@ -94,4 +106,16 @@ func (s *Server) write(ctx context.Context, topic, key string, m proto.Message) 
 		return fmt.Errorf("waiting for %s to apply: %w", topic, err)
 	}
 	return nil
+}
+
+// stripedLocks serialises read-modify-write of one webhook within this process, so two PATCHes
+// at once cannot lose one another's change. A fixed set of mutexes keeps memory bounded.
+type stripedLocks [64]sync.Mutex
+
+func (l *stripedLocks) lock(id string) func() {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
+	m := &l[h.Sum32()%uint32(len(l))]
+	m.Lock()
+	return m.Unlock
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
@@ -18,9 +19,11 @@ import (
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
 
-// testWaiters follows `delivery-attempts` from its end and hands each attempt to the Send Test
-// call waiting for its delivery id. Send Test goes through the real pipeline — the same worker,
-// signatures and logging as any delivery — rather than a side channel.
+// testWaiters follows `delivery-attempts` and hands each test attempt to the Send Test call
+// waiting for its delivery id. Send Test goes through the real pipeline — the same worker,
+// signatures, guard and attempt log as any delivery — rather than a side channel. No consumer
+// group: every API process reads every partition, so whichever process took the call sees the
+// answer.
 type testWaiters struct {
 	cl  *kgo.Client
 	log *slog.Logger
@@ -28,9 +31,25 @@ type testWaiters struct {
 	w   map[string]chan *pb.Attempt
 }
 
-func newTestWaiters(cfg kafka.Config, log *slog.Logger) (*testWaiters, error) {
-	cl, err := kafka.NewClient(cfg, kgo.ConsumeTopics(cfg.Topics.Attempts),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()), kgo.FetchMaxWait(50*time.Millisecond))
+// newTestWaiters starts reading at the topic's end offsets as listed now, rather than at "the end"
+// whenever the first fetch happens: an attempt written after Run started listening is never missed.
+func newTestWaiters(ctx context.Context, cfg kafka.Config, log *slog.Logger) (*testWaiters, error) {
+	topic := cfg.Topics.Attempts
+	admCl, err := kafka.NewClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ends, err := kadm.NewClient(admCl).ListEndOffsets(ctx, topic)
+	admCl.Close()
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing end offsets of %s: %w", topic, err)
+	}
+	start := map[string]map[int32]kgo.Offset{topic: {}}
+	ends.Each(func(o kadm.ListedOffset) { start[topic][o.Partition] = kgo.NewOffset().At(o.Offset) })
+	cl, err := kafka.NewClient(cfg, kgo.ConsumePartitions(start), kgo.FetchMaxWait(50*time.Millisecond))
 	if err != nil {
 		return nil, err
 	}
@@ -44,6 +63,9 @@ func (t *testWaiters) run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		fs.EachError(func(topic string, p int32, err error) {
+			t.log.Warn("reading attempts for Send Test", "topic", topic, "partition", p, "err", err)
+		})
 		fs.EachRecord(func(r *kgo.Record) {
 			a := &pb.Attempt{}
 			if proto.Unmarshal(r.Value, a) != nil || !a.Test {
@@ -62,6 +84,7 @@ func (t *testWaiters) run(ctx context.Context) error {
 	}
 }
 
+// expect registers interest in the attempt of delivery id; call the returned func when done.
 func (t *testWaiters) expect(id string) (<-chan *pb.Attempt, func()) {
 	ch := make(chan *pb.Attempt, 1)
 	t.mu.Lock()
@@ -75,36 +98,45 @@ func (t *testWaiters) expect(id string) (<-chan *pb.Attempt, func()) {
 }
 
 type testOut struct {
-	DeliveryID string  `json:"delivery_id"`
-	EventID    string  `json:"event_id"`
-	AttemptID  string  `json:"attempt_id"`
-	Outcome    string  `json:"outcome"`
-	StatusCode int32   `json:"status_code"`
-	LatencyMs  float64 `json:"latency_ms"`
-	Error      string  `json:"error,omitempty"`
-	Response   string  `json:"response_body,omitempty"`
+	DeliveryID      string            `json:"delivery_id"`
+	EventID         string            `json:"event_id"`
+	AttemptID       string            `json:"attempt_id"`
+	Outcome         string            `json:"outcome"`
+	Success         bool              `json:"success"`
+	StatusCode      int32             `json:"status_code"`
+	LatencyMs       float64           `json:"latency_ms"`
+	Error           string            `json:"error,omitempty"`
+	RequestBody     string            `json:"request_body"`
+	ResponseHeaders map[string]string `json:"response_headers"`
+	ResponseBody    string            `json:"response_body"`
 }
 
-// sendTest delivers a webhook.test event to the webhook, enabled or not, and answers with the
-// attempt's outcome.
+// sendTest delivers a webhook.test event to the webhook — enabled or not, so it can be tried before
+// going live — and answers with the attempt's outcome once the delivery service has made it.
 func (s *Server) sendTest(w http.ResponseWriter, r *http.Request, p *pb.Project) error {
 	wh, err := s.owned(r.PathValue("id"), p)
 	if err != nil {
 		return err
 	}
+	if err := onlyParams(r); err != nil {
+		return err
+	}
 	now := time.Now()
 	ev := envelope.TestEvent(p.Id, now)
-	ev.EventId = newID("evt_test_")
+	ev.EventId = newID("evt_")
 	body, err := envelope.Render(ev, wh)
 	if err != nil {
 		return fmt.Errorf("rendering test event: %w", err)
 	}
-	d := &pb.Delivery{DeliveryId: newID("msg_test_"), EventId: ev.EventId, WebhookId: wh.Id, ProjectId: p.Id,
+	d := &pb.Delivery{DeliveryId: newID("msg_"), EventId: ev.EventId, WebhookId: wh.Id, ProjectId: p.Id,
 		EventType: envelope.TestEventType, Body: body, Attempt: 1, CreatedAtMs: now.UnixMilli(),
 		EventTimeMs: ev.TimeMs, Test: true, WebhookRevision: wh.Revision}
+	v, err := proto.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("encoding test delivery: %w", err)
+	}
 	ch, done := s.tests.expect(d.DeliveryId)
 	defer done()
-	v, _ := proto.Marshal(d)
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.TestTimeout)
 	defer cancel()
 	if err := s.kcl.ProduceSync(ctx, &kgo.Record{Topic: s.cfg.Kafka.Topics.Deliveries, Key: []byte(wh.Id), Value: v}).FirstErr(); err != nil {
@@ -112,12 +144,24 @@ func (s *Server) sendTest(w http.ResponseWriter, r *http.Request, p *pb.Project)
 	}
 	select {
 	case a := <-ch:
+		o := a.GetOutcome()
 		httpapi.WriteJSON(w, http.StatusOK, testOut{DeliveryID: d.DeliveryId, EventID: d.EventId, AttemptID: a.AttemptId,
-			Outcome: attemptlog.OutcomeName(a.GetOutcome().GetClass()), StatusCode: a.GetOutcome().GetStatusCode(),
-			LatencyMs: float64(a.LatencyUs) / 1000, Error: a.GetOutcome().GetError(), Response: string(a.ResponseBody)})
+			Outcome: attemptlog.OutcomeName(o.GetClass()), Success: o.GetClass() == pb.OutcomeClass_OUTCOME_CLASS_SUCCESS,
+			StatusCode: o.GetStatusCode(), LatencyMs: float64(a.LatencyUs) / 1000, Error: o.GetError(),
+			RequestBody: string(a.RequestBody), ResponseHeaders: nonNilMap(a.ResponseHeaders), ResponseBody: string(a.ResponseBody)})
 		return nil
 	case <-ctx.Done():
+		if r.Context().Err() != nil {
+			return nil // the caller left: nobody to answer
+		}
 		return httpapi.Errorf(http.StatusGatewayTimeout, "test_timeout", "",
 			"no attempt for test delivery %s within %s; is the delivery service running?", d.DeliveryId, s.cfg.TestTimeout)
 	}
+}
+
+func nonNilMap(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
 }

@@ -1,6 +1,11 @@
 package api
 
 import (
+	"bytes"
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/textproto"
@@ -17,26 +22,43 @@ import (
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
 
-// maxSecrets is how many secrets a webhook holds during rotations.
-const maxSecrets = 3
+const (
+	// maxSecrets is how many secrets a webhook holds during rotations; the oldest go first.
+	maxSecrets = 3
+	// defaultExpirePrevious is how long the previous secrets keep signing after a rotation.
+	defaultExpirePrevious = 24 * time.Hour
+	maxExpirePrevious     = 30 * 24 * time.Hour
+	maxURLLength          = 2048
+	maxHeaders            = 20
+)
 
-// webhookIn is a create or PATCH body; nil fields are left as they are.
-type webhookIn struct {
-	Name              *string            `json:"name"`
-	Description       *string            `json:"description"`
-	URL               *string            `json:"url"`
-	Events            *[]string          `json:"events"`
-	EventToggles      map[string]bool    `json:"event_toggles"`
-	Enabled           *bool              `json:"enabled"`
-	Secret            *string            `json:"secret"`
-	UserProperties    *[]string          `json:"user_properties"`
-	CompanyProperties *[]string          `json:"company_properties"`
-	PayloadVersion    *string            `json:"payload_version"`
-	Filter            *string            `json:"filter"`
-	Transform         *string            `json:"transform"`
-	Format            *string            `json:"format"`
-	RateLimitPerS     *float64           `json:"rate_limit_per_s"`
-	Headers           map[string]*string `json:"headers"`
+// webhookSpec is what a webhook's owner edits: the body of a creation, and — as a JSON document —
+// what a PATCH is merged into (RFC 7386: a member set to null returns to its default).
+type webhookSpec struct {
+	Name              string            `json:"name"`
+	Description       string            `json:"description"`
+	URL               string            `json:"url"`
+	Events            []string          `json:"events"`
+	EventToggles      map[string]bool   `json:"event_toggles"`
+	Enabled           *bool             `json:"enabled"` // default true
+	UserProperties    []string          `json:"user_properties"`
+	CompanyProperties []string          `json:"company_properties"`
+	PayloadVersion    string            `json:"payload_version"`
+	Filter            string            `json:"filter"`
+	Transform         string            `json:"transform"`
+	Format            string            `json:"format"`
+	RateLimitPerS     float64           `json:"rate_limit_per_s"`
+	Headers           map[string]string `json:"headers"`
+	// Secret is taken on creation only (rotation has its own endpoint); never part of a stored spec.
+	Secret *string `json:"secret,omitempty"`
+}
+
+func specOf(wh *pb.Webhook) webhookSpec {
+	enabled := wh.Enabled
+	return webhookSpec{Name: wh.Name, Description: wh.Description, URL: wh.Url, Events: wh.EventTypes,
+		EventToggles: wh.EventToggles, Enabled: &enabled, UserProperties: wh.UserProperties,
+		CompanyProperties: wh.CompanyProperties, PayloadVersion: wh.PayloadVersion, Filter: wh.Filter,
+		Transform: wh.Transform, Format: wh.Format, RateLimitPerS: wh.RateLimitPerS, Headers: wh.Headers}
 }
 
 type secretOut struct {
@@ -49,36 +71,47 @@ type webhookOut struct {
 	ID                string            `json:"id"`
 	ProjectID         string            `json:"project_id"`
 	Name              string            `json:"name"`
-	Description       string            `json:"description,omitempty"`
+	Description       string            `json:"description"`
 	URL               string            `json:"url"`
 	Events            []string          `json:"events"`
-	EventToggles      map[string]bool   `json:"event_toggles,omitempty"`
+	EventToggles      map[string]bool   `json:"event_toggles"`
 	Enabled           bool              `json:"enabled"`
 	DisabledReason    string            `json:"disabled_reason,omitempty"`
-	Secret            string            `json:"secret,omitempty"` // only right after it was generated or rotated
+	Secret            string            `json:"secret,omitempty"` // only right after it was created or rotated
 	Secrets           []secretOut       `json:"secrets"`
 	UserProperties    []string          `json:"user_properties"`
 	CompanyProperties []string          `json:"company_properties"`
 	PayloadVersion    string            `json:"payload_version"`
-	Filter            string            `json:"filter,omitempty"`
-	Transform         string            `json:"transform,omitempty"`
-	Format            string            `json:"format,omitempty"`
+	Filter            string            `json:"filter"`
+	Transform         string            `json:"transform"`
+	Format            string            `json:"format"`
 	RateLimitPerS     float64           `json:"rate_limit_per_s"`
-	Headers           map[string]string `json:"headers,omitempty"`
+	Headers           map[string]string `json:"headers"`
 	Revision          int64             `json:"revision"`
 	CreatedAt         time.Time         `json:"created_at"`
 	UpdatedAt         time.Time         `json:"updated_at"`
 }
 
-func viewWebhook(wh *pb.Webhook) webhookOut {
+// view is what a client sees of a webhook: never a secret, only each unexpired secret's metadata.
+func (s *Server) view(wh *pb.Webhook) webhookOut {
 	out := webhookOut{ID: wh.Id, ProjectID: wh.ProjectId, Name: wh.Name, Description: wh.Description, URL: wh.Url,
-		Events: wh.EventTypes, EventToggles: wh.EventToggles, Enabled: wh.Enabled, DisabledReason: wh.DisabledReason,
-		Secrets: []secretOut{}, UserProperties: nonNil(wh.UserProperties), CompanyProperties: nonNil(wh.CompanyProperties),
-		PayloadVersion: wh.PayloadVersion, Filter: wh.Filter, Transform: wh.Transform, Format: wh.Format,
-		RateLimitPerS: wh.RateLimitPerS, Headers: wh.Headers, Revision: wh.Revision,
-		CreatedAt: time.UnixMilli(wh.CreatedAtMs).UTC(), UpdatedAt: time.UnixMilli(wh.UpdatedAtMs).UTC()}
+		Events: nonNil(wh.EventTypes), EventToggles: wh.EventToggles, Enabled: wh.Enabled,
+		DisabledReason: wh.DisabledReason, Secrets: []secretOut{}, UserProperties: nonNil(wh.UserProperties),
+		CompanyProperties: nonNil(wh.CompanyProperties), PayloadVersion: wh.PayloadVersion, Filter: wh.Filter,
+		Transform: wh.Transform, Format: wh.Format, RateLimitPerS: wh.RateLimitPerS, Headers: wh.Headers,
+		Revision: wh.Revision, CreatedAt: time.UnixMilli(wh.CreatedAtMs).UTC(), UpdatedAt: time.UnixMilli(wh.UpdatedAtMs).UTC()}
+	if out.EventToggles == nil {
+		out.EventToggles = map[string]bool{}
+	}
+	if out.Headers == nil {
+		out.Headers = map[string]string{}
+	}
+	now := time.Now().UnixMilli()
 	for _, sc := range wh.Secrets {
-		so := secretOut{Fingerprint: fingerprint(sc.Sealed), CreatedAt: time.UnixMilli(sc.CreatedAtMs).UTC()}
+		if sc.ExpiresAtMs != 0 && sc.ExpiresAtMs <= now {
+			continue // no longer signs
+		}
+		so := secretOut{Fingerprint: s.fingerprint(sc.Sealed), CreatedAt: time.UnixMilli(sc.CreatedAtMs).UTC()}
 		if sc.ExpiresAtMs > 0 {
 			t := time.UnixMilli(sc.ExpiresAtMs).UTC()
 			so.ExpiresAt = &t
@@ -88,6 +121,17 @@ func viewWebhook(wh *pb.Webhook) webhookOut {
 	return out
 }
 
+// fingerprint tells secrets apart without revealing them: the first 6 bytes of the secret's
+// SHA-256, which a subscriber can compute from the secret it holds.
+func (s *Server) fingerprint(sealed []byte) string {
+	secret, err := s.box.Open(sealed)
+	if err != nil {
+		return "unreadable"
+	}
+	sum := sha256.Sum256([]byte(secret))
+	return "sha256:" + hex.EncodeToString(sum[:6])
+}
+
 func nonNil(s []string) []string {
 	if s == nil {
 		return []string{}
@@ -95,95 +139,72 @@ func nonNil(s []string) []string {
 	return s
 }
 
-func (s *Server) decodeWebhook(r *http.Request) (*webhookIn, error) {
+// readObject reads a request body that must be one JSON object.
+func readObject(r *http.Request) ([]byte, error) {
 	body, err := httpapi.ReadJSONBody(r, maxBody)
 	if err != nil {
 		return nil, err
 	}
-	in := &webhookIn{}
-	if err := httpapi.DecodeStrict(body, in); err != nil {
-		return nil, err
+	if t := bytes.TrimSpace(body); len(t) > 0 && t[0] != '{' {
+		return nil, httpapi.Errorf(http.StatusBadRequest, "invalid_json", "", "the request body must be a JSON object")
 	}
-	return in, nil
+	return body, nil
 }
 
-func invalid(field, format string, args ...any) error {
-	return httpapi.Errorf(http.StatusBadRequest, "invalid_field", field, format, args...)
-}
-
-// apply copies in's set fields onto wh and validates the result; it returns the new secret when
-// one was given or must be generated.
-func (s *Server) apply(wh *pb.Webhook, in *webhookIn, creating bool) (newSecret string, err error) {
-	if in.Name != nil {
-		wh.Name = strings.TrimSpace(*in.Name)
+// apply sets wh's editable fields from spec, normalised, and validates the result.
+func (s *Server) apply(wh *pb.Webhook, spec webhookSpec) error {
+	wasEnabled := wh.Enabled
+	wh.Name = strings.TrimSpace(spec.Name)
+	wh.Description = spec.Description
+	wh.Url = strings.TrimSpace(spec.URL)
+	wh.EventTypes = normaliseEvents(spec.Events)
+	wh.EventToggles = spec.EventToggles
+	wh.Enabled = spec.Enabled == nil || *spec.Enabled
+	if wh.Enabled || wasEnabled {
+		// Re-enabling clears why it was switched off (e.g. "gone" after a 410); a manual disable has no reason.
+		wh.DisabledReason = ""
 	}
-	if in.Description != nil {
-		wh.Description = *in.Description
+	wh.UserProperties = spec.UserProperties
+	wh.CompanyProperties = spec.CompanyProperties
+	wh.PayloadVersion = spec.PayloadVersion
+	if wh.PayloadVersion == "" {
+		wh.PayloadVersion = envelope.DefaultVersion
 	}
-	if in.URL != nil {
-		wh.Url = strings.TrimSpace(*in.URL)
-	}
-	if in.Events != nil {
-		wh.EventTypes = slices.Compact(slices.Sorted(slices.Values(*in.Events)))
-	}
-	if in.EventToggles != nil {
-		if wh.EventToggles == nil {
-			wh.EventToggles = map[string]bool{}
-		}
-		for k, v := range in.EventToggles {
-			wh.EventToggles[k] = v
-		}
-	}
-	if in.Enabled != nil {
-		wh.Enabled = *in.Enabled
-		if wh.Enabled {
-			wh.DisabledReason = ""
-		}
-	}
-	if in.UserProperties != nil {
-		wh.UserProperties = *in.UserProperties
-	}
-	if in.CompanyProperties != nil {
-		wh.CompanyProperties = *in.CompanyProperties
-	}
-	if in.PayloadVersion != nil {
-		wh.PayloadVersion = *in.PayloadVersion
-	}
-	if in.Filter != nil {
-		wh.Filter = strings.TrimSpace(*in.Filter)
-	}
-	if in.Transform != nil {
-		wh.Transform = strings.TrimSpace(*in.Transform)
-	}
-	if in.Format != nil {
-		wh.Format = *in.Format
-	}
-	if in.RateLimitPerS != nil {
-		wh.RateLimitPerS = *in.RateLimitPerS
-	}
-	if in.Headers != nil {
-		if wh.Headers == nil {
-			wh.Headers = map[string]string{}
-		}
-		for k, v := range in.Headers {
-			if v == nil {
-				delete(wh.Headers, k)
-			} else {
-				wh.Headers[textproto.CanonicalMIMEHeaderKey(k)] = *v
+	wh.Filter = strings.TrimSpace(spec.Filter)
+	wh.Transform = strings.TrimSpace(spec.Transform)
+	wh.Format = spec.Format
+	wh.RateLimitPerS = spec.RateLimitPerS
+	wh.Headers = nil
+	if len(spec.Headers) > 0 {
+		wh.Headers = make(map[string]string, len(spec.Headers))
+		for k, v := range spec.Headers {
+			ck := textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(k))
+			if _, dup := wh.Headers[ck]; dup {
+				return invalid("headers."+ck, "header %q is given twice (names are case-insensitive)", ck)
 			}
+			wh.Headers[ck] = v
 		}
 	}
-	if in.Secret != nil {
-		if err := secrets.ValidateWebhookSecret(*in.Secret); err != nil {
-			return "", invalid("secret", "secret %v", err)
-		}
-		newSecret = *in.Secret
-	} else if creating {
-		newSecret = secrets.NewWebhookSecret()
-	}
-	return newSecret, validateWebhook(wh)
+	return validateWebhook(wh)
 }
 
+// normaliseEvents sorts and de-duplicates; "*" subsumes every other type.
+func normaliseEvents(in []string) []string {
+	if in == nil {
+		return nil
+	}
+	out := make([]string, 0, len(in))
+	for _, t := range in {
+		t = strings.TrimSpace(t)
+		if t == "*" {
+			return []string{"*"}
+		}
+		out = append(out, t)
+	}
+	return slices.Compact(slices.Sorted(slices.Values(out)))
+}
+
+// validateWebhook checks a normalised webhook; the error names the offending field.
 func validateWebhook(wh *pb.Webhook) error {
 	if wh.Name == "" || len(wh.Name) > 200 {
 		return invalid("name", "name is required, at most 200 characters")
@@ -191,19 +212,17 @@ func validateWebhook(wh *pb.Webhook) error {
 	if len(wh.Description) > 2000 {
 		return invalid("description", "description is at most 2000 characters")
 	}
-	u, err := url.Parse(wh.Url)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(wh.Url) > 2048 {
-		return invalid("url", "url must be an absolute http or https URL of at most 2048 characters, got %q", wh.Url)
-	}
-	if u.User != nil {
-		return invalid("url", "url must not carry credentials; use headers instead")
+	if err := validateURL(wh.Url); err != nil {
+		return err
 	}
 	if len(wh.EventTypes) == 0 {
-		return invalid("events", "events must name at least one event type, or \"*\"")
+		return invalid("events", "events must name at least one event type, or \"*\" for all; known: %s",
+			strings.Join(envelope.EventTypes, ", "))
 	}
 	for i, t := range wh.EventTypes {
 		if t != "*" && !envelope.KnownEventType(t) {
-			return invalid(fmt.Sprintf("events[%d]", i), "unknown event type %q; known: %s", t, strings.Join(envelope.EventTypes, ", "))
+			return invalid(fmt.Sprintf("events[%d]", i), "unknown event type %q; known: %s, or \"*\"",
+				t, strings.Join(envelope.EventTypes, ", "))
 		}
 	}
 	for t := range wh.EventToggles {
@@ -211,64 +230,137 @@ func validateWebhook(wh *pb.Webhook) error {
 			return invalid("event_toggles."+t, "unknown event type %q", t)
 		}
 	}
-	if n := len(wh.UserProperties) + len(wh.CompanyProperties); n > envelope.MaxProperties {
-		return invalid("user_properties", "at most %d user and company properties in total, got %d", envelope.MaxProperties, n)
-	}
-	for i, p := range append(slices.Clone(wh.UserProperties), wh.CompanyProperties...) {
-		if strings.TrimSpace(p) == "" || len(p) > 200 {
-			return invalid(fmt.Sprintf("properties[%d]", i), "property names must be 1 to 200 characters")
-		}
-	}
-	if wh.PayloadVersion == "" {
-		wh.PayloadVersion = envelope.DefaultVersion
+	if err := validateProperties(wh); err != nil {
+		return err
 	}
 	if !slices.Contains(envelope.Versions, wh.PayloadVersion) {
-		return invalid("payload_version", "unknown payload version %q; available: %s", wh.PayloadVersion, strings.Join(envelope.Versions, ", "))
+		return invalid("payload_version", "unknown payload version %q; available: %s",
+			wh.PayloadVersion, strings.Join(envelope.Versions, ", "))
 	}
 	if err := validateExpressions(wh); err != nil {
 		return err
 	}
 	if wh.RateLimitPerS < 0 || wh.RateLimitPerS > 100000 {
-		return invalid("rate_limit_per_s", "rate_limit_per_s must be between 0 (unlimited) and 100000")
+		return invalid("rate_limit_per_s", "rate_limit_per_s must be between 0 (unlimited) and 100000, got %v", wh.RateLimitPerS)
 	}
-	for k := range wh.Headers {
-		lk := strings.ToLower(k)
-		if strings.HasPrefix(lk, "webhook-") || slices.Contains([]string{"x-webhook-signature", "content-type", "content-length",
-			"host", "connection", "transfer-encoding", "te", "upgrade", "keep-alive", "proxy-authorization", "trailer"}, lk) {
-			return invalid("headers."+k, "header %q is set by surveyhooks and cannot be overridden", k)
+	return validateHeaders(wh.Headers)
+}
+
+func validateURL(raw string) error {
+	if raw == "" {
+		return invalid("url", "url is required")
+	}
+	if len(raw) > maxURLLength {
+		return invalid("url", "url is at most %d characters, got %d", maxURLLength, len(raw))
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.Opaque != "" {
+		return invalid("url", "url must be an absolute http or https URL, got %q", raw)
+	}
+	if u.User != nil {
+		return invalid("url", "url must not carry credentials; put them in headers instead")
+	}
+	return nil
+}
+
+func validateProperties(wh *pb.Webhook) error {
+	if n := len(wh.UserProperties) + len(wh.CompanyProperties); n > envelope.MaxProperties {
+		return invalid("user_properties", "at most %d user_properties and company_properties in total, got %d",
+			envelope.MaxProperties, n)
+	}
+	for _, list := range []struct {
+		field string
+		names []string
+	}{{"user_properties", wh.UserProperties}, {"company_properties", wh.CompanyProperties}} {
+		field, names := list.field, list.names
+		for i, p := range names {
+			if strings.TrimSpace(p) == "" || len(p) > 200 {
+				return invalid(fmt.Sprintf("%s[%d]", field, i), "property names are 1 to 200 characters")
+			}
+			if slices.Index(names, p) != i {
+				return invalid(fmt.Sprintf("%s[%d]", field, i), "property %q is listed twice", p)
+			}
 		}
 	}
 	return nil
 }
 
+// reservedHeaders are set by surveyhooks or by HTTP itself (hop-by-hop): a webhook cannot set them.
+var reservedHeaders = []string{"x-webhook-signature", "content-type", "content-length", "host", "connection",
+	"keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer", "trailers",
+	"transfer-encoding", "upgrade"}
+
+func validateHeaders(h map[string]string) error {
+	if len(h) > maxHeaders {
+		return invalid("headers", "at most %d headers, got %d", maxHeaders, len(h))
+	}
+	for k, v := range h {
+		lk := strings.ToLower(k)
+		switch {
+		case !validHeaderName(k):
+			return invalid("headers."+k, "%q is not a valid header name", k)
+		case strings.HasPrefix(lk, "webhook-") || slices.Contains(reservedHeaders, lk):
+			return invalid("headers."+k, "header %q is set by surveyhooks or by HTTP and cannot be configured", k)
+		case len(v) > 4096:
+			return invalid("headers."+k, "header values are at most 4096 characters")
+		case strings.ContainsFunc(v, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }):
+			return invalid("headers."+k, "header values must not contain control characters")
+		}
+	}
+	return nil
+}
+
+// validHeaderName reports whether name is an RFC 9110 token.
+func validHeaderName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for _, c := range []byte(name) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
 func (s *Server) createWebhook(w http.ResponseWriter, r *http.Request, p *pb.Project) error {
-	in, err := s.decodeWebhook(r)
+	if err := onlyParams(r); err != nil {
+		return err
+	}
+	body, err := readObject(r)
 	if err != nil {
 		return err
 	}
+	var in webhookSpec
+	if err := httpapi.DecodeStrict(body, &in); err != nil {
+		return err
+	}
+	secret := secrets.NewWebhookSecret()
+	if in.Secret != nil {
+		if err := secrets.ValidateWebhookSecret(*in.Secret); err != nil {
+			return invalid("secret", "secret %v", err)
+		}
+		secret = *in.Secret
+	}
 	now := time.Now().UnixMilli()
-	wh := &pb.Webhook{Id: newID("wh_"), ProjectId: p.Id, Enabled: true, CreatedAtMs: now, UpdatedAtMs: now, Revision: 1}
-	if in.URL == nil {
-		return invalid("url", "url is required")
-	}
-	if in.Events == nil {
-		return invalid("events", "events is required")
-	}
-	secret, err := s.apply(wh, in, true)
-	if err != nil {
+	wh := &pb.Webhook{Id: newID("wh_"), ProjectId: p.Id, CreatedAtMs: now, UpdatedAtMs: now, Revision: 1}
+	if err := s.apply(wh, in); err != nil {
 		return err
 	}
 	wh.Secrets = []*pb.Secret{{Sealed: s.box.Seal(secret), CreatedAtMs: now}}
 	if err := s.write(r.Context(), s.cfg.Kafka.Topics.Webhooks, wh.Id, wh); err != nil {
 		return err
 	}
-	out := viewWebhook(wh)
+	s.log.Info("webhook created", "project_id", p.Id, "webhook_id", wh.Id)
+	out := s.view(wh)
 	out.Secret = secret
+	w.Header().Set("Location", "/v1/webhooks/"+wh.Id)
 	httpapi.WriteJSON(w, http.StatusCreated, out)
 	return nil
 }
 
-// owned returns the project's webhook id, or a 404 — also for another project's webhook.
+// owned returns the project's webhook, or a 404 — the same 404 for another project's webhook, so
+// ids do not leak across projects.
 func (s *Server) owned(id string, p *pb.Project) (*pb.Webhook, error) {
 	wh := s.reg.Webhook(id)
 	if wh == nil || wh.ProjectId != p.Id {
@@ -278,63 +370,170 @@ func (s *Server) owned(id string, p *pb.Project) (*pb.Webhook, error) {
 }
 
 func (s *Server) listWebhooks(w http.ResponseWriter, r *http.Request, p *pb.Project) error {
-	out := []webhookOut{}
-	for _, wh := range s.reg.Webhooks(p.Id) {
-		out = append(out, viewWebhook(wh))
+	if err := onlyParams(r); err != nil {
+		return err
 	}
-	slices.SortFunc(out, func(a, b webhookOut) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	whs := slices.Clone(s.reg.Webhooks(p.Id))
+	slices.SortFunc(whs, func(a, b *pb.Webhook) int {
+		return cmp.Or(cmp.Compare(a.CreatedAtMs, b.CreatedAtMs), strings.Compare(a.Id, b.Id))
+	})
+	out := make([]webhookOut, 0, len(whs))
+	for _, wh := range whs {
+		out = append(out, s.view(wh))
+	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"data": out})
 	return nil
 }
 
 func (s *Server) getWebhook(w http.ResponseWriter, r *http.Request, p *pb.Project) error {
+	if err := onlyParams(r); err != nil {
+		return err
+	}
 	wh, err := s.owned(r.PathValue("id"), p)
 	if err != nil {
 		return err
 	}
-	httpapi.WriteJSON(w, http.StatusOK, viewWebhook(wh))
+	httpapi.WriteJSON(w, http.StatusOK, s.view(wh))
 	return nil
 }
 
-func (s *Server) patchWebhook(w http.ResponseWriter, r *http.Request, p *pb.Project) error {
-	cur, err := s.owned(r.PathValue("id"), p)
-	if err != nil {
-		return err
+// modify runs a read-modify-write of one webhook: serialised with other changes to it in this
+// process, on the latest record in the topic (the delivery service writes too: a 410 disables).
+func (s *Server) modify(r *http.Request, p *pb.Project, change func(wh *pb.Webhook) error) (*pb.Webhook, error) {
+	id := r.PathValue("id")
+	unlock := s.locks.lock(id)
+	defer unlock()
+	if err := s.reg.WaitFresh(r.Context()); err != nil {
+		return nil, fmt.Errorf("reading the latest webhooks: %w", err)
 	}
-	in, err := s.decodeWebhook(r)
+	cur, err := s.owned(id, p)
 	if err != nil {
-		return err
-	}
-	if in.Secret != nil {
-		return invalid("secret", "secrets change through POST /v1/webhooks/{id}/secrets/rotate")
+		return nil, err
 	}
 	wh := proto.Clone(cur).(*pb.Webhook)
-	if _, err := s.apply(wh, in, false); err != nil {
-		return err
+	if err := change(wh); err != nil {
+		return nil, err
 	}
-	wh.Revision++
-	wh.UpdatedAtMs = time.Now().UnixMilli()
+	if proto.Equal(wh, cur) {
+		return cur, nil // nothing changed: no new revision for fan-out and delivery to apply
+	}
+	wh.Revision = cur.Revision + 1
+	wh.UpdatedAtMs = max(time.Now().UnixMilli(), cur.UpdatedAtMs)
 	if err := s.write(r.Context(), s.cfg.Kafka.Topics.Webhooks, wh.Id, wh); err != nil {
+		return nil, err
+	}
+	return wh, nil
+}
+
+// patchWebhook merges the body into the webhook (JSON merge patch: members not given stay, members
+// set to null return to their defaults, objects such as headers and event_toggles merge by key).
+func (s *Server) patchWebhook(w http.ResponseWriter, r *http.Request, p *pb.Project) error {
+	if err := onlyParams(r); err != nil {
 		return err
 	}
-	httpapi.WriteJSON(w, http.StatusOK, viewWebhook(wh))
+	body, err := readObject(r)
+	if err != nil {
+		return err
+	}
+	var typed webhookSpec // checks names and types before anything merges
+	if err := httpapi.DecodeStrict(body, &typed); err != nil {
+		return err
+	}
+	if typed.Secret != nil {
+		return invalid("secret", "secrets change through POST /v1/webhooks/{id}/secrets/rotate")
+	}
+	var patch map[string]any
+	if err := json.Unmarshal(body, &patch); err != nil {
+		return httpapi.JSONError(err)
+	}
+	if h, ok := patch["headers"].(map[string]any); ok {
+		canon := make(map[string]any, len(h))
+		for k, v := range h {
+			canon[textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(k))] = v
+		}
+		patch["headers"] = canon
+	}
+	wh, err := s.modify(r, p, func(wh *pb.Webhook) error {
+		cur, err := toDocument(specOf(wh))
+		if err != nil {
+			return err
+		}
+		merged, err := json.Marshal(mergePatch(cur, patch))
+		if err != nil {
+			return fmt.Errorf("encoding merged webhook: %w", err)
+		}
+		var spec webhookSpec
+		if err := httpapi.DecodeStrict(merged, &spec); err != nil {
+			return err
+		}
+		return s.apply(wh, spec)
+	})
+	if err != nil {
+		return err
+	}
+	s.log.Info("webhook updated", "project_id", p.Id, "webhook_id", wh.Id, "revision", wh.Revision)
+	httpapi.WriteJSON(w, http.StatusOK, s.view(wh))
 	return nil
+}
+
+func toDocument(v any) (map[string]any, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encoding webhook: %w", err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return nil, fmt.Errorf("decoding webhook: %w", err)
+	}
+	return doc, nil
+}
+
+// mergePatch applies an RFC 7386 JSON merge patch to target.
+func mergePatch(target, patch any) any {
+	p, ok := patch.(map[string]any)
+	if !ok {
+		return patch
+	}
+	t, ok := target.(map[string]any)
+	if !ok {
+		t = map[string]any{}
+	}
+	for k, v := range p {
+		if v == nil {
+			delete(t, k)
+		} else {
+			t[k] = mergePatch(t[k], v)
+		}
+	}
+	return t
 }
 
 func (s *Server) deleteWebhook(w http.ResponseWriter, r *http.Request, p *pb.Project) error {
-	wh, err := s.owned(r.PathValue("id"), p)
+	if err := onlyParams(r); err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	unlock := s.locks.lock(id)
+	defer unlock()
+	wh, err := s.owned(id, p)
 	if err != nil {
 		return err
 	}
 	if err := s.write(r.Context(), s.cfg.Kafka.Topics.Webhooks, wh.Id, nil); err != nil {
 		return err
 	}
+	s.log.Info("webhook deleted", "project_id", p.Id, "webhook_id", wh.Id)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
+// rotateSecret adds a new secret (given or generated) that signs from now on; the previous ones
+// keep signing too until they expire (default 24 h), so receivers can switch without a gap.
 func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request, p *pb.Project) error {
-	cur, err := s.owned(r.PathValue("id"), p)
+	if err := onlyParams(r); err != nil {
+		return err
+	}
+	body, err := readObject(r)
 	if err != nil {
 		return err
 	}
@@ -342,9 +541,7 @@ func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request, p *pb.Proj
 		Secret            *string `json:"secret"`
 		ExpirePreviousInS *int64  `json:"expire_previous_in_s"`
 	}
-	if body, err := httpapi.ReadJSONBody(r, maxBody); err != nil {
-		return err
-	} else if len(strings.TrimSpace(string(body))) > 0 {
+	if len(bytes.TrimSpace(body)) > 0 {
 		if err := httpapi.DecodeStrict(body, &in); err != nil {
 			return err
 		}
@@ -356,31 +553,34 @@ func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request, p *pb.Proj
 		}
 		secret = *in.Secret
 	}
-	expireIn := int64(24 * 3600)
+	expireIn := defaultExpirePrevious
 	if in.ExpirePreviousInS != nil {
-		if *in.ExpirePreviousInS < 0 || *in.ExpirePreviousInS > 30*24*3600 {
-			return invalid("expire_previous_in_s", "expire_previous_in_s must be between 0 and 2592000 (30 days)")
+		if *in.ExpirePreviousInS < 0 || *in.ExpirePreviousInS > int64(maxExpirePrevious/time.Second) {
+			return invalid("expire_previous_in_s", "expire_previous_in_s must be between 0 (now) and %d (30 days)",
+				int64(maxExpirePrevious/time.Second))
 		}
-		expireIn = *in.ExpirePreviousInS
+		expireIn = time.Duration(*in.ExpirePreviousInS) * time.Second
 	}
-	now := time.Now().UnixMilli()
-	wh := proto.Clone(cur).(*pb.Webhook)
-	for _, sc := range wh.Secrets {
-		if sc.ExpiresAtMs == 0 || sc.ExpiresAtMs > now+expireIn*1000 {
-			sc.ExpiresAtMs = now + expireIn*1000
+	wh, err := s.modify(r, p, func(wh *pb.Webhook) error {
+		now := time.Now().UnixMilli()
+		until := now + expireIn.Milliseconds()
+		kept := []*pb.Secret{{Sealed: s.box.Seal(secret), CreatedAtMs: now}}
+		for _, sc := range wh.Secrets {
+			if sc.ExpiresAtMs == 0 || sc.ExpiresAtMs > until {
+				sc.ExpiresAtMs = until
+			}
+			if sc.ExpiresAtMs > now && len(kept) < maxSecrets { // newest first: the oldest are dropped
+				kept = append(kept, sc)
+			}
 		}
-	}
-	wh.Secrets = append([]*pb.Secret{{Sealed: s.box.Seal(secret), CreatedAtMs: now}}, wh.Secrets...)
-	wh.Secrets = slices.DeleteFunc(wh.Secrets, func(sc *pb.Secret) bool { return sc.ExpiresAtMs != 0 && sc.ExpiresAtMs <= now })
-	if len(wh.Secrets) > maxSecrets {
-		wh.Secrets = wh.Secrets[:maxSecrets]
-	}
-	wh.Revision++
-	wh.UpdatedAtMs = now
-	if err := s.write(r.Context(), s.cfg.Kafka.Topics.Webhooks, wh.Id, wh); err != nil {
+		wh.Secrets = kept
+		return nil
+	})
+	if err != nil {
 		return err
 	}
-	out := viewWebhook(wh)
+	s.log.Info("webhook secret rotated", "project_id", p.Id, "webhook_id", wh.Id, "secrets", len(wh.Secrets))
+	out := s.view(wh)
 	out.Secret = secret
 	httpapi.WriteJSON(w, http.StatusOK, out)
 	return nil

@@ -73,7 +73,8 @@ func dueMs(rec *kgo.Record) (int64, bool) {
 
 // Run releases until ctx is done.
 func (r *Releaser) Run(ctx context.Context) error {
-	defer r.cl.Close()
+	// With BlockRebalanceOnPoll, Close would wait forever in LeaveGroup unless rebalancing is allowed.
+	defer func() { r.cl.AllowRebalance(); r.cl.Close() }()
 	for ctx.Err() == nil {
 		next, err := r.release(ctx)
 		if err != nil {

@@ -1,17 +1,44 @@
 // Package ingest accepts survey events — over HTTP (`POST /v1/events`, authenticated with the
-// project's API key) and from the `survey-events` topic — validates them per event type, assigns
-// event ids, and writes the canonical Event to `events`. An HTTP caller gets 202 only once Kafka
-// has the events; bad HTTP input gets a 4xx naming the field; a bad Kafka record goes to
-// `survey-events-rejected` with the reason, in the same transaction as its offset. Preview events
-// are validated and counted but never forwarded. Nothing is dropped silently.
+// project's API key) and from the `survey-events` topic — validates them against the event
+// catalogue (EventTypes), assigns event ids, drops previews (counted, never forwarded),
+// de-duplicates on (project, event_id) within a window, and writes the canonical Event to
+// `events`. It must never lose an event it answered 202 for, never drop input silently (a bad
+// Kafka record goes to `survey-events-rejected` with its reason), and never log API keys.
+//
+// # De-duplication
+//
+// The same (project, event_id) must reach `events` once within INGEST_DEDUP_WINDOW (24 h), however
+// many ingest processes run and however often they restart, with bounded memory. Ingest does it
+// with two internal topics and the consumer group's partition ownership:
+//
+//  1. Every accepted, non-preview event is first written to `ingest-accepted`, keyed
+//     "project/event_id", so all copies of one id land on one partition, in arrival order. HTTP
+//     batches are written in one Kafka transaction (a batch is all or nothing, also when Kafka
+//     fails); `survey-events` records are written inside the consumer's transaction.
+//  2. A transactional consumer group (INGEST_GROUP + "-dedup") reads `ingest-accepted`. The process
+//     that owns partition p keeps the ids accepted on p within the window (bounded by
+//     INGEST_DEDUP_MAX_IDS per partition, oldest evicted first). For each record it decides:
+//     first in the window → produce the Event to `events`; repeat → produce nothing. Either way it
+//     writes a verdict to the same partition p of `event-ids` — in the same transaction as the
+//     `events` output and the offset commit, so decisions and state can never disagree.
+//  3. `event-ids` is the state: when a process gains partition p (start, restart, rebalance) it
+//     rebuilds p's window by re-reading the window's span of `event-ids` p up to its last stable
+//     offset (after any open transaction of the previous owner has ended). Changes of a batch are
+//     applied to memory only once its transaction committed (kafka.TxnLoop.Ended).
+//  4. The HTTP answer waits for the verdicts of its events: every process tails `event-ids` and
+//     wakes the request whose claim header (instance/request/index) a verdict carries. All
+//     repeats → 200 with "duplicate": true; otherwise 202, naming any duplicates. If no verdict
+//     arrives within INGEST_VERDICT_WAIT (the dedup group is rebalancing, Kafka is slow), the
+//     answer is 202: the events are durably in `ingest-accepted` and de-duplication still happens
+//     downstream; only the synchronous duplicate flag is lost.
+//
+// So a repeat is answered `duplicate: true` whichever process receives it, across restarts, and
+// nothing is ever duplicated in `events` by ingest. Previews are never written to
+// `ingest-accepted`, so they are neither de-duplicated nor forwarded.
 package ingest
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,14 +47,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/protobuf/proto"
+	"golang.org/x/sync/singleflight"
 
-	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
 	"github.com/surveyhooks/surveyhooks/pkg/registry"
-	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
 
 // Config is the ingest service's configuration.
@@ -35,12 +60,19 @@ type Config struct {
 	Kafka kafka.Config
 	// Addr is the HTTP listen address.
 	Addr string `env:"INGEST_ADDR" envDefault:"127.0.0.1:8080"`
-	// Group is the consumer group reading `survey-events`.
+	// Group is the consumer group reading `survey-events`; Group+"-dedup" reads `ingest-accepted`.
 	Group string `env:"INGEST_GROUP" envDefault:"surveyhooks-ingest"`
 	// MaxBodyBytes bounds one HTTP request body.
 	MaxBodyBytes int64 `env:"INGEST_MAX_BODY_BYTES" envDefault:"1048576"`
 	// MaxBatch bounds the events of one `{"events":[…]}` request.
 	MaxBatch int `env:"INGEST_MAX_BATCH" envDefault:"500"`
+	// DedupWindow is how long an event id is remembered per project.
+	DedupWindow time.Duration `env:"INGEST_DEDUP_WINDOW" envDefault:"24h"`
+	// DedupMaxIDs bounds the ids remembered per `ingest-accepted` partition; past it the oldest
+	// are forgotten early (counted in /v1/stats as dedup_evicted_early).
+	DedupMaxIDs int `env:"INGEST_DEDUP_MAX_IDS" envDefault:"2000000"`
+	// VerdictWait bounds how long an HTTP request waits for its de-duplication verdicts.
+	VerdictWait time.Duration `env:"INGEST_VERDICT_WAIT" envDefault:"10s"`
 }
 
 // Validate reports the first configuration error, naming the variable.
@@ -55,27 +87,56 @@ func (c Config) Validate() error {
 		return errors.New("INGEST_MAX_BODY_BYTES: must be at least 1024")
 	case c.MaxBatch < 1:
 		return errors.New("INGEST_MAX_BATCH: must be at least 1")
+	case c.DedupWindow < time.Second || c.DedupWindow > 7*24*time.Hour:
+		return fmt.Errorf("INGEST_DEDUP_WINDOW: must be between 1s and 168h (the event-ids topic keeps 7 days), got %v", c.DedupWindow)
+	case c.DedupMaxIDs < 1000:
+		return errors.New("INGEST_DEDUP_MAX_IDS: must be at least 1000")
+	case c.VerdictWait <= 0:
+		return errors.New("INGEST_VERDICT_WAIT: must be positive")
 	}
 	return c.Kafka.Validate()
 }
 
-// Stats counts what ingest did since start.
+// Stats counts what this process did since it started. Counters of the transactional loops move
+// only when their transaction committed.
 type Stats struct {
-	Accepted atomic.Int64 // events written to `events`
-	Previews atomic.Int64 // preview events counted and not forwarded
-	Rejected atomic.Int64 // events or records refused
+	HTTPRequests    atomic.Int64 // POST /v1/events requests answered
+	HTTPEvents      atomic.Int64 // events accepted over HTTP (previews included)
+	KafkaRecords    atomic.Int64 // `survey-events` records accepted (previews included)
+	Previews        atomic.Int64 // preview events validated, counted and not forwarded
+	Rejected        atomic.Int64 // HTTP requests answered 4xx, and records sent to survey-events-rejected
+	Forwarded       atomic.Int64 // events written to `events`
+	Duplicates      atomic.Int64 // repeats of an event id within the window, not forwarded
+	VerdictTimeouts atomic.Int64 // HTTP events answered 202 without their de-duplication verdict
+	EvictedEarly    atomic.Int64 // ids forgotten before the window ended (INGEST_DEDUP_MAX_IDS)
+}
+
+// snapshot is what GET /v1/stats shows.
+func (s *Stats) snapshot() map[string]int64 {
+	return map[string]int64{
+		"http_requests": s.HTTPRequests.Load(), "http_events": s.HTTPEvents.Load(),
+		"kafka_records": s.KafkaRecords.Load(), "previews": s.Previews.Load(),
+		"rejected": s.Rejected.Load(), "forwarded": s.Forwarded.Load(),
+		"duplicates": s.Duplicates.Load(), "verdict_timeouts": s.VerdictTimeouts.Load(),
+		"dedup_evicted_early": s.EvictedEarly.Load(),
+	}
 }
 
 // Ingest is one ingest process.
 type Ingest struct {
-	cfg   Config
-	log   *slog.Logger
-	reg   *registry.Registry
-	kcl   *kgo.Client
-	Stats Stats
+	cfg      Config
+	log      *slog.Logger
+	reg      *registry.Registry
+	claims   *committer
+	verdicts *verdicts
+	fresh    singleflight.Group
+	stats    Stats
 }
 
-// Run serves HTTP and consumes `survey-events` until ctx is done.
+// shutdownGrace bounds how long in-flight HTTP requests may finish after ctx is cancelled.
+const shutdownGrace = 15 * time.Second
+
+// Run serves HTTP and consumes `survey-events` until ctx is done, then drains in-flight requests.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if log == nil {
 		log = slog.Default()
@@ -83,218 +144,102 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := kafka.EnsureTopics(ctx, cfg.Kafka); err != nil {
 		return fmt.Errorf("ensuring topics: %w", err)
 	}
-	reg, err := registry.New(cfg.Kafka, log)
-	if err != nil {
+	if err := checkPartitions(ctx, cfg.Kafka); err != nil {
 		return err
 	}
-	kcl, err := kafka.NewClient(cfg.Kafka)
-	if err != nil {
-		return err
-	}
-	defer kcl.Close()
-	in := &Ingest{cfg: cfg, log: log, reg: reg, kcl: kcl}
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return reg.Run(ctx) })
-	g.Go(func() error {
-		if err := reg.WaitFresh(ctx); err != nil {
-			return nil
-		}
-		loop := &kafka.TxnLoop{Config: cfg.Kafka, Group: cfg.Group, Topics: []string{cfg.Kafka.Topics.SurveyEvents},
-			Logger: log, Handler: in.handleRecords}
-		return loop.Run(ctx)
-	})
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("INGEST_ADDR %s: %w", cfg.Addr, err)
 	}
-	srv := &http.Server{Handler: in.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	in, dd, err := build(ctx, cfg, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+
+	// The HTTP server drains before the parts its requests wait on stop: those run on bg, which
+	// ends only after Shutdown returned.
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBG()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return in.reg.Run(bg) })
+	g.Go(func() error { return in.verdicts.run(bg) })
+	g.Go(func() error { return in.claims.run(bg) })
+	g.Go(func() error { return dd.run(bg) })
+	g.Go(func() error {
+		if err := in.reg.WaitFresh(gctx); err != nil {
+			return nil // cancelled
+		}
+		return in.consume(gctx)
+	})
+	srv := &http.Server{Handler: in.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	g.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return err
+			return fmt.Errorf("serving HTTP on %s: %w", cfg.Addr, err)
 		}
 		return nil
 	})
 	g.Go(func() error {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 		defer cancel()
-		return srv.Shutdown(sctx)
+		err := srv.Shutdown(sctx)
+		stopBG()
+		return err
 	})
-	log.Info("ingest listening", "addr", cfg.Addr, "topic", cfg.Kafka.Topics.SurveyEvents)
+	log.Info("ingest listening", "addr", ln.Addr().String(), "topic", cfg.Kafka.Topics.SurveyEvents)
 	return g.Wait()
 }
 
-// Handler is ingest's HTTP API.
-func (in *Ingest) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-	mux.HandleFunc("POST /v1/events", in.postEvents)
-	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, _ *http.Request) {
-		httpapi.WriteJSON(w, http.StatusOK, map[string]int64{"accepted": in.Stats.Accepted.Load(),
-			"previews": in.Stats.Previews.Load(), "rejected": in.Stats.Rejected.Load()})
-	})
-	return mux
-}
-
-func newEventID() string {
-	b := make([]byte, 12)
-	_, _ = rand.Read(b)
-	return "evt_" + hex.EncodeToString(b)
-}
-
-func (in *Ingest) postEvents(w http.ResponseWriter, r *http.Request) {
-	err := in.accept(w, r)
+// build connects the parts of one process. The verdict reader is positioned before the HTTP
+// server can accept a request, so no verdict of this process is missed.
+func build(ctx context.Context, cfg Config, log *slog.Logger) (*Ingest, *dedup, error) {
+	instance := kafka.InstanceID()
+	reg, err := registry.New(cfg.Kafka, log)
 	if err != nil {
-		in.Stats.Rejected.Add(1)
-		httpapi.WriteError(w, err)
+		return nil, nil, err
 	}
+	vs, err := newVerdicts(ctx, cfg.Kafka, instance)
+	if err != nil {
+		_ = reg.Run(canceled()) // closes its client
+		return nil, nil, err
+	}
+	in := &Ingest{cfg: cfg, log: log.With("instance", instance), reg: reg, verdicts: vs,
+		claims: newCommitter(cfg.Kafka, cfg.Group+"-http-"+instance, log)}
+	dd, err := newDedup(cfg, log, &in.stats)
+	if err != nil {
+		_ = reg.Run(canceled())
+		vs.close()
+		return nil, nil, err
+	}
+	return in, dd, nil
 }
 
-func (in *Ingest) accept(w http.ResponseWriter, r *http.Request) error {
-	key := httpapi.BearerToken(r)
-	project := in.reg.ProjectByAPIKey(key)
-	if key == "" || project == nil {
-		return httpapi.Errorf(http.StatusUnauthorized, "unauthorized", "", "a valid project API key is required: Authorization: Bearer <api_key>")
-	}
-	if r.Header.Get("Content-Type") == "" {
-		return httpapi.Errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "", "Content-Type must be application/json")
-	}
-	body, err := httpapi.ReadJSONBody(r, in.cfg.MaxBodyBytes)
+func canceled() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}
+
+// checkPartitions refuses to start when `event-ids` cannot mirror `ingest-accepted` partition for
+// partition: a verdict is written to the partition number of its claim.
+func checkPartitions(ctx context.Context, cfg kafka.Config) error {
+	cl, err := kafka.NewClient(cfg)
 	if err != nil {
 		return err
 	}
-	raws := []json.RawMessage{body}
-	prefix := func(int) string { return "" }
-	if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 && trimmed[0] == '{' && bytes.Contains(trimmed[:min(len(trimmed), 64)], []byte(`"events"`)) {
-		var batch struct {
-			Events []json.RawMessage `json:"events"`
-		}
-		if err := httpapi.DecodeStrict(body, &batch); err != nil {
-			return err
-		}
-		if len(batch.Events) == 0 {
-			return httpapi.Errorf(http.StatusBadRequest, "invalid_field", "events", "events must hold at least one event")
-		}
-		if len(batch.Events) > in.cfg.MaxBatch {
-			return httpapi.Errorf(http.StatusRequestEntityTooLarge, "batch_too_large", "events", "at most %d events per request, got %d", in.cfg.MaxBatch, len(batch.Events))
-		}
-		raws = batch.Events
-		prefix = func(i int) string { return fmt.Sprintf("events[%d].", i) }
+	defer cl.Close()
+	details, err := kadm.NewClient(cl).ListTopics(ctx, cfg.Topics.IngestAccepted, cfg.Topics.EventIDs)
+	if err != nil {
+		return fmt.Errorf("describing %s and %s: %w", cfg.Topics.IngestAccepted, cfg.Topics.EventIDs, err)
 	}
-	now := time.Now()
-	ids := make([]string, len(raws))
-	var recs []*kgo.Record
-	previews := 0
-	for i, raw := range raws {
-		ev, pid, herr := decodeEvent(raw, prefix(i), now)
-		if herr != nil {
-			return herr // one bad event rejects the batch: nothing is produced
-		}
-		if pid != "" && pid != project.Id {
-			return httpapi.Errorf(http.StatusBadRequest, "invalid_field", prefix(i)+"project_id", "project_id does not match the API key's project")
-		}
-		ev.ProjectId, ev.Source = project.Id, "http"
-		if ev.EventId == "" {
-			ev.EventId = newEventID()
-		}
-		ids[i] = ev.EventId
-		if ev.Preview {
-			previews++
-			continue
-		}
-		recs = append(recs, in.eventRecord(ev, nil))
+	a, b := details[cfg.Topics.IngestAccepted], details[cfg.Topics.EventIDs]
+	if a.Err != nil || b.Err != nil {
+		return fmt.Errorf("describing %s and %s: %w", cfg.Topics.IngestAccepted, cfg.Topics.EventIDs, errors.Join(a.Err, b.Err))
 	}
-	if len(recs) > 0 {
-		ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
-		defer cancel()
-		if err := in.kcl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-			in.log.Error("writing events failed", "events", len(recs), "err", err)
-			return httpapi.Errorf(http.StatusServiceUnavailable, "unavailable", "", "events could not be stored; retry the request")
-		}
-	}
-	in.Stats.Accepted.Add(int64(len(recs)))
-	in.Stats.Previews.Add(int64(previews))
-	out := map[string]any{"event_ids": ids}
-	if previews > 0 {
-		out["previews"] = previews
-	}
-	httpapi.WriteJSON(w, http.StatusAccepted, out)
-	return nil
-}
-
-func (in *Ingest) eventRecord(ev *pb.Event, headers []kgo.RecordHeader) *kgo.Record {
-	v, _ := proto.Marshal(ev)
-	who := ev.GetUser().GetId()
-	if who == "" {
-		who = ev.GetUser().GetAnonymousId()
-	}
-	return &kgo.Record{Topic: in.cfg.Kafka.Topics.Events, Key: []byte(ev.ProjectId + "/" + who), Value: v, Headers: headers}
-}
-
-// handleRecords validates a batch of `survey-events` records inside the loop's transaction.
-func (in *Ingest) handleRecords(ctx context.Context, recs []*kgo.Record, produce func(*kgo.Record)) error {
-	if err := in.reg.WaitFresh(ctx); err != nil {
-		return err
-	}
-	now := time.Now()
-	for _, r := range recs {
-		ev, herr := in.fromRecord(r, now)
-		if herr != nil {
-			in.Stats.Rejected.Add(1)
-			headers := append(append([]kgo.RecordHeader{}, r.Headers...),
-				kgo.RecordHeader{Key: "rejection-reason", Value: []byte(herr.Message)},
-				kgo.RecordHeader{Key: "rejection-code", Value: []byte(herr.Code)},
-				kgo.RecordHeader{Key: "rejection-field", Value: []byte(herr.Field)},
-				kgo.RecordHeader{Key: "source-partition", Value: []byte(fmt.Sprint(r.Partition))},
-				kgo.RecordHeader{Key: "source-offset", Value: []byte(fmt.Sprint(r.Offset))})
-			produce(&kgo.Record{Topic: in.cfg.Kafka.Topics.SurveyEventsRejected, Key: r.Key, Value: r.Value, Headers: headers})
-			continue
-		}
-		if ev.Preview {
-			in.Stats.Previews.Add(1)
-			continue
-		}
-		in.Stats.Accepted.Add(1)
-		produce(in.eventRecord(ev, nil))
+	if len(a.Partitions) != len(b.Partitions) {
+		return fmt.Errorf("topic %s has %d partitions but %s has %d: they must have the same count (TOPIC_INGEST_ACCEPTED, TOPIC_EVENT_IDS)",
+			cfg.Topics.IngestAccepted, len(a.Partitions), cfg.Topics.EventIDs, len(b.Partitions))
 	}
 	return nil
-}
-
-func (in *Ingest) fromRecord(r *kgo.Record, now time.Time) (*pb.Event, *httpapi.Error) {
-	var ev *pb.Event
-	var pid string
-	switch ct := string(kafka.Header(r, "content-type")); ct {
-	case "", "application/json":
-		var herr *httpapi.Error
-		ev, pid, herr = decodeEvent(r.Value, "", now)
-		if herr != nil {
-			return nil, herr
-		}
-	case "application/x-protobuf", "application/protobuf":
-		ev = &pb.Event{}
-		if err := proto.Unmarshal(r.Value, ev); err != nil {
-			return nil, bad("", "record is not a valid surveyhooks.v1.Event: %v", err)
-		}
-		if _, ok := EventTypes[ev.EventType]; !ok {
-			return nil, bad("event_type", "unknown event_type %q", ev.EventType)
-		}
-		pid = ev.ProjectId
-		ev.ReceivedAtMs = now.UnixMilli()
-	default:
-		return nil, httpapi.Errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "", "content-type %q is not application/json or application/x-protobuf", ct)
-	}
-	if h := string(kafka.Header(r, "project-id")); pid == "" {
-		pid = h
-	}
-	if pid == "" {
-		return nil, bad("project_id", "project_id is required (JSON field or record header project-id)")
-	}
-	if in.reg.Project(pid) == nil {
-		return nil, bad("project_id", "unknown project %q", pid)
-	}
-	ev.ProjectId, ev.Source = pid, "kafka"
-	if ev.EventId == "" {
-		ev.EventId = newEventID()
-	}
-	return ev, nil
 }

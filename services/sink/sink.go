@@ -119,7 +119,8 @@ func (s *Sink) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
+	// With BlockRebalanceOnPoll, Close would wait forever in LeaveGroup unless rebalancing is allowed.
+	defer func() { cl.AllowRebalance(); cl.Close() }()
 	go s.retention(ctx, store)
 	s.log.Info("sink running", "clickhouse", s.cfg.ClickHouseAddr, "database", s.cfg.Database)
 

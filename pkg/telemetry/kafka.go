@@ -1,0 +1,144 @@
+package telemetry
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kotel"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// KafkaHooks are the client options that trace and measure a franz-go client with kotel: every
+// produced record gets a "<topic> publish" span whose context is written into the record's
+// traceparent header, and every fetched record gets a "<topic> receive" span that is a child of
+// the producer's span, stored in the record's Context. Pass them to kafka.NewClient or
+// kafka.TxnLoop.Opts.
+//
+// To continue a trace into a record produced from a consumed one (fan-out, retry release,
+// attempts), set out.Context = RecordContext(ctx, in) before producing it.
+func (t *Telemetry) KafkaHooks() []kgo.Opt {
+	if t == nil {
+		return nil
+	}
+	k := kotel.NewKotel(
+		kotel.WithTracer(kotel.NewTracer(kotel.TracerProvider(t.tp), kotel.TracerPropagator(t.propagator))),
+		kotel.WithMeter(kotel.NewMeter(kotel.MeterProvider(t.mp))),
+	)
+	return []kgo.Opt{kgo.WithHooks(k.Hooks()...)}
+}
+
+// RecordContext returns ctx (keeping its deadline and cancellation) with the consumed record's
+// span as the current span, so that work done for the record — an HTTP request, a produced
+// record — joins the record's trace. The span comes from rec.Context when kotel set it, else
+// from the record's traceparent header (records read by a client without KafkaHooks).
+func RecordContext(ctx context.Context, rec *kgo.Record) context.Context {
+	if rec.Context != nil {
+		if span := trace.SpanFromContext(rec.Context); span.SpanContext().IsValid() {
+			return trace.ContextWithSpan(ctx, span)
+		}
+	}
+	return otel.GetTextMapPropagator().Extract(ctx, kotel.NewRecordCarrier(rec))
+}
+
+// StartRecordSpan starts a span for processing a consumed record (e.g. "deliver"), a child of
+// the record's span. The caller ends it.
+func (t *Telemetry) StartRecordSpan(ctx context.Context, rec *kgo.Record, name string) (context.Context, trace.Span) {
+	var tracer trace.Tracer
+	if t == nil {
+		tracer = otel.Tracer("github.com/surveyhooks/surveyhooks/pkg/telemetry")
+	} else {
+		tracer = t.Tracer()
+	}
+	return tracer.Start(RecordContext(ctx, rec), name,
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "kafka"),
+			attribute.String("messaging.operation", "process"),
+			attribute.String("messaging.source.name", rec.Topic),
+			attribute.Int("messaging.kafka.source.partition", int(rec.Partition)),
+			attribute.Int64("messaging.kafka.message.offset", rec.Offset),
+		))
+}
+
+// lagTimeout bounds one lag lookup made while metrics are collected (a scrape).
+const lagTimeout = 5 * time.Second
+
+type lagSource struct {
+	id     int
+	adm    *kadm.Client
+	groups []string
+}
+
+// ObserveConsumerLag reports, each time metrics are collected, the lag of the given consumer
+// groups per topic and partition (surveyhooks_consumer_lag{group,topic,partition}), looked up
+// through cl. Lag is the same whichever process reports it, so one process per group is enough;
+// dashboards take max over instances. Call the returned function before closing cl.
+func (t *Telemetry) ObserveConsumerLag(cl *kgo.Client, groups ...string) (stop func()) {
+	if t == nil || len(groups) == 0 {
+		return func() {}
+	}
+	t.lagMu.Lock()
+	defer t.lagMu.Unlock()
+	id := len(t.lag) + 1
+	for _, s := range t.lag {
+		id = max(id, s.id+1)
+	}
+	t.lag = append(t.lag, lagSource{id: id, adm: kadm.NewClient(cl), groups: groups})
+	return func() {
+		t.lagMu.Lock()
+		defer t.lagMu.Unlock()
+		for i, s := range t.lag {
+			if s.id == id {
+				t.lag = append(t.lag[:i], t.lag[i+1:]...)
+				return
+			}
+		}
+	}
+}
+
+// registerLag installs the one collection callback that reads every registered lag source.
+func (t *Telemetry) registerLag() error {
+	gauge := t.Metrics.consumerLag
+	_, err := t.Metrics.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		t.lagMu.Lock()
+		sources := append([]lagSource(nil), t.lag...)
+		t.lagMu.Unlock()
+		for _, s := range sources {
+			observeLag(ctx, o, gauge, s)
+		}
+		return nil
+	}, gauge)
+	return err
+}
+
+func observeLag(ctx context.Context, o metric.Observer, gauge metric.Int64ObservableGauge, s lagSource) {
+	ctx, cancel := context.WithTimeout(ctx, lagTimeout)
+	defer cancel()
+	lags, err := s.adm.Lag(ctx, s.groups...)
+	if err != nil {
+		return // no number is better than a stale one; the scrape shows the gap
+	}
+	for _, g := range lags {
+		if g.Error() != nil {
+			continue
+		}
+		for topic, parts := range g.Lag {
+			for p, l := range parts {
+				if l.Err != nil || l.Lag < 0 {
+					continue
+				}
+				o.ObserveInt64(gauge, l.Lag, metric.WithAttributeSet(attribute.NewSet(
+					attribute.String(AttrGroup, g.Group),
+					attribute.String(AttrTopic, topic),
+					attribute.String(AttrPartition, strconv.Itoa(int(p))),
+				)))
+			}
+		}
+	}
+}

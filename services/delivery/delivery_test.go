@@ -1,0 +1,317 @@
+package delivery_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/surveyhooks/surveyhooks/pkg/config"
+	"github.com/surveyhooks/surveyhooks/pkg/kafka"
+	"github.com/surveyhooks/surveyhooks/pkg/kafkatest"
+	"github.com/surveyhooks/surveyhooks/pkg/secrets"
+	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
+	"github.com/surveyhooks/surveyhooks/services/delivery"
+)
+
+// harness is a kfake cluster, a delivery service and helpers to feed and observe it.
+type harness struct {
+	t    *testing.T
+	cfg  delivery.Config
+	box  *secrets.Box
+	cl   *kgo.Client
+	ctx  context.Context
+	stop func()
+}
+
+func newHarness(t *testing.T, schedule []time.Duration, tweak func(*delivery.Config)) *harness {
+	kcfg := kafkatest.Start(t)
+	kcfg.RetrySchedule = schedule
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	var cfg delivery.Config
+	require.NoError(t, config.Defaults(&cfg))
+	cfg.Kafka = kcfg
+	cfg.EncryptionKey = base64.StdEncoding.EncodeToString(key)
+	cfg.AllowDestinations = "127.0.0.0/8"
+	cfg.CommitInterval = 50 * time.Millisecond
+	cfg.Timeout = 2 * time.Second
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	box, err := secrets.NewBox(cfg.EncryptionKey)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	t.Cleanup(cancel)
+	require.NoError(t, kafka.EnsureTopics(ctx, kcfg))
+	cl, err := kafka.NewClient(kcfg)
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	h := &harness{t: t, cfg: cfg, box: box, cl: cl, ctx: ctx}
+	return h
+}
+
+func (h *harness) start() {
+	ctx, cancel := context.WithCancel(h.ctx)
+	done := make(chan error, 1)
+	go func() { done <- delivery.Run(ctx, h.cfg, nil) }()
+	var once sync.Once
+	var err error
+	wait := func() { once.Do(func() { cancel(); err = <-done }) }
+	h.stop = func() { wait(); require.NoError(h.t, err) }
+	h.t.Cleanup(wait)
+}
+
+func (h *harness) webhook(id, url string, mutate ...func(*pb.Webhook)) *pb.Webhook {
+	wh := &pb.Webhook{Id: id, ProjectId: "p1", Url: url, Enabled: true, EventTypes: []string{"*"}, Revision: 1,
+		Secrets: []*pb.Secret{{Sealed: h.box.Seal("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")}}}
+	for _, m := range mutate {
+		m(wh)
+	}
+	v, _ := proto.Marshal(wh)
+	require.NoError(h.t, h.cl.ProduceSync(h.ctx, &kgo.Record{Topic: h.cfg.Kafka.Topics.Webhooks, Key: []byte(id), Value: v}).FirstErr())
+	return wh
+}
+
+func (h *harness) deliver(webhookID string, n int, prefix string) {
+	var recs []*kgo.Record
+	for i := range n {
+		d := &pb.Delivery{DeliveryId: fmt.Sprintf("%s-%d", prefix, i), EventId: fmt.Sprintf("evt-%s-%d", prefix, i),
+			WebhookId: webhookID, ProjectId: "p1", EventType: "nps.scored", Body: []byte(fmt.Sprintf(`{"n":%d}`, i)),
+			Attempt: 1, CreatedAtMs: time.Now().UnixMilli()}
+		v, _ := proto.Marshal(d)
+		recs = append(recs, &kgo.Record{Topic: h.cfg.Kafka.Topics.Deliveries, Key: []byte(webhookID), Value: v})
+	}
+	require.NoError(h.t, h.cl.ProduceSync(h.ctx, recs...).FirstErr())
+}
+
+// collect reads a topic from the start until want says it has enough.
+func collect[T proto.Message](h *harness, topic string, mk func() T, want func([]T) bool) []T {
+	rd, err := kafka.NewClient(h.cfg.Kafka, kgo.ConsumeTopics(topic))
+	require.NoError(h.t, err)
+	defer rd.Close()
+	var out []T
+	for !want(out) {
+		ctx, cancel := context.WithTimeout(h.ctx, 200*time.Millisecond)
+		fs := rd.PollFetches(ctx)
+		cancel()
+		require.NoError(h.t, h.ctx.Err(), "gave up waiting on %s with %d records", topic, len(out))
+		fs.EachRecord(func(r *kgo.Record) {
+			m := mk()
+			require.NoError(h.t, proto.Unmarshal(r.Value, m))
+			out = append(out, m)
+		})
+	}
+	return out
+}
+
+func attempts(h *harness, n int) []*pb.Attempt {
+	return collect(h, h.cfg.Kafka.Topics.Attempts, func() *pb.Attempt { return &pb.Attempt{} },
+		func(a []*pb.Attempt) bool { return len(a) >= n })
+}
+
+type recorder struct {
+	mu    sync.Mutex
+	times []time.Time
+	ids   []string
+}
+
+func (r *recorder) add(req *http.Request) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.times = append(r.times, time.Now())
+	r.ids = append(r.ids, req.Header.Get("webhook-id"))
+}
+
+func TestFailingEndpointIsRetriedOnScheduleThenDeadLettered(t *testing.T) {
+	schedule := []time.Duration{300 * time.Millisecond, 600 * time.Millisecond, 900 * time.Millisecond}
+	h := newHarness(t, schedule, nil)
+	rec := &recorder{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec.add(r)
+		w.WriteHeader(http.StatusInternalServerError)
+	}))
+	defer srv.Close()
+	h.webhook("wh_fail", srv.URL)
+	h.start()
+	h.deliver("wh_fail", 1, "f")
+
+	dead := collect(h, h.cfg.Kafka.Topics.Dead, func() *pb.Delivery { return &pb.Delivery{} },
+		func(d []*pb.Delivery) bool { return len(d) == 1 })
+	require.EqualValues(t, 4, dead[0].Attempt, "the dead letter names the last attempt")
+	require.Equal(t, pb.OutcomeClass_OUTCOME_CLASS_HTTP_RETRYABLE, dead[0].LastOutcome.Class)
+	require.EqualValues(t, 500, dead[0].LastOutcome.StatusCode)
+
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	require.Len(t, rec.times, 4, "1 + one attempt per tier")
+	for _, id := range rec.ids {
+		require.Equal(t, "f-0", id, "every retry carries the same webhook-id")
+	}
+	// Attempt n+1 is due schedule[n] after attempt n started: +0, +300ms, +900ms, +1800ms.
+	for i, d := range schedule {
+		gap := rec.times[i+1].Sub(rec.times[i])
+		require.GreaterOrEqual(t, gap, d-20*time.Millisecond, "retry %d came early", i+1)
+		require.Less(t, gap, d+400*time.Millisecond, "retry %d came late", i+1)
+	}
+	as := attempts(h, 4)
+	for i, a := range as {
+		require.EqualValues(t, i+1, a.Attempt)
+		require.EqualValues(t, i, a.Tier)
+		if i < 3 {
+			require.Equal(t, pb.Disposition_DISPOSITION_RETRY, a.Outcome.Disposition)
+			require.NotZero(t, a.NextAttemptAtMs)
+		} else {
+			require.Equal(t, pb.Disposition_DISPOSITION_DEAD, a.Outcome.Disposition)
+		}
+	}
+}
+
+func TestRetryAfterChoosesTheSmallestTierAtLeastThatLong(t *testing.T) {
+	schedule := []time.Duration{100 * time.Millisecond, time.Second, 2 * time.Second}
+	h := newHarness(t, schedule, nil)
+	rec := &recorder{}
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec.add(r)
+		if calls.Add(1) == 1 {
+			w.Header().Set("Retry-After", "1") // seconds: tier 2 (1s), not tier 1 (100ms)
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	h.webhook("wh_429", srv.URL)
+	h.start()
+	h.deliver("wh_429", 1, "r")
+	as := attempts(h, 2)
+	require.EqualValues(t, 2, as[1].Tier)
+	require.Equal(t, pb.OutcomeClass_OUTCOME_CLASS_SUCCESS, as[1].Outcome.Class)
+	require.EqualValues(t, 1000, as[0].Outcome.RetryAfterMs)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	require.GreaterOrEqual(t, rec.times[1].Sub(rec.times[0]), 980*time.Millisecond)
+}
+
+func TestPermanentAndGoneAreNotRetriedAndGoneDisablesTheWebhook(t *testing.T) {
+	h := newHarness(t, []time.Duration{100 * time.Millisecond}, nil)
+	var n404, n410 atomic.Int32
+	s404 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { n404.Add(1); w.WriteHeader(404) }))
+	defer s404.Close()
+	s410 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { n410.Add(1); w.WriteHeader(410) }))
+	defer s410.Close()
+	h.webhook("wh_404", s404.URL)
+	h.webhook("wh_410", s410.URL)
+	h.start()
+	h.deliver("wh_404", 1, "a")
+	h.deliver("wh_410", 1, "b")
+	dead := collect(h, h.cfg.Kafka.Topics.Dead, func() *pb.Delivery { return &pb.Delivery{} },
+		func(d []*pb.Delivery) bool { return len(d) == 2 })
+	classes := map[string]pb.OutcomeClass{}
+	for _, d := range dead {
+		classes[d.WebhookId] = d.LastOutcome.Class
+	}
+	require.Equal(t, pb.OutcomeClass_OUTCOME_CLASS_HTTP_PERMANENT, classes["wh_404"])
+	require.Equal(t, pb.OutcomeClass_OUTCOME_CLASS_GONE, classes["wh_410"])
+	whs := collect(h, h.cfg.Kafka.Topics.Webhooks, func() *pb.Webhook { return &pb.Webhook{} },
+		func(w []*pb.Webhook) bool { return len(w) == 3 })
+	var disabled []*pb.Webhook
+	for _, w := range whs {
+		if !w.Enabled {
+			disabled = append(disabled, w)
+		}
+	}
+	require.Len(t, disabled, 1)
+	require.Equal(t, "wh_410", disabled[0].Id)
+	require.Equal(t, "gone", disabled[0].DisabledReason)
+	require.EqualValues(t, 2, disabled[0].Revision)
+	time.Sleep(300 * time.Millisecond) // a retry, if any, would be due by now
+	require.EqualValues(t, 1, n404.Load())
+	require.EqualValues(t, 1, n410.Load())
+}
+
+func TestBlockedDestinationIsPermanent(t *testing.T) {
+	h := newHarness(t, []time.Duration{100 * time.Millisecond}, func(c *delivery.Config) { c.AllowDestinations = "" })
+	h.webhook("wh_ssrf", "http://0x7f000001:8080/")
+	h.start()
+	h.deliver("wh_ssrf", 1, "s")
+	as := attempts(h, 1)
+	require.Equal(t, pb.OutcomeClass_OUTCOME_CLASS_BLOCKED_DESTINATION, as[0].Outcome.Class)
+	require.Equal(t, pb.Disposition_DISPOSITION_DEAD, as[0].Outcome.Disposition)
+}
+
+func TestHangingEndpointDoesNotDelayOthers(t *testing.T) {
+	h := newHarness(t, []time.Duration{time.Minute}, func(c *delivery.Config) {
+		c.Timeout = 3 * time.Second
+		c.PerEndpointConcurrency = 5
+		c.Kafka.Partitions = 1 // every endpoint on the same partition
+	})
+	release := make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer hang.Close()
+	defer close(release)
+	var fastDone atomic.Int32
+	var slowest atomic.Int64
+	fast := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fastDone.Add(1) }))
+	defer fast.Close()
+	h.webhook("wh_hang", hang.URL)
+	h.webhook("wh_fast", fast.URL)
+	h.start()
+	h.deliver("wh_hang", 50, "h") // ahead of the fast ones on the same partition
+	start := time.Now()
+	h.deliver("wh_fast", 200, "q")
+	require.Eventually(t, func() bool { return fastDone.Load() == 200 }, 2*time.Second, 5*time.Millisecond,
+		"healthy endpoint deliveries must not wait behind the hanging endpoint (got %d)", fastDone.Load())
+	slowest.Store(int64(time.Since(start)))
+	t.Logf("200 deliveries to the healthy endpoint took %s while 50 hung", time.Duration(slowest.Load()))
+}
+
+func TestKilledWorkerLosesNothingAndRepeatsOnlyInFlightWork(t *testing.T) {
+	h := newHarness(t, []time.Duration{time.Minute}, func(c *delivery.Config) { c.DrainTimeout = 0 })
+	var mu sync.Mutex
+	seen := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(2 * time.Millisecond)
+		mu.Lock()
+		seen[r.Header.Get("webhook-id")]++
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	for i := range 10 {
+		h.webhook(fmt.Sprintf("wh_%d", i), srv.URL)
+	}
+	h.start()
+	for i := range 10 {
+		h.deliver(fmt.Sprintf("wh_%d", i), 100, fmt.Sprintf("k%d", i))
+	}
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(seen) }
+	require.Eventually(t, func() bool { return count() >= 200 }, 30*time.Second, time.Millisecond)
+	h.stop() // abrupt: drain timeout 0, in-flight work is abandoned uncommitted
+	h.start()
+	require.Eventually(t, func() bool { return count() == 1000 }, 60*time.Second, 10*time.Millisecond,
+		"every delivery must complete after the restart")
+	mu.Lock()
+	defer mu.Unlock()
+	repeats := 0
+	for _, n := range seen {
+		repeats += n - 1
+	}
+	t.Logf("repeated after the kill: %d of 1000", repeats)
+	require.Less(t, repeats, 1000, "only in-flight work may repeat")
+}

@@ -1,0 +1,190 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
+	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
+)
+
+// Handler is ingest's HTTP API: POST /v1/events, GET /v1/stats, GET /healthz.
+func (in *Ingest) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	mux.HandleFunc("POST /v1/events", in.postEvents)
+	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, _ *http.Request) {
+		httpapi.WriteJSON(w, http.StatusOK, in.stats.snapshot())
+	})
+	return mux
+}
+
+// accepted is the answer to POST /v1/events.
+type accepted struct {
+	EventIDs []string `json:"event_ids"`
+	// Previews counts the preview events: validated, counted, never forwarded.
+	Previews int `json:"previews,omitempty"`
+	// Duplicates counts the events whose (project, event_id) was already accepted within the
+	// de-duplication window; DuplicateIDs names them.
+	Duplicates   int      `json:"duplicates,omitempty"`
+	DuplicateIDs []string `json:"duplicate_event_ids,omitempty"`
+	// Duplicate is true when every (non-preview) event of the request was a repeat: status 200.
+	Duplicate bool `json:"duplicate,omitempty"`
+}
+
+func (in *Ingest) postEvents(w http.ResponseWriter, r *http.Request) {
+	in.stats.HTTPRequests.Add(1)
+	status, body, err := in.accept(r)
+	if err != nil {
+		if e := (*httpapi.Error)(nil); errors.As(err, &e) && e.Status < 500 {
+			in.stats.Rejected.Add(1)
+		}
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, status, body)
+}
+
+func unauthorized() *httpapi.Error {
+	return httpapi.Errorf(http.StatusUnauthorized, "unauthorized", "", "a valid project API key is required: Authorization: Bearer <api key>")
+}
+
+func unavailable() *httpapi.Error {
+	return httpapi.Errorf(http.StatusServiceUnavailable, "unavailable", "", "the events could not be stored; retry the request (with the same event_ids, repeats are recognised)")
+}
+
+func (in *Ingest) accept(r *http.Request) (int, *accepted, error) {
+	key := httpapi.BearerToken(r)
+	if key == "" {
+		return 0, nil, unauthorized()
+	}
+	project := in.projectByKey(r.Context(), key)
+	if project == nil {
+		return 0, nil, unauthorized()
+	}
+	ct := r.Header.Get("Content-Type")
+	if mt, _, err := mime.ParseMediaType(ct); err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+		return 0, nil, httpapi.Errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "", "Content-Type must be application/json, got %q", ct)
+	}
+	if r.ContentLength > in.cfg.MaxBodyBytes {
+		return 0, nil, httpapi.Errorf(http.StatusRequestEntityTooLarge, "body_too_large", "", "request body exceeds %d bytes", in.cfg.MaxBodyBytes)
+	}
+	body, err := httpapi.ReadJSONBody(r, in.cfg.MaxBodyBytes)
+	if err != nil {
+		return 0, nil, err
+	}
+	now := time.Now().UnixMilli()
+	evs, batch, herr := decodeEvents(body, in.cfg.MaxBatch, now)
+	if herr != nil {
+		return 0, nil, herr
+	}
+	var trace []kgo.RecordHeader
+	for _, h := range traceHeaders {
+		if v := r.Header.Get(h); v != "" {
+			trace = append(trace, kgo.RecordHeader{Key: h, Value: []byte(v)})
+		}
+	}
+	out := &accepted{EventIDs: make([]string, len(evs))}
+	var (
+		claims []*kgo.Record
+		ids    []string // of the claims
+	)
+	for i, d := range evs {
+		p := ""
+		if batch {
+			p = "events[" + strconv.Itoa(i) + "]."
+		}
+		ev := d.ev
+		if d.projectID != "" && d.projectID != project.Id {
+			return 0, nil, bad(p+"project_id", "project_id %q is not the project of the API key; leave it out", d.projectID)
+		}
+		ev.ProjectId, ev.Source = project.Id, "http"
+		if ev.EventId == "" {
+			ev.EventId = newEventID()
+		}
+		out.EventIDs[i] = ev.EventId
+		if ev.Preview {
+			out.Previews++
+			continue
+		}
+		rec, herr := in.claimRecord(ev, strings.TrimSuffix(p, "."), trace)
+		if herr != nil {
+			return 0, nil, herr
+		}
+		claims = append(claims, rec)
+		ids = append(ids, ev.EventId)
+	}
+	// Everything is valid: from here on the request is accepted or unavailable, never a 4xx.
+	counted := func() {
+		in.stats.HTTPEvents.Add(int64(len(evs)))
+		in.stats.Previews.Add(int64(out.Previews))
+	}
+	if len(claims) == 0 {
+		counted()
+		return http.StatusAccepted, out, nil
+	}
+	seq, wt := in.verdicts.register(len(claims))
+	defer in.verdicts.forget(seq)
+	for i, rec := range claims {
+		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: hdrClaim, Value: in.verdicts.claimID(seq, i)})
+	}
+	if err := in.claims.submit(r.Context(), claims); err != nil {
+		return 0, nil, unavailable()
+	}
+	counted()
+	timer := time.NewTimer(in.cfg.VerdictWait)
+	defer timer.Stop()
+	select {
+	case <-wt.done:
+	case <-timer.C:
+	case <-r.Context().Done():
+		return 0, nil, r.Context().Err() // the client left; its events are stored
+	}
+	dup, missing := in.verdicts.results(wt)
+	if missing > 0 {
+		in.stats.VerdictTimeouts.Add(int64(missing))
+		in.log.Warn("answering without every de-duplication verdict; repeats are still not forwarded", "waited", in.cfg.VerdictWait, "missing", missing)
+	}
+	for i, d := range dup {
+		if d {
+			out.Duplicates++
+			out.DuplicateIDs = append(out.DuplicateIDs, ids[i])
+		}
+	}
+	if missing == 0 && out.Duplicates == len(claims) {
+		out.Duplicate = true
+		return http.StatusOK, out, nil
+	}
+	return http.StatusAccepted, out, nil
+}
+
+// projectByKey finds the key's project. A key unknown here may belong to a project created a
+// moment ago: the registry catches up once (shared by concurrent requests) before the answer is
+// 401.
+func (in *Ingest) projectByKey(ctx context.Context, key string) *pb.Project {
+	if p := in.reg.ProjectByAPIKey(key); p != nil {
+		return p
+	}
+	in.catchUp(ctx)
+	return in.reg.ProjectByAPIKey(key)
+}
+
+// catchUp waits (bounded) until the registry has read everything written before the call.
+func (in *Ingest) catchUp(ctx context.Context) {
+	ch := in.fresh.DoChan("fresh", func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+		defer cancel()
+		return nil, in.reg.WaitFresh(ctx)
+	})
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
+}

@@ -1,0 +1,59 @@
+package scenario
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestPercentilesPickTheNearestRank(t *testing.T) {
+	var ds []time.Duration
+	for i := 100; i >= 1; i-- { // unsorted on purpose
+		ds = append(ds, time.Duration(i)*time.Millisecond)
+	}
+	p := percentiles(ds)
+	require.Equal(t, Percentiles{P50: 50, P95: 95, P99: 99, Max: 100, N: 100}, p)
+	require.Equal(t, Percentiles{}, percentiles(nil))
+}
+
+func TestIsolationGivesTheFloodedEndpointAHundredTimesEachOthersTraffic(t *testing.T) {
+	counts := map[role]int{}
+	perEndpoint := map[int]int{}
+	cycle := isolationFlood + isolationEndpoints - 1
+	for i := range cycle * 3 {
+		k := i % cycle
+		idx := 0
+		if k >= isolationFlood {
+			idx = k - isolationFlood + 1
+		}
+		perEndpoint[idx]++
+		counts[isolationRole(idx)]++
+	}
+	require.Len(t, perEndpoint, isolationEndpoints)
+	for idx := 1; idx < isolationEndpoints; idx++ {
+		require.Equal(t, perEndpoint[0]/isolationFlood, perEndpoint[idx], "endpoint %d", idx)
+	}
+	hanging := 0
+	for idx := range isolationEndpoints {
+		if isolationRole(idx) == roleHanging {
+			hanging++
+		}
+	}
+	require.Equal(t, isolationHanging, hanging)
+}
+
+func TestGoalsAreJudgedAgainstIssueSixTargets(t *testing.T) {
+	r := &Results{Ratio: 0.6, LatencyMs: Percentiles{P99: 80, N: 10}, IsolationP99Ratio: 1.5,
+		PipelineRPS: 1000, SinkRowsPerS: 990, SinkMaxLag: 2000,
+		Memory: Memory{InFlight: 10000, OpenPeakRSSMB: 100, OpenKiBPerDelivery: 30, QueuedPeakRSSMB: 30, QueuedKiBPerDelivery: 2, BodyKiB: 1}}
+	r.evaluate()
+	met := map[string]bool{}
+	for _, g := range r.Goals {
+		met[g.Name] = g.Met
+	}
+	require.Equal(t, map[string]bool{
+		"ratio": true, "latency_ms.p99": true, "isolation_p99_ratio": true, "sink not the bottleneck": true,
+		"memory per held delivery beyond its body (queued)": true, "memory per open request beyond its body": false,
+	}, met)
+}
