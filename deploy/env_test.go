@@ -2,7 +2,6 @@ package deploy
 
 import (
 	"encoding"
-	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -192,11 +191,4 @@ func readFile(t *testing.T, parts ...string) []byte {
 	b, err := os.ReadFile(filepath.Join(parts...))
 	require.NoError(t, err)
 	return b
-}
-
-func mustf(t *testing.T, cond bool, format string, args ...any) {
-	t.Helper()
-	if !cond {
-		t.Fatal(fmt.Sprintf(format, args...))
-	}
 }

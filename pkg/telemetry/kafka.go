@@ -49,13 +49,7 @@ func RecordContext(ctx context.Context, rec *kgo.Record) context.Context {
 // StartRecordSpan starts a span for processing a consumed record (e.g. "deliver"), a child of
 // the record's span. The caller ends it.
 func (t *Telemetry) StartRecordSpan(ctx context.Context, rec *kgo.Record, name string) (context.Context, trace.Span) {
-	var tracer trace.Tracer
-	if t == nil {
-		tracer = otel.Tracer("github.com/surveyhooks/surveyhooks/pkg/telemetry")
-	} else {
-		tracer = t.Tracer()
-	}
-	return tracer.Start(RecordContext(ctx, rec), name,
+	return t.Tracer().Start(RecordContext(ctx, rec), name,
 		trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(
 			attribute.String("messaging.system", "kafka"),

@@ -32,7 +32,10 @@ import (
 )
 
 // Telemetry is one service's tracer and meter providers, its Prometheus registry and the named
-// instruments the services record into.
+// instruments the services record into. One per process: the all-in-one command shares one
+// between its services. A nil *Telemetry is accepted by KafkaHooks (no hooks), StartRecordSpan
+// and Tracer (global provider), ObserveConsumerLag and Shutdown (no-ops) and OpsServer (no
+// /metrics), so components can be built in tests without it; a nil *Metrics records nothing.
 type Telemetry struct {
 	// Metrics are the surveyhooks instruments (deliveries, latency, in-flight, tiers, lag, sink,
 	// ingest), created on this Telemetry's meter.
@@ -203,8 +206,11 @@ func (t *Telemetry) TracerProvider() trace.TracerProvider { return t.tp }
 // MeterProvider is this Telemetry's meter provider (the global one unless WithoutGlobals).
 func (t *Telemetry) MeterProvider() metric.MeterProvider { return t.mp }
 
-// Tracer is the tracer for the service's own spans.
+// Tracer is the tracer for the service's own spans (the global provider's on a nil Telemetry).
 func (t *Telemetry) Tracer() trace.Tracer {
+	if t == nil {
+		return otel.GetTracerProvider().Tracer("github.com/surveyhooks/surveyhooks/pkg/telemetry")
+	}
 	return t.tp.Tracer("github.com/surveyhooks/surveyhooks/services/" + t.service)
 }
 
@@ -216,6 +222,9 @@ func (t *Telemetry) Handler() http.Handler {
 // Shutdown flushes pending spans and stops the providers. Call it once, on the way out, with a
 // context bounding how long the flush may take.
 func (t *Telemetry) Shutdown(ctx context.Context) error {
+	if t == nil {
+		return nil
+	}
 	var errs []error
 	if err := t.tp.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("shutting down tracer provider: %w", err))

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -232,6 +233,18 @@ func TestNilMetricsRecordNothingAndDoNotPanic(t *testing.T) {
 	unregister, err := m.ObserveRetryTiers(func() []telemetry.TierState { return nil })
 	require.NoError(t, err)
 	require.NoError(t, unregister())
+}
+
+func TestNilTelemetryIsUsableByComponentsBuiltWithoutIt(t *testing.T) {
+	var tel *telemetry.Telemetry
+	require.Nil(t, tel.KafkaHooks())
+	_, span := tel.StartRecordSpan(context.Background(), &kgo.Record{Topic: "deliveries"}, "deliver")
+	span.End()
+	tel.ObserveConsumerLag(nil, "g")()
+	require.NoError(t, tel.Shutdown(context.Background()))
+	w := httptest.NewRecorder()
+	telemetry.OpsServer("", tel, nil).Handler.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+	require.Equal(t, http.StatusOK, w.Code)
 }
 
 func TestSpansAreExportedByOTLPWhenTheEndpointIsSet(t *testing.T) {

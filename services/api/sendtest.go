@@ -67,6 +67,10 @@ func (t *testWaiters) run(ctx context.Context) error {
 			t.log.Warn("reading attempts for Send Test", "topic", topic, "partition", p, "err", err)
 		})
 		fs.EachRecord(func(r *kgo.Record) {
+			// The delivery service marks test attempts, so the firehose is not decoded here.
+			if string(kafka.Header(r, "surveyhooks-test")) != "1" {
+				return
+			}
 			a := &pb.Attempt{}
 			if proto.Unmarshal(r.Value, a) != nil || !a.Test {
 				return

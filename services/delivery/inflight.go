@@ -68,7 +68,8 @@ func (t *tracker) done(partition int32, offset int64) bool {
 	return true
 }
 
-// commitable returns the offsets to commit for partitions that moved, and marks them clean.
+// commitable returns the offsets to commit for partitions that moved. They stay dirty until
+// committed reports success, so a failed commit is tried again.
 func (t *tracker) commitable(topic string) map[string]map[int32]kgo.EpochOffset {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -81,12 +82,22 @@ func (t *tracker) commitable(topic string) map[string]map[int32]kgo.EpochOffset 
 			out = map[int32]kgo.EpochOffset{}
 		}
 		out[part] = kgo.EpochOffset{Epoch: -1, Offset: p.next}
-		p.dirty = false
 	}
 	if out == nil {
 		return nil
 	}
 	return map[string]map[int32]kgo.EpochOffset{topic: out}
+}
+
+// committed marks partitions clean whose offset has not moved past what was committed.
+func (t *tracker) committed(offs map[int32]kgo.EpochOffset) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for part, o := range offs {
+		if p := t.parts[part]; p != nil && p.next == o.Offset {
+			p.dirty = false
+		}
+	}
 }
 
 // pending counts unfinished records.

@@ -55,7 +55,7 @@ func NewReleaser(cfg Config, log *slog.Logger) (*Releaser, error) {
 	}
 	cl, err := kafka.NewClient(cfg.Kafka,
 		kgo.ConsumerGroup(cfg.ReleaserGroup), kgo.ConsumeTopics(topics...), kgo.DisableAutoCommit(),
-		kgo.BlockRebalanceOnPoll(), kgo.OnPartitionsRevoked(forget), kgo.OnPartitionsLost(forget))
+		kgo.BlockRebalanceOnPoll(), kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.OnPartitionsRevoked(forget), kgo.OnPartitionsLost(forget))
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"google.golang.org/protobuf/proto"
@@ -75,6 +76,8 @@ func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender
 	topic := cfg.Kafka.Topics.Deliveries
 	cl, err := kafka.NewClient(cfg.Kafka,
 		kgo.ConsumerGroup(cfg.Group), kgo.ConsumeTopics(topic), kgo.DisableAutoCommit(),
+		// fan-out writes `deliveries` in transactions: never act on an aborted one.
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, m map[string][]int32) {
 			w.commit(ctx, cl) // what finished so far; unfinished records are redone by the next owner
 			w.tr.drop(m[topic])
@@ -147,10 +150,21 @@ func (w *Worker) commit(ctx context.Context, cl *kgo.Client) {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	cl.CommitOffsetsSync(cctx, offs, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
-		if err != nil {
-			w.log.Warn("committing delivery offsets", "err", err)
+	cl.CommitOffsetsSync(cctx, offs, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err == nil {
+			for _, t := range resp.Topics {
+				for _, p := range t.Partitions {
+					if err = kerr.ErrorForCode(p.ErrorCode); err != nil {
+						break
+					}
+				}
+			}
 		}
+		if err != nil {
+			w.log.Warn("committing delivery offsets; will retry", "err", err)
+			return
+		}
+		w.tr.committed(offs[w.cfg.Kafka.Topics.Deliveries])
 	})
 }
 
@@ -319,7 +333,11 @@ func (w *Worker) route(t *task, wh *pb.Webhook, a *pb.Attempt, out *pb.Outcome) 
 	}
 	a.Outcome = out
 	av, _ := proto.Marshal(a)
-	recs = append(recs, &kgo.Record{Topic: topics.Attempts, Key: []byte(d.WebhookId), Value: av})
+	ar := &kgo.Record{Topic: topics.Attempts, Key: []byte(d.WebhookId), Value: av}
+	if d.Test {
+		ar.Headers = []kgo.RecordHeader{{Key: "surveyhooks-test", Value: []byte("1")}} // Send Test waits for it
+	}
+	recs = append(recs, ar)
 	w.Stats.Attempts.Add(1)
 
 	var pending atomic.Int32

@@ -165,7 +165,15 @@ func (r *Results) evaluate() {
 
 // Table writes the human-readable summary.
 func (r *Results) Table(w io.Writer) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	var buf strings.Builder
+	defer func() {
+		for _, line := range strings.SplitAfter(buf.String(), "\n") {
+			if line != "" {
+				fmt.Fprintln(w, strings.TrimRight(line, " \n"))
+			}
+		}
+	}()
+	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "machine\t%d cores, %d MiB, %s, %s, load %.2f at start\n", r.Machine.Cores, r.Machine.MemoryMB,
 		r.Machine.CPU, r.Machine.Go, r.Machine.LoadAvg1m)
 	fmt.Fprintf(tw, "pipeline\t%s\n", "separate processes (kfake broker, ingest, fanout, delivery, sink, api); loadgen + receiver in the bench process")
@@ -209,9 +217,9 @@ func (r *Results) Table(w io.Writer) {
 	}
 	_ = tw.Flush()
 	for _, n := range r.Notes {
-		fmt.Fprintf(w, "note: %s\n", n)
+		fmt.Fprintf(&buf, "note: %s\n", n)
 	}
-	fmt.Fprintf(w, "bench wall time %.0f s\n", r.WallSeconds)
+	fmt.Fprintf(&buf, "bench wall time %.0f s\n", r.WallSeconds)
 }
 
 func memTotalMB() int64 {
