@@ -24,7 +24,7 @@ func ptr[T any](v T) *T { return &v }
 func completedResponse() *pb.Event {
 	return &pb.Event{
 		EventId: "64c7ea3b-827b-4679-b25d-7fd61f6c3d33", ProjectId: "prj_acme", EventType: "survey.completed",
-		TimeMs: 1627566309325,
+		TimeMs:  1627566309325,
 		Channel: &pb.Channel{Id: "411ee7c3-7e64-409f-9d75-c782b3f73aa4", Type: "android"},
 		Survey: &pb.Survey{Id: "9b913c69-3daf-4a6e-a26d-042004fc7881", Name: "Measure NPS",
 			ScenarioId: "cc4a3710-e8ee-4672-a35c-5c17485ec441", ScenarioVersion: 9, ScenarioTimeMs: 1627517311069},

@@ -39,4 +39,3 @@ func TestVerifyAcceptsAnyOfSeveralSignaturesAndRejectsTampering(t *testing.T) {
 }
 
 func itoa(v int64) string { return strconv.FormatInt(v, 10) }
-

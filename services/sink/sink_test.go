@@ -40,7 +40,7 @@ func TestSinkStoresEveryAttemptOnceAcrossACrash(t *testing.T) {
 	for i := range n {
 		a := &pb.Attempt{AttemptId: fmt.Sprintf("att-%04d", i), DeliveryId: "d", EventId: fmt.Sprintf("e-%d", i),
 			WebhookId: "wh_1", ProjectId: "p1", EventType: "nps.scored", Attempt: 1, StartedAtMs: now, LatencyUs: 1500,
-			Outcome: &pb.Outcome{Class: pb.OutcomeClass_OUTCOME_CLASS_SUCCESS, Disposition: pb.Disposition_DISPOSITION_DELIVERED, StatusCode: 200},
+			Outcome:        &pb.Outcome{Class: pb.OutcomeClass_OUTCOME_CLASS_SUCCESS, Disposition: pb.Disposition_DISPOSITION_DELIVERED, StatusCode: 200},
 			RequestHeaders: map[string]string{"Content-Type": "application/json"}}
 		v, _ := proto.Marshal(a)
 		recs = append(recs, &kgo.Record{Topic: kcfg.Topics.Attempts, Key: []byte("wh_1"), Value: v})
