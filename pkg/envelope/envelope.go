@@ -1,13 +1,17 @@
 // Package envelope renders the body a subscriber receives: the versioned JSON envelope
-// `{event_id, event_type, version, time, time_ms, payload}` of DESIGN §1. A webhook is pinned to a
-// payload version; once a version is released its output never changes (golden files in testdata
-// freeze it), so a new shape is always a new version beside the old ones. It must never depend on
-// anything but the Event and the Webhook it is given.
+// `{event_id, event_type, version, time, time_ms, payload}` of DESIGN §1, or one of the compatible
+// formats that reproduce another platform's webhook body (Formats), optionally reshaped by the
+// webhook's transform; and it decides, with the webhook's filter, whether an event goes to a
+// webhook at all. Filters and transforms are CEL expressions (package expr).
+//
+// A webhook is pinned to a payload version; once a version or a format is released its output
+// never changes (golden files in testdata freeze it), so a new shape is always a new version beside
+// the old ones. It must never depend on anything but the Event and the Webhook it is given, and
+// must never compile an expression per event on the fan-out path (NewRenderer, once per revision).
 package envelope
 
 import (
 	"encoding/json"
-	"fmt"
 	"slices"
 	"time"
 
@@ -26,18 +30,19 @@ var Versions = []string{"1"}
 // MaxProperties is how many user and company properties a webhook may choose, together (Userpilot).
 const MaxProperties = 10
 
-// Render returns the body for ev as webhook wh receives it, in wh's payload version.
+// Render returns the body for ev as webhook wh receives it: in wh's format (or, for the surveyhooks
+// envelope, its pinned payload version), then reshaped by wh's transform if it has one. It does not
+// apply wh's filter. It compiles the transform on every call: fan-out, which renders per event,
+// uses a Renderer compiled once per webhook revision instead.
 func Render(ev *pb.Event, wh *pb.Webhook) ([]byte, error) {
-	v := wh.GetPayloadVersion()
-	if v == "" {
-		v = DefaultVersion
+	if wh.GetTransform() == "" {
+		return renderFormat(ev, wh)
 	}
-	switch v {
-	case "1":
-		return json.Marshal(v1Envelope(ev, wh))
-	default:
-		return nil, fmt.Errorf("unknown payload version %q (have %v)", v, Versions)
+	r, err := NewRenderer(wh)
+	if err != nil {
+		return nil, err
 	}
+	return r.Render(ev)
 }
 
 // TestEvent is the event "Send Test" delivers: a well-formed sample with every section filled, so

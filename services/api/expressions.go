@@ -1,34 +1,23 @@
 package api
 
 import (
-	"slices"
-	"strings"
-
+	"github.com/surveyhooks/surveyhooks/pkg/envelope"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
 
-// maxExpression bounds a filter or transform expression.
-const maxExpression = 4096
-
-// formats are the body formats a webhook can ask for besides the surveyhooks envelope (""): the
-// shapes receivers written for those platforms' webhooks expect.
-var formats = []string{"refiner", "screeb", "userpilot", "askusers", "segmanta"}
-
-// validateExpressions checks the webhook's filter, transform and format.
-//
-// The filter and transform are compiled by fan-out; here they are only bounded and stored. When
-// pkg/envelope offers ValidateFilter/ValidateTransform, they belong here so that a bad expression
-// is refused at the API (400 with the parser's message) instead of failing in fan-out.
+// validateExpressions checks the webhook's format, filter and transform the way fan-out will use
+// them: the filter and transform are compiled here with the same CEL environment, so a bad
+// expression is refused at the API (400 naming the field, with CEL's message and position) and
+// never reaches fan-out.
 func validateExpressions(wh *pb.Webhook) error {
-	if len(wh.Filter) > maxExpression {
-		return invalid("filter", "filter is at most %d characters", maxExpression)
+	if err := envelope.ValidateFormat(wh.Format); err != nil {
+		return invalid("format", "%v", err)
 	}
-	if len(wh.Transform) > maxExpression {
-		return invalid("transform", "transform is at most %d characters", maxExpression)
+	if err := envelope.ValidateFilter(wh.Filter); err != nil {
+		return invalid("filter", "invalid filter: %v", err)
 	}
-	if wh.Format != "" && !slices.Contains(formats, wh.Format) {
-		return invalid("format", "unknown format %q; one of \"\" (the surveyhooks envelope), %s", wh.Format,
-			`"`+strings.Join(formats, `", "`)+`"`)
+	if err := envelope.ValidateTransform(wh.Transform); err != nil {
+		return invalid("transform", "invalid transform: %v", err)
 	}
 	return nil
 }

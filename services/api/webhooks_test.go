@@ -152,6 +152,11 @@ func TestInvalidWebhooksAreRefusedNamingTheField(t *testing.T) {
 		{"bad header name", map[string]any{"headers": map[string]string{"Bad Header": "x"}}, "headers.Bad Header", "invalid_field"},
 		{"header value with a newline", map[string]any{"headers": map[string]string{"X-A": "a\r\nX-B: b"}}, "headers.X-A", "invalid_field"},
 		{"filter too long", map[string]any{"filter": strings.Repeat("x", 5000)}, "filter", "invalid_field"},
+		{"filter that does not parse", map[string]any{"filter": `event.nps.score <=`}, "filter", "invalid_field"},
+		{"filter on an unknown field", map[string]any{"filter": `event.nps.grade == 3`}, "filter", "invalid_field"},
+		{"filter that is not a bool", map[string]any{"filter": `event.nps.score`}, "filter", "invalid_field"},
+		{"transform that does not parse", map[string]any{"transform": `{"a": `}, "transform", "invalid_field"},
+		{"transform that is not an object", map[string]any{"transform": `"text"`}, "transform", "invalid_field"},
 		{"bad secret", map[string]any{"secret": "hunter2"}, "secret", "invalid_field"},
 		{"unknown field", map[string]any{"colour": "red"}, "colour", "unknown_field"},
 	}
@@ -170,6 +175,13 @@ func TestInvalidWebhooksAreRefusedNamingTheField(t *testing.T) {
 			require.Equal(t, c.field, r.errField(), "%s", r)
 		})
 	}
+	bad := valid()
+	bad["filter"] = `event.type == "nps.scored" && event.nps.score <=`
+	r := s.must(http.StatusBadRequest, "POST", "/v1/webhooks", key, bad)
+	require.Contains(t, string(r.raw), "Syntax error", "the parser's own message reaches the caller: %s", r)
+	bad["filter"] = `event.nps.grade == 3`
+	r = s.must(http.StatusBadRequest, "POST", "/v1/webhooks", key, bad)
+	require.Contains(t, string(r.raw), "grade", "the message names the unknown field: %s", r)
 	require.Equal(t, "invalid_json", s.must(http.StatusBadRequest, "POST", "/v1/webhooks", key, "[1]").errCode())
 	require.Equal(t, "invalid_json", s.must(http.StatusBadRequest, "POST", "/v1/webhooks", key, "{").errCode())
 	require.Empty(t, s.must(http.StatusOK, "GET", "/v1/webhooks", key, nil).list(), "nothing invalid was stored")

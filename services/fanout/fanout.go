@@ -1,9 +1,10 @@
 // Package fanout turns each event on `events` into one Delivery per matching webhook on
 // `deliveries`: it materialises the project's webhooks, matches (enabled, event type, per-event
-// toggle, filter), renders the body once per webhook in its pinned payload version, and produces
-// the deliveries and commits the input offsets in one Kafka transaction, so an event is fanned out
-// exactly once even when the process dies mid-batch. It never sends HTTP and never drops an event
-// without counting it.
+// toggle, filter), renders the body once per webhook (its format or pinned payload version, chosen
+// properties, transform), and produces the deliveries and commits the input offsets in one Kafka
+// transaction, so an event is fanned out exactly once even when the process dies mid-batch. Filters
+// and transforms are compiled once per webhook revision (renderers.go), never per event. It never
+// sends HTTP and never drops an event without counting it.
 package fanout
 
 import (
@@ -48,9 +49,11 @@ type Stats struct {
 	Deliveries atomic.Int64 // deliveries produced
 	Unmatched  atomic.Int64 // events no webhook wanted
 	Previews   atomic.Int64 // preview events dropped
-	Filtered   atomic.Int64 // (event, webhook) pairs a filter rejected
+	Filtered   atomic.Int64 // (event, webhook) pairs a filter rejected, including FilterErrs
+	FilterErrs atomic.Int64 // (event, webhook) pairs whose filter failed to evaluate: no match
+	BadConfig  atomic.Int64 // (event, webhook) pairs skipped: the webhook's filter, transform or format is invalid
 	Unreadable atomic.Int64 // records that are not an Event
-	RenderErrs atomic.Int64 // (event, webhook) pairs whose body could not be rendered
+	RenderErrs atomic.Int64 // (event, webhook) pairs whose body could not be rendered (transform included)
 }
 
 // Run fans out until ctx is done.
@@ -60,9 +63,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 // FanOut is one fan-out process.
 type FanOut struct {
-	cfg   Config
-	log   *slog.Logger
-	Stats Stats
+	cfg       Config
+	log       *slog.Logger
+	renderers *renderers
+	Stats     Stats
 }
 
 // New returns a fan-out process; Run starts it.
@@ -70,7 +74,7 @@ func New(cfg Config, log *slog.Logger) *FanOut {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &FanOut{cfg: cfg, log: log}
+	return &FanOut{cfg: cfg, log: log, renderers: newRenderers()}
 }
 
 // Run consumes `events` until ctx is done.
@@ -82,6 +86,7 @@ func (f *FanOut) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	reg.OnWebhookChange(f.renderers.forget)
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return reg.Run(ctx) })
 	g.Go(func() error {
@@ -119,14 +124,15 @@ func (f *FanOut) fanOut(r *kgo.Record, reg *registry.Registry, now int64, produc
 		return
 	}
 	matched := 0
+	// Taken before reading the webhooks: a renderer compiled from a configuration that changes
+	// meanwhile is used for this event but not cached (renderers.get).
+	gen := f.renderers.generation()
 	for _, wh := range reg.Webhooks(ev.ProjectId) {
 		if !Matches(wh, ev.EventType) {
 			continue
 		}
-		body, err := envelope.Render(ev, wh)
-		if err != nil {
-			f.Stats.RenderErrs.Add(1)
-			f.log.Error("rendering body failed", "event_id", ev.EventId, "webhook_id", wh.Id, "err", err)
+		body, ok := f.render(ev, wh, gen)
+		if !ok {
 			continue
 		}
 		d := &pb.Delivery{
@@ -142,6 +148,52 @@ func (f *FanOut) fanOut(r *kgo.Record, reg *registry.Registry, now int64, produc
 		f.Stats.Unmatched.Add(1)
 	}
 	f.Stats.Deliveries.Add(int64(matched))
+}
+
+// render applies wh's filter and renders ev's body for it; false when the webhook does not get
+// the event (filtered out, or counted as an error).
+func (f *FanOut) render(ev *pb.Event, wh *pb.Webhook, gen uint64) ([]byte, bool) {
+	if wh.Filter == "" && wh.Transform == "" {
+		// The common case: no expression, nothing compiled, nothing cached.
+		body, err := envelope.Render(ev, wh)
+		if err != nil {
+			f.Stats.RenderErrs.Add(1)
+			f.log.Error("rendering body failed", "event_id", ev.EventId, "webhook_id", wh.Id, "err", err)
+			return nil, false
+		}
+		return body, true
+	}
+	c := f.renderers.get(wh, gen)
+	if c.err != nil {
+		f.Stats.BadConfig.Add(1)
+		if c.warnOnce() {
+			f.log.Error("webhook configuration does not compile: its events are skipped until it is fixed",
+				"webhook_id", wh.Id, "revision", wh.Revision, "err", c.err)
+		}
+		return nil, false
+	}
+	ok, err := c.r.Match(ev)
+	if err != nil {
+		f.Stats.FilterErrs.Add(1)
+		if c.warnOnce() {
+			f.log.Warn("filter failed to evaluate: counted as no match (logged once per webhook revision)",
+				"event_id", ev.EventId, "webhook_id", wh.Id, "revision", wh.Revision, "err", err)
+		}
+	}
+	if !ok {
+		f.Stats.Filtered.Add(1)
+		return nil, false
+	}
+	body, err := c.r.Render(ev)
+	if err != nil {
+		f.Stats.RenderErrs.Add(1)
+		if c.warnOnce() {
+			f.log.Error("rendering body failed: nothing sent (logged once per webhook revision)",
+				"event_id", ev.EventId, "webhook_id", wh.Id, "revision", wh.Revision, "err", err)
+		}
+		return nil, false
+	}
+	return body, true
 }
 
 // Matches reports whether webhook wh wants events of eventType: it is enabled, subscribes to the
