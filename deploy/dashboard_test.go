@@ -89,7 +89,7 @@ func servedSeries(t *testing.T) map[string]map[string]bool {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
 
-	m := tel.Metrics
+	m := tel.Metrics()
 	m.DeliveryDone(ctx, "success", time.Second)
 	m.InFlight(ctx, 1)
 	m.SinkBatch(ctx, 10, time.Second)

@@ -1,10 +1,12 @@
 // Package config parses a service's typed configuration struct from the environment (struct tags
-// `env:"NAME" envDefault:"…"`) and validates it, so that a bad setting stops the service at start
+// `env:"NAME" envDefault:"…"`) or the matching command-line flags (--name) and validates it, so that a bad setting stops the service at start
 // with an error that names the variable.
 package config
 
 import (
 	"fmt"
+	"os"
+	"strings"
 
 	"github.com/caarlos0/env/v11"
 )
@@ -28,4 +30,65 @@ func Load(cfg any) error {
 // Defaults fills cfg with the envDefault values only, ignoring the environment.
 func Defaults(cfg any) error {
 	return env.ParseWithOptions(cfg, env.Options{Environment: map[string]string{}})
+}
+
+// Var is one variable a configuration accepts.
+type Var struct {
+	Name    string // KAFKA_BROKERS
+	Flag    string // --kafka-brokers
+	Default string
+}
+
+// Vars lists the variables cfg (a pointer to a struct) accepts, in declaration order.
+func Vars(cfg any) ([]Var, error) {
+	params, err := env.GetFieldParams(cfg)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Var, 0, len(params))
+	for _, p := range params {
+		out = append(out, Var{Name: p.Key, Flag: FlagName(p.Key), Default: p.DefaultValue})
+	}
+	return out, nil
+}
+
+// FlagName is the command-line flag that sets variable name: KAFKA_BROKERS → --kafka-brokers.
+func FlagName(name string) string {
+	return "--" + strings.ReplaceAll(strings.ToLower(name), "_", "-")
+}
+
+// ApplyFlags sets the environment from command-line flags (--kafka-brokers=a:9092 or
+// --kafka-brokers a:9092; one or two dashes), each naming one of vars or extra. A flag wins over
+// the variable it names. Unknown flags and missing values are errors naming the flag.
+func ApplyFlags(args []string, vars []Var, extra ...string) error {
+	names := map[string]string{}
+	for _, v := range vars {
+		names[v.Flag] = v.Name
+	}
+	for _, e := range extra {
+		names[FlagName(e)] = e
+	}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if !strings.HasPrefix(a, "-") {
+			return fmt.Errorf("unexpected argument %q (flags look like --kafka-brokers=127.0.0.1:9092)", a)
+		}
+		flag, val, hasVal := strings.Cut(a, "=")
+		flag = "--" + strings.TrimLeft(flag, "-")
+		name, ok := names[flag]
+		if !ok {
+			return fmt.Errorf("unknown flag %s (--help lists them)", flag)
+		}
+		if !hasVal {
+			if i+1 >= len(args) {
+				return fmt.Errorf("flag %s needs a value", flag)
+			}
+			i++
+			val = args[i]
+		}
+		if err := os.Setenv(name, val); err != nil {
+			return fmt.Errorf("flag %s: %w", flag, err)
+		}
+	}
+	return nil
 }

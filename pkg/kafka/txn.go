@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/surveyhooks/surveyhooks/pkg/telemetry"
 )
 
 // BatchHandler processes one polled batch inside a transaction. It hands every output record to
@@ -30,6 +32,12 @@ type TxnLoop struct {
 	// output and offsets were committed. A handler that keeps state derived from its input applies
 	// a batch's changes only once committed: an aborted batch is polled again.
 	Ended func(committed bool)
+	// Assigned, when set, is called after every group (re)assignment, also when this member got
+	// no partitions: the loop has joined its group (readiness).
+	Assigned func()
+	// Telemetry, when set, traces the loop's records (kotel: a receive span per fetched record,
+	// stored in its Context, a publish span per produced one) and reports its group's lag.
+	Telemetry *telemetry.Telemetry
 }
 
 // Run polls and processes until ctx is done.
@@ -52,11 +60,16 @@ func (l *TxnLoop) Run(ctx context.Context) error {
 		kgo.FetchMaxWait(50 * time.Millisecond),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
 	}, l.Opts...)
+	if l.Assigned != nil {
+		opts = append(opts, kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) { l.Assigned() }))
+	}
+	opts = append(opts, l.Telemetry.KafkaHooks()...)
 	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
 		return fmt.Errorf("creating transactional session for group %q: %w", l.Group, err)
 	}
 	defer sess.Close()
+	defer l.Telemetry.ObserveConsumerLag(sess.Client(), l.Group)()
 
 	var (
 		mu         sync.Mutex

@@ -35,6 +35,9 @@ type Options struct {
 	Allow            []netip.Prefix // destinations allowed despite the guard
 	UserAgent        string
 	MaxConnsPerHost  int // 0: unlimited
+	// WrapTransport, when set, wraps the pooled transport (tracing: a client span per request
+	// and the traceparent header the subscriber sees).
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 }
 
 // Sender sends webhook requests. It is safe for concurrent use.
@@ -69,8 +72,12 @@ func New(opts Options) *Sender {
 		ResponseHeaderTimeout: opts.Timeout,
 		Proxy:                 nil, // a proxy would bypass the dial-time guard
 	}
+	var rt http.RoundTripper = tr
+	if opts.WrapTransport != nil {
+		rt = opts.WrapTransport(tr)
+	}
 	return &Sender{opts: opts, guard: g, client: &http.Client{
-		Transport:     tr,
+		Transport:     rt,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}}
 }

@@ -37,9 +37,7 @@ import (
 // and Tracer (global provider), ObserveConsumerLag and Shutdown (no-ops) and OpsServer (no
 // /metrics), so components can be built in tests without it; a nil *Metrics records nothing.
 type Telemetry struct {
-	// Metrics are the surveyhooks instruments (deliveries, latency, in-flight, tiers, lag, sink,
-	// ingest), created on this Telemetry's meter.
-	Metrics *Metrics
+	metrics *Metrics
 
 	service    string
 	tp         *sdktrace.TracerProvider
@@ -118,6 +116,12 @@ func Setup(ctx context.Context, service string, opts ...Option) (*Telemetry, err
 	for _, e := range o.exporters {
 		tpOpts = append(tpOpts, sdktrace.WithSyncer(e))
 	}
+	if exp == nil && len(o.exporters) == 0 && os.Getenv("OTEL_TRACES_SAMPLER") == "" {
+		// Nobody reads the spans: keep their ids (trace context still propagates to Kafka
+		// headers, webhooks and logs) but do not record them, which is most of their cost. A
+		// sampled parent from upstream is still honoured.
+		tpOpts = append(tpOpts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
+	}
 	tp := sdktrace.NewTracerProvider(tpOpts...)
 
 	reg := prometheus.NewRegistry()
@@ -137,7 +141,7 @@ func Setup(ctx context.Context, service string, opts ...Option) (*Telemetry, err
 		propagator: Propagator(),
 		exporting:  exp != nil,
 	}
-	if t.Metrics, err = NewMetrics(mp); err != nil {
+	if t.metrics, err = NewMetrics(mp); err != nil {
 		_ = t.Shutdown(ctx)
 		return nil, err
 	}
@@ -192,6 +196,15 @@ func traceExporterFromEnv(ctx context.Context) (sdktrace.SpanExporter, error) {
 		return nil, fmt.Errorf("creating OTLP trace exporter (%s): %w", protocol, err)
 	}
 	return exp, nil
+}
+
+// Metrics are the surveyhooks instruments (deliveries, latency, in-flight, tiers, lag, sink,
+// ingest), created on this Telemetry's meter; nil (recording nothing) on a nil Telemetry.
+func (t *Telemetry) Metrics() *Metrics {
+	if t == nil {
+		return nil
+	}
+	return t.metrics
 }
 
 // Service is the name Setup was called with.

@@ -191,7 +191,7 @@ func TestOpsServerAnswersHealthReadinessAndMetrics(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 
 	ctx := context.Background()
-	m := tel.Metrics
+	m := tel.Metrics()
 	m.DeliveryDone(ctx, "success", 120*time.Millisecond)
 	m.DeliveryDone(ctx, "success", 80*time.Millisecond)
 	m.DeliveryDone(ctx, "retry", 30*time.Second)

@@ -25,6 +25,8 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
 	"github.com/surveyhooks/surveyhooks/pkg/registry"
 	"github.com/surveyhooks/surveyhooks/pkg/secrets"
+	"github.com/surveyhooks/surveyhooks/pkg/service"
+	"github.com/surveyhooks/surveyhooks/pkg/telemetry"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
 
@@ -84,7 +86,7 @@ type Server struct {
 
 // Run serves the API until ctx is done. It listens only once it has read every project and
 // webhook, so its first answers are already complete.
-func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Option) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -97,7 +99,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		return fmt.Errorf("ensuring topics: %w", err)
 	}
-	s, err := newServer(cfg, log)
+	deps := service.Apply(opts)
+	caughtUp := deps.Ready.Wait("webhooks caught up")
+	s, err := newServer(cfg, log, deps.Telemetry.KafkaHooks()...)
 	if err != nil {
 		return err
 	}
@@ -120,6 +124,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := s.reg.WaitFresh(gctx); err != nil {
 		return fail(fmt.Errorf("loading projects and webhooks: %w", err))
 	}
+	caughtUp()
 	if s.tests, err = newTestWaiters(gctx, cfg.Kafka, log); err != nil {
 		return fail(err)
 	}
@@ -129,7 +134,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fail(fmt.Errorf("API_ADDR %s: %w", cfg.Addr, err))
 	}
-	srv := &http.Server{Handler: s.handler(), ReadHeaderTimeout: 10 * time.Second,
+	srv := &http.Server{Handler: telemetry.HTTPHandler(s.handler(), "api"), ReadHeaderTimeout: 10 * time.Second,
 		// Send Test waits for a real delivery: the write timeout must outlast it.
 		WriteTimeout: cfg.TestTimeout + 15*time.Second, IdleTimeout: 2 * time.Minute}
 	g.Go(func() error {
@@ -153,7 +158,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	return g.Wait()
 }
 
-func newServer(cfg Config, log *slog.Logger) (*Server, error) {
+func newServer(cfg Config, log *slog.Logger, hooks ...kgo.Opt) (*Server, error) {
 	box, err := secrets.NewBox(cfg.EncryptionKey)
 	if err != nil {
 		return nil, fmt.Errorf("SURVEYHOOKS_ENCRYPTION_KEY: %w", err)
@@ -163,7 +168,7 @@ func newServer(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	// No linger: every write is awaited by an HTTP caller.
-	kcl, err := kafka.NewClient(cfg.Kafka, kgo.ProducerLinger(0))
+	kcl, err := kafka.NewClient(cfg.Kafka, append(hooks, kgo.ProducerLinger(0))...)
 	if err != nil {
 		return nil, err
 	}

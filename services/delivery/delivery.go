@@ -29,6 +29,8 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/registry"
 	"github.com/surveyhooks/surveyhooks/pkg/secrets"
 	"github.com/surveyhooks/surveyhooks/pkg/sender"
+	"github.com/surveyhooks/surveyhooks/pkg/service"
+	"github.com/surveyhooks/surveyhooks/pkg/telemetry"
 )
 
 // Config is the delivery service's configuration.
@@ -84,7 +86,7 @@ func (c Config) Validate() error {
 }
 
 // Run runs a delivery worker and a tier releaser until ctx is done.
-func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Option) error {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -102,6 +104,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if len(allow) > 0 {
 		log.Warn("outbound guard allows internal destinations", "allowed", prefixes(allow))
 	}
+	deps := service.Apply(opts)
+	caughtUp := deps.Ready.Wait("webhooks caught up")
 	reg, err := registry.New(cfg.Kafka, log)
 	if err != nil {
 		return err
@@ -113,15 +117,23 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := reg.WaitFresh(ctx); err != nil {
 		return fmt.Errorf("loading webhooks: %w", err)
 	}
-	snd := sender.New(sender.Options{Timeout: cfg.Timeout, MaxResponseBytes: cfg.MaxResponseBytes, Allow: allow})
-	w, err := NewWorker(cfg, reg, box, snd, log)
+	caughtUp()
+	snd := sender.New(sender.Options{Timeout: cfg.Timeout, MaxResponseBytes: cfg.MaxResponseBytes, Allow: allow,
+		WrapTransport: telemetry.HTTPClientTransport})
+	w, err := NewWorker(cfg, reg, box, snd, log, opts...)
 	if err != nil {
 		return err
 	}
-	rel, err := NewReleaser(cfg, log)
+	rel, err := NewReleaser(cfg, log, opts...)
 	if err != nil {
 		return err
 	}
+	defer deps.Telemetry.ObserveConsumerLag(w.cl, cfg.Group, cfg.ReleaserGroup)()
+	unregister, err := deps.Telemetry.Metrics().ObserveRetryTiers(rel.tierStates)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = unregister() }()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.Run(gctx) })
 	g.Go(func() error { return rel.Run(gctx) })

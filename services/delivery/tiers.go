@@ -4,13 +4,17 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
+	"github.com/surveyhooks/surveyhooks/pkg/service"
+	"github.com/surveyhooks/surveyhooks/pkg/telemetry"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
 
@@ -21,9 +25,10 @@ import (
 // travels in the record, so a restart keeps the schedule. A released record's offset is committed
 // only after `deliveries` acknowledged it.
 type Releaser struct {
-	cfg Config
-	log *slog.Logger
-	cl  *kgo.Client
+	cfg  Config
+	log  *slog.Logger
+	cl   *kgo.Client
+	deps service.Deps
 
 	mu   sync.Mutex
 	held map[tp][]*kgo.Record // per tier partition, in offset order
@@ -37,8 +42,9 @@ type tp struct {
 }
 
 // NewReleaser connects the releaser's Kafka client; Run starts it.
-func NewReleaser(cfg Config, log *slog.Logger) (*Releaser, error) {
-	r := &Releaser{cfg: cfg, log: log, held: map[tp][]*kgo.Record{}}
+func NewReleaser(cfg Config, log *slog.Logger, opts ...service.Option) (*Releaser, error) {
+	r := &Releaser{cfg: cfg, log: log, held: map[tp][]*kgo.Record{}, deps: service.Apply(opts)}
+	joined := r.deps.Ready.Wait("group " + cfg.ReleaserGroup + " joined")
 	var topics []string
 	for _, d := range cfg.Kafka.RetrySchedule {
 		topics = append(topics, cfg.Kafka.Topics.Retry(d))
@@ -53,9 +59,10 @@ func NewReleaser(cfg Config, log *slog.Logger) (*Releaser, error) {
 		}
 		cl.ResumeFetchPartitions(m)
 	}
-	cl, err := kafka.NewClient(cfg.Kafka,
+	cl, err := kafka.NewClient(cfg.Kafka, append(r.deps.Telemetry.KafkaHooks(),
 		kgo.ConsumerGroup(cfg.ReleaserGroup), kgo.ConsumeTopics(topics...), kgo.DisableAutoCommit(),
-		kgo.BlockRebalanceOnPoll(), kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.OnPartitionsRevoked(forget), kgo.OnPartitionsLost(forget))
+		kgo.BlockRebalanceOnPoll(), kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.OnPartitionsRevoked(forget), kgo.OnPartitionsLost(forget),
+		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) { joined() }))...)
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +144,8 @@ func (r *Releaser) release(ctx context.Context) (time.Time, error) {
 				}
 				break
 			}
-			out = append(out, &kgo.Record{Topic: r.cfg.Kafka.Topics.Deliveries, Key: recs[i].Key, Value: recs[i].Value, Headers: recs[i].Headers})
+			out = append(out, &kgo.Record{Topic: r.cfg.Kafka.Topics.Deliveries, Key: recs[i].Key, Value: recs[i].Value,
+				Headers: slices.Clone(recs[i].Headers), Context: telemetry.RecordContext(context.Background(), recs[i])})
 		}
 		if i > 0 {
 			commit = append(commit, recs[i-1])
@@ -181,4 +189,45 @@ func (r *Releaser) release(ctx context.Context) (time.Time, error) {
 		return time.Time{}, nil
 	}
 	return time.UnixMilli(next), nil
+}
+
+// tierStates reports each retry tier's backlog for the metrics: depth is the releaser group's lag
+// on the tier topic (held and not yet fetched records alike), oldest age the time since the
+// oldest held record entered the tier (a tier partition's head is always held while it has one).
+func (r *Releaser) tierStates() []telemetry.TierState {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	depth := map[string]int64{}
+	if lags, err := kadm.NewClient(r.cl).Lag(ctx, r.cfg.ReleaserGroup); err == nil {
+		for _, g := range lags {
+			for topic, parts := range g.Lag {
+				for _, l := range parts {
+					if l.Err == nil && l.Lag > 0 {
+						depth[topic] += l.Lag
+					}
+				}
+			}
+		}
+	}
+	now := time.Now()
+	oldest := map[string]time.Time{}
+	r.mu.Lock()
+	for k, recs := range r.held {
+		if len(recs) > 0 {
+			if o, ok := oldest[k.topic]; !ok || recs[0].Timestamp.Before(o) {
+				oldest[k.topic] = recs[0].Timestamp
+			}
+		}
+	}
+	r.mu.Unlock()
+	out := make([]telemetry.TierState, 0, len(r.cfg.Kafka.RetrySchedule))
+	for _, d := range r.cfg.Kafka.RetrySchedule {
+		topic := r.cfg.Kafka.Topics.Retry(d)
+		s := telemetry.TierState{Tier: kafka.DurationName(d), Depth: depth[topic]}
+		if o, ok := oldest[topic]; ok {
+			s.OldestAge = now.Sub(o)
+		}
+		out = append(out, s)
+	}
+	return out
 }

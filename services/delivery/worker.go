@@ -15,12 +15,15 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
 	"github.com/surveyhooks/surveyhooks/pkg/registry"
 	"github.com/surveyhooks/surveyhooks/pkg/secrets"
 	"github.com/surveyhooks/surveyhooks/pkg/sender"
+	"github.com/surveyhooks/surveyhooks/pkg/service"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
 
@@ -46,6 +49,7 @@ type Worker struct {
 	eps    *endpoints
 	tokens chan struct{} // one per delivery held, up to MaxInFlight
 	name   string
+	deps   service.Deps
 	Stats  Stats
 
 	secretsMu sync.Mutex
@@ -65,16 +69,21 @@ type task struct {
 	d         *pb.Delivery
 	partition int32
 	offset    int64
+	ctx       context.Context // carries the "deliver" span: the request and the records it makes join the event's trace
+	span      trace.Span
 }
 
 // NewWorker connects the worker's Kafka client; Run starts it.
-func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender.Sender, log *slog.Logger) (*Worker, error) {
+func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender.Sender, log *slog.Logger, opts ...service.Option) (*Worker, error) {
 	w := &Worker{cfg: cfg, reg: reg, box: box, snd: snd, log: log, tr: newTracker(),
 		eps:    newEndpoints(cfg.PerEndpointConcurrency, cfg.BreakerThreshold, cfg.BreakerCooldown),
 		tokens: make(chan struct{}, cfg.MaxInFlight), name: "delivery-" + kafka.InstanceID(),
-		secrets: map[string]*openSecrets{}}
+		secrets: map[string]*openSecrets{}, deps: service.Apply(opts)}
 	topic := cfg.Kafka.Topics.Deliveries
-	cl, err := kafka.NewClient(cfg.Kafka,
+	joined := w.deps.Ready.Wait("group " + cfg.Group + " joined")
+	hooks := w.deps.Telemetry.KafkaHooks()
+	cl, err := kafka.NewClient(cfg.Kafka, append(hooks,
+		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) { joined() }),
 		kgo.ConsumerGroup(cfg.Group), kgo.ConsumeTopics(topic), kgo.DisableAutoCommit(),
 		// fan-out writes `deliveries` in transactions: never act on an aborted one.
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
@@ -83,7 +92,7 @@ func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender
 			w.tr.drop(m[topic])
 		}),
 		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { w.tr.drop(m[topic]) }),
-	)
+	)...)
 	if err != nil {
 		return nil, err
 	}
@@ -171,6 +180,7 @@ func (w *Worker) commit(ctx context.Context, cl *kgo.Client) {
 func (w *Worker) dispatch(ctx context.Context, r *kgo.Record) {
 	w.tokens <- struct{}{}
 	w.Stats.InFlight.Add(1)
+	w.deps.Telemetry.Metrics().InFlight(ctx, 1)
 	w.tr.add(r.Partition, r.Offset)
 	d := &pb.Delivery{}
 	if err := proto.Unmarshal(r.Value, d); err != nil || d.DeliveryId == "" || d.WebhookId == "" {
@@ -180,6 +190,7 @@ func (w *Worker) dispatch(ctx context.Context, r *kgo.Record) {
 		return
 	}
 	t := &task{d: d, partition: r.Partition, offset: r.Offset}
+	t.ctx, t.span = w.deps.Telemetry.StartRecordSpan(ctx, r, "deliver")
 	if w.eps.admit(t) {
 		w.wg.Add(1)
 		go w.runEndpoint(ctx, t)
@@ -201,14 +212,17 @@ func (w *Worker) runEndpoint(ctx context.Context, t *task) {
 }
 
 func (w *Worker) abandon(t *task) {
+	t.span.End()
 	<-w.tokens
 	w.Stats.InFlight.Add(-1)
+	w.deps.Telemetry.Metrics().InFlight(context.Background(), -1)
 }
 
 func (w *Worker) finished(partition int32, offset int64) {
 	w.tr.done(partition, offset)
 	<-w.tokens
 	w.Stats.InFlight.Add(-1)
+	w.deps.Telemetry.Metrics().InFlight(context.Background(), -1)
 }
 
 func newAttemptID() string {
@@ -270,7 +284,7 @@ func (w *Worker) attempt(ctx context.Context, t *task) {
 				Error: err.Error(), AtMs: start.UnixMilli()}
 			break
 		}
-		res := w.snd.Send(ctx, sender.Request{MessageID: d.DeliveryId, URL: wh.Url, Body: d.Body, Secrets: keys,
+		res := w.snd.Send(t.ctx, sender.Request{MessageID: d.DeliveryId, URL: wh.Url, Body: d.Body, Secrets: keys,
 			Headers: wh.Headers, Timestamp: start})
 		if ctx.Err() != nil {
 			w.abandon(t) // drain timed out mid-request: the next owner redoes it
@@ -332,6 +346,10 @@ func (w *Worker) route(t *task, wh *pb.Webhook, a *pb.Attempt, out *pb.Outcome) 
 		w.Stats.Delivered.Add(1)
 	}
 	a.Outcome = out
+	w.deps.Telemetry.Metrics().DeliveryDone(t.ctx, outcomeName(out.Class), time.Duration(a.LatencyUs)*time.Microsecond)
+	t.span.SetAttributes(attribute.String("surveyhooks.outcome", outcomeName(out.Class)),
+		attribute.String("surveyhooks.delivery_id", d.DeliveryId), attribute.Int("surveyhooks.attempt", int(d.Attempt)))
+	t.span.End()
 	av, _ := proto.Marshal(a)
 	ar := &kgo.Record{Topic: topics.Attempts, Key: []byte(d.WebhookId), Value: av}
 	if d.Test {
@@ -344,6 +362,7 @@ func (w *Worker) route(t *task, wh *pb.Webhook, a *pb.Attempt, out *pb.Outcome) 
 	var failed atomic.Bool
 	pending.Store(int32(len(recs)))
 	for _, r := range recs {
+		r.Context = t.ctx // the attempt, retry or dead letter continues the trace
 		w.cl.Produce(context.Background(), r, func(_ *kgo.Record, err error) {
 			if err != nil {
 				failed.Store(true)
@@ -418,4 +437,9 @@ func redact(h http.Header) map[string]string {
 		}
 	}
 	return out
+}
+
+// outcomeName is an outcome class as a short metric label: "success", "http_5xx", "timeout", …
+func outcomeName(c pb.OutcomeClass) string {
+	return strings.ToLower(strings.TrimPrefix(c.String(), "OUTCOME_CLASS_"))
 }

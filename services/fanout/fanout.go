@@ -25,6 +25,8 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/envelope"
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
 	"github.com/surveyhooks/surveyhooks/pkg/registry"
+	"github.com/surveyhooks/surveyhooks/pkg/service"
+	"github.com/surveyhooks/surveyhooks/pkg/telemetry"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
 
@@ -57,8 +59,8 @@ type Stats struct {
 }
 
 // Run fans out until ctx is done.
-func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
-	return New(cfg, log).Run(ctx)
+func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Option) error {
+	return New(cfg, log, opts...).Run(ctx)
 }
 
 // FanOut is one fan-out process.
@@ -66,15 +68,16 @@ type FanOut struct {
 	cfg       Config
 	log       *slog.Logger
 	renderers *renderers
+	deps      service.Deps
 	Stats     Stats
 }
 
 // New returns a fan-out process; Run starts it.
-func New(cfg Config, log *slog.Logger) *FanOut {
+func New(cfg Config, log *slog.Logger, opts ...service.Option) *FanOut {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &FanOut{cfg: cfg, log: log, renderers: newRenderers()}
+	return &FanOut{cfg: cfg, log: log, renderers: newRenderers(), deps: service.Apply(opts)}
 }
 
 // Run consumes `events` until ctx is done.
@@ -87,11 +90,20 @@ func (f *FanOut) Run(ctx context.Context) error {
 		return err
 	}
 	reg.OnWebhookChange(f.renderers.forget)
+	caughtUp := f.deps.Ready.Wait("webhooks caught up")
+	joined := f.deps.Ready.Wait("group " + f.cfg.Group + " joined")
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return reg.Run(ctx) })
 	g.Go(func() error {
+		if reg.WaitFresh(ctx) == nil {
+			caughtUp()
+		}
+		return nil
+	})
+	g.Go(func() error {
 		loop := &kafka.TxnLoop{
 			Config: f.cfg.Kafka, Group: f.cfg.Group, Topics: []string{f.cfg.Kafka.Topics.Events}, Logger: f.log,
+			Assigned: joined, Telemetry: f.deps.Telemetry,
 			Handler: func(ctx context.Context, recs []*kgo.Record, produce func(*kgo.Record)) error {
 				// Read-your-writes: a webhook whose creation was acknowledged before these events
 				// were fetched must be seen by them.
@@ -141,7 +153,10 @@ func (f *FanOut) fanOut(r *kgo.Record, reg *registry.Registry, now int64, produc
 			CreatedAtMs: now, EventTimeMs: ev.TimeMs, WebhookRevision: wh.Revision,
 		}
 		v, _ := proto.Marshal(d)
-		produce(&kgo.Record{Topic: f.cfg.Kafka.Topics.Deliveries, Key: []byte(wh.Id), Value: v, Headers: r.Headers})
+		// Each delivery continues the event's trace: its own copy of the headers (the tracer
+		// rewrites traceparent in place) and the event's receive span as parent.
+		produce(&kgo.Record{Topic: f.cfg.Kafka.Topics.Deliveries, Key: []byte(wh.Id), Value: v,
+			Headers: slices.Clone(r.Headers), Context: telemetry.RecordContext(context.Background(), r)})
 		matched++
 	}
 	if matched == 0 {

@@ -88,6 +88,7 @@ type committer struct {
 	reqs  chan *commitReq
 	done  chan struct{}
 	cl    *kgo.Client
+	opts  []kgo.Opt // tracing hooks
 }
 
 type commitReq struct {
@@ -100,8 +101,8 @@ const maxTxnRecords = 20_000
 
 var errStopping = errors.New("ingest is shutting down")
 
-func newCommitter(cfg kafka.Config, txnID string, log *slog.Logger) *committer {
-	return &committer{cfg: cfg, txnID: txnID, log: log, reqs: make(chan *commitReq, 1024), done: make(chan struct{})}
+func newCommitter(cfg kafka.Config, txnID string, log *slog.Logger, opts ...kgo.Opt) *committer {
+	return &committer{cfg: cfg, txnID: txnID, log: log, reqs: make(chan *commitReq, 1024), done: make(chan struct{}), opts: opts}
 }
 
 // submit returns once recs are committed to Kafka, or with the reason they are not.
@@ -168,8 +169,8 @@ func (c *committer) run(ctx context.Context) error {
 
 func (c *committer) commit(ctx context.Context, batch []*commitReq) error {
 	if c.cl == nil {
-		cl, err := kafka.NewClient(c.cfg, kgo.TransactionalID(c.txnID), kgo.TransactionTimeout(10*time.Second),
-			kgo.ProducerBatchMaxBytes(producerBatchBytes), kgo.ProducerLinger(0))
+		cl, err := kafka.NewClient(c.cfg, append([]kgo.Opt{kgo.TransactionalID(c.txnID), kgo.TransactionTimeout(10 * time.Second),
+			kgo.ProducerBatchMaxBytes(producerBatchBytes), kgo.ProducerLinger(0)}, c.opts...)...)
 		if err != nil {
 			return err
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
+	"github.com/surveyhooks/surveyhooks/pkg/telemetry"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
 
@@ -35,7 +36,7 @@ func (in *Ingest) consume(ctx context.Context) error {
 	var pending struct{ records, previews, rejected int64 }
 	loop := &kafka.TxnLoop{
 		Config: in.cfg.Kafka, Group: in.cfg.Group, Topics: []string{in.cfg.Kafka.Topics.SurveyEvents}, Logger: in.log,
-		Opts: []kgo.Opt{kgo.ProducerBatchMaxBytes(producerBatchBytes)},
+		Opts: []kgo.Opt{kgo.ProducerBatchMaxBytes(producerBatchBytes)}, Telemetry: in.deps.Telemetry,
 		Handler: func(ctx context.Context, recs []*kgo.Record, produce func(*kgo.Record)) error {
 			pending.records, pending.previews, pending.rejected = 0, 0, 0
 			now := time.Now().UnixMilli()
@@ -63,6 +64,7 @@ func (in *Ingest) consume(ctx context.Context) error {
 					pending.previews++
 				default:
 					pending.records++
+					claim.Context = telemetry.RecordContext(context.Background(), r)
 					produce(claim)
 				}
 			}
@@ -73,6 +75,9 @@ func (in *Ingest) consume(ctx context.Context) error {
 				in.stats.KafkaRecords.Add(pending.records)
 				in.stats.Previews.Add(pending.previews)
 				in.stats.Rejected.Add(pending.rejected)
+				m := in.deps.Telemetry.Metrics()
+				m.IngestEvents(context.Background(), int(pending.previews), "preview", "")
+				m.IngestEvents(context.Background(), int(pending.rejected), "rejected", "invalid_record")
 			}
 		},
 	}

@@ -16,6 +16,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
+	"github.com/surveyhooks/surveyhooks/pkg/service"
+	"github.com/surveyhooks/surveyhooks/pkg/telemetry"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
 
@@ -84,12 +86,13 @@ func (w *window) add(k idKey, ms int64) {
 
 // dedup is the transactional consumer of `ingest-accepted` (see the package comment).
 type dedup struct {
-	cfg   Config
-	log   *slog.Logger
-	stats *Stats
-	loop  *kafka.TxnLoop
-	adm   *kadm.Client
-	admCl *kgo.Client
+	cfg     Config
+	log     *slog.Logger
+	stats   *Stats
+	metrics *telemetry.Metrics
+	loop    *kafka.TxnLoop
+	adm     *kadm.Client
+	admCl   *kgo.Client
 
 	mu      sync.Mutex
 	windows map[int32]*window // committed state of the partitions this process owns
@@ -102,12 +105,12 @@ type dedup struct {
 	forwarded, repeated int64
 }
 
-func newDedup(cfg Config, log *slog.Logger, stats *Stats) (*dedup, error) {
+func newDedup(cfg Config, log *slog.Logger, stats *Stats, deps service.Deps) (*dedup, error) {
 	admCl, err := kafka.NewClient(cfg.Kafka)
 	if err != nil {
 		return nil, err
 	}
-	d := &dedup{cfg: cfg, log: log, stats: stats, adm: kadm.NewClient(admCl), admCl: admCl,
+	d := &dedup{cfg: cfg, log: log, stats: stats, metrics: deps.Telemetry.Metrics(), adm: kadm.NewClient(admCl), admCl: admCl,
 		windows: map[int32]*window{}, pending: map[int32][]seen{}, pendingAt: map[idKey]int64{}}
 	drop := func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 		ps := lost[cfg.Kafka.Topics.IngestAccepted]
@@ -123,7 +126,7 @@ func newDedup(cfg Config, log *slog.Logger, stats *Stats) (*dedup, error) {
 	}
 	d.loop = &kafka.TxnLoop{
 		Config: cfg.Kafka, Group: cfg.Group + "-dedup", Topics: []string{cfg.Kafka.Topics.IngestAccepted},
-		Logger: log, Handler: d.handle, Ended: d.ended,
+		Logger: log, Handler: d.handle, Ended: d.ended, Telemetry: deps.Telemetry,
 		Opts: []kgo.Opt{
 			kgo.OnPartitionsRevoked(drop), kgo.OnPartitionsLost(drop),
 			kgo.ProducerBatchMaxBytes(producerBatchBytes),
@@ -169,7 +172,7 @@ func (d *dedup) handle(ctx context.Context, recs []*kgo.Record, produce func(*kg
 		d.pendingAt[k] = ms
 		d.forwarded++
 		produce(&kgo.Record{Topic: d.cfg.Kafka.Topics.Events, Key: kafka.Header(r, hdrEventsKey),
-			Value: r.Value, Headers: carried(r.Headers)})
+			Value: r.Value, Headers: carried(r.Headers), Context: telemetry.RecordContext(context.Background(), r)})
 		produce(d.verdict(r, verdictAccepted))
 	}
 	return nil
@@ -205,6 +208,8 @@ func (d *dedup) ended(committed bool) {
 		d.mu.Unlock()
 		d.stats.Forwarded.Add(d.forwarded)
 		d.stats.Duplicates.Add(d.repeated)
+		d.metrics.IngestEvents(context.Background(), int(d.forwarded), "accepted", "")
+		d.metrics.IngestEvents(context.Background(), int(d.repeated), "duplicate", "duplicate_event_id")
 	}
 	d.resetBatch()
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
@@ -45,6 +46,7 @@ func (in *Ingest) postEvents(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		if e := (*httpapi.Error)(nil); errors.As(err, &e) && e.Status < 500 {
 			in.stats.Rejected.Add(1)
+			in.deps.Telemetry.Metrics().IngestEvents(r.Context(), 1, "rejected", e.Code)
 		}
 		httpapi.WriteError(w, err)
 		return
@@ -85,10 +87,10 @@ func (in *Ingest) accept(r *http.Request) (int, *accepted, error) {
 	if herr != nil {
 		return 0, nil, herr
 	}
-	var trace []kgo.RecordHeader
+	var traceHdrs []kgo.RecordHeader
 	for _, h := range traceHeaders {
 		if v := r.Header.Get(h); v != "" {
-			trace = append(trace, kgo.RecordHeader{Key: h, Value: []byte(v)})
+			traceHdrs = append(traceHdrs, kgo.RecordHeader{Key: h, Value: []byte(v)})
 		}
 	}
 	out := &accepted{EventIDs: make([]string, len(evs))}
@@ -114,7 +116,7 @@ func (in *Ingest) accept(r *http.Request) (int, *accepted, error) {
 			out.Previews++
 			continue
 		}
-		rec, herr := in.claimRecord(ev, strings.TrimSuffix(p, "."), trace)
+		rec, herr := in.claimRecord(ev, strings.TrimSuffix(p, "."), traceHdrs)
 		if herr != nil {
 			return 0, nil, herr
 		}
@@ -125,6 +127,7 @@ func (in *Ingest) accept(r *http.Request) (int, *accepted, error) {
 	counted := func() {
 		in.stats.HTTPEvents.Add(int64(len(evs)))
 		in.stats.Previews.Add(int64(out.Previews))
+		in.deps.Telemetry.Metrics().IngestEvents(r.Context(), out.Previews, "preview", "")
 	}
 	if len(claims) == 0 {
 		counted()
@@ -132,8 +135,12 @@ func (in *Ingest) accept(r *http.Request) (int, *accepted, error) {
 	}
 	seq, wt := in.verdicts.register(len(claims))
 	defer in.verdicts.forget(seq)
+	// The claims continue the request's trace (the server span, when tracing is set up). Not the
+	// request's context itself: its end must not cancel a record being produced.
+	parent := trace.ContextWithSpan(context.Background(), trace.SpanFromContext(r.Context()))
 	for i, rec := range claims {
 		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: hdrClaim, Value: in.verdicts.claimID(seq, i)})
+		rec.Context = parent
 	}
 	if err := in.claims.submit(r.Context(), claims); err != nil {
 		return 0, nil, unavailable()

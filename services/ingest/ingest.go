@@ -53,6 +53,8 @@ import (
 
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
 	"github.com/surveyhooks/surveyhooks/pkg/registry"
+	"github.com/surveyhooks/surveyhooks/pkg/service"
+	"github.com/surveyhooks/surveyhooks/pkg/telemetry"
 )
 
 // Config is the ingest service's configuration.
@@ -131,13 +133,14 @@ type Ingest struct {
 	verdicts *verdicts
 	fresh    singleflight.Group
 	stats    Stats
+	deps     service.Deps
 }
 
 // shutdownGrace bounds how long in-flight HTTP requests may finish after ctx is cancelled.
 const shutdownGrace = 15 * time.Second
 
 // Run serves HTTP and consumes `survey-events` until ctx is done, then drains in-flight requests.
-func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Option) error {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -147,11 +150,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := checkPartitions(ctx, cfg.Kafka); err != nil {
 		return err
 	}
+	deps := service.Apply(opts)
+	caughtUp := deps.Ready.Wait("webhooks caught up")
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("INGEST_ADDR %s: %w", cfg.Addr, err)
 	}
-	in, dd, err := build(ctx, cfg, log)
+	in, dd, err := build(ctx, cfg, log, deps)
 	if err != nil {
 		ln.Close()
 		return err
@@ -170,9 +175,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		if err := in.reg.WaitFresh(gctx); err != nil {
 			return nil // cancelled
 		}
+		caughtUp()
 		return in.consume(gctx)
 	})
-	srv := &http.Server{Handler: in.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	srv := &http.Server{Handler: telemetry.HTTPHandler(in.Handler(), "ingest"), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	g.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serving HTTP on %s: %w", cfg.Addr, err)
@@ -193,7 +199,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 // build connects the parts of one process. The verdict reader is positioned before the HTTP
 // server can accept a request, so no verdict of this process is missed.
-func build(ctx context.Context, cfg Config, log *slog.Logger) (*Ingest, *dedup, error) {
+func build(ctx context.Context, cfg Config, log *slog.Logger, deps service.Deps) (*Ingest, *dedup, error) {
 	instance := kafka.InstanceID()
 	reg, err := registry.New(cfg.Kafka, log)
 	if err != nil {
@@ -204,9 +210,9 @@ func build(ctx context.Context, cfg Config, log *slog.Logger) (*Ingest, *dedup, 
 		_ = reg.Run(canceled()) // closes its client
 		return nil, nil, err
 	}
-	in := &Ingest{cfg: cfg, log: log.With("instance", instance), reg: reg, verdicts: vs,
-		claims: newCommitter(cfg.Kafka, cfg.Group+"-http-"+instance, log)}
-	dd, err := newDedup(cfg, log, &in.stats)
+	in := &Ingest{cfg: cfg, log: log.With("instance", instance), reg: reg, verdicts: vs, deps: deps,
+		claims: newCommitter(cfg.Kafka, cfg.Group+"-http-"+instance, log, deps.Telemetry.KafkaHooks()...)}
+	dd, err := newDedup(cfg, log, &in.stats, deps)
 	if err != nil {
 		_ = reg.Run(canceled())
 		vs.close()

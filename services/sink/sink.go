@@ -21,6 +21,7 @@ import (
 
 	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
+	"github.com/surveyhooks/surveyhooks/pkg/service"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
 
@@ -75,17 +76,20 @@ type Sink struct {
 
 	mu     sync.Mutex
 	stored map[string]map[int32]int64 // topic → partition → highest offset in ClickHouse
+	deps   service.Deps
 }
 
 // Run runs the sink until ctx is done.
-func Run(ctx context.Context, cfg Config, log *slog.Logger) error { return New(cfg, log).Run(ctx) }
+func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Option) error {
+	return New(cfg, log, opts...).Run(ctx)
+}
 
 // New returns a sink; Run starts it.
-func New(cfg Config, log *slog.Logger) *Sink {
+func New(cfg Config, log *slog.Logger, opts ...service.Option) *Sink {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Sink{cfg: cfg, log: log, stored: map[string]map[int32]int64{}}
+	return &Sink{cfg: cfg, log: log, stored: map[string]map[int32]int64{}, deps: service.Apply(opts)}
 }
 
 type batch struct {
@@ -105,22 +109,29 @@ func (s *Sink) Run(ctx context.Context) error {
 	if err := kafka.EnsureTopics(ctx, s.cfg.Kafka); err != nil {
 		return fmt.Errorf("ensuring topics: %w", err)
 	}
+	schemaReady := s.deps.Ready.Wait("ClickHouse schema")
+	joined := s.deps.Ready.Wait("group " + s.cfg.Group + " joined")
 	store, err := s.openStore(ctx)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
+	schemaReady()
 	topics := s.cfg.Kafka.Topics
 	cl, err := kafka.NewClient(s.cfg.Kafka,
 		kgo.ConsumerGroup(s.cfg.Group), kgo.ConsumeTopics(topics.Attempts, topics.Dead),
 		kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll(),
-		kgo.OnPartitionsAssigned(func(ctx context.Context, _ *kgo.Client, _ map[string][]int32) { s.loadStored(ctx, store) }),
+		kgo.OnPartitionsAssigned(func(ctx context.Context, _ *kgo.Client, _ map[string][]int32) {
+			s.loadStored(ctx, store)
+			joined()
+		}),
 	)
 	if err != nil {
 		return err
 	}
 	// With BlockRebalanceOnPoll, Close would wait forever in LeaveGroup unless rebalancing is allowed.
 	defer func() { cl.AllowRebalance(); cl.Close() }()
+	defer s.deps.Telemetry.ObserveConsumerLag(cl, s.cfg.Group)()
 	go s.retention(ctx, store)
 	s.log.Info("sink running", "clickhouse", s.cfg.ClickHouseAddr, "database", s.cfg.Database)
 
@@ -247,8 +258,10 @@ func (s *Sink) add(b *batch, r *kgo.Record) (flushFirst bool) {
 func (s *Sink) flush(ctx context.Context, store *attemptlog.Store, b *batch) error {
 	backoff := 100 * time.Millisecond
 	for {
+		start := time.Now()
 		err := s.insert(ctx, store, b)
 		if err == nil {
+			s.deps.Telemetry.Metrics().SinkBatch(ctx, b.len(), time.Since(start))
 			return nil
 		}
 		s.Stats.InsertFails.Add(1)

@@ -223,7 +223,7 @@ func TestEventsFromHTTPAndKafkaArriveSignedAndLoggedAcrossAKilledWorker(t *testi
 		"SURVEYHOOKS_ADMIN_TOKEN=" + admin, "SURVEYHOOKS_ENCRYPTION_KEY=" + base64.StdEncoding.EncodeToString(key),
 		"SURVEYHOOKS_ALLOW_DESTINATIONS=127.0.0.0/8,::1/128",
 		"CLICKHOUSE_ADDR=" + chAddr, "SINK_CLICKHOUSE_DATABASE=" + db, "API_CLICKHOUSE_DATABASE=" + db,
-		"SINK_FLUSH_INTERVAL=200ms",
+		"SINK_FLUSH_INTERVAL=200ms", "SURVEYHOOKS_OPS_ADDR=127.0.0.1:0",
 	}}
 	t.Cleanup(s.stopAll)
 	s.start("kafka")

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/surveyhooks/surveyhooks/pkg/config"
+	"github.com/surveyhooks/surveyhooks/pkg/service"
 	"github.com/surveyhooks/surveyhooks/services/api"
 	"github.com/surveyhooks/surveyhooks/services/delivery"
 	"github.com/surveyhooks/surveyhooks/services/fanout"
@@ -66,7 +67,7 @@ func (c Config) Validate() error {
 }
 
 // Run starts what cfg selects and runs until ctx is done.
-func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Option) error {
 	want := func(s string) bool { return slices.Contains(cfg.Services, s) }
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating SURVEYHOOKS_DATA_DIR %s: %w", cfg.DataDir, err)
@@ -122,11 +123,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if want("kafka") {
 		g.Go(func() error { <-ctx.Done(); return nil }) // the broker runs until stopped
 	}
-	start("ingest", func(ctx context.Context) error { return ingest.Run(ctx, icfg, log.With("service", "ingest")) })
-	start("fanout", func(ctx context.Context) error { return fanout.Run(ctx, fcfg, log.With("service", "fanout")) })
-	start("delivery", func(ctx context.Context) error { return delivery.Run(ctx, dcfg, log.With("service", "delivery")) })
-	start("sink", func(ctx context.Context) error { return sink.Run(ctx, scfg, log.With("service", "sink")) })
-	start("api", func(ctx context.Context) error { return api.Run(ctx, acfg, log.With("service", "api")) })
+	start("ingest", func(ctx context.Context) error { return ingest.Run(ctx, icfg, log.With("service", "ingest"), opts...) })
+	start("fanout", func(ctx context.Context) error { return fanout.Run(ctx, fcfg, log.With("service", "fanout"), opts...) })
+	start("delivery", func(ctx context.Context) error {
+		return delivery.Run(ctx, dcfg, log.With("service", "delivery"), opts...)
+	})
+	start("sink", func(ctx context.Context) error { return sink.Run(ctx, scfg, log.With("service", "sink"), opts...) })
+	start("api", func(ctx context.Context) error { return api.Run(ctx, acfg, log.With("service", "api"), opts...) })
 	banner(cfg, log)
 	return g.Wait()
 }

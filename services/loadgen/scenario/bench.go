@@ -211,7 +211,7 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 		"SURVEYHOOKS_KAFKA_LISTEN=" + addrs["kafka"], "SURVEYHOOKS_DATA_DIR=" + filepath.Join(tmp, "data"),
 		"INGEST_ADDR=" + addrs["ingest"], "API_ADDR=" + addrs["api"],
 		"SURVEYHOOKS_ADMIN_TOKEN=" + admin, "SURVEYHOOKS_ENCRYPTION_KEY=" + base64.StdEncoding.EncodeToString(key),
-		"SURVEYHOOKS_ALLOW_DESTINATIONS=127.0.0.0/8,::1/128",
+		"SURVEYHOOKS_ALLOW_DESTINATIONS=127.0.0.0/8,::1/128", "SURVEYHOOKS_OPS_ADDR=127.0.0.1:0",
 		"CLICKHOUSE_ADDR=" + b.opts.ClickHouseAddr, "SINK_CLICKHOUSE_DATABASE=" + b.db, "API_CLICKHOUSE_DATABASE=" + b.db,
 		fmt.Sprintf("DELIVERY_PER_ENDPOINT_CONCURRENCY=%d", b.opts.Concurrency),
 		"DELIVERY_TIMEOUT=" + b.opts.IsolationTimeout.String(),
