@@ -6,6 +6,7 @@ package config
 import (
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 
 	"github.com/caarlos0/env/v11"
@@ -17,7 +18,7 @@ type Validator interface{ Validate() error }
 // Load fills cfg (a pointer to a struct) from the environment, then validates it.
 func Load(cfg any) error {
 	if err := env.Parse(cfg); err != nil {
-		return fmt.Errorf("configuration: %w", err)
+		return fmt.Errorf("configuration: %s%w", culprits(cfg), err)
 	}
 	if v, ok := cfg.(Validator); ok {
 		if err := v.Validate(); err != nil {
@@ -25,6 +26,30 @@ func Load(cfg any) error {
 		}
 	}
 	return nil
+}
+
+// culprits names the variables whose values do not parse ("DELIVERY_TIMEOUT: "), since the
+// parser's own error names only the struct field. Each variable that is set is tried alone.
+func culprits(cfg any) string {
+	vars, err := Vars(cfg)
+	if err != nil {
+		return ""
+	}
+	var bad []string
+	for _, v := range vars {
+		val, ok := os.LookupEnv(v.Name)
+		if !ok {
+			continue
+		}
+		fresh := reflect.New(reflect.TypeOf(cfg).Elem()).Interface()
+		if env.ParseWithOptions(fresh, env.Options{Environment: map[string]string{v.Name: val}}) != nil {
+			bad = append(bad, fmt.Sprintf("%s=%q", v.Name, val))
+		}
+	}
+	if len(bad) == 0 {
+		return ""
+	}
+	return strings.Join(bad, ", ") + ": "
 }
 
 // Defaults fills cfg with the envDefault values only, ignoring the environment.

@@ -350,6 +350,10 @@ func (w *Worker) route(t *task, wh *pb.Webhook, a *pb.Attempt, out *pb.Outcome) 
 	t.span.SetAttributes(attribute.String("surveyhooks.outcome", outcomeName(out.Class)),
 		attribute.String("surveyhooks.delivery_id", d.DeliveryId), attribute.Int("surveyhooks.attempt", int(d.Attempt)))
 	t.span.End()
+	if w.log.Enabled(t.ctx, slog.LevelDebug) {
+		w.log.DebugContext(t.ctx, "attempt", "delivery_id", d.DeliveryId, "webhook_id", d.WebhookId, "attempt", d.Attempt,
+			"outcome", outcomeName(out.Class), "status", out.StatusCode, "disposition", out.Disposition.String())
+	}
 	av, _ := proto.Marshal(a)
 	ar := &kgo.Record{Topic: topics.Attempts, Key: []byte(d.WebhookId), Value: av}
 	if d.Test {
@@ -366,7 +370,7 @@ func (w *Worker) route(t *task, wh *pb.Webhook, a *pb.Attempt, out *pb.Outcome) 
 		w.cl.Produce(context.Background(), r, func(_ *kgo.Record, err error) {
 			if err != nil {
 				failed.Store(true)
-				w.log.Error("recording attempt failed; the delivery will be redone", "delivery_id", d.DeliveryId, "err", err)
+				w.log.ErrorContext(t.ctx, "recording attempt failed; the delivery will be redone", "delivery_id", d.DeliveryId, "err", err)
 			}
 			if pending.Add(-1) == 0 {
 				if failed.Load() {
