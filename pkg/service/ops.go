@@ -69,12 +69,14 @@ func Apply(opts []Option) Deps {
 // assigned, the registry caught up on `webhooks`, a listener open. A nil *Readiness accepts
 // conditions and ignores them.
 type Readiness struct {
-	mu       sync.Mutex
-	waiting  []string
-	draining bool
+	mu         sync.Mutex
+	waiting    []string
+	registered bool // a service registers its conditions first thing: none yet means still starting
+	draining   bool
 }
 
-// NewReadiness returns a readiness with no conditions: ready until one is added.
+// NewReadiness returns a readiness that is not ready until a condition has been added and met.
+// Services add all their conditions before any slow start-up work.
 func NewReadiness() *Readiness { return &Readiness{} }
 
 // Wait adds a condition named name and returns the function that marks it met (safe to call more
@@ -85,6 +87,7 @@ func (r *Readiness) Wait(name string) (met func()) {
 	}
 	r.mu.Lock()
 	r.waiting = append(r.waiting, name)
+	r.registered = true
 	r.mu.Unlock()
 	var once sync.Once
 	return func() {
@@ -118,6 +121,9 @@ func (r *Readiness) Check() error {
 	defer r.mu.Unlock()
 	if r.draining {
 		return errors.New("shutting down")
+	}
+	if !r.registered {
+		return errors.New("starting")
 	}
 	if len(r.waiting) > 0 {
 		return fmt.Errorf("waiting for: %s", strings.Join(r.waiting, ", "))

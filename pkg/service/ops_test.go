@@ -8,7 +8,7 @@ import (
 
 func TestReadinessIsReadyOnlyWhenEveryConditionIsMetAndNotWhileDraining(t *testing.T) {
 	r := NewReadiness()
-	require.NoError(t, r.Check(), "no condition: ready")
+	require.EqualError(t, r.Check(), "starting", "not ready before the service said what it waits for")
 	group := r.Wait("group deliveries joined")
 	webhooks := r.Wait("webhooks caught up")
 	require.EqualError(t, r.Check(), "waiting for: group deliveries joined, webhooks caught up")

@@ -93,14 +93,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 	if log == nil {
 		log = slog.Default()
 	}
+	deps := service.Apply(opts)
+	caughtUp := deps.Ready.Wait("webhooks caught up")
 	if err := kafka.EnsureTopics(ctx, cfg.Kafka); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return fmt.Errorf("ensuring topics: %w", err)
 	}
-	deps := service.Apply(opts)
-	caughtUp := deps.Ready.Wait("webhooks caught up")
 	s, err := newServer(cfg, log, deps.Telemetry.KafkaHooks()...)
 	if err != nil {
 		return err

@@ -90,6 +90,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 	if log == nil {
 		log = slog.Default()
 	}
+	deps := service.Apply(opts)
+	caughtUp := deps.Ready.Wait("webhooks caught up")
+	started := deps.Ready.Wait("delivery starting") // until the worker and releaser added theirs
 	if err := kafka.EnsureTopics(ctx, cfg.Kafka); err != nil {
 		return fmt.Errorf("ensuring topics: %w", err)
 	}
@@ -104,8 +107,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 	if len(allow) > 0 {
 		log.Warn("outbound guard allows internal destinations", "allowed", prefixes(allow))
 	}
-	deps := service.Apply(opts)
-	caughtUp := deps.Ready.Wait("webhooks caught up")
 	reg, err := registry.New(cfg.Kafka, log)
 	if err != nil {
 		return err
@@ -128,6 +129,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 	if err != nil {
 		return err
 	}
+	started()
 	defer deps.Telemetry.ObserveConsumerLag(w.cl, cfg.Group, cfg.ReleaserGroup)()
 	unregister, err := deps.Telemetry.Metrics().ObserveRetryTiers(rel.tierStates)
 	if err != nil {

@@ -57,6 +57,14 @@ type Worker struct {
 
 	stopping atomic.Bool
 	wg       sync.WaitGroup
+
+	// Per partition: a generation that moves when the partition is revoked (a task of an older
+	// generation never starts) and how many started tasks are not yet recorded in Kafka (a
+	// revocation waits for them, so the next owner does not redo finished work).
+	partMu  sync.Mutex
+	partGen map[int32]uint64
+	started map[int32]int
+	idle    *sync.Cond
 }
 
 type openSecrets struct {
@@ -71,6 +79,8 @@ type task struct {
 	offset    int64
 	ctx       context.Context // carries the "deliver" span: the request and the records it makes join the event's trace
 	span      trace.Span
+	gen       uint64 // the partition's generation when the task was fetched
+	began     bool   // counted in started
 }
 
 // NewWorker connects the worker's Kafka client; Run starts it.
@@ -78,7 +88,9 @@ func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender
 	w := &Worker{cfg: cfg, reg: reg, box: box, snd: snd, log: log, tr: newTracker(),
 		eps:    newEndpoints(cfg.PerEndpointConcurrency, cfg.BreakerThreshold, cfg.BreakerCooldown),
 		tokens: make(chan struct{}, cfg.MaxInFlight), name: "delivery-" + kafka.InstanceID(),
-		secrets: map[string]*openSecrets{}, deps: service.Apply(opts)}
+		secrets: map[string]*openSecrets{}, deps: service.Apply(opts),
+		partGen: map[int32]uint64{}, started: map[int32]int{}}
+	w.idle = sync.NewCond(&w.partMu)
 	topic := cfg.Kafka.Topics.Deliveries
 	joined := w.deps.Ready.Wait("group " + cfg.Group + " joined")
 	hooks := w.deps.Telemetry.KafkaHooks()
@@ -88,7 +100,10 @@ func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender
 		// fan-out writes `deliveries` in transactions: never act on an aborted one.
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, m map[string][]int32) {
-			w.commit(ctx, cl) // what finished so far; unfinished records are redone by the next owner
+			// Let requests already sent finish and be recorded (up to DrainTimeout), so the next
+			// owner neither repeats them nor waits for them; queued ones are left to it.
+			w.quiesce(m[topic], w.cfg.DrainTimeout)
+			w.commit(ctx, cl)
 			w.tr.drop(m[topic])
 		}),
 		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { w.tr.drop(m[topic]) }),
@@ -145,6 +160,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	case <-time.After(w.cfg.DrainTimeout):
 		w.log.Warn("drain timeout: unfinished deliveries will be redone by the next worker", "pending", w.tr.pending())
 	}
+	// The last attempts' records are still being produced: wait for Kafka's acknowledgements
+	// (each marks its delivery finished) before committing.
+	fctx, cancel := context.WithTimeout(work, 10*time.Second)
+	if err := w.cl.Flush(fctx); err != nil {
+		w.log.Warn("flushing attempt records at shutdown", "err", err)
+	}
+	cancel()
 	w.commit(work, w.cl)
 	stopWork()
 	<-commitDone
@@ -189,7 +211,10 @@ func (w *Worker) dispatch(ctx context.Context, r *kgo.Record) {
 		w.finished(r.Partition, r.Offset)
 		return
 	}
-	t := &task{d: d, partition: r.Partition, offset: r.Offset}
+	w.partMu.Lock()
+	gen := w.partGen[r.Partition]
+	w.partMu.Unlock()
+	t := &task{d: d, partition: r.Partition, offset: r.Offset, gen: gen}
 	t.ctx, t.span = w.deps.Telemetry.StartRecordSpan(ctx, r, "deliver")
 	if w.eps.admit(t) {
 		w.wg.Add(1)
@@ -201,8 +226,9 @@ func (w *Worker) dispatch(ctx context.Context, r *kgo.Record) {
 func (w *Worker) runEndpoint(ctx context.Context, t *task) {
 	defer w.wg.Done()
 	for t != nil {
-		if w.stopping.Load() {
-			// Not started: leave it unfinished for the next owner, and release the rest.
+		if w.stopping.Load() || !w.begin(t) {
+			// Not started (stopping, or its partition was revoked): leave it unfinished for the
+			// next owner, and release the rest.
 			w.abandon(t)
 		} else {
 			w.attempt(ctx, t)
@@ -211,7 +237,56 @@ func (w *Worker) runEndpoint(ctx context.Context, t *task) {
 	}
 }
 
+// begin counts t as started unless its partition was revoked since it was fetched.
+func (w *Worker) begin(t *task) bool {
+	w.partMu.Lock()
+	defer w.partMu.Unlock()
+	if w.partGen[t.partition] != t.gen {
+		return false
+	}
+	w.started[t.partition]++
+	t.began = true
+	return true
+}
+
+// end uncounts a started task once it is recorded (or given up).
+func (w *Worker) end(t *task) {
+	if !t.began {
+		return
+	}
+	w.partMu.Lock()
+	defer w.partMu.Unlock()
+	w.started[t.partition]--
+	if w.started[t.partition] == 0 {
+		w.idle.Broadcast()
+	}
+}
+
+// quiesce stops new tasks of partitions from starting and waits, up to limit, until their
+// started tasks are recorded.
+func (w *Worker) quiesce(partitions []int32, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	timer := time.AfterFunc(limit, func() { w.partMu.Lock(); w.idle.Broadcast(); w.partMu.Unlock() })
+	defer timer.Stop()
+	w.partMu.Lock()
+	defer w.partMu.Unlock()
+	for _, p := range partitions {
+		w.partGen[p]++
+	}
+	for _, p := range partitions {
+		for w.started[p] > 0 {
+			if time.Now().After(deadline) {
+				w.log.Warn("revoked partition still has deliveries in flight; the next owner may repeat them",
+					"partition", p, "in_flight", w.started[p])
+				return
+			}
+			w.idle.Wait()
+		}
+	}
+}
+
 func (w *Worker) abandon(t *task) {
+	w.end(t)
 	t.span.End()
 	<-w.tokens
 	w.Stats.InFlight.Add(-1)
@@ -377,6 +452,7 @@ func (w *Worker) route(t *task, wh *pb.Webhook, a *pb.Attempt, out *pb.Outcome) 
 					w.abandon(t) // not marked done: redone after a restart or rebalance
 				} else {
 					w.finished(t.partition, t.offset)
+					w.end(t) // after finished: a waiting revocation then commits this offset
 				}
 			}
 		})

@@ -82,6 +82,8 @@ func New(cfg Config, log *slog.Logger, opts ...service.Option) *FanOut {
 
 // Run consumes `events` until ctx is done.
 func (f *FanOut) Run(ctx context.Context) error {
+	caughtUp := f.deps.Ready.Wait("webhooks caught up")
+	joined := f.deps.Ready.Wait("group " + f.cfg.Group + " joined")
 	if err := kafka.EnsureTopics(ctx, f.cfg.Kafka); err != nil {
 		return fmt.Errorf("ensuring topics: %w", err)
 	}
@@ -90,8 +92,6 @@ func (f *FanOut) Run(ctx context.Context) error {
 		return err
 	}
 	reg.OnWebhookChange(f.renderers.forget)
-	caughtUp := f.deps.Ready.Wait("webhooks caught up")
-	joined := f.deps.Ready.Wait("group " + f.cfg.Group + " joined")
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return reg.Run(ctx) })
 	g.Go(func() error {

@@ -144,14 +144,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 	if log == nil {
 		log = slog.Default()
 	}
+	deps := service.Apply(opts)
+	caughtUp := deps.Ready.Wait("webhooks caught up")
 	if err := kafka.EnsureTopics(ctx, cfg.Kafka); err != nil {
 		return fmt.Errorf("ensuring topics: %w", err)
 	}
 	if err := checkPartitions(ctx, cfg.Kafka); err != nil {
 		return err
 	}
-	deps := service.Apply(opts)
-	caughtUp := deps.Ready.Wait("webhooks caught up")
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("INGEST_ADDR %s: %w", cfg.Addr, err)

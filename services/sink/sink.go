@@ -106,11 +106,11 @@ func (b *batch) len() int { return len(b.attempts) + len(b.dead) }
 
 // Run consumes until ctx is done.
 func (s *Sink) Run(ctx context.Context) error {
+	schemaReady := s.deps.Ready.Wait("ClickHouse schema")
+	joined := s.deps.Ready.Wait("group " + s.cfg.Group + " joined")
 	if err := kafka.EnsureTopics(ctx, s.cfg.Kafka); err != nil {
 		return fmt.Errorf("ensuring topics: %w", err)
 	}
-	schemaReady := s.deps.Ready.Wait("ClickHouse schema")
-	joined := s.deps.Ready.Wait("group " + s.cfg.Group + " joined")
 	store, err := s.openStore(ctx)
 	if err != nil {
 		return err

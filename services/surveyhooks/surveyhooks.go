@@ -122,6 +122,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 	}
 	if want("kafka") {
 		g.Go(func() error { <-ctx.Done(); return nil }) // the broker runs until stopped
+		if len(cfg.Services) == 1 {
+			service.Apply(opts).Ready.Wait("embedded Kafka")() // the broker alone: ready once listening
+		}
 	}
 	start("ingest", func(ctx context.Context) error { return ingest.Run(ctx, icfg, log.With("service", "ingest"), opts...) })
 	start("fanout", func(ctx context.Context) error { return fanout.Run(ctx, fcfg, log.With("service", "fanout"), opts...) })
