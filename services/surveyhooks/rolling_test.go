@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/surveyhooks/surveyhooks/pkg/chtest"
@@ -200,14 +201,17 @@ func TestServicesReportReadinessAndMetricsAndARollingRestartOfWorkersLosesNothin
 	require.Contains(t, metrics, "surveyhooks_retry_tier_depth")
 	require.Contains(t, metrics, "go_goroutines")
 	var last string
-	require.Eventually(t, func() bool {
+	ok := assert.Eventually(t, func() bool {
 		// Whichever of the two running workers owns the webhook's partition counts its deliveries.
 		_, d := get("http://" + ops["delivery-d"] + "/metrics")
 		_, e := get("http://" + ops["delivery-e"] + "/metrics")
 		last = d + e
 		return strings.Contains(last, `surveyhooks_deliveries_total{`) && strings.Contains(last, `outcome="success"`) &&
 			strings.Contains(last, "surveyhooks_delivery_latency_seconds_bucket") && strings.Contains(last, "surveyhooks_consumer_lag{")
-	}, 20*time.Second, 200*time.Millisecond, "the workers' /metrics should count deliveries and report lag; got:\n%s", &last)
+	}, 20*time.Second, 200*time.Millisecond, "the workers' /metrics should count deliveries and report lag")
+	if !ok {
+		t.Fatalf("the workers' metrics:\n%s", last)
+	}
 	_, m := get("http://" + ops["ingest"] + "/metrics")
 	require.Contains(t, m, `surveyhooks_ingest_events_total{`)
 	require.Contains(t, m, `result="accepted"`)
