@@ -35,9 +35,12 @@ type Options struct {
 	Allow            []netip.Prefix // destinations allowed despite the guard
 	UserAgent        string
 	MaxConnsPerHost  int // 0: unlimited
-	// WrapTransport, when set, wraps the pooled transport (tracing: a client span per request
-	// and the traceparent header the subscriber sees).
+	// WrapTransport, when set, wraps the pooled transport.
 	WrapTransport func(http.RoundTripper) http.RoundTripper
+	// StartSpan, when set, is called with each request just before it is sent (tracing: it
+	// starts the client span and sets the traceparent header the subscriber and the attempt log
+	// see) and returns the function that ends the span with the outcome.
+	StartSpan func(*http.Request) (end func(*http.Response, error))
 }
 
 // Sender sends webhook requests. It is safe for concurrent use.
@@ -140,9 +143,16 @@ func (s *Sender) Send(ctx context.Context, req Request) Result {
 		h.Set(signature.HeaderSignature, signature.Standard(req.MessageID, req.Timestamp, req.Body, keys))
 		h.Set(signature.HeaderAskUsers, signature.AskUsers(req.Body, req.Secrets[0]))
 	}
+	var endSpan func(*http.Response, error)
+	if s.opts.StartSpan != nil {
+		endSpan = s.opts.StartSpan(hr)
+	}
 	res.RequestHeaders = h
 	start := time.Now()
 	resp, err := s.client.Do(hr)
+	if endSpan != nil {
+		endSpan(resp, err)
+	}
 	if err != nil {
 		res.Latency = time.Since(start)
 		res.Err = err

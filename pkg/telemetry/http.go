@@ -35,6 +35,19 @@ type clientTransport struct{ next http.RoundTripper }
 var traceContext = propagation.TraceContext{}
 
 func (t *clientTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	out := req.Clone(req.Context()) // a RoundTripper must not modify the caller's request
+	end := StartClientSpan(out)
+	resp, err := t.next.RoundTrip(out)
+	end(resp, err)
+	return resp, err
+}
+
+// StartClientSpan starts the client span of an outgoing request, a child of the span in the
+// request's context, and writes that span's `traceparent` (and `tracestate`) into req's headers:
+// for callers that build the request themselves (the webhook sender), which saves
+// HTTPClientTransport's copy of every request and lets the attempt log show the header. Call the
+// returned function with the outcome. Like HTTPClientTransport, it records no URL path or query.
+func StartClientSpan(req *http.Request) (end func(*http.Response, error)) {
 	attrs := []attribute.KeyValue{
 		attribute.String("http.request.method", req.Method),
 		attribute.String("url.scheme", req.URL.Scheme),
@@ -50,22 +63,20 @@ func (t *clientTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	tracer := otel.GetTracerProvider().Tracer("github.com/surveyhooks/surveyhooks/pkg/telemetry")
 	ctx, span := tracer.Start(req.Context(), req.Method,
 		trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
-	defer span.End()
-
-	out := req.Clone(ctx) // a RoundTripper must not modify the caller's request
-	traceContext.Inject(ctx, propagation.HeaderCarrier(out.Header))
-	resp, err := t.next.RoundTrip(out)
-	if err != nil {
-		span.SetAttributes(attribute.String("error.type", errorType(err)))
-		span.SetStatus(codes.Error, err.Error())
-		return resp, err
+	traceContext.Inject(ctx, propagation.HeaderCarrier(req.Header))
+	return func(resp *http.Response, err error) {
+		defer span.End()
+		if err != nil {
+			span.SetAttributes(attribute.String("error.type", errorType(err)))
+			span.SetStatus(codes.Error, err.Error())
+			return
+		}
+		span.SetAttributes(attribute.Int("http.response.status_code", resp.StatusCode))
+		if resp.StatusCode >= 400 {
+			span.SetAttributes(attribute.String("error.type", strconv.Itoa(resp.StatusCode)))
+			span.SetStatus(codes.Error, "")
+		}
 	}
-	span.SetAttributes(attribute.Int("http.response.status_code", resp.StatusCode))
-	if resp.StatusCode >= 400 {
-		span.SetAttributes(attribute.String("error.type", strconv.Itoa(resp.StatusCode)))
-		span.SetStatus(codes.Error, "")
-	}
-	return resp, nil
 }
 
 // errorType names a transport error's kind without its text (which may repeat the URL).

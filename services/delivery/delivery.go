@@ -120,7 +120,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 	}
 	caughtUp()
 	snd := sender.New(sender.Options{Timeout: cfg.Timeout, MaxResponseBytes: cfg.MaxResponseBytes, Allow: allow,
-		WrapTransport: telemetry.HTTPClientTransport})
+		StartSpan: telemetry.StartClientSpan})
 	w, err := NewWorker(cfg, reg, box, snd, log, opts...)
 	if err != nil {
 		return err

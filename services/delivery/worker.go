@@ -102,7 +102,12 @@ func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender
 		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, m map[string][]int32) {
 			// Let requests already sent finish and be recorded (up to DrainTimeout), so the next
 			// owner neither repeats them nor waits for them; queued ones are left to it.
-			w.quiesce(m[topic], w.cfg.DrainTimeout)
+			// When stopping, Run's drain has already waited its DrainTimeout.
+			limit := w.cfg.DrainTimeout
+			if w.stopping.Load() {
+				limit = 0
+			}
+			w.quiesce(m[topic], limit)
 			w.commit(ctx, cl)
 			w.tr.drop(m[topic])
 		}),
@@ -321,6 +326,9 @@ func (w *Worker) attempt(ctx context.Context, t *task) {
 	a := &pb.Attempt{AttemptId: newAttemptID(), DeliveryId: d.DeliveryId, EventId: d.EventId, WebhookId: d.WebhookId,
 		ProjectId: d.ProjectId, EventType: d.EventType, Attempt: d.Attempt, Tier: d.Tier, StartedAtMs: start.UnixMilli(),
 		Worker: w.name, Test: d.Test, RequestBody: d.Body}
+	if sc := t.span.SpanContext(); sc.HasTraceID() {
+		a.TraceId = sc.TraceID().String() // the attempt log links to the event's trace
+	}
 	wh := w.reg.Webhook(d.WebhookId)
 	var out *pb.Outcome
 	switch {

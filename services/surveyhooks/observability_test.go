@@ -326,4 +326,6 @@ func TestNoSecretOrAPIKeyReachesTheLogsOrTheAttemptLog(t *testing.T) {
 	require.NotContains(t, logs.String(), "customer-token-4c6f", "custom header values never reach the logs")
 	require.NotEmpty(t, logs.String(), "the services logged (at debug level) while this ran")
 	require.Contains(t, detail.String(), "request_headers", "the attempt details were read")
+	require.Regexp(t, `"trace_id":"[0-9a-f]{32}"`, detail.String(), "each attempt links to its trace")
+	require.True(t, strings.Contains(detail.String(), `"Traceparent":"00-`), "the attempt log shows the traceparent the subscriber got")
 }
