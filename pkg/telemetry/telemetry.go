@@ -45,6 +45,7 @@ type Telemetry struct {
 	registry   *prometheus.Registry
 	propagator propagation.TextMapPropagator
 	exporting  bool
+	recording  bool // spans are recorded (exported somewhere or sampled by OTEL_TRACES_SAMPLER)
 
 	lagMu sync.Mutex
 	lag   []lagSource
@@ -116,7 +117,8 @@ func Setup(ctx context.Context, service string, opts ...Option) (*Telemetry, err
 	for _, e := range o.exporters {
 		tpOpts = append(tpOpts, sdktrace.WithSyncer(e))
 	}
-	if exp == nil && len(o.exporters) == 0 && os.Getenv("OTEL_TRACES_SAMPLER") == "" {
+	recording := exp != nil || len(o.exporters) > 0 || os.Getenv("OTEL_TRACES_SAMPLER") != ""
+	if !recording {
 		// Nobody reads the spans: keep their ids (trace context still propagates to Kafka
 		// headers, webhooks and logs) but do not record them, which is most of their cost. A
 		// sampled parent from upstream is still honoured.
@@ -140,6 +142,7 @@ func Setup(ctx context.Context, service string, opts ...Option) (*Telemetry, err
 		registry:   reg,
 		propagator: Propagator(),
 		exporting:  exp != nil,
+		recording:  recording,
 	}
 	if t.metrics, err = NewMetrics(mp); err != nil {
 		_ = t.Shutdown(ctx)

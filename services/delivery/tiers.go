@@ -144,8 +144,10 @@ func (r *Releaser) release(ctx context.Context) (time.Time, error) {
 				}
 				break
 			}
-			out = append(out, &kgo.Record{Topic: r.cfg.Kafka.Topics.Deliveries, Key: recs[i].Key, Value: recs[i].Value,
-				Headers: slices.Clone(recs[i].Headers), Context: telemetry.RecordContext(context.Background(), recs[i])})
+			rec := &kgo.Record{Topic: r.cfg.Kafka.Topics.Deliveries, Key: recs[i].Key, Value: recs[i].Value,
+				Headers: slices.Clone(recs[i].Headers)}
+			telemetry.Continue(rec, recs[i])
+			out = append(out, rec)
 		}
 		if i > 0 {
 			commit = append(commit, recs[i-1])

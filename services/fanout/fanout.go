@@ -155,8 +155,9 @@ func (f *FanOut) fanOut(r *kgo.Record, reg *registry.Registry, now int64, produc
 		v, _ := proto.Marshal(d)
 		// Each delivery continues the event's trace: its own copy of the headers (the tracer
 		// rewrites traceparent in place) and the event's receive span as parent.
-		produce(&kgo.Record{Topic: f.cfg.Kafka.Topics.Deliveries, Key: []byte(wh.Id), Value: v,
-			Headers: slices.Clone(r.Headers), Context: telemetry.RecordContext(context.Background(), r)})
+		out := &kgo.Record{Topic: f.cfg.Kafka.Topics.Deliveries, Key: []byte(wh.Id), Value: v, Headers: slices.Clone(r.Headers)}
+		telemetry.Continue(out, r)
+		produce(out)
 		matched++
 	}
 	if matched == 0 {

@@ -64,7 +64,7 @@ func (in *Ingest) consume(ctx context.Context) error {
 					pending.previews++
 				default:
 					pending.records++
-					claim.Context = telemetry.RecordContext(context.Background(), r)
+					telemetry.Continue(claim, r)
 					produce(claim)
 				}
 			}

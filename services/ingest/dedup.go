@@ -171,8 +171,10 @@ func (d *dedup) handle(ctx context.Context, recs []*kgo.Record, produce func(*kg
 		d.pending[r.Partition] = append(d.pending[r.Partition], seen{k, ms})
 		d.pendingAt[k] = ms
 		d.forwarded++
-		produce(&kgo.Record{Topic: d.cfg.Kafka.Topics.Events, Key: kafka.Header(r, hdrEventsKey),
-			Value: r.Value, Headers: carried(r.Headers), Context: telemetry.RecordContext(context.Background(), r)})
+		ev := &kgo.Record{Topic: d.cfg.Kafka.Topics.Events, Key: kafka.Header(r, hdrEventsKey),
+			Value: r.Value, Headers: carried(r.Headers)}
+		telemetry.Continue(ev, r)
+		produce(ev)
 		produce(d.verdict(r, verdictAccepted))
 	}
 	return nil

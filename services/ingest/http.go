@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
@@ -87,12 +88,7 @@ func (in *Ingest) accept(r *http.Request) (int, *accepted, error) {
 	if herr != nil {
 		return 0, nil, herr
 	}
-	var traceHdrs []kgo.RecordHeader
-	for _, h := range traceHeaders {
-		if v := r.Header.Get(h); v != "" {
-			traceHdrs = append(traceHdrs, kgo.RecordHeader{Key: h, Value: []byte(v)})
-		}
-	}
+	traceHdrs := requestTrace(r)
 	out := &accepted{EventIDs: make([]string, len(evs))}
 	var (
 		claims []*kgo.Record
@@ -194,4 +190,25 @@ func (in *Ingest) catchUp(ctx context.Context) {
 	case <-ch:
 	case <-ctx.Done():
 	}
+}
+
+// requestTrace is the trace context the request's events carry on: the server span's when the
+// handler is traced (the claims' own publish spans then replace it when kotel traces records),
+// else whatever trace headers the caller sent.
+func requestTrace(r *http.Request) []kgo.RecordHeader {
+	var out []kgo.RecordHeader
+	if trace.SpanContextFromContext(r.Context()).IsValid() {
+		c := propagation.MapCarrier{}
+		propagation.TraceContext{}.Inject(r.Context(), c)
+		for k, v := range c {
+			out = append(out, kgo.RecordHeader{Key: k, Value: []byte(v)})
+		}
+		return out
+	}
+	for _, h := range traceHeaders {
+		if v := r.Header.Get(h); v != "" {
+			out = append(out, kgo.RecordHeader{Key: h, Value: []byte(v)})
+		}
+	}
+	return out
 }

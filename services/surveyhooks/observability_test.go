@@ -329,3 +329,57 @@ func TestNoSecretOrAPIKeyReachesTheLogsOrTheAttemptLog(t *testing.T) {
 	require.Regexp(t, `"trace_id":"[0-9a-f]{32}"`, detail.String(), "each attempt links to its trace")
 	require.True(t, strings.Contains(detail.String(), `"Traceparent":"00-`), "the attempt log shows the traceparent the subscriber got")
 }
+
+func TestWithoutAnExporterTheProducersTraceStillReachesTheWebhook(t *testing.T) {
+	for _, k := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_EXPORTER", "OTEL_TRACES_SAMPLER"} {
+		t.Setenv(k, "")
+	}
+	tel, err := telemetry.Setup(context.Background(), "surveyhooks") // nothing recorded: no span hooks on Kafka
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	p := startInProcess(t, tel, io.Discard, false)
+
+	rc := &traceReceiver{}
+	srv := httptest.NewServer(rc)
+	t.Cleanup(srv.Close)
+	project := call(t, "POST", p.api+"/v1/projects", p.admin, map[string]any{"name": "Acme"}, 201)
+	apiKey, projectID := project["api_key"].(string), project["id"].(string)
+	call(t, "POST", p.api+"/v1/webhooks", apiKey, map[string]any{"name": "crm", "url": srv.URL + "/hook",
+		"events": []string{"nps.scored"}}, 201)
+
+	// A survey platform that traces its own producer sends the event to Kafka with its traceparent.
+	const producerTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	cl, err := kafka.NewClient(p.kcfg)
+	require.NoError(t, err)
+	defer cl.Close()
+	v, _ := json.Marshal(map[string]any{"project_id": projectID, "event_id": "k-traced-1", "event_type": "nps.scored",
+		"user": map[string]any{"id": "u1"}, "nps": map[string]any{"score": 10}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, cl.ProduceSync(ctx, &kgo.Record{Topic: p.kcfg.Topics.SurveyEvents, Key: []byte(projectID), Value: v,
+		Headers: []kgo.RecordHeader{{Key: "traceparent", Value: []byte("00-" + producerTrace + "-00f067aa0ba902b7-01")}}}).FirstErr())
+	require.Eventually(t, func() bool { return rc.n() == 1 }, 60*time.Second, 20*time.Millisecond, "the event should be delivered")
+
+	// And one over HTTP: a trace of its own starts at ingest and reaches the webhook.
+	call(t, "POST", p.ingest+"/v1/events", apiKey, map[string]any{"event_type": "nps.scored",
+		"user": map[string]any{"id": "u2"}, "nps": map[string]any{"score": 1}}, 202)
+	require.Eventually(t, func() bool { return rc.n() == 2 }, 60*time.Second, 20*time.Millisecond, "the event should be delivered")
+
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	byBody := map[string]string{}
+	for i, b := range rc.bodies {
+		byBody[b] = rc.parent[i]
+	}
+	for body, tp := range byBody {
+		parts := strings.Split(tp, "-")
+		require.Len(t, parts, 4, "every webhook carries a traceparent, got %q", tp)
+		require.Regexp(t, `^[0-9a-f]{32}$`, parts[1])
+		require.NotEqual(t, strings.Repeat("0", 32), parts[1])
+		if strings.Contains(body, "k-traced-1") {
+			require.Equal(t, producerTrace, parts[1], "the producer's trace continues to the subscriber")
+		} else {
+			require.NotEqual(t, producerTrace, parts[1])
+		}
+	}
+}
