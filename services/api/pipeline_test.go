@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -257,4 +258,36 @@ func TestGoneEndpointIsDisabledVisiblyAndReenablingClearsTheReason(t *testing.T)
 		reqs := rc.withID("msg_gone")
 		return len(reqs) == 2
 	}, 10*time.Second, 20*time.Millisecond)
+}
+
+func TestConcurrentSendTestsEachGetTheirOwnAttempt(t *testing.T) {
+	s := startStack(t, withDelivery())
+	rc := newReceiver(t, http.StatusOK)
+	_, key := s.project("Acme")
+	var ids []string
+	for i := range 3 {
+		ids = append(ids, s.webhook(key, map[string]any{"name": fmt.Sprint("wh", i), "url": rc.URL + "/hook"}).str("id"))
+	}
+	// Rounds of overlapping calls: the attempt reader resumes for the first waiter of a round and
+	// pauses after the last, and no call may miss its attempt across those switches.
+	for round := range 3 {
+		var wg sync.WaitGroup
+		results := make([]reply, 6)
+		for i := range results {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i] = s.do("POST", "/v1/webhooks/"+ids[i%len(ids)]+"/test", key, nil)
+			}()
+		}
+		wg.Wait()
+		seen := map[string]bool{}
+		for _, r := range results {
+			require.Equal(t, http.StatusOK, r.status, "round %d: %s", round, r)
+			require.Equal(t, "success", r.str("outcome"), "round %d: %s", round, r)
+			require.False(t, seen[r.str("attempt_id")], "each call gets its own attempt")
+			seen[r.str("attempt_id")] = true
+			require.Len(t, rc.withID(r.str("delivery_id")), 1)
+		}
+	}
 }

@@ -23,37 +23,29 @@ import (
 // waiting for its delivery id. Send Test goes through the real pipeline — the same worker,
 // signatures, guard and attempt log as any delivery — rather than a side channel. No consumer
 // group: every API process reads every partition, so whichever process took the call sees the
-// answer.
+// answer. It fetches only while a call waits: reading the whole attempt firehose to find the rare
+// test attempt cost the API a constant share of a core under load.
 type testWaiters struct {
-	cl  *kgo.Client
-	log *slog.Logger
-	mu  sync.Mutex
-	w   map[string]chan *pb.Attempt
+	cl    *kgo.Client
+	adm   *kadm.Client
+	topic string
+	log   *slog.Logger
+
+	active sync.Mutex // serialises pausing and resuming
+	mu     sync.Mutex
+	w      map[string]chan *pb.Attempt
 }
 
-// newTestWaiters starts reading at the topic's end offsets as listed now, rather than at "the end"
-// whenever the first fetch happens: an attempt written after Run started listening is never missed.
-func newTestWaiters(ctx context.Context, cfg kafka.Config, log *slog.Logger) (*testWaiters, error) {
+// newTestWaiters builds the reader, paused until a Send Test waits.
+func newTestWaiters(_ context.Context, cfg kafka.Config, log *slog.Logger) (*testWaiters, error) {
 	topic := cfg.Topics.Attempts
-	admCl, err := kafka.NewClient(cfg)
+	cl, err := kafka.NewClient(cfg, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()),
+		kgo.FetchMaxWait(50*time.Millisecond))
 	if err != nil {
 		return nil, err
 	}
-	ends, err := kadm.NewClient(admCl).ListEndOffsets(ctx, topic)
-	admCl.Close()
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("listing end offsets of %s: %w", topic, err)
-	}
-	start := map[string]map[int32]kgo.Offset{topic: {}}
-	ends.Each(func(o kadm.ListedOffset) { start[topic][o.Partition] = kgo.NewOffset().At(o.Offset) })
-	cl, err := kafka.NewClient(cfg, kgo.ConsumePartitions(start), kgo.FetchMaxWait(50*time.Millisecond))
-	if err != nil {
-		return nil, err
-	}
-	return &testWaiters{cl: cl, log: log, w: map[string]chan *pb.Attempt{}}, nil
+	cl.PauseFetchTopics(topic)
+	return &testWaiters{cl: cl, adm: kadm.NewClient(cl), topic: topic, log: log, w: map[string]chan *pb.Attempt{}}, nil
 }
 
 func (t *testWaiters) run(ctx context.Context) error {
@@ -88,17 +80,43 @@ func (t *testWaiters) run(ctx context.Context) error {
 	}
 }
 
-// expect registers interest in the attempt of delivery id; call the returned func when done.
-func (t *testWaiters) expect(id string) (<-chan *pb.Attempt, func()) {
+// expect registers interest in the attempt of delivery id; call the returned func when done. The
+// first waiter moves the reader to the topic's end offsets as listed now and resumes it: the test
+// delivery is produced after expect returns, so its attempt lands beyond them.
+func (t *testWaiters) expect(ctx context.Context, id string) (<-chan *pb.Attempt, func(), error) {
 	ch := make(chan *pb.Attempt, 1)
+	t.active.Lock()
+	defer t.active.Unlock()
+	t.mu.Lock()
+	idle := len(t.w) == 0
+	t.mu.Unlock()
+	if idle {
+		ends, err := t.adm.ListEndOffsets(ctx, t.topic)
+		if err == nil {
+			err = ends.Error()
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("listing end offsets of %s: %w", t.topic, err)
+		}
+		offs := map[int32]kgo.EpochOffset{}
+		ends.Each(func(o kadm.ListedOffset) { offs[o.Partition] = kgo.EpochOffset{Epoch: -1, Offset: o.Offset} })
+		t.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{t.topic: offs})
+		t.cl.ResumeFetchTopics(t.topic)
+	}
 	t.mu.Lock()
 	t.w[id] = ch
 	t.mu.Unlock()
 	return ch, func() {
+		t.active.Lock()
+		defer t.active.Unlock()
 		t.mu.Lock()
 		delete(t.w, id)
+		idle := len(t.w) == 0
 		t.mu.Unlock()
-	}
+		if idle {
+			t.cl.PauseFetchTopics(t.topic)
+		}
+	}, nil
 }
 
 type testOut struct {
@@ -139,10 +157,13 @@ func (s *Server) sendTest(w http.ResponseWriter, r *http.Request, p *pb.Project)
 	if err != nil {
 		return fmt.Errorf("encoding test delivery: %w", err)
 	}
-	ch, done := s.tests.expect(d.DeliveryId)
-	defer done()
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.TestTimeout)
 	defer cancel()
+	ch, done, err := s.tests.expect(ctx, d.DeliveryId)
+	if err != nil {
+		return err
+	}
+	defer done()
 	if err := s.kcl.ProduceSync(ctx, &kgo.Record{Topic: s.cfg.Kafka.Topics.Deliveries, Key: []byte(wh.Id), Value: v}).FirstErr(); err != nil {
 		return fmt.Errorf("queueing test delivery: %w", err)
 	}

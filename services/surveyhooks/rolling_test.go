@@ -173,7 +173,8 @@ func TestServicesReportReadinessAndMetricsAndARollingRestartOfWorkersLosesNothin
 
 	var drains []time.Duration
 	replace := func(old, next string) {
-		require.Eventually(t, func() bool { _, _, inFlight := rc.state(); return inFlight > 0 },
+		// Stop it while requests are in flight (unless everything has arrived already).
+		require.Eventually(t, func() bool { events, _, inFlight := rc.state(); return inFlight > 0 || events == n },
 			30*time.Second, 5*time.Millisecond, "requests should be in flight before %s is stopped", old)
 		err, took := s.terminate(old, 30*time.Second)
 		require.NoError(t, err, "%s should exit 0 after SIGTERM", old)
