@@ -48,6 +48,7 @@ type webhookSpec struct {
 	Transform         string            `json:"transform"`
 	Format            string            `json:"format"`
 	RateLimitPerS     float64           `json:"rate_limit_per_s"`
+	RetryClientErrors bool              `json:"retry_client_errors"`
 	Headers           map[string]string `json:"headers"`
 	// Secret is taken on creation only (rotation has its own endpoint); never part of a stored spec.
 	Secret *string `json:"secret,omitempty"`
@@ -58,7 +59,8 @@ func specOf(wh *pb.Webhook) webhookSpec {
 	return webhookSpec{Name: wh.Name, Description: wh.Description, URL: wh.Url, Events: wh.EventTypes,
 		EventToggles: wh.EventToggles, Enabled: &enabled, UserProperties: wh.UserProperties,
 		CompanyProperties: wh.CompanyProperties, PayloadVersion: wh.PayloadVersion, Filter: wh.Filter,
-		Transform: wh.Transform, Format: wh.Format, RateLimitPerS: wh.RateLimitPerS, Headers: wh.Headers}
+		Transform: wh.Transform, Format: wh.Format, RateLimitPerS: wh.RateLimitPerS, Headers: wh.Headers,
+		RetryClientErrors: wh.RetryClientErrors}
 }
 
 type secretOut struct {
@@ -86,6 +88,7 @@ type webhookOut struct {
 	Transform         string            `json:"transform"`
 	Format            string            `json:"format"`
 	RateLimitPerS     float64           `json:"rate_limit_per_s"`
+	RetryClientErrors bool              `json:"retry_client_errors"`
 	Headers           map[string]string `json:"headers"`
 	Revision          int64             `json:"revision"`
 	CreatedAt         time.Time         `json:"created_at"`
@@ -99,7 +102,7 @@ func (s *Server) view(wh *pb.Webhook) webhookOut {
 		DisabledReason: wh.DisabledReason, Secrets: []secretOut{}, UserProperties: nonNil(wh.UserProperties),
 		CompanyProperties: nonNil(wh.CompanyProperties), PayloadVersion: wh.PayloadVersion, Filter: wh.Filter,
 		Transform: wh.Transform, Format: wh.Format, RateLimitPerS: wh.RateLimitPerS, Headers: wh.Headers,
-		Revision: wh.Revision, CreatedAt: time.UnixMilli(wh.CreatedAtMs).UTC(), UpdatedAt: time.UnixMilli(wh.UpdatedAtMs).UTC()}
+		RetryClientErrors: wh.RetryClientErrors, Revision: wh.Revision, CreatedAt: time.UnixMilli(wh.CreatedAtMs).UTC(), UpdatedAt: time.UnixMilli(wh.UpdatedAtMs).UTC()}
 	if out.EventToggles == nil {
 		out.EventToggles = map[string]bool{}
 	}
@@ -174,6 +177,7 @@ func (s *Server) apply(wh *pb.Webhook, spec webhookSpec) error {
 	wh.Transform = strings.TrimSpace(spec.Transform)
 	wh.Format = spec.Format
 	wh.RateLimitPerS = spec.RateLimitPerS
+	wh.RetryClientErrors = spec.RetryClientErrors
 	wh.Headers = nil
 	if len(spec.Headers) > 0 {
 		wh.Headers = make(map[string]string, len(spec.Headers))

@@ -207,6 +207,12 @@ func TestPatchMergesLikeAJSONMergePatch(t *testing.T) {
 	require.EqualValues(t, 3, got.body["rate_limit_per_s"])
 	require.EqualValues(t, 2, got.body["revision"])
 
+	require.Equal(t, false, got.body["retry_client_errors"], "4xx is permanent unless asked")
+	got = s.must(http.StatusOK, "PATCH", path, key, map[string]any{"retry_client_errors": true})
+	require.Equal(t, true, got.body["retry_client_errors"])
+	got = s.must(http.StatusOK, "PATCH", path, key, map[string]any{"retry_client_errors": nil})
+	require.Equal(t, false, got.body["retry_client_errors"])
+
 	got = s.must(http.StatusOK, "PATCH", path, key, map[string]any{"user_properties": nil, "rate_limit_per_s": nil,
 		"event_toggles": nil, "events": []string{"survey.completed"}})
 	require.Equal(t, []any{}, got.body["user_properties"])
@@ -220,15 +226,15 @@ func TestPatchMergesLikeAJSONMergePatch(t *testing.T) {
 	require.Equal(t, "url", s.must(http.StatusBadRequest, "PATCH", path, key, map[string]any{"url": nil}).errField())
 	require.Equal(t, "rate_limit_per_s", s.must(http.StatusBadRequest, "PATCH", path, key, map[string]any{"rate_limit_per_s": "fast"}).errField())
 	after := s.must(http.StatusOK, "GET", path, key, nil)
-	require.EqualValues(t, 3, after.body["revision"])
+	require.EqualValues(t, 5, after.body["revision"])
 	require.Equal(t, "https://example.com/h", after.str("url"))
-	require.EqualValues(t, 3, s.must(http.StatusOK, "PATCH", path, key, map[string]any{}).body["revision"], "an empty patch changes nothing")
-	require.EqualValues(t, 3, s.must(http.StatusOK, "PATCH", path, key, map[string]any{"url": "https://example.com/h"}).body["revision"])
+	require.EqualValues(t, 5, s.must(http.StatusOK, "PATCH", path, key, map[string]any{}).body["revision"], "an empty patch changes nothing")
+	require.EqualValues(t, 5, s.must(http.StatusOK, "PATCH", path, key, map[string]any{"url": "https://example.com/h"}).body["revision"])
 
 	// The topic holds what the API answered.
 	wh := decode(t, s.lastRecord(s.cfg.Kafka.Topics.Webhooks, id, func(r *kgo.Record) bool {
 		w := &pb.Webhook{}
-		return proto.Unmarshal(r.Value, w) == nil && w.Revision == 3
+		return proto.Unmarshal(r.Value, w) == nil && w.Revision == 5
 	}).Value, &pb.Webhook{})
 	require.Equal(t, []string{"survey.completed"}, wh.EventTypes)
 	require.Equal(t, map[string]string{"X-B": "2", "X-C": "3"}, wh.Headers)

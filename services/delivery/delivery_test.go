@@ -241,6 +241,21 @@ func TestPermanentAndGoneAreNotRetriedAndGoneDisablesTheWebhook(t *testing.T) {
 	require.EqualValues(t, 1, n410.Load())
 }
 
+func TestClientErrorsAreRetriedWhenTheWebhookAsksForIt(t *testing.T) {
+	h := newHarness(t, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}, nil)
+	var n400 atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { n400.Add(1); w.WriteHeader(400) }))
+	defer srv.Close()
+	h.webhook("wh_segmanta", srv.URL, func(w *pb.Webhook) { w.RetryClientErrors = true })
+	h.start()
+	h.deliver("wh_segmanta", 1, "s")
+	dead := collect(h, h.cfg.Kafka.Topics.Dead, func() *pb.Delivery { return &pb.Delivery{} },
+		func(d []*pb.Delivery) bool { return len(d) == 1 })
+	require.EqualValues(t, 3, n400.Load(), "the first attempt and one per retry tier, then the dead letter")
+	require.Equal(t, pb.OutcomeClass_OUTCOME_CLASS_HTTP_PERMANENT, dead[0].LastOutcome.Class, "the outcome still says what the endpoint answered")
+	require.EqualValues(t, 3, dead[0].Attempt)
+}
+
 func TestBlockedDestinationIsPermanent(t *testing.T) {
 	h := newHarness(t, []time.Duration{100 * time.Millisecond}, func(c *delivery.Config) { c.AllowDestinations = "" })
 	h.webhook("wh_ssrf", "http://0x7f000001:8080/")

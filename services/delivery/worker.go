@@ -374,6 +374,9 @@ func (w *Worker) attempt(ctx context.Context, t *task) {
 			return
 		}
 		out = sender.Classify(res, time.Now())
+		if wh.RetryClientErrors && out.Class == pb.OutcomeClass_OUTCOME_CLASS_HTTP_PERMANENT && !d.Test {
+			out.Disposition = pb.Disposition_DISPOSITION_RETRY // the webhook asked for 4xx to be retried
+		}
 		a.LatencyUs = res.Latency.Microseconds()
 		a.RequestHeaders = redact(res.RequestHeaders)
 		a.ResponseHeaders = redact(res.ResponseHeaders)
