@@ -119,6 +119,26 @@ func startInProcess(t *testing.T, tel *telemetry.Telemetry, logs io.Writer, with
 	return p
 }
 
+// setupTelemetry is what service.Serve sets up, with opts (an in-memory exporter) added.
+func setupTelemetry(t *testing.T, opts ...telemetry.Option) *telemetry.Telemetry {
+	t.Helper()
+	tel, err := telemetry.Setup(context.Background(), "surveyhooks", opts...)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	return tel
+}
+
+// startWithReceiver starts everything in process and a subscriber endpoint that keeps each
+// request's traceparent.
+func startWithReceiver(t *testing.T, tel *telemetry.Telemetry) (*inProcess, *traceReceiver, string) {
+	t.Helper()
+	p := startInProcess(t, tel, io.Discard, false)
+	rc := &traceReceiver{}
+	srv := httptest.NewServer(rc)
+	t.Cleanup(srv.Close)
+	return p, rc, srv.URL
+}
+
 // traceReceiver answers 200 and keeps each request's traceparent and body.
 type traceReceiver struct {
 	mu     sync.Mutex
@@ -142,17 +162,10 @@ func (rc *traceReceiver) n() int {
 
 func TestOneTraceFollowsAnEventFromIngestThroughKafkaToTheSubscriber(t *testing.T) {
 	exp := tracetest.NewInMemoryExporter()
-	tel, err := telemetry.Setup(context.Background(), "surveyhooks", telemetry.WithSpanExporter(exp))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
-	p := startInProcess(t, tel, io.Discard, false)
-
-	rc := &traceReceiver{}
-	srv := httptest.NewServer(rc)
-	t.Cleanup(srv.Close)
+	p, rc, url := startWithReceiver(t, setupTelemetry(t, telemetry.WithSpanExporter(exp)))
 	project := call(t, "POST", p.api+"/v1/projects", p.admin, map[string]any{"name": "Acme"}, 201)
 	apiKey := project["api_key"].(string)
-	call(t, "POST", p.api+"/v1/webhooks", apiKey, map[string]any{"name": "crm", "url": srv.URL + "/hook",
+	call(t, "POST", p.api+"/v1/webhooks", apiKey, map[string]any{"name": "crm", "url": url + "/hook",
 		"events": []string{"nps.scored"}}, 201)
 	call(t, "POST", p.ingest+"/v1/events", apiKey, map[string]any{"event_id": "traced-1", "event_type": "nps.scored",
 		"user": map[string]any{"id": "u1"}, "nps": map[string]any{"score": 4}}, 202)
@@ -236,10 +249,7 @@ func findSpan(t *testing.T, byID map[string]tracetest.SpanStub, name string) str
 func TestNoSecretOrAPIKeyReachesTheLogsOrTheAttemptLog(t *testing.T) {
 	var logs syncBuffer
 	exp := tracetest.NewInMemoryExporter()
-	tel, err := telemetry.Setup(context.Background(), "surveyhooks", telemetry.WithSpanExporter(exp))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
-	p := startInProcess(t, tel, &logs, true)
+	p := startInProcess(t, setupTelemetry(t, telemetry.WithSpanExporter(exp)), &logs, true)
 
 	rc := &traceReceiver{}
 	srv := httptest.NewServer(rc)
@@ -334,17 +344,10 @@ func TestWithoutAnExporterTheProducersTraceStillReachesTheWebhook(t *testing.T) 
 	for _, k := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_EXPORTER", "OTEL_TRACES_SAMPLER"} {
 		t.Setenv(k, "")
 	}
-	tel, err := telemetry.Setup(context.Background(), "surveyhooks") // nothing recorded: no span hooks on Kafka
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
-	p := startInProcess(t, tel, io.Discard, false)
-
-	rc := &traceReceiver{}
-	srv := httptest.NewServer(rc)
-	t.Cleanup(srv.Close)
+	p, rc, url := startWithReceiver(t, setupTelemetry(t)) // nothing recorded: no span hooks on Kafka
 	project := call(t, "POST", p.api+"/v1/projects", p.admin, map[string]any{"name": "Acme"}, 201)
 	apiKey, projectID := project["api_key"].(string), project["id"].(string)
-	call(t, "POST", p.api+"/v1/webhooks", apiKey, map[string]any{"name": "crm", "url": srv.URL + "/hook",
+	call(t, "POST", p.api+"/v1/webhooks", apiKey, map[string]any{"name": "crm", "url": url + "/hook",
 		"events": []string{"nps.scored"}}, 201)
 
 	// A survey platform that traces its own producer sends the event to Kafka with its traceparent.
