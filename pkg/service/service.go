@@ -93,12 +93,17 @@ func Serve(name string, log *slog.Logger, run func(ctx context.Context, opts ...
 		}()
 		log.Info("ops server listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz")
 	}
+	finished := make(chan struct{})
 	go func() {
-		<-ctx.Done()
-		ready.Drain()
-		log.Info("stopping: draining in-flight work")
+		select {
+		case <-ctx.Done():
+			ready.Drain()
+			log.Info("stopping: draining in-flight work")
+		case <-finished:
+		}
 	}()
 	err = run(ctx, WithTelemetry(tel), WithReadiness(ready))
+	close(finished)
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
