@@ -20,6 +20,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 )
 
@@ -170,10 +172,17 @@ func renderK8s(t *testing.T) (kustomization, manifests) {
 	require.Equal(t, "kustomize.config.k8s.io/v1beta1", k.APIVersion)
 	require.Equal(t, "Kustomization", k.Kind)
 	m := manifests{configMaps: map[string]corev1.ConfigMap{}, secrets: map[string]corev1.Secret{}, deployments: map[string]appsv1.Deployment{}}
-	for _, r := range k.Resources {
-		for i, doc := range splitDocs(readFile(t, "k8s", r)) {
-			decodeObject(t, r+"#"+strconv.Itoa(i), doc, &m)
-		}
+	// Render the directory with kustomize itself, as `kubectl apply -k deploy/k8s` does, and check
+	// what it produces (namespace applied, every resource parsed by kustomize first).
+	resMap, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), filepath.Join(".", "k8s"))
+	require.NoError(t, err, "kustomize build deploy/k8s")
+	rendered, err := resMap.AsYaml()
+	require.NoError(t, err)
+	for i, doc := range splitDocs(rendered) {
+		decodeObject(t, "kustomize build#"+strconv.Itoa(i), doc, &m)
+	}
+	for _, d := range m.deployments {
+		require.Equal(t, "surveyhooks", d.Namespace, "kustomize puts %s in the surveyhooks namespace", d.Name)
 	}
 	for i, doc := range splitDocs(readFile(t, "k8s", "secret.example.yaml")) {
 		decodeObject(t, "secret.example.yaml#"+strconv.Itoa(i), doc, &m)
