@@ -28,10 +28,23 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/signature"
 )
 
-// binaries builds every service's command once per test run.
+// binaries builds every service's command once per test binary run (the end-to-end tests share
+// them); TestMain removes them.
 func binaries(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
+	dir, err := buildOnce()
+	require.NoError(t, err)
+	return dir
+}
+
+var binDir string
+
+var buildOnce = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "surveyhooks-bin-")
+	if err != nil {
+		return "", err
+	}
+	binDir = dir
 	for _, pkg := range []string{
 		"github.com/surveyhooks/surveyhooks/services/surveyhooks/cmd/surveyhooks",
 		"github.com/surveyhooks/surveyhooks/services/ingest/cmd/ingest",
@@ -40,10 +53,19 @@ func binaries(t *testing.T) string {
 		"github.com/surveyhooks/surveyhooks/services/sink/cmd/sink",
 		"github.com/surveyhooks/surveyhooks/services/api/cmd/api",
 	} {
-		out, err := exec.Command("go", "build", "-o", dir+"/", pkg).CombinedOutput()
-		require.NoError(t, err, "building %s: %s", pkg, out)
+		if out, err := exec.Command("go", "build", "-o", dir+"/", pkg).CombinedOutput(); err != nil {
+			return "", fmt.Errorf("building %s: %v: %s", pkg, err, out)
+		}
 	}
-	return dir
+	return dir, nil
+})
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+	os.Exit(code)
 }
 
 func freeAddr(t *testing.T) string {
