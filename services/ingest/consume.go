@@ -33,12 +33,16 @@ const (
 // `ingest-accepted`, a counted preview, or a record on `survey-events-rejected` — together with
 // its offset commit, so none is lost or handled twice.
 func (in *Ingest) consume(ctx context.Context) error {
-	var pending struct{ records, previews, rejected int64 }
+	var pending struct {
+		records, previews, rejected int64
+		reasons                     map[string]int // rejected records by error code, for the metric
+	}
 	loop := &kafka.TxnLoop{
 		Config: in.cfg.Kafka, Group: in.cfg.Group, Topics: []string{in.cfg.Kafka.Topics.SurveyEvents}, Logger: in.log,
 		Opts: []kgo.Opt{kgo.ProducerBatchMaxBytes(producerBatchBytes)}, Telemetry: in.deps.Telemetry,
 		Handler: func(ctx context.Context, recs []*kgo.Record, produce func(*kgo.Record)) error {
 			pending.records, pending.previews, pending.rejected = 0, 0, 0
+			clear(pending.reasons)
 			now := time.Now().UnixMilli()
 			caughtUp := false
 			for _, r := range recs {
@@ -58,6 +62,10 @@ func (in *Ingest) consume(ctx context.Context) error {
 				switch {
 				case herr != nil:
 					pending.rejected++
+					if pending.reasons == nil {
+						pending.reasons = map[string]int{}
+					}
+					pending.reasons[herr.Code]++
 					produce(in.rejected(r, herr))
 				case ev.Preview:
 					pending.records++
@@ -77,7 +85,9 @@ func (in *Ingest) consume(ctx context.Context) error {
 				in.stats.Rejected.Add(pending.rejected)
 				m := in.deps.Telemetry.Metrics()
 				m.IngestEvents(context.Background(), int(pending.previews), "preview", "")
-				m.IngestEvents(context.Background(), int(pending.rejected), "rejected", "invalid_record")
+				for code, n := range pending.reasons {
+					m.IngestEvents(context.Background(), n, "rejected", code)
+				}
 			}
 		},
 	}

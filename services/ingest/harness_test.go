@@ -20,6 +20,7 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/config"
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
 	"github.com/surveyhooks/surveyhooks/pkg/secrets"
+	"github.com/surveyhooks/surveyhooks/pkg/service"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 	"github.com/surveyhooks/surveyhooks/services/ingest"
 )
@@ -50,12 +51,12 @@ func testConfig(t testing.TB, kcfg kafka.Config) ingest.Config {
 	return cfg
 }
 
-func start(t testing.TB, cfg ingest.Config) *instance {
+func start(t testing.TB, cfg ingest.Config, opts ...service.Option) *instance {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	go func() { done <- ingest.Run(ctx, cfg, log) }()
+	go func() { done <- ingest.Run(ctx, cfg, log, opts...) }()
 	var once sync.Once
 	in := &instance{addr: cfg.Addr}
 	in.stop = func() {
