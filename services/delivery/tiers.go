@@ -157,6 +157,10 @@ func (r *Releaser) release(ctx context.Context) (time.Time, error) {
 		}
 	}
 	r.mu.Unlock()
+	// Produce and commit outlive a shutdown that starts meanwhile: released but uncommitted
+	// records would be released again by the next owner.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
 	if len(out) > 0 {
 		if err := r.cl.ProduceSync(ctx, out...).FirstErr(); err != nil {
 			return time.Time{}, fmt.Errorf("producing %d due retries: %w", len(out), err)

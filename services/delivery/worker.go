@@ -172,20 +172,26 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.log.Warn("flushing attempt records at shutdown", "err", err)
 	}
 	cancel()
-	w.commit(work, w.cl)
+	// The last commit decides what the next owner repeats: try it a few times.
+	for i := 0; i < 5 && !w.commit(work, w.cl); i++ {
+		time.Sleep(200 * time.Millisecond)
+	}
 	stopWork()
 	<-commitDone
 	w.cl.Close() // leaves the group
 	return nil
 }
 
-func (w *Worker) commit(ctx context.Context, cl *kgo.Client) {
+// commit commits every partition's finished prefix that moved; it reports whether nothing is left
+// to commit (all committed, or nothing had moved).
+func (w *Worker) commit(ctx context.Context, cl *kgo.Client) bool {
 	offs := w.tr.commitable(w.cfg.Kafka.Topics.Deliveries)
 	if offs == nil {
-		return
+		return true
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	ok := false
 	cl.CommitOffsetsSync(cctx, offs, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
 		if err == nil {
 			for _, t := range resp.Topics {
@@ -201,7 +207,9 @@ func (w *Worker) commit(ctx context.Context, cl *kgo.Client) {
 			return
 		}
 		w.tr.committed(offs[w.cfg.Kafka.Topics.Deliveries])
+		ok = true
 	})
+	return ok
 }
 
 func (w *Worker) dispatch(ctx context.Context, r *kgo.Record) {
@@ -451,12 +459,21 @@ func (w *Worker) route(t *task, wh *pb.Webhook, a *pb.Attempt, out *pb.Outcome) 
 	var pending atomic.Int32
 	var failed atomic.Bool
 	pending.Store(int32(len(recs)))
-	for _, r := range recs {
+	var produce func(r *kgo.Record, backoff time.Duration)
+	produce = func(r *kgo.Record, backoff time.Duration) {
 		r.Context = t.ctx // the attempt, retry or dead letter continues the trace
-		w.cl.Produce(context.Background(), r, func(_ *kgo.Record, err error) {
+		w.cl.Produce(context.Background(), r, func(r *kgo.Record, err error) {
 			if err != nil {
+				if !w.stopping.Load() && t.ctx.Err() == nil {
+					// Keep trying: a delivery left unfinished while the worker runs would hold its
+					// partition's committed offset back until the next restart.
+					w.log.WarnContext(t.ctx, "recording attempt failed; trying again", "delivery_id", d.DeliveryId,
+						"topic", r.Topic, "err", err, "in", backoff)
+					time.AfterFunc(backoff, func() { produce(r, min(2*backoff, 5*time.Second)) })
+					return
+				}
 				failed.Store(true)
-				w.log.ErrorContext(t.ctx, "recording attempt failed; the delivery will be redone", "delivery_id", d.DeliveryId, "err", err)
+				w.log.ErrorContext(t.ctx, "recording attempt failed while stopping; the delivery will be redone", "delivery_id", d.DeliveryId, "err", err)
 			}
 			if pending.Add(-1) == 0 {
 				if failed.Load() {
@@ -467,6 +484,9 @@ func (w *Worker) route(t *task, wh *pb.Webhook, a *pb.Attempt, out *pb.Outcome) 
 				}
 			}
 		})
+	}
+	for _, r := range recs {
+		produce(r, 100*time.Millisecond)
 	}
 }
 

@@ -216,7 +216,7 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 		fmt.Sprintf("DELIVERY_PER_ENDPOINT_CONCURRENCY=%d", b.opts.Concurrency),
 		"DELIVERY_TIMEOUT=" + b.opts.IsolationTimeout.String(),
 		"DELIVERY_DRAIN_TIMEOUT=2s",
-		"LOG_LEVEL=warn",
+		"SURVEYHOOKS_LOG_LEVEL=info",
 	}
 	logDir := filepath.Join(tmp, "logs")
 	if err := os.MkdirAll(logDir, 0o700); err != nil {
