@@ -94,6 +94,9 @@ func servedSeries(t *testing.T) map[string]map[string]bool {
 	m.InFlight(ctx, 1)
 	m.SinkBatch(ctx, 10, time.Second)
 	m.IngestEvents(ctx, 1, "rejected", "invalid")
+	stopFanout, err := m.ObserveFanout(func() map[string]int64 { return map[string]int64{"events": 1, "filtered": 1} })
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = stopFanout() })
 	stopTiers, err := m.ObserveRetryTiers(func() []telemetry.TierState { return []telemetry.TierState{{Tier: "1m", Depth: 1}} })
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = stopTiers() })
@@ -202,6 +205,7 @@ func TestDashboardQueriesOnlyMetricsAndLabelsTheServicesServe(t *testing.T) {
 		"surveyhooks_deliveries_total", "surveyhooks_delivery_latency_seconds_bucket", "surveyhooks_deliveries_in_flight",
 		"surveyhooks_retry_tier_depth", "surveyhooks_retry_tier_oldest_age_seconds", "surveyhooks_consumer_lag",
 		"surveyhooks_sink_batch_rows_bucket", "surveyhooks_sink_batch_seconds_bucket", "surveyhooks_ingest_events_total",
+		"surveyhooks_fanout_total",
 	} {
 		require.True(t, seen[name], "the dashboard shows %s", name)
 	}

@@ -22,6 +22,7 @@ const (
 	MetricSinkBatchRows   = "surveyhooks.sink.batch.rows"
 	MetricSinkBatch       = "surveyhooks.sink.batch"
 	MetricIngestEvents    = "surveyhooks.ingest.events"
+	MetricFanout          = "surveyhooks.fanout"
 )
 
 // Attribute keys of the surveyhooks instruments: a small, closed set, so label cardinality stays
@@ -50,6 +51,7 @@ type Metrics struct {
 	sinkBatchRows   metric.Int64Histogram
 	sinkBatch       metric.Float64Histogram
 	ingestEvents    metric.Int64Counter
+	fanout          metric.Int64ObservableCounter
 }
 
 // NewMetrics creates the surveyhooks instruments on mp's meter.
@@ -104,6 +106,12 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 		metric.WithDescription("Events received by ingest, by result and reason.")); err != nil {
 		return nil, instrumentErr(MetricIngestEvents, err)
 	}
+	if m.fanout, err = m.meter.Int64ObservableCounter(MetricFanout,
+		metric.WithUnit("{item}"),
+		metric.WithDescription("Fan-out's running totals by result: events read, deliveries produced, and (event, webhook) "+
+			"pairs or events not sent (unmatched, preview, filtered, filter_error, bad_config, render_error, unreadable).")); err != nil {
+		return nil, instrumentErr(MetricFanout, err)
+	}
 	return m, nil
 }
 
@@ -147,6 +155,24 @@ func (m *Metrics) IngestEvents(ctx context.Context, n int, result, reason string
 	}
 	m.ingestEvents.Add(ctx, int64(n), metric.WithAttributeSet(attribute.NewSet(
 		attribute.String(AttrResult, result), attribute.String(AttrReason, reason))))
+}
+
+// ObserveFanout registers fn to report fan-out's running totals by result each time metrics are
+// collected (the counters cost nothing per event). The returned function unregisters it.
+func (m *Metrics) ObserveFanout(fn func() map[string]int64) (unregister func() error, err error) {
+	if m == nil {
+		return func() error { return nil }, nil
+	}
+	reg, err := m.meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for result, n := range fn() {
+			o.ObserveInt64(m.fanout, n, metric.WithAttributeSet(attribute.NewSet(attribute.String(AttrResult, result))))
+		}
+		return nil
+	}, m.fanout)
+	if err != nil {
+		return nil, fmt.Errorf("registering fan-out callback: %w", err)
+	}
+	return reg.Unregister, nil
 }
 
 // TierState is one retry tier's backlog as the delivery service sees it.

@@ -58,6 +58,15 @@ type Stats struct {
 	RenderErrs atomic.Int64 // (event, webhook) pairs whose body could not be rendered (transform included)
 }
 
+// byResult is Stats as the fan-out metric's series.
+func (s *Stats) byResult() map[string]int64 {
+	return map[string]int64{
+		"events": s.Events.Load(), "deliveries": s.Deliveries.Load(), "unmatched": s.Unmatched.Load(),
+		"preview": s.Previews.Load(), "filtered": s.Filtered.Load() - s.FilterErrs.Load(), "filter_error": s.FilterErrs.Load(),
+		"bad_config": s.BadConfig.Load(), "render_error": s.RenderErrs.Load(), "unreadable": s.Unreadable.Load(),
+	}
+}
+
 // Run fans out until ctx is done.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Option) error {
 	return New(cfg, log, opts...).Run(ctx)
@@ -92,6 +101,11 @@ func (f *FanOut) Run(ctx context.Context) error {
 		return err
 	}
 	reg.OnWebhookChange(f.renderers.forget)
+	unregister, err := f.deps.Telemetry.Metrics().ObserveFanout(f.Stats.byResult)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = unregister() }()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return reg.Run(ctx) })
 	g.Go(func() error {

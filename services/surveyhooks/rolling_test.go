@@ -216,6 +216,9 @@ func TestServicesReportReadinessAndMetricsAndARollingRestartOfWorkersLosesNothin
 	_, m := get("http://" + ops["ingest"] + "/metrics")
 	require.Contains(t, m, `surveyhooks_ingest_events_total{`)
 	require.Contains(t, m, `result="accepted"`)
+	_, m = get("http://" + ops["fanout"] + "/metrics")
+	require.True(t, strings.Contains(m, "surveyhooks_fanout_total{") && strings.Contains(m, `result="deliveries"`),
+		"fan-out reports its results")
 	require.Eventually(t, func() bool {
 		_, m := get("http://" + ops["sink"] + "/metrics")
 		return strings.Contains(m, "surveyhooks_sink_batch_rows_count")
