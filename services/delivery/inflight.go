@@ -115,6 +115,23 @@ func (t *tracker) pending() int {
 	return n
 }
 
+// pendingIn counts unfinished records of the given partitions.
+func (t *tracker) pendingIn(partitions []int32) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, part := range partitions {
+		if p := t.parts[part]; p != nil {
+			for _, e := range p.entries {
+				if !e.done {
+					n++
+				}
+			}
+		}
+	}
+	return n
+}
+
 // drop forgets partitions (revoked or lost).
 func (t *tracker) drop(partitions []int32) {
 	t.mu.Lock()

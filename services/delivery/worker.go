@@ -55,8 +55,9 @@ type Worker struct {
 	secretsMu sync.Mutex
 	secrets   map[string]*openSecrets
 
-	stopping atomic.Bool
-	wg       sync.WaitGroup
+	stopping      atomic.Bool // no more fetching: draining
+	abandonQueued atomic.Bool // the drain timed out: deliveries not yet started are left to the next owner
+	wg            sync.WaitGroup
 
 	// Per partition: a generation that moves when the partition is revoked (a task of an older
 	// generation never starts) and how many started tasks are not yet recorded in Kafka (a
@@ -64,7 +65,6 @@ type Worker struct {
 	partMu  sync.Mutex
 	partGen map[int32]uint64
 	started map[int32]int
-	idle    *sync.Cond
 }
 
 type openSecrets struct {
@@ -90,7 +90,6 @@ func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender
 		tokens: make(chan struct{}, cfg.MaxInFlight), name: "delivery-" + kafka.InstanceID(),
 		secrets: map[string]*openSecrets{}, deps: service.Apply(opts),
 		partGen: map[int32]uint64{}, started: map[int32]int{}}
-	w.idle = sync.NewCond(&w.partMu)
 	topic := cfg.Kafka.Topics.Deliveries
 	joined := w.deps.Ready.Wait("group " + cfg.Group + " joined")
 	hooks := w.deps.Telemetry.KafkaHooks()
@@ -100,9 +99,8 @@ func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender
 		// fan-out writes `deliveries` in transactions: never act on an aborted one.
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, m map[string][]int32) {
-			// Let requests already sent finish and be recorded (up to DrainTimeout), so the next
-			// owner neither repeats them nor waits for them; queued ones are left to it.
-			// When stopping, Run's drain has already waited its DrainTimeout.
+			// Let what this worker fetched from them finish and be recorded (up to DrainTimeout),
+			// so the next owner repeats nothing. When stopping, Run's drain has already waited.
 			limit := w.cfg.DrainTimeout
 			if w.stopping.Load() {
 				limit = 0
@@ -163,6 +161,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	select {
 	case <-drained:
 	case <-time.After(w.cfg.DrainTimeout):
+		w.abandonQueued.Store(true)
 		w.log.Warn("drain timeout: unfinished deliveries will be redone by the next worker", "pending", w.tr.pending())
 	}
 	// The last attempts' records are still being produced: wait for Kafka's acknowledgements
@@ -239,9 +238,11 @@ func (w *Worker) dispatch(ctx context.Context, r *kgo.Record) {
 func (w *Worker) runEndpoint(ctx context.Context, t *task) {
 	defer w.wg.Done()
 	for t != nil {
-		if w.stopping.Load() || !w.begin(t) {
-			// Not started (stopping, or its partition was revoked): leave it unfinished for the
-			// next owner, and release the rest.
+		if w.abandonQueued.Load() || !w.begin(t) {
+			// Not started (the drain timed out, or its partition was revoked): leave it
+			// unfinished for the next owner, and release the rest. A draining worker still runs
+			// the deliveries queued behind a slow endpoint: the committed offset cannot pass one
+			// it leaves, so everything finished after it on the partition would be sent again.
 			w.abandon(t)
 		} else {
 			w.attempt(ctx, t)
@@ -270,31 +271,38 @@ func (w *Worker) end(t *task) {
 	w.partMu.Lock()
 	defer w.partMu.Unlock()
 	w.started[t.partition]--
-	if w.started[t.partition] == 0 {
-		w.idle.Broadcast()
-	}
 }
 
-// quiesce stops new tasks of partitions from starting and waits, up to limit, until their
-// started tasks are recorded.
+// quiesce lets the deliveries of revoked partitions that this worker already fetched finish and
+// be recorded, up to limit, so that their next owner repeats nothing: the ones queued behind a
+// slow endpoint too, since the committed offset cannot pass a delivery left behind. At the limit,
+// those not yet started are left to the next owner and quiesce returns.
 func (w *Worker) quiesce(partitions []int32, limit time.Duration) {
 	deadline := time.Now().Add(limit)
-	timer := time.AfterFunc(limit, func() { w.partMu.Lock(); w.idle.Broadcast(); w.partMu.Unlock() })
-	defer timer.Stop()
-	w.partMu.Lock()
-	defer w.partMu.Unlock()
-	for _, p := range partitions {
-		w.partGen[p]++
+	for w.tr.pendingIn(partitions) > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
 	}
+	w.partMu.Lock()
 	for _, p := range partitions {
-		for w.started[p] > 0 {
-			if time.Now().After(deadline) {
-				w.log.Warn("revoked partition still has deliveries in flight; the next owner may repeat them",
-					"partition", p, "in_flight", w.started[p])
-				return
-			}
-			w.idle.Wait()
+		w.partGen[p]++ // from now on, tasks of these partitions do not start
+	}
+	w.partMu.Unlock()
+	for {
+		w.partMu.Lock()
+		started := 0
+		for _, p := range partitions {
+			started += w.started[p]
 		}
+		w.partMu.Unlock()
+		if started == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			w.log.Warn("revoked partitions still have deliveries in flight; the next owner may repeat them",
+				"partitions", partitions, "in_flight", started, "unfinished", w.tr.pendingIn(partitions))
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
