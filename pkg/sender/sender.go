@@ -35,8 +35,6 @@ type Options struct {
 	Allow            []netip.Prefix // destinations allowed despite the guard
 	UserAgent        string
 	MaxConnsPerHost  int // 0: unlimited
-	// WrapTransport, when set, wraps the pooled transport.
-	WrapTransport func(http.RoundTripper) http.RoundTripper
 	// StartSpan, when set, is called with each request just before it is sent (tracing: it
 	// starts the client span and sets the traceparent header the subscriber and the attempt log
 	// see) and returns the function that ends the span with the outcome.
@@ -75,12 +73,8 @@ func New(opts Options) *Sender {
 		ResponseHeaderTimeout: opts.Timeout,
 		Proxy:                 nil, // a proxy would bypass the dial-time guard
 	}
-	var rt http.RoundTripper = tr
-	if opts.WrapTransport != nil {
-		rt = opts.WrapTransport(tr)
-	}
 	return &Sender{opts: opts, guard: g, client: &http.Client{
-		Transport:     rt,
+		Transport:     tr,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}}
 }

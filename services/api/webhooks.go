@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/surveyhooks/surveyhooks/pkg/envelope"
@@ -301,30 +302,17 @@ func validateHeaders(h map[string]string) error {
 	for k, v := range h {
 		lk := strings.ToLower(k)
 		switch {
-		case !validHeaderName(k):
+		case !httpguts.ValidHeaderFieldName(k):
 			return invalid("headers."+k, "%q is not a valid header name", k)
 		case strings.HasPrefix(lk, "webhook-") || slices.Contains(reservedHeaders, lk):
 			return invalid("headers."+k, "header %q is set by surveyhooks or by HTTP and cannot be configured", k)
 		case len(v) > 4096:
 			return invalid("headers."+k, "header values are at most 4096 characters")
-		case strings.ContainsFunc(v, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }):
+		case !httpguts.ValidHeaderFieldValue(v):
 			return invalid("headers."+k, "header values must not contain control characters")
 		}
 	}
 	return nil
-}
-
-// validHeaderName reports whether name is an RFC 9110 token.
-func validHeaderName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for _, c := range []byte(name) {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return false
-		}
-	}
-	return true
 }
 
 func (s *Server) createWebhook(w http.ResponseWriter, r *http.Request, p *pb.Project) error {

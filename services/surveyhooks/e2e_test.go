@@ -3,8 +3,6 @@ package surveyhooks_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -24,7 +22,6 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
-	"github.com/surveyhooks/surveyhooks/pkg/chtest"
 	"github.com/surveyhooks/surveyhooks/pkg/signature"
 )
 
@@ -92,15 +89,24 @@ type stack struct {
 	logDir string
 }
 
+// start starts the service binary of the same name (kafka: the all-in-one broker).
 func (s *stack) start(name string, extraEnv ...string) {
 	s.t.Helper()
 	bin := name
 	if name == "kafka" {
 		bin = "surveyhooks"
 	}
+	s.startAs(name, bin, extraEnv...)
+}
+
+// startAs starts binary bin as process name (several delivery workers), extraEnv on top of the
+// stack's environment (os/exec keeps the last of duplicate variables).
+func (s *stack) startAs(name, bin string, extraEnv ...string) {
+	s.t.Helper()
 	logPath := filepath.Join(s.logDir, fmt.Sprintf("%s-%d.log", name, time.Now().UnixNano()))
 	f, err := os.Create(logPath)
 	require.NoError(s.t, err)
+	defer f.Close()
 	cmd := exec.Command(filepath.Join(s.bin, bin))
 	cmd.Env = append(append(os.Environ(), s.env...), extraEnv...)
 	cmd.Stdout, cmd.Stderr = f, f
@@ -230,39 +236,23 @@ func TestEventsFromHTTPAndKafkaArriveSignedAndLoggedAcrossAKilledWorker(t *testi
 	if testing.Short() {
 		t.Skip("end-to-end: builds and runs every binary")
 	}
-	chAddr := chtest.Addr(t)
-	db := chtest.Database(t)
-	bin := binaries(t)
-	kafkaAddr, ingestAddr, apiAddr := freeAddr(t), freeAddr(t), freeAddr(t)
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	const admin = "e2e-admin-token-0123456789"
-	s := &stack{t: t, bin: bin, procs: map[string]*proc{}, logDir: t.TempDir(), env: []string{
-		"KAFKA_BROKERS=" + kafkaAddr, "KAFKA_PARTITIONS=3",
-		"SURVEYHOOKS_RETRY_SCHEDULE=1s,2s,3s",
-		"SURVEYHOOKS_KAFKA_LISTEN=" + kafkaAddr, "SURVEYHOOKS_SERVICES=kafka", "SURVEYHOOKS_DATA_DIR=" + t.TempDir(),
-		"INGEST_ADDR=" + ingestAddr, "API_ADDR=" + apiAddr,
-		"SURVEYHOOKS_ADMIN_TOKEN=" + admin, "SURVEYHOOKS_ENCRYPTION_KEY=" + base64.StdEncoding.EncodeToString(key),
-		"SURVEYHOOKS_ALLOW_DESTINATIONS=127.0.0.0/8,::1/128",
-		"CLICKHOUSE_ADDR=" + chAddr, "SINK_CLICKHOUSE_DATABASE=" + db, "API_CLICKHOUSE_DATABASE=" + db,
-		"SINK_FLUSH_INTERVAL=200ms", "SURVEYHOOKS_OPS_ADDR=127.0.0.1:0",
-	}}
-	t.Cleanup(s.stopAll)
+	l := newLifecycle(t)
+	s := l.stack
 	s.start("kafka")
 	for _, name := range []string{"ingest", "fanout", "delivery", "sink", "api"} {
 		s.start(name)
 	}
-	waitHTTP(t, "http://"+ingestAddr+"/healthz")
-	waitHTTP(t, "http://"+apiAddr+"/healthz")
+	waitHTTP(t, l.ingest+"/healthz")
+	waitHTTP(t, l.api+"/healthz")
 
 	rc := &receiver{got: map[string]int{}, ids: map[string]string{}}
 	srv := httptest.NewServer(rc)
 	t.Cleanup(srv.Close)
 
-	project := call(t, "POST", "http://"+apiAddr+"/v1/projects", admin, map[string]any{"name": "Acme"}, 201)
+	project := call(t, "POST", l.api+"/v1/projects", l.admin, map[string]any{"name": "Acme"}, 201)
 	apiKey, projectID := project["api_key"].(string), project["id"].(string)
 	require.NotEmpty(t, apiKey)
-	wh := call(t, "POST", "http://"+apiAddr+"/v1/webhooks", apiKey, map[string]any{
+	wh := call(t, "POST", l.api+"/v1/webhooks", apiKey, map[string]any{
 		"name": "crm", "url": srv.URL + "/hook", "events": []string{"survey.completed", "nps.scored"}}, 201)
 	rc.mu.Lock()
 	rc.secret = wh["secret"].(string)
@@ -270,13 +260,13 @@ func TestEventsFromHTTPAndKafkaArriveSignedAndLoggedAcrossAKilledWorker(t *testi
 	require.True(t, strings.HasPrefix(rc.secret, "whsec_"))
 
 	// One event over HTTP…
-	posted := call(t, "POST", "http://"+ingestAddr+"/v1/events", apiKey, map[string]any{
+	posted := call(t, "POST", l.ingest+"/v1/events", apiKey, map[string]any{
 		"event_type": "survey.completed", "user": map[string]any{"id": "u1"},
 		"survey": map[string]any{"id": "s1", "name": "NPS"}, "response": map[string]any{"id": "r1", "completion": "fully_completed"}}, 202)
 	httpID := posted["event_ids"].([]any)[0].(string)
 
 	// …and one from a survey platform's own Kafka producer (segmentio/kafka-go).
-	w := &kafkago.Writer{Addr: kafkago.TCP(kafkaAddr), Topic: "survey-events", RequiredAcks: kafkago.RequireAll}
+	w := &kafkago.Writer{Addr: kafkago.TCP(l.kafkaAddr), Topic: "survey-events", RequiredAcks: kafkago.RequireAll}
 	defer w.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -292,7 +282,7 @@ func TestEventsFromHTTPAndKafkaArriveSignedAndLoggedAcrossAKilledWorker(t *testi
 	require.Empty(t, rc.bad, "every request must carry both valid signatures")
 	rc.mu.Unlock()
 
-	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{chAddr}, Auth: clickhouse.Auth{Database: db}})
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{l.chAddr}, Auth: clickhouse.Auth{Database: l.db}})
 	require.NoError(t, err)
 	defer conn.Close()
 	rowsFor := func(ids ...string) uint64 {
@@ -318,7 +308,7 @@ func TestEventsFromHTTPAndKafkaArriveSignedAndLoggedAcrossAKilledWorker(t *testi
 				batch = append(batch, map[string]any{"event_id": id, "event_type": "nps.scored",
 					"user": map[string]any{"id": "u-" + id}, "nps": map[string]any{"score": 9}})
 			}
-			call(t, "POST", "http://"+ingestAddr+"/v1/events", apiKey, map[string]any{"events": batch}, 202)
+			call(t, "POST", l.ingest+"/v1/events", apiKey, map[string]any{"events": batch}, 202)
 			time.Sleep(20 * time.Millisecond)
 		}
 	}()

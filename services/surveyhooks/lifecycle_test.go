@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,6 +31,7 @@ import (
 type lifecycle struct {
 	*stack
 	kafkaAddr   string
+	chAddr, db  string // ClickHouse and the test's database
 	ingest, api string // base URLs
 	admin       string
 	opsMu       sync.Mutex
@@ -60,7 +60,7 @@ func newLifecycle(t *testing.T, extraEnv ...string) *lifecycle {
 	}
 	s := &stack{t: t, bin: bin, procs: map[string]*proc{}, logDir: t.TempDir(), env: append(env, extraEnv...)}
 	t.Cleanup(s.stopAll)
-	return &lifecycle{stack: s, kafkaAddr: kafkaAddr, ingest: "http://" + ingestAddr, api: "http://" + apiAddr,
+	return &lifecycle{stack: s, kafkaAddr: kafkaAddr, chAddr: chAddr, db: db, ingest: "http://" + ingestAddr, api: "http://" + apiAddr,
 		admin: admin, ops: map[string]string{}}
 }
 
@@ -69,16 +69,7 @@ func newLifecycle(t *testing.T, extraEnv ...string) *lifecycle {
 func (l *lifecycle) run(name, bin string, extraEnv ...string) string {
 	l.t.Helper()
 	addr := freeAddr(l.t)
-	f, err := os.Create(filepath.Join(l.logDir, fmt.Sprintf("%s-%d.log", name, time.Now().UnixNano())))
-	require.NoError(l.t, err)
-	defer f.Close()
-	cmd := exec.Command(filepath.Join(l.bin, bin))
-	cmd.Env = append(append(append(os.Environ(), l.env...), "SURVEYHOOKS_OPS_ADDR="+addr), extraEnv...)
-	cmd.Stdout, cmd.Stderr = f, f
-	require.NoError(l.t, cmd.Start())
-	l.mu.Lock()
-	l.procs[name] = &proc{name: name, cmd: cmd, log: f.Name()}
-	l.mu.Unlock()
+	l.startAs(name, bin, append([]string{"SURVEYHOOKS_OPS_ADDR=" + addr}, extraEnv...)...)
 	l.opsMu.Lock()
 	l.ops[name] = addr
 	l.opsMu.Unlock()

@@ -1,26 +1,18 @@
 package surveyhooks_test
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/surveyhooks/surveyhooks/pkg/chtest"
 )
 
 // slowReceiver answers every webhook after delay and counts deliveries per event and per
@@ -62,99 +54,36 @@ func (rc *slowReceiver) state() (events, duplicates, inFlight int) {
 	return len(rc.byEvent), duplicates, rc.inFlight
 }
 
-// startAs starts binary bin under another name (a second delivery worker).
-func (s *stack) startAs(name, bin string, extraEnv ...string) {
-	s.t.Helper()
-	logPath := filepath.Join(s.logDir, fmt.Sprintf("%s-%d.log", name, time.Now().UnixNano()))
-	f, err := os.Create(logPath)
-	require.NoError(s.t, err)
-	cmd := exec.Command(filepath.Join(s.bin, bin))
-	cmd.Env = append(append(os.Environ(), s.env...), extraEnv...)
-	cmd.Stdout, cmd.Stderr = f, f
-	require.NoError(s.t, cmd.Start())
-	s.mu.Lock()
-	s.procs[name] = &proc{name: name, cmd: cmd, log: logPath}
-	s.mu.Unlock()
-}
-
-// terminate sends SIGTERM to name and returns its exit error (nil: exit 0) and how long it took.
-func (s *stack) terminate(name string, within time.Duration) (error, time.Duration) {
-	s.t.Helper()
-	s.mu.Lock()
-	p := s.procs[name]
-	delete(s.procs, name)
-	s.mu.Unlock()
-	start := time.Now()
-	require.NoError(s.t, p.cmd.Process.Signal(syscall.SIGTERM))
-	done := make(chan error, 1)
-	go func() { done <- p.cmd.Wait() }()
-	select {
-	case err := <-done:
-		return err, time.Since(start)
-	case <-time.After(within):
-		_ = p.cmd.Process.Kill()
-		s.t.Fatalf("%s did not exit within %s of SIGTERM", name, within)
-		return nil, 0
-	}
-}
-
-func get(url string) (int, string) {
-	resp, err := http.Get(url)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
 func TestServicesReportReadinessAndMetricsAndARollingRestartOfWorkersLosesNothing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts every binary")
 	}
-	bin := binaries(t)
-	chAddr, db := chtest.Addr(t), chtest.Database(t)
-	kafkaAddr, ingestAddr, apiAddr := freeAddr(t), freeAddr(t), freeAddr(t)
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	const admin = "lifecycle-admin-token-0123"
-	s := &stack{t: t, bin: bin, procs: map[string]*proc{}, logDir: t.TempDir(), env: []string{
-		"KAFKA_BROKERS=" + kafkaAddr, "KAFKA_PARTITIONS=4",
-		"SURVEYHOOKS_KAFKA_LISTEN=" + kafkaAddr, "SURVEYHOOKS_SERVICES=kafka", "SURVEYHOOKS_DATA_DIR=" + t.TempDir(),
-		"INGEST_ADDR=" + ingestAddr, "API_ADDR=" + apiAddr,
-		"SURVEYHOOKS_ADMIN_TOKEN=" + admin, "SURVEYHOOKS_ENCRYPTION_KEY=" + base64.StdEncoding.EncodeToString(key),
-		"SURVEYHOOKS_ALLOW_DESTINATIONS=127.0.0.0/8,::1/128",
-		"CLICKHOUSE_ADDR=" + chAddr, "SINK_CLICKHOUSE_DATABASE=" + db, "API_CLICKHOUSE_DATABASE=" + db,
-		"SINK_FLUSH_INTERVAL=200ms", "DELIVERY_DRAIN_TIMEOUT=15s", "DELIVERY_COMMIT_INTERVAL=100ms",
-	}}
-	t.Cleanup(s.stopAll)
+	l := newLifecycle(t, "KAFKA_PARTITIONS=4", "DELIVERY_DRAIN_TIMEOUT=15s", "DELIVERY_COMMIT_INTERVAL=100ms")
 	ops := map[string]string{}
-	s.start("kafka", "SURVEYHOOKS_OPS_ADDR=off")
+	l.start("kafka")
 	for _, name := range []string{"ingest", "fanout", "delivery", "sink", "api"} {
-		ops[name] = freeAddr(t)
-		s.start(name, "SURVEYHOOKS_OPS_ADDR="+ops[name])
+		ops[name] = l.run(name, name)
 	}
 
 	// Every service: alive at once, ready once its consumers joined and it caught up.
 	for name, addr := range ops {
-		require.Eventually(t, func() bool { code, _ := get("http://" + addr + "/healthz"); return code == 200 },
+		require.Eventually(t, func() bool { code, _ := opsGet("http://" + addr + "/healthz"); return code == 200 },
 			30*time.Second, 50*time.Millisecond, "%s /healthz", name)
-		require.Eventually(t, func() bool { code, _ := get("http://" + addr + "/readyz"); return code == 200 },
+		require.Eventually(t, func() bool { code, _ := opsGet("http://" + addr + "/readyz"); return code == 200 },
 			60*time.Second, 100*time.Millisecond, "%s /readyz should turn 200 once it is caught up", name)
 	}
 
 	rc := &slowReceiver{delay: 400 * time.Millisecond, byEvent: map[string]int{}, byMsg: map[string]int{}}
 	srv := httptest.NewServer(rc)
 	t.Cleanup(srv.Close)
-	project := call(t, "POST", "http://"+apiAddr+"/v1/projects", admin, map[string]any{"name": "Acme"}, 201)
+	project := call(t, "POST", l.api+"/v1/projects", l.admin, map[string]any{"name": "Acme"}, 201)
 	apiKey := project["api_key"].(string)
-	call(t, "POST", "http://"+apiAddr+"/v1/webhooks", apiKey, map[string]any{"name": "slow", "url": srv.URL + "/hook",
+	call(t, "POST", l.api+"/v1/webhooks", apiKey, map[string]any{"name": "slow", "url": srv.URL + "/hook",
 		"events": []string{"nps.scored"}}, 201)
 
 	// A second worker joins; events keep arriving while the workers are replaced one by one.
-	ops["delivery-b"] = freeAddr(t)
-	s.startAs("delivery-b", "delivery", "SURVEYHOOKS_OPS_ADDR="+ops["delivery-b"])
-	require.Eventually(t, func() bool { code, _ := get("http://" + ops["delivery-b"] + "/readyz"); return code == 200 },
+	ops["delivery-b"] = l.run("delivery-b", "delivery")
+	require.Eventually(t, func() bool { code, _ := opsGet("http://" + ops["delivery-b"] + "/readyz"); return code == 200 },
 		60*time.Second, 100*time.Millisecond, "the second worker should become ready")
 	const n = 240
 	posted := make(chan struct{})
@@ -166,7 +95,7 @@ func TestServicesReportReadinessAndMetricsAndARollingRestartOfWorkersLosesNothin
 				batch = append(batch, map[string]any{"event_id": fmt.Sprintf("roll-%03d", j), "event_type": "nps.scored",
 					"user": map[string]any{"id": "u"}, "nps": map[string]any{"score": 7}})
 			}
-			call(t, "POST", "http://"+ingestAddr+"/v1/events", apiKey, map[string]any{"events": batch}, 202)
+			call(t, "POST", l.ingest+"/v1/events", apiKey, map[string]any{"events": batch}, 202)
 			time.Sleep(150 * time.Millisecond)
 		}
 	}()
@@ -176,11 +105,10 @@ func TestServicesReportReadinessAndMetricsAndARollingRestartOfWorkersLosesNothin
 		// Stop it while requests are in flight (unless everything has arrived already).
 		require.Eventually(t, func() bool { events, _, inFlight := rc.state(); return inFlight > 0 || events == n },
 			30*time.Second, 5*time.Millisecond, "requests should be in flight before %s is stopped", old)
-		err, took := s.terminate(old, 30*time.Second)
-		require.NoError(t, err, "%s should exit 0 after SIGTERM", old)
-		drains = append(drains, took)
-		ops[next] = freeAddr(t)
-		s.startAs(next, "delivery", "SURVEYHOOKS_OPS_ADDR="+ops[next])
+		st := l.sigterm(old, 30*time.Second)
+		require.Equal(t, 0, st.code, "%s should exit 0 after SIGTERM:\n%s", old, st.logTail)
+		drains = append(drains, st.took)
+		ops[next] = l.run(next, "delivery")
 	}
 	replace("delivery", "delivery-c")
 	replace("delivery-b", "delivery-d")
@@ -197,15 +125,15 @@ func TestServicesReportReadinessAndMetricsAndARollingRestartOfWorkersLosesNothin
 	}
 
 	// The metrics show the traffic; a stopping service says it is not ready.
-	code, metrics := get("http://" + ops["delivery-e"] + "/metrics")
+	code, metrics := opsGet("http://" + ops["delivery-e"] + "/metrics")
 	require.Equal(t, 200, code)
 	require.Contains(t, metrics, "surveyhooks_retry_tier_depth")
 	require.Contains(t, metrics, "go_goroutines")
 	var last string
 	ok := assert.Eventually(t, func() bool {
 		// Whichever of the two running workers owns the webhook's partition counts its deliveries.
-		_, d := get("http://" + ops["delivery-d"] + "/metrics")
-		_, e := get("http://" + ops["delivery-e"] + "/metrics")
+		_, d := opsGet("http://" + ops["delivery-d"] + "/metrics")
+		_, e := opsGet("http://" + ops["delivery-e"] + "/metrics")
 		last = d + e
 		return strings.Contains(last, `surveyhooks_deliveries_total{`) && strings.Contains(last, `outcome="success"`) &&
 			strings.Contains(last, "surveyhooks_delivery_latency_seconds_bucket") && strings.Contains(last, "surveyhooks_consumer_lag{")
@@ -213,14 +141,14 @@ func TestServicesReportReadinessAndMetricsAndARollingRestartOfWorkersLosesNothin
 	if !ok {
 		t.Fatalf("the workers' metrics:\n%s", last)
 	}
-	_, m := get("http://" + ops["ingest"] + "/metrics")
+	_, m := opsGet("http://" + ops["ingest"] + "/metrics")
 	require.Contains(t, m, `surveyhooks_ingest_events_total{`)
 	require.Contains(t, m, `result="accepted"`)
-	_, m = get("http://" + ops["fanout"] + "/metrics")
+	_, m = opsGet("http://" + ops["fanout"] + "/metrics")
 	require.True(t, strings.Contains(m, "surveyhooks_fanout_total{") && strings.Contains(m, `result="deliveries"`),
 		"fan-out reports its results")
 	require.Eventually(t, func() bool {
-		_, m := get("http://" + ops["sink"] + "/metrics")
+		_, m := opsGet("http://" + ops["sink"] + "/metrics")
 		return strings.Contains(m, "surveyhooks_sink_batch_rows_count")
 	}, 20*time.Second, 200*time.Millisecond, "the sink reports its batches")
 }
