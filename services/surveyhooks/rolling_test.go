@@ -124,8 +124,12 @@ func TestServicesReportReadinessAndMetricsAndARollingRestartOfWorkersLosesNothin
 		require.Less(t, d, 16*time.Second, "a drain never outlasts DELIVERY_DRAIN_TIMEOUT by much")
 	}
 
-	// The metrics show the traffic; a stopping service says it is not ready.
-	code, metrics := opsGet("http://" + ops["delivery-e"] + "/metrics")
+	// The metrics show the traffic. The last replacement may still be starting: wait for its
+	// operations server.
+	var code int
+	var metrics string
+	require.Eventually(t, func() bool { code, metrics = opsGet("http://" + ops["delivery-e"] + "/metrics"); return code != 0 },
+		30*time.Second, 50*time.Millisecond, "delivery-e's operations server should answer")
 	require.Equal(t, 200, code)
 	require.Contains(t, metrics, "surveyhooks_retry_tier_depth")
 	require.Contains(t, metrics, "go_goroutines")
