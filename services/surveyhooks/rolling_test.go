@@ -124,8 +124,20 @@ func TestServicesReportReadinessAndMetricsAndARollingRestartOfWorkersLosesNothin
 		require.Less(t, d, 16*time.Second, "a drain never outlasts DELIVERY_DRAIN_TIMEOUT by much")
 	}
 
-	// The metrics show the traffic. The last replacement may still be starting: wait for its
-	// operations server.
+	// The metrics show the traffic. The workers running now may not have delivered anything yet
+	// (their predecessors can finish everything): send a few more events through them.
+	for _, name := range []string{"delivery-d", "delivery-e"} {
+		require.Eventually(t, func() bool { code, _ := opsGet("http://" + ops[name] + "/readyz"); return code == 200 },
+			60*time.Second, 50*time.Millisecond, "%s should become ready", name)
+	}
+	var more []map[string]any
+	for j := range 10 {
+		more = append(more, map[string]any{"event_id": fmt.Sprintf("after-%03d", j), "event_type": "nps.scored",
+			"user": map[string]any{"id": "u"}, "nps": map[string]any{"score": 7}})
+	}
+	call(t, "POST", l.ingest+"/v1/events", apiKey, map[string]any{"events": more}, 202)
+	require.Eventually(t, func() bool { events, _, _ := rc.state(); return events == n+len(more) }, 60*time.Second,
+		50*time.Millisecond, "the events sent after the restart should be delivered")
 	var code int
 	var metrics string
 	require.Eventually(t, func() bool { code, metrics = opsGet("http://" + ops["delivery-e"] + "/metrics"); return code != 0 },
