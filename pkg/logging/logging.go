@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 
 	"go.opentelemetry.io/otel/trace"
 )
@@ -24,19 +23,9 @@ func New(service string) *slog.Logger {
 
 // NewTo is New writing to w at the named level.
 func NewTo(w io.Writer, service, level string) *slog.Logger {
+	// slog's own parser: "debug", "INFO", "warn+2"…; empty means info.
 	var lvl slog.Level
-	known := true
-	switch strings.ToLower(level) {
-	case "", "info":
-	case "debug":
-		lvl = slog.LevelDebug
-	case "warn":
-		lvl = slog.LevelWarn
-	case "error":
-		lvl = slog.LevelError
-	default:
-		known = false
-	}
+	known := level == "" || lvl.UnmarshalText([]byte(level)) == nil
 	h := slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lvl})
 	log := slog.New(traceHandler{h}).With("service", service)
 	if !known {
