@@ -40,6 +40,9 @@ type TxnLoop struct {
 	Telemetry *telemetry.Telemetry
 }
 
+// txnTimeout bounds how long a transaction may stay open (kgo.TransactionTimeout).
+const txnTimeout = 15 * time.Second
+
 // Run polls and processes until ctx is done. A failure of the cluster (a broker restart, a
 // transaction the broker aborted) never ends it: the session that failed is closed and a new one
 // takes its place, under the same transactional id so that the broker aborts whatever the old one
@@ -49,7 +52,13 @@ func (l *TxnLoop) Run(ctx context.Context) error {
 	if log == nil {
 		log = slog.Default()
 	}
+	// A static member's transactional id is as stable as its group instance id: the restarted
+	// process fences its crashed predecessor and aborts the transaction that one left open at
+	// once, instead of every read_committed reader of those partitions waiting out the timeout.
 	txnID := l.Group + "-" + InstanceID()
+	if id := l.Config.Group.InstanceID; id != "" {
+		txnID = l.Group + "-" + id
+	}
 	backoff := 100 * time.Millisecond
 	for {
 		began := time.Now()
@@ -84,7 +93,9 @@ func (e *configError) Error() string { return e.err.Error() }
 func (l *TxnLoop) session(ctx context.Context, log *slog.Logger, txnID string) error {
 	opts := append(baseOpts(l.Config),
 		kgo.TransactionalID(txnID),
-		kgo.TransactionTimeout(30*time.Second),
+		// A crashed process's open transaction holds back read_committed readers of its
+		// partitions until the broker aborts it: keep that short, and far above a batch's time.
+		kgo.TransactionTimeout(txnTimeout),
 		kgo.ConsumerGroup(l.Group),
 		kgo.ConsumeTopics(l.Topics...),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
