@@ -1,8 +1,10 @@
 // Package attemptlog is the delivery log in ClickHouse: the schema (schema.sql, embedded), the
 // batch writer the sink uses and the queries the API serves. Writes go only through batches with
 // explicit column lists (the one insert form clickhouse-go/v2 runs against every ClickHouse from
-// Debian's 18.16 on). Every row carries the Kafka partition and offset it came from, so a sink that
-// restarts can skip what ClickHouse already holds: rows and rollups are never counted twice.
+// Debian's 18.16 on). An attempt's identity is its attempt_id: the sink stores each attempt_id once
+// (StoredAttemptIDs), whether the same attempt reached Kafka twice or a restarted sink reads it again,
+// so rows and rollups never count an attempt twice. Every row also carries the Kafka partition and
+// offset it came from, which lets a restarted sink skip what ClickHouse already holds without asking.
 package attemptlog
 
 import (
@@ -173,6 +175,37 @@ func (s *Store) InsertAttempts(ctx context.Context, attempts []*pb.Attempt, src 
 		return fmt.Errorf("inserting %d attempts: %w", len(attempts), err)
 	}
 	return nil
+}
+
+// StoredAttemptIDs returns which of the attempts' ids the log already holds. It looks only at the
+// days the attempts started on (an attempt's started_at is part of its identity too: every copy of
+// an attempt carries the same one), so it reads a few parts, not the whole table.
+func (s *Store) StoredAttemptIDs(ctx context.Context, attempts []*pb.Attempt) (map[string]bool, error) {
+	out := map[string]bool{}
+	if len(attempts) == 0 {
+		return out, nil
+	}
+	ids := make([]string, 0, len(attempts))
+	lo, hi := attempts[0].StartedAtMs, attempts[0].StartedAtMs
+	for _, a := range attempts {
+		ids = append(ids, a.AttemptId)
+		lo, hi = min(lo, a.StartedAtMs), max(hi, a.StartedAtMs)
+	}
+	rows, err := s.conn.Query(ctx, "SELECT attempt_id FROM "+s.db+`.delivery_attempts
+		WHERE started_at >= ? AND started_at <= ? AND has(?, attempt_id)`,
+		time.UnixMilli(lo).Truncate(time.Second), time.UnixMilli(hi).Truncate(time.Second).Add(time.Second), ids)
+	if err != nil {
+		return nil, fmt.Errorf("reading stored attempt ids: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("reading stored attempt ids: %w", err)
+		}
+		out[id] = true
+	}
+	return out, rows.Err()
 }
 
 const deadColumns = `id, delivery_id, event_id, webhook_id, project_id, event_type, attempt, outcome, status_code, error,

@@ -37,7 +37,9 @@ func Specs(t Topics, retry []time.Duration) []TopicSpec {
 }
 
 // EnsureTopics creates every topic of Specs that does not exist yet. Existing topics are left as
-// they are. It is safe to call from every service at start.
+// they are. It then reads the topics' max.message.bytes: every client built from a Config with
+// the same brokers afterwards keeps its batches below it. It is safe to call from every service at
+// start, and each does before building its clients.
 func EnsureTopics(ctx context.Context, cfg Config) error {
 	cl, err := NewClient(cfg)
 	if err != nil {
@@ -59,6 +61,9 @@ func EnsureTopics(ctx context.Context, cfg Config) error {
 			}
 		}
 		if lastErr == nil {
+			lastErr = learnBatchLimit(ctx, adm, cfg, specNames(cfg))
+		}
+		if lastErr == nil {
 			return nil
 		}
 		select {
@@ -68,4 +73,13 @@ func EnsureTopics(ctx context.Context, cfg Config) error {
 		}
 	}
 	return lastErr
+}
+
+// specNames lists the names of Specs.
+func specNames(cfg Config) []string {
+	var names []string
+	for _, s := range Specs(cfg.Topics, cfg.RetrySchedule) {
+		names = append(names, s.Name)
+	}
+	return names
 }

@@ -40,33 +40,76 @@ type TxnLoop struct {
 	Telemetry *telemetry.Telemetry
 }
 
-// Run polls and processes until ctx is done.
+// txnTimeout bounds how long a transaction may stay open (kgo.TransactionTimeout).
+const txnTimeout = 15 * time.Second
+
+// Run polls and processes until ctx is done. A failure of the cluster (a broker restart, a
+// transaction the broker aborted) never ends it: the session that failed is closed and a new one
+// takes its place, under the same transactional id so that the broker aborts whatever the old one
+// left open at once instead of after the transaction timeout.
 func (l *TxnLoop) Run(ctx context.Context) error {
 	log := l.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	opts := append([]kgo.Opt{
-		kgo.SeedBrokers(l.Config.Brokers...),
-		kgo.ClientID(l.Config.ClientID),
-		kgo.TransactionalID(l.Group + "-" + InstanceID()),
-		kgo.TransactionTimeout(30 * time.Second),
+	// A static member's transactional id is as stable as its group instance id: the restarted
+	// process fences its crashed predecessor and aborts the transaction that one left open at
+	// once, instead of every read_committed reader of those partitions waiting out the timeout.
+	txnID := l.Group + "-" + InstanceID()
+	if id := l.Config.Group.InstanceID; id != "" {
+		txnID = l.Group + "-" + id
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		began := time.Now()
+		err := l.session(ctx, log, txnID)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var cfgErr *configError
+		if errors.As(err, &cfgErr) {
+			return cfgErr.err
+		}
+		log.Warn("transactional session failed; starting a new one", "group", l.Group, "err", err)
+		if time.Since(began) > time.Minute {
+			backoff = 100 * time.Millisecond // it had been working: this is a new failure
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// configError is a session failure that a new session cannot cure.
+type configError struct{ err error }
+
+func (e *configError) Error() string { return e.err.Error() }
+
+// session runs one transactional session until ctx is done (nil) or the session is unusable: franz-go
+// documents that no error of End (nor of Begin) is retryable on the same session.
+func (l *TxnLoop) session(ctx context.Context, log *slog.Logger, txnID string) error {
+	opts := append(baseOpts(l.Config),
+		kgo.TransactionalID(txnID),
+		// A crashed process's open transaction holds back read_committed readers of its
+		// partitions until the broker aborts it: keep that short, and far above a batch's time.
+		kgo.TransactionTimeout(txnTimeout),
 		kgo.ConsumerGroup(l.Group),
 		kgo.ConsumeTopics(l.Topics...),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RequireStableFetchOffsets(),
 		kgo.ProducerLinger(time.Millisecond),
-		kgo.ProducerBatchMaxBytes(4 << 20),
-		kgo.FetchMaxWait(50 * time.Millisecond),
-		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
-	}, l.Opts...)
+		kgo.FetchMaxWait(50*time.Millisecond),
+	)
+	opts = append(opts, l.Opts...)
 	if l.Assigned != nil {
 		opts = append(opts, kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) { l.Assigned() }))
 	}
 	opts = append(opts, l.Telemetry.KafkaHooks()...)
 	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
-		return fmt.Errorf("creating transactional session for group %q: %w", l.Group, err)
+		return &configError{fmt.Errorf("creating transactional session for group %q: %w", l.Group, err)}
 	}
 	defer sess.Close()
 	defer l.Telemetry.ObserveConsumerLag(sess.Client(), l.Group)()
@@ -125,13 +168,14 @@ func (l *TxnLoop) Run(ctx context.Context) error {
 		}
 		switch {
 		case err != nil:
-			log.Warn("ending transaction failed; the batch will be processed again", "group", l.Group, "err", err)
+			// The batch will be processed again by whoever owns its partitions next.
+			return fmt.Errorf("ending transaction: %w", err)
 		case failed != nil:
 			log.Warn("batch aborted; it will be processed again", "group", l.Group, "err", failed)
 		case !committed:
 			log.Info("transaction not committed (rebalance); the batch will be processed again", "group", l.Group)
 		}
-		if err != nil || failed != nil {
+		if failed != nil {
 			select {
 			case <-ctx.Done():
 				return nil

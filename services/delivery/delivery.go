@@ -54,8 +54,10 @@ type Config struct {
 	// Group and ReleaserGroup are the consumer groups of workers and tier releasers.
 	Group         string `env:"DELIVERY_GROUP" envDefault:"surveyhooks-delivery"`
 	ReleaserGroup string `env:"DELIVERY_RELEASER_GROUP" envDefault:"surveyhooks-releaser"`
-	// CommitInterval is how often finished offsets are committed.
-	CommitInterval time.Duration `env:"DELIVERY_COMMIT_INTERVAL" envDefault:"500ms"`
+	// CommitInterval is how often finished offsets are committed. A kill -9 makes the next owner
+	// repeat what was in flight plus what finished since the last commit: a commit is one small
+	// request, so commit often.
+	CommitInterval time.Duration `env:"DELIVERY_COMMIT_INTERVAL" envDefault:"200ms"`
 	// DrainTimeout bounds how long a stopping worker waits for its in-flight deliveries.
 	DrainTimeout time.Duration `env:"DELIVERY_DRAIN_TIMEOUT" envDefault:"35s"`
 }

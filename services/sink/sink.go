@@ -3,8 +3,12 @@
 // acknowledged the batch. While ClickHouse is down it stops consuming and retries the batch it
 // holds, then resumes: nothing is lost. When it gets a partition (at start, after a crash, on a
 // rebalance) it reads the highest offset ClickHouse already holds for that partition and skips up
-// to it, so rows inserted before a crash but not committed are not inserted — or counted in the
-// rollup — twice. It never drops a record silently: unreadable ones are counted and logged.
+// to it, so rows inserted before a crash but not committed are not read again. Whatever reaches it
+// twice anyway — the same attempt produced twice at two offsets by a worker that retried its
+// produce, or read again after a rebalance — is stored once: attempt_id is the identity, and
+// attempts whose id ClickHouse (or the batch) already holds are dropped before the insert, so
+// neither the rows nor the rollup count an attempt twice. It never drops a record silently:
+// unreadable ones are counted and logged.
 package sink
 
 import (
@@ -60,7 +64,8 @@ func (c Config) Validate() error {
 type Stats struct {
 	Attempts    atomic.Int64 // attempt rows inserted
 	DeadLetters atomic.Int64 // dead letter rows inserted
-	Skipped     atomic.Int64 // records ClickHouse already held
+	Skipped     atomic.Int64 // records ClickHouse already held (by offset)
+	Duplicates  atomic.Int64 // attempts whose attempt_id was already stored or in the batch
 	Unreadable  atomic.Int64 // records that did not decode
 	InsertFails atomic.Int64 // failed inserts (retried)
 }
@@ -285,10 +290,16 @@ func (s *Sink) insert(ctx context.Context, store *attemptlog.Store, b *batch) er
 		for end < len(b.attempts) && time.UnixMilli(b.attempts[end].StartedAtMs).UTC().Format("20060102") == day {
 			end++
 		}
-		if err := store.InsertAttempts(ictx, b.attempts[start:end], b.asrc[start:end]); err != nil {
+		as, src, err := s.newAttempts(ictx, store, b.attempts[start:end], b.asrc[start:end])
+		if err != nil {
 			return err
 		}
-		s.Stats.Attempts.Add(int64(end - start))
+		if len(as) > 0 {
+			if err := store.InsertAttempts(ictx, as, src); err != nil {
+				return err
+			}
+		}
+		s.Stats.Attempts.Add(int64(len(as)))
 		s.markStored(s.cfg.Kafka.Topics.Attempts, b.asrc[start:end])
 		b.attempts, b.asrc = b.attempts[end:], b.asrc[end:]
 	}
@@ -301,6 +312,24 @@ func (s *Sink) insert(ctx context.Context, store *attemptlog.Store, b *batch) er
 		b.dead, b.draw, b.dsrc = nil, nil, nil
 	}
 	return nil
+}
+
+// newAttempts keeps the attempts whose attempt_id is neither in ClickHouse nor earlier in the batch.
+func (s *Sink) newAttempts(ctx context.Context, store *attemptlog.Store, as []*pb.Attempt, src []attemptlog.Source) ([]*pb.Attempt, []attemptlog.Source, error) {
+	stored, err := store.StoredAttemptIDs(ctx, as)
+	if err != nil {
+		return nil, nil, err
+	}
+	keep, keepSrc := make([]*pb.Attempt, 0, len(as)), make([]attemptlog.Source, 0, len(as))
+	for i, a := range as {
+		if stored[a.AttemptId] {
+			s.Stats.Duplicates.Add(1)
+			continue
+		}
+		stored[a.AttemptId] = true
+		keep, keepSrc = append(keep, a), append(keepSrc, src[i])
+	}
+	return keep, keepSrc, nil
 }
 
 func (s *Sink) markStored(topic string, src []attemptlog.Source) {

@@ -94,3 +94,60 @@ func TestSinkStoresEveryAttemptOnceAcrossACrash(t *testing.T) {
 	_, err = store.GetAttempt(ctx, "other-project", "att-0007")
 	require.ErrorIs(t, err, attemptlog.ErrNotFound, "another project's attempt is not found")
 }
+
+// The same attempt can reach delivery-attempts twice (a worker that did not hear back from its
+// produce sends the record again): attempt_id is its identity, so it is one row, in one batch or
+// two, and counted once by the rollup.
+func TestSinkStoresAnAttemptProducedTwiceOnce(t *testing.T) {
+	kcfg := kafkatest.Start(t)
+	var cfg Config
+	require.NoError(t, config.Defaults(&cfg))
+	cfg.Kafka, cfg.ClickHouseAddr, cfg.Database = kcfg, chtest.Addr(t), chtest.Database(t)
+	cfg.FlushInterval = 100 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	require.NoError(t, kafka.EnsureTopics(ctx, kcfg))
+	cl, err := kafka.NewClient(kcfg)
+	require.NoError(t, err)
+	defer cl.Close()
+
+	now := time.Now().UnixMilli()
+	attempt := func(id string) *kgo.Record {
+		a := &pb.Attempt{AttemptId: id, DeliveryId: "d-" + id, EventId: "e-" + id, WebhookId: "wh_2", ProjectId: "p2",
+			EventType: "nps.scored", Attempt: 1, StartedAtMs: now, LatencyUs: 900,
+			Outcome: &pb.Outcome{Class: pb.OutcomeClass_OUTCOME_CLASS_SUCCESS, Disposition: pb.Disposition_DISPOSITION_DELIVERED, StatusCode: 200}}
+		v, _ := proto.Marshal(a)
+		return &kgo.Record{Topic: kcfg.Topics.Attempts, Key: []byte("wh_2"), Value: v}
+	}
+	// att-a twice in the same batch; att-b once before the sink runs and once after it stored it.
+	require.NoError(t, cl.ProduceSync(ctx, attempt("att-a"), attempt("att-a"), attempt("att-b")).FirstErr())
+
+	sk := New(cfg, nil)
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- sk.Run(sctx) }()
+	defer func() { stop(); <-done }()
+	require.Eventually(t, func() bool { return sk.Stats.Attempts.Load() == 2 }, 60*time.Second, 50*time.Millisecond)
+	require.NoError(t, cl.ProduceSync(ctx, attempt("att-b"), attempt("att-c")).FirstErr())
+	require.Eventually(t, func() bool { return sk.Stats.Attempts.Load() == 3 }, 60*time.Second, 50*time.Millisecond)
+	require.EqualValues(t, 2, sk.Stats.Duplicates.Load())
+
+	store, err := attemptlog.Open(ctx, cfg.ClickHouseAddr, cfg.Database)
+	require.NoError(t, err)
+	defer store.Close()
+	items, _, err := store.ListAttempts(ctx, attemptlog.AttemptQuery{ProjectID: "p2", Limit: 100})
+	require.NoError(t, err)
+	ids := map[string]int{}
+	for _, it := range items {
+		ids[it.AttemptID]++
+	}
+	require.Equal(t, map[string]int{"att-a": 1, "att-b": 1, "att-c": 1}, ids, "one row per attempt_id")
+	stats, err := store.Stats(ctx, attemptlog.StatsQuery{ProjectID: "p2", WebhookID: "wh_2",
+		From: time.UnixMilli(now).Add(-time.Hour), To: time.UnixMilli(now).Add(time.Hour), Step: time.Hour})
+	require.NoError(t, err)
+	var total uint64
+	for _, b := range stats {
+		total += b.Count
+	}
+	require.EqualValues(t, 3, total, "the rollup counts each attempt once")
+}
