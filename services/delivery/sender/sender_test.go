@@ -12,8 +12,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/surveyhooks/surveyhooks/services/delivery/sender"
 	"github.com/surveyhooks/surveyhooks/pkg/signature"
+	"github.com/surveyhooks/surveyhooks/services/delivery/sender"
 )
 
 func TestGuardRefusesInternalAddressesInEverySpelling(t *testing.T) {
