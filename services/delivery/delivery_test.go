@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -51,7 +52,7 @@ func newHarness(t *testing.T, schedule []time.Duration, tweak func(*delivery.Con
 	}
 	box, err := secrets.NewBox(cfg.EncryptionKey)
 	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
 	t.Cleanup(cancel)
 	require.NoError(t, kafka.EnsureTopics(ctx, kcfg))
 	cl, err := kafka.NewClient(kcfg)
@@ -329,4 +330,93 @@ func TestKilledWorkerLosesNothingAndRepeatsOnlyInFlightWork(t *testing.T) {
 	}
 	t.Logf("repeated after the kill: %d of 1000", repeats)
 	require.Less(t, repeats, 1000, "only in-flight work may repeat")
+}
+
+// TestSlowFloodedEndpointDoesNotDelayOthers is issue 13's case 1, shrunk to run in about a
+// minute: an endpoint answering after 1 s (5 s in the report) flooded with 10,000 deliveries,
+// beside a healthy one on the same partition. The process holds 2,000 deliveries at most (10,000
+// in the report), so a flood that took every slot would stop fetching for everyone.
+func TestSlowFloodedEndpointDoesNotDelayOthers(t *testing.T) {
+	const flood, healthyN = 10_000, 40
+	slowDelay := time.Second
+	h := newHarness(t, []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second},
+		func(c *delivery.Config) {
+			c.Timeout = 5 * time.Second
+			c.MaxInFlight = 2000
+			c.PerEndpointConcurrency = 400
+			c.Kafka.Partitions = 1 // the slow endpoint's backlog sits in front of the healthy one's deliveries
+		})
+	var mu sync.Mutex
+	slowSeen := map[string]int{}
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(slowDelay)
+		mu.Lock()
+		slowSeen[r.Header.Get("webhook-id")]++
+		mu.Unlock()
+	}))
+	defer slow.Close()
+	sent := sync.Map{} // webhook-id → time produced
+	var lat []time.Duration
+	healthy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if at, ok := sent.Load(r.Header.Get("webhook-id")); ok {
+			mu.Lock()
+			lat = append(lat, time.Since(at.(time.Time)))
+			mu.Unlock()
+		}
+	}))
+	defer healthy.Close()
+	h.webhook("wh_slow", slow.URL)
+	h.webhook("wh_healthy", healthy.URL)
+	h.start()
+	// healthyRound sends healthyN deliveries to the healthy endpoint, one every 25 ms, and returns
+	// each one's time from produce to arrival.
+	healthyRound := func(prefix string) []time.Duration {
+		mu.Lock()
+		lat = nil
+		mu.Unlock()
+		for i := range healthyN {
+			id := fmt.Sprintf("%s-%d", prefix, i)
+			sent.Store(id, time.Now())
+			d := &pb.Delivery{DeliveryId: id, EventId: "evt-" + id, WebhookId: "wh_healthy", ProjectId: "p1", EventType: "nps.scored",
+				Body: []byte(`{}`), Attempt: 1}
+			v, _ := proto.Marshal(d)
+			h.cl.Produce(h.ctx, &kgo.Record{Topic: h.cfg.Kafka.Topics.Deliveries, Key: []byte("wh_healthy"), Value: v}, nil)
+			time.Sleep(25 * time.Millisecond)
+		}
+		require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(lat) == healthyN }, 20*time.Second, 10*time.Millisecond,
+			"every healthy delivery arrives")
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(lat)
+	}
+	alone := p99(healthyRound("alone"))
+
+	start := time.Now()
+	h.deliver("wh_slow", flood, "slow")
+	time.Sleep(2 * time.Second) // the flood is fetched and the slow endpoint is busy
+	under := healthyRound("flooded")
+	for _, l := range under {
+		require.Less(t, l, 3*time.Second, "a healthy delivery waited behind the slow endpoint's flood")
+	}
+	t.Logf("healthy p99 alone %s, under the flood %s (ratio %.2f)", alone, p99(under), float64(p99(under))/float64(max(alone, time.Millisecond)))
+
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(slowSeen) == flood }, 150*time.Second, 100*time.Millisecond,
+		"every slow delivery is eventually made")
+	t.Logf("the slow endpoint's %d deliveries took %s (at least %s at its concurrency)", flood, time.Since(start),
+		time.Duration(flood/400)*slowDelay)
+	// Moving aside keeps the attempt number: nothing was recorded as a failed attempt.
+	as := attempts(h, 2*healthyN+flood)
+	for _, a := range as {
+		require.EqualValues(t, 1, a.Attempt, "delivery %s", a.DeliveryId)
+		require.Equal(t, pb.OutcomeClass_OUTCOME_CLASS_SUCCESS, a.Outcome.Class, "delivery %s", a.DeliveryId)
+	}
+}
+
+func p99(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(len(s)-1, len(s)*99/100)]
 }

@@ -16,6 +16,7 @@ import (
 type endpoint struct {
 	active  int
 	queue   []*task
+	aside   int           // deliveries this worker moved aside that have not come back yet
 	latency time.Duration // moving average of its requests' latency: how fast its queue drains
 	limiter *rate.Limiter
 	limit   float64
@@ -63,17 +64,22 @@ func (e *endpoints) get(webhookID string) *endpoint {
 	return ep
 }
 
-// admit decides whether t starts now, queues behind its endpoint, or is moved aside. A queue is
+// admit decides whether t starts now, queues behind its endpoint, or is moved aside; returned says
+// t was moved aside before and is back. A queue is
 // bounded three ways: by its length, by how long its last delivery would wait (from the
 // endpoint's recent latency: a slow endpoint's queue is short, so the committed offset of its
 // partition is held back no longer than one request may take), and by a share of all queued
 // deliveries (half the process's slots), so no endpoint's backlog stops fetching for the others.
 // A Send Test always queues: its caller is waiting for it. For an overflow, wait estimates how
-// long the endpoint needs to work through what it already holds.
-func (e *endpoints) admit(t *task) (a admission, wait time.Duration) {
+// long the endpoint needs to work through what it holds and what was moved aside before: the
+// delivery comes back about when the endpoint can take it, instead of cycling through Kafka.
+func (e *endpoints) admit(t *task, returned bool) (a admission, wait time.Duration) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	ep := e.get(t.d.WebhookId)
+	if returned && ep.aside > 0 {
+		ep.aside--
+	}
 	if ep.active < e.concurrency {
 		ep.active++
 		return admitStart, 0
@@ -84,7 +90,8 @@ func (e *endpoints) admit(t *task) (a admission, wait time.Duration) {
 		e.queued++
 		return admitQueue, wait
 	}
-	return admitOverflow, wait
+	ep.aside++
+	return admitOverflow, time.Duration((len(ep.queue)+ep.aside+e.concurrency-1)/e.concurrency) * ep.latency
 }
 
 // next releases a request slot of the endpoint after a request that took took (0: none was

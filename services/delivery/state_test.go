@@ -74,14 +74,14 @@ func TestEndpointAdmitsStartsQueuesOrMovesAside(t *testing.T) {
 			e := newEndpoints(Config{PerEndpointConcurrency: 2, PerEndpointQueue: 4, Timeout: 10 * time.Second, MaxInFlight: 1000,
 				BreakerThreshold: 3, BreakerCooldown: time.Minute})
 			for range c.active {
-				a, _ := e.admit(task(false))
+				a, _ := e.admit(task(false), false)
 				require.Equal(t, admitStart, a)
 			}
 			for range c.queued {
 				e.m["wh"].queue = append(e.m["wh"].queue, task(false))
 			}
 			e.m["wh"].latency = c.latency
-			a, _ := e.admit(task(c.test))
+			a, _ := e.admit(task(c.test), false)
 			require.Equal(t, c.want, a)
 		})
 	}
@@ -90,9 +90,9 @@ func TestEndpointAdmitsStartsQueuesOrMovesAside(t *testing.T) {
 func TestEndpointPassesItsSlotToTheQueueThenForgetsAnIdleEndpoint(t *testing.T) {
 	e := newEndpoints(Config{PerEndpointConcurrency: 1, PerEndpointQueue: 10, Timeout: time.Minute, MaxInFlight: 100, BreakerThreshold: 3, BreakerCooldown: time.Minute})
 	first, second := &task{d: &pb.Delivery{WebhookId: "wh"}}, &task{d: &pb.Delivery{WebhookId: "wh"}}
-	a, _ := e.admit(first)
+	a, _ := e.admit(first, false)
 	require.Equal(t, admitStart, a)
-	a, _ = e.admit(second)
+	a, _ = e.admit(second, false)
 	require.Equal(t, admitQueue, a)
 	require.Same(t, second, e.next("wh", 10*time.Millisecond), "the slot passes to the queued delivery")
 	require.Equal(t, 10*time.Millisecond, e.m["wh"].latency)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -184,7 +185,8 @@ func (w *Worker) admit(ctx context.Context, r *kgo.Record) {
 	}
 	t.d = d
 	t.ctx, t.span = w.deps.Telemetry.StartRecordSpan(ctx, r, "deliver")
-	switch a, wait := w.eps.admit(t); a {
+	returned := slices.ContainsFunc(r.Headers, func(h kgo.RecordHeader) bool { return h.Key == overflowHeader })
+	switch a, wait := w.eps.admit(t, returned); a {
 	case admitStart:
 		w.wg.Add(1)
 		go w.runEndpoint(ctx, t)
@@ -348,6 +350,10 @@ func (w *Worker) apply(t *task, a *pb.Attempt, dec decision) {
 	w.produce(t, recs)
 }
 
+// overflowHeader marks a delivery moved aside (the releaser keeps headers), so that its endpoint
+// counts it back when it returns.
+const overflowHeader = "surveyhooks-overflow"
+
 // overflow moves t aside: its endpoint holds more than its share, so it goes to the retry tier
 // nearest the time the endpoint needs to work through what it holds — same attempt, same tier
 // number, nothing recorded as an attempt — and its offset counts as done once Kafka has it.
@@ -359,7 +365,7 @@ func (w *Worker) overflow(t *task, wait time.Duration) {
 	v, _ := proto.Marshal(next)
 	t.span.SetAttributes(attribute.String("surveyhooks.outcome", "overflow"))
 	w.produce(t, []*kgo.Record{{Topic: w.cfg.Kafka.Topics.Retry(delay), Key: []byte(t.d.WebhookId), Value: v,
-		Headers: []kgo.RecordHeader{{Key: "surveyhooks-overflow", Value: []byte("1")}}}})
+		Headers: []kgo.RecordHeader{{Key: overflowHeader, Value: []byte("1")}}}})
 }
 
 // produce writes t's records and finishes t when all are acknowledged. A failed produce is tried
