@@ -18,6 +18,7 @@ type endpoint struct {
 	queue   []*task
 	aside   int           // deliveries this worker moved aside that have not come back yet
 	latency time.Duration // moving average of its requests' latency: how fast its queue drains
+	since   time.Time     // busy since: before any request finished, the latency is at least that old
 	limiter *rate.Limiter
 	limit   float64
 	breaker *gobreaker.TwoStepCircuitBreaker[struct{}]
@@ -81,17 +82,24 @@ func (e *endpoints) admit(t *task, returned bool) (a admission, wait time.Durati
 		ep.aside--
 	}
 	if ep.active < e.concurrency {
+		if ep.active == 0 {
+			ep.since = time.Now()
+		}
 		ep.active++
 		return admitStart, 0
 	}
-	wait = time.Duration((len(ep.queue)+1+e.concurrency-1)/e.concurrency) * ep.latency
+	lat := ep.latency
+	if lat == 0 {
+		lat = time.Since(ep.since) // a hanging endpoint has no finished request to learn from
+	}
+	wait = time.Duration((len(ep.queue)+1+e.concurrency-1)/e.concurrency) * lat
 	if t.d.Test || (len(ep.queue) < e.queueCap && wait < e.maxWait && e.queued < e.maxQueued) {
 		ep.queue = append(ep.queue, t)
 		e.queued++
 		return admitQueue, wait
 	}
 	ep.aside++
-	return admitOverflow, time.Duration((len(ep.queue)+ep.aside+e.concurrency-1)/e.concurrency) * ep.latency
+	return admitOverflow, time.Duration((len(ep.queue)+ep.aside+e.concurrency-1)/e.concurrency) * lat
 }
 
 // next releases a request slot of the endpoint after a request that took took (0: none was
