@@ -59,7 +59,8 @@ type Config struct {
 	// attempt (a connection error, retried).
 	MaxResponseHeaderBytes int64 `env:"DELIVERY_MAX_RESPONSE_HEADER_BYTES" envDefault:"65536"`
 	// MaxAttemptBytes bounds one attempt record, below the attempts topic's maximum message size
-	// (Kafka's default is 1 MiB): bodies and headers are cut, and marked, to fit.
+	// (Kafka's default is 1 MiB): bodies and headers are cut, and marked, to fit. Should the topic
+	// still refuse one (a smaller max.message.bytes), it is halved until it fits.
 	MaxAttemptBytes int `env:"DELIVERY_MAX_ATTEMPT_BYTES" envDefault:"524288"`
 	// BreakerThreshold consecutive failures open an endpoint's circuit for BreakerCooldown.
 	BreakerThreshold int           `env:"DELIVERY_BREAKER_THRESHOLD" envDefault:"20"`
@@ -90,8 +91,8 @@ func (c Config) Validate() error {
 		return errors.New("DELIVERY_PER_ENDPOINT_QUEUE: must not be negative")
 	case c.MaxResponseHeaderBytes < 1024:
 		return errors.New("DELIVERY_MAX_RESPONSE_HEADER_BYTES: must be at least 1024")
-	case c.MaxAttemptBytes < 16<<10:
-		return errors.New("DELIVERY_MAX_ATTEMPT_BYTES: must be at least 16384")
+	case c.MaxAttemptBytes < 16<<10 || c.MaxAttemptBytes > maxBatchBytes-1024:
+		return fmt.Errorf("DELIVERY_MAX_ATTEMPT_BYTES: must be between 16384 and %d", maxBatchBytes-1024)
 	case c.Timeout <= 0:
 		return errors.New("DELIVERY_TIMEOUT: must be positive")
 	case c.MaxResponseBytes < 0:

@@ -8,12 +8,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
@@ -419,4 +421,101 @@ func p99(ds []time.Duration) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return s[min(len(s)-1, len(s)*99/100)]
+}
+
+// TestHugeResponseHeadersNeitherBlockNorLoseAttemptRecords is issue 13's case 2: a receiver
+// answering 200 with 2,000 headers of 1 KiB, beside a healthy webhook on the same partition.
+// The header bomb fails at the client (MaxResponseHeaderBytes) and is recorded like any failure;
+// a receiver answering many smaller headers is recorded with them capped and marked; every one of
+// the healthy webhook's attempts is recorded.
+func TestHugeResponseHeadersNeitherBlockNorLoseAttemptRecords(t *testing.T) {
+	h := newHarness(t, []time.Duration{time.Minute}, func(c *delivery.Config) { c.Kafka.Partitions = 1 })
+	headers := func(n, size int) http.HandlerFunc {
+		return func(w http.ResponseWriter, _ *http.Request) {
+			v := strings.Repeat("b", size)
+			for i := range n {
+				w.Header().Set(fmt.Sprintf("X-Bomb-%d", i), v)
+			}
+		}
+	}
+	bomb := httptest.NewServer(headers(2000, 1024))
+	defer bomb.Close()
+	many := httptest.NewServer(headers(500, 100)) // 50 KiB: under the client's cap, over the record's
+	defer many.Close()
+	var healthyN atomic.Int32
+	healthy := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { healthyN.Add(1) }))
+	defer healthy.Close()
+	h.webhook("wh_bomb", bomb.URL)
+	h.webhook("wh_many", many.URL)
+	h.webhook("wh_ok", healthy.URL)
+	h.start()
+	const n = 30
+	for i := range n {
+		h.deliver("wh_bomb", 1, fmt.Sprintf("b%d", i))
+		h.deliver("wh_many", 1, fmt.Sprintf("m%d", i))
+		h.deliver("wh_ok", 1, fmt.Sprintf("ok%d", i))
+	}
+	as := attempts(h, 3*n)
+	byWebhook := map[string][]*pb.Attempt{}
+	for _, a := range as {
+		byWebhook[a.WebhookId] = append(byWebhook[a.WebhookId], a)
+	}
+	require.Len(t, byWebhook["wh_ok"], n, "every healthy attempt is recorded")
+	require.EqualValues(t, n, healthyN.Load())
+	for _, a := range byWebhook["wh_ok"] {
+		require.Equal(t, pb.OutcomeClass_OUTCOME_CLASS_SUCCESS, a.Outcome.Class)
+	}
+	require.Len(t, byWebhook["wh_bomb"], n)
+	for _, a := range byWebhook["wh_bomb"] {
+		require.Equal(t, pb.OutcomeClass_OUTCOME_CLASS_CONNECTION_ERROR, a.Outcome.Class)
+		require.Contains(t, a.Outcome.Error, "exceeded", "the log says why")
+		require.Equal(t, pb.Disposition_DISPOSITION_RETRY, a.Outcome.Disposition)
+	}
+	require.Len(t, byWebhook["wh_many"], n)
+	for _, a := range byWebhook["wh_many"] {
+		require.Equal(t, pb.OutcomeClass_OUTCOME_CLASS_SUCCESS, a.Outcome.Class)
+		require.Contains(t, a.ResponseHeaders, delivery.TruncatedMark)
+		require.LessOrEqual(t, len(a.ResponseHeaders), 101)
+	}
+}
+
+// TestAnAttemptTooLargeForTheTopicIsStoredTruncated lowers the attempts topic's maximum message
+// size below the attempt bound, so the broker refuses a large attempt record: it is stored cut
+// down instead of being retried forever, and the healthy webhook's attempts are all recorded.
+func TestAnAttemptTooLargeForTheTopicIsStoredTruncated(t *testing.T) {
+	h := newHarness(t, []time.Duration{time.Minute}, func(c *delivery.Config) {
+		c.Kafka.Partitions = 1
+		c.MaxResponseBytes = 1 << 20
+	})
+	const topicMax = 200_000
+	v := fmt.Sprint(topicMax)
+	resp, err := kadm.NewClient(h.cl).AlterTopicConfigs(h.ctx, []kadm.AlterConfig{{Name: "max.message.bytes", Value: &v}}, h.cfg.Kafka.Topics.Attempts)
+	require.NoError(t, err)
+	require.NoError(t, resp[0].Err)
+	noise := make([]byte, 600_000) // incompressible: the producer compresses batches
+	_, _ = rand.Read(noise)
+	big := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(noise) }))
+	defer big.Close()
+	healthy := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer healthy.Close()
+	h.webhook("wh_big", big.URL)
+	h.webhook("wh_ok", healthy.URL)
+	h.start()
+	h.deliver("wh_big", 3, "big")
+	h.deliver("wh_ok", 20, "ok")
+	as := attempts(h, 23)
+	var bigN, okN int
+	for _, a := range as {
+		switch a.WebhookId {
+		case "wh_big":
+			bigN++
+			require.Equal(t, pb.OutcomeClass_OUTCOME_CLASS_SUCCESS, a.Outcome.Class)
+			require.True(t, a.ResponseTruncated, "the record says it was cut")
+			require.Less(t, len(a.ResponseBody), topicMax)
+		case "wh_ok":
+			okN++
+		}
+	}
+	require.Equal(t, 3, bigN)
+	require.Equal(t, 20, okN)
 }

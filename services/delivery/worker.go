@@ -57,6 +57,7 @@ func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender
 	cl, err := kafka.NewClient(cfg.Kafka, append(hooks,
 		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) { joined() }),
 		kgo.ConsumerGroup(cfg.Group), kgo.ConsumeTopics(topic), kgo.DisableAutoCommit(),
+		kgo.ProducerBatchMaxBytes(maxBatchBytes),
 		// fan-out writes `deliveries` in transactions: never act on an aborted one.
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, m map[string][]int32) {
@@ -381,18 +382,21 @@ func (w *Worker) produce(t *task, recs []*kgo.Record) {
 	send = func(r *kgo.Record, backoff time.Duration) {
 		r.Context = t.ctx // the attempt, retry or dead letter continues the trace
 		w.cl.Produce(context.Background(), r, func(r *kgo.Record, err error) {
-			if err != nil && tooLarge(err) {
+			if err != nil && tooLarge(err) && len(r.Value) > smallRecord {
+				// The topic refuses a record this large: retrying it as it is can never succeed,
+				// and holding its offset would stall the partition. An attempt is halved until it
+				// fits (cut and marked); anything else is given up, loudly.
 				if r.Topic == w.cfg.Kafka.Topics.Attempts {
 					w.log.WarnContext(t.ctx, "attempt record too large for the topic; storing it truncated", "delivery_id", t.d.DeliveryId, "bytes", len(r.Value))
 					a := &pb.Attempt{}
-					if proto.Unmarshal(r.Value, a) == nil && boundAttempt(a, min(len(r.Value)/2, w.cfg.MaxAttemptBytes)) {
+					if proto.Unmarshal(r.Value, a) == nil && boundAttempt(a, len(r.Value)/2) {
 						r.Value, _ = proto.Marshal(a)
 						send(r, backoff)
 						return
 					}
 				}
 				w.log.ErrorContext(t.ctx, "record too large for its topic; not written", "delivery_id", t.d.DeliveryId, "topic", r.Topic, "bytes", len(r.Value))
-				err = nil // retrying can never succeed; holding the offset would stall the partition
+				err = nil
 			}
 			if err != nil {
 				if !w.stopping.Load() && t.ctx.Err() == nil {
@@ -418,7 +422,16 @@ func (w *Worker) produce(t *task, recs []*kgo.Record) {
 	}
 }
 
-// tooLarge reports a produce error that no retry can fix.
+// smallRecord is a size any topic accepts: a record this small refused as too large shared a batch
+// with a larger one, and is simply tried again.
+const smallRecord = 16 << 10
+
+// maxBatchBytes keeps the worker's produce batches under Kafka's default maximum message size
+// (message.max.bytes, 1,048,588 bytes), so a batch is never refused for its neighbours' sake: only
+// a record too large on its own is.
+const maxBatchBytes = 1_000_000
+
+// tooLarge reports a produce error that no retry of the same record can fix.
 func tooLarge(err error) bool {
 	return errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge)
 }
