@@ -33,6 +33,9 @@ const (
 	maxHeaders            = 20
 )
 
+// retryPolicies are the delivery worker's retry presets (services/delivery/policy.go).
+var retryPolicies = []string{"default", "screeb", "askusers", "segmanta"}
+
 // webhookSpec is what a webhook's owner edits: the body of a creation, and — as a JSON document —
 // what a PATCH is merged into (RFC 7386: a member set to null returns to its default).
 type webhookSpec struct {
@@ -50,6 +53,7 @@ type webhookSpec struct {
 	Format            string            `json:"format"`
 	RateLimitPerS     float64           `json:"rate_limit_per_s"`
 	RetryClientErrors bool              `json:"retry_client_errors"`
+	RetryPolicy       string            `json:"retry_policy"`
 	Headers           map[string]string `json:"headers"`
 	// Secret is taken on creation only (rotation has its own endpoint); never part of a stored spec.
 	Secret *string `json:"secret,omitempty"`
@@ -61,7 +65,7 @@ func specOf(wh *pb.Webhook) webhookSpec {
 		EventToggles: wh.EventToggles, Enabled: &enabled, UserProperties: wh.UserProperties,
 		CompanyProperties: wh.CompanyProperties, PayloadVersion: wh.PayloadVersion, Filter: wh.Filter,
 		Transform: wh.Transform, Format: wh.Format, RateLimitPerS: wh.RateLimitPerS, Headers: wh.Headers,
-		RetryClientErrors: wh.RetryClientErrors}
+		RetryClientErrors: wh.RetryClientErrors, RetryPolicy: wh.RetryPolicy}
 }
 
 type secretOut struct {
@@ -90,6 +94,7 @@ type webhookOut struct {
 	Format            string            `json:"format"`
 	RateLimitPerS     float64           `json:"rate_limit_per_s"`
 	RetryClientErrors bool              `json:"retry_client_errors"`
+	RetryPolicy       string            `json:"retry_policy"`
 	Headers           map[string]string `json:"headers"`
 	Revision          int64             `json:"revision"`
 	CreatedAt         time.Time         `json:"created_at"`
@@ -103,7 +108,7 @@ func (s *Server) view(wh *pb.Webhook) webhookOut {
 		DisabledReason: wh.DisabledReason, Secrets: []secretOut{}, UserProperties: nonNil(wh.UserProperties),
 		CompanyProperties: nonNil(wh.CompanyProperties), PayloadVersion: wh.PayloadVersion, Filter: wh.Filter,
 		Transform: wh.Transform, Format: wh.Format, RateLimitPerS: wh.RateLimitPerS, Headers: wh.Headers,
-		RetryClientErrors: wh.RetryClientErrors, Revision: wh.Revision, CreatedAt: time.UnixMilli(wh.CreatedAtMs).UTC(), UpdatedAt: time.UnixMilli(wh.UpdatedAtMs).UTC()}
+		RetryClientErrors: wh.RetryClientErrors, RetryPolicy: cmp.Or(wh.RetryPolicy, "default"), Revision: wh.Revision, CreatedAt: time.UnixMilli(wh.CreatedAtMs).UTC(), UpdatedAt: time.UnixMilli(wh.UpdatedAtMs).UTC()}
 	if out.EventToggles == nil {
 		out.EventToggles = map[string]bool{}
 	}
@@ -179,6 +184,10 @@ func (s *Server) apply(wh *pb.Webhook, spec webhookSpec) error {
 	wh.Format = spec.Format
 	wh.RateLimitPerS = spec.RateLimitPerS
 	wh.RetryClientErrors = spec.RetryClientErrors
+	wh.RetryPolicy = spec.RetryPolicy
+	if wh.RetryPolicy == "" {
+		wh.RetryPolicy = "default"
+	}
 	wh.Headers = nil
 	if len(spec.Headers) > 0 {
 		wh.Headers = make(map[string]string, len(spec.Headers))
@@ -247,6 +256,9 @@ func validateWebhook(wh *pb.Webhook) error {
 	}
 	if wh.RateLimitPerS < 0 || wh.RateLimitPerS > 100000 {
 		return invalid("rate_limit_per_s", "rate_limit_per_s must be between 0 (unlimited) and 100000, got %v", wh.RateLimitPerS)
+	}
+	if !slices.Contains(retryPolicies, wh.RetryPolicy) {
+		return invalid("retry_policy", "unknown retry policy %q; available: %s", wh.RetryPolicy, strings.Join(retryPolicies, ", "))
 	}
 	return validateHeaders(wh.Headers)
 }

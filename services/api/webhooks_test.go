@@ -353,3 +353,19 @@ func TestManagementWorksWhileClickHouseIsDownAndQueriesAnswer503(t *testing.T) {
 	// Bad parameters are still named first.
 	require.Equal(t, "limit", s.must(http.StatusBadRequest, "GET", "/v1/attempts?limit=0", key, nil).errField())
 }
+
+func TestRetryPolicyIsAPresetShownAndValidated(t *testing.T) {
+	s := startStack(t)
+	_, key := s.project("Acme")
+	r := s.webhook(key, map[string]any{"url": "https://example.com/h", "events": []string{"nps.scored"}})
+	require.Equal(t, "default", r.str("retry_policy"), "today's rule unless another is chosen")
+	path := "/v1/webhooks/" + r.str("id")
+	for _, p := range []string{"screeb", "askusers", "segmanta", "default"} {
+		require.Equal(t, p, s.must(http.StatusOK, "PATCH", path, key, map[string]any{"retry_policy": p}).str("retry_policy"))
+	}
+	bad := s.must(http.StatusBadRequest, "PATCH", path, key, map[string]any{"retry_policy": "forever"})
+	require.Contains(t, string(bad.raw), "retry_policy", "the error names the field: %s", bad)
+	created := s.webhook(key, map[string]any{"url": "https://example.com/h2", "events": []string{"nps.scored"}, "retry_policy": "askusers"})
+	require.Equal(t, "askusers", created.str("retry_policy"))
+	require.Equal(t, "askusers", s.must(http.StatusOK, "GET", "/v1/webhooks/"+created.str("id"), key, nil).str("retry_policy"))
+}

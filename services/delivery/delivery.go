@@ -1,9 +1,12 @@
 // Package delivery is the delivery worker: it consumes `deliveries`, POSTs each to its webhook
-// through pkg/sender, records an Attempt for every try (sent or skipped), and routes failures to the
-// next retry tier or to `deliveries-dead`. The same process runs the tier releaser (tiers.go).
+// through its sender package, records an Attempt for every try (sent or skipped), and routes
+// failures to the next retry tier or to `deliveries-dead`. What happens to a delivery is decided in
+// one pure function (decide.go, with the retry policy presets in policy.go); the worker loop
+// (worker.go) fetches, admits, sends and applies the decision; one task type (task.go) owns each
+// delivery from fetch to commit. The same process runs the tier releaser (releaser.go).
 //
 // Many deliveries are in flight at once and complete out of order; a partition's offset is
-// committed only up to its oldest unfinished delivery (inflight.go), and a delivery counts as
+// committed only up to its oldest unfinished delivery (tracker.go), and a delivery counts as
 // finished only once its attempt and its retry or dead-letter record are acknowledged by Kafka —
 // so a crash repeats at most what was in flight (with the same webhook-id) and never loses a task.
 // Per-endpoint state (concurrency cap, rate limit, circuit breaker) lives here without
@@ -28,9 +31,9 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
 	"github.com/surveyhooks/surveyhooks/pkg/registry"
 	"github.com/surveyhooks/surveyhooks/pkg/secrets"
-	"github.com/surveyhooks/surveyhooks/pkg/sender"
 	"github.com/surveyhooks/surveyhooks/pkg/service"
 	"github.com/surveyhooks/surveyhooks/pkg/telemetry"
+	"github.com/surveyhooks/surveyhooks/services/delivery/sender"
 )
 
 // Config is the delivery service's configuration.
@@ -44,10 +47,21 @@ type Config struct {
 	MaxInFlight int `env:"DELIVERY_MAX_IN_FLIGHT" envDefault:"10000"`
 	// PerEndpointConcurrency bounds concurrent requests to one webhook.
 	PerEndpointConcurrency int `env:"DELIVERY_PER_ENDPOINT_CONCURRENCY" envDefault:"50"`
+	// PerEndpointQueue bounds the deliveries waiting behind one webhook's running requests; what
+	// does not fit (or would wait longer than Timeout) is moved to a retry tier, attempt unchanged
+	// (docs/architecture.md, "Delivery worker").
+	PerEndpointQueue int `env:"DELIVERY_PER_ENDPOINT_QUEUE" envDefault:"1000"`
 	// Timeout is how long an endpoint has to answer (a 2xx within it is success).
 	Timeout time.Duration `env:"DELIVERY_TIMEOUT" envDefault:"30s"`
 	// MaxResponseBytes of each response body are kept in the attempt log.
 	MaxResponseBytes int64 `env:"DELIVERY_MAX_RESPONSE_BYTES" envDefault:"65536"`
+	// MaxResponseHeaderBytes of response headers are accepted; a larger header block fails the
+	// attempt (a connection error, retried).
+	MaxResponseHeaderBytes int64 `env:"DELIVERY_MAX_RESPONSE_HEADER_BYTES" envDefault:"65536"`
+	// MaxAttemptBytes bounds one attempt record, below the attempts topic's maximum message size
+	// (Kafka's default is 1 MiB): bodies and headers are cut, and marked, to fit. Should the topic
+	// still refuse one (a smaller max.message.bytes), it is halved until it fits.
+	MaxAttemptBytes int `env:"DELIVERY_MAX_ATTEMPT_BYTES" envDefault:"524288"`
 	// BreakerThreshold consecutive failures open an endpoint's circuit for BreakerCooldown.
 	BreakerThreshold int           `env:"DELIVERY_BREAKER_THRESHOLD" envDefault:"20"`
 	BreakerCooldown  time.Duration `env:"DELIVERY_BREAKER_COOLDOWN" envDefault:"30s"`
@@ -75,6 +89,12 @@ func (c Config) Validate() error {
 		return errors.New("DELIVERY_MAX_IN_FLIGHT: must be at least 1")
 	case c.PerEndpointConcurrency < 1:
 		return errors.New("DELIVERY_PER_ENDPOINT_CONCURRENCY: must be at least 1")
+	case c.PerEndpointQueue < 0:
+		return errors.New("DELIVERY_PER_ENDPOINT_QUEUE: must not be negative")
+	case c.MaxResponseHeaderBytes < 1024:
+		return errors.New("DELIVERY_MAX_RESPONSE_HEADER_BYTES: must be at least 1024")
+	case c.MaxAttemptBytes < 16<<10 || c.MaxAttemptBytes > maxBatchBytes-1024:
+		return fmt.Errorf("DELIVERY_MAX_ATTEMPT_BYTES: must be between 16384 and %d", maxBatchBytes-1024)
 	case c.Timeout <= 0:
 		return errors.New("DELIVERY_TIMEOUT: must be positive")
 	case c.MaxResponseBytes < 0:
@@ -121,8 +141,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 		return fmt.Errorf("loading webhooks: %w", err)
 	}
 	caughtUp()
-	snd := sender.New(sender.Options{Timeout: cfg.Timeout, MaxResponseBytes: cfg.MaxResponseBytes, Allow: allow,
-		StartSpan: telemetry.StartClientSpan})
+	snd := sender.New(sender.Options{Timeout: cfg.Timeout, MaxResponseBytes: cfg.MaxResponseBytes,
+		MaxResponseHeaderBytes: cfg.MaxResponseHeaderBytes, Allow: allow, StartSpan: telemetry.StartClientSpan})
 	w, err := NewWorker(cfg, reg, box, snd, log, opts...)
 	if err != nil {
 		return err

@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
@@ -51,7 +54,7 @@ func newHarness(t *testing.T, schedule []time.Duration, tweak func(*delivery.Con
 	}
 	box, err := secrets.NewBox(cfg.EncryptionKey)
 	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
 	t.Cleanup(cancel)
 	require.NoError(t, kafka.EnsureTopics(ctx, kcfg))
 	cl, err := kafka.NewClient(kcfg)
@@ -329,4 +332,190 @@ func TestKilledWorkerLosesNothingAndRepeatsOnlyInFlightWork(t *testing.T) {
 	}
 	t.Logf("repeated after the kill: %d of 1000", repeats)
 	require.Less(t, repeats, 1000, "only in-flight work may repeat")
+}
+
+// TestSlowFloodedEndpointDoesNotDelayOthers is issue 13's case 1, shrunk to run in about a
+// minute: an endpoint answering after 1 s (5 s in the report) flooded with 10,000 deliveries,
+// beside a healthy one on the same partition. The process holds 2,000 deliveries at most (10,000
+// in the report), so a flood that took every slot would stop fetching for everyone.
+func TestSlowFloodedEndpointDoesNotDelayOthers(t *testing.T) {
+	const flood, healthyN = 10_000, 40
+	slowDelay := time.Second
+	h := newHarness(t, []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second},
+		func(c *delivery.Config) {
+			c.Timeout = 5 * time.Second
+			c.MaxInFlight = 2000
+			c.PerEndpointConcurrency = 400
+			c.Kafka.Partitions = 1 // the slow endpoint's backlog sits in front of the healthy one's deliveries
+		})
+	var mu sync.Mutex
+	slowSeen := map[string]int{}
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(slowDelay)
+		mu.Lock()
+		slowSeen[r.Header.Get("webhook-id")]++
+		mu.Unlock()
+	}))
+	defer slow.Close()
+	sent := sync.Map{} // webhook-id → time produced
+	var lat []time.Duration
+	healthy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if at, ok := sent.Load(r.Header.Get("webhook-id")); ok {
+			mu.Lock()
+			lat = append(lat, time.Since(at.(time.Time)))
+			mu.Unlock()
+		}
+	}))
+	defer healthy.Close()
+	h.webhook("wh_slow", slow.URL)
+	h.webhook("wh_healthy", healthy.URL)
+	h.start()
+	// healthyRound sends healthyN deliveries to the healthy endpoint, one every 25 ms, and returns
+	// each one's time from produce to arrival.
+	healthyRound := func(prefix string) []time.Duration {
+		mu.Lock()
+		lat = nil
+		mu.Unlock()
+		for i := range healthyN {
+			id := fmt.Sprintf("%s-%d", prefix, i)
+			sent.Store(id, time.Now())
+			d := &pb.Delivery{DeliveryId: id, EventId: "evt-" + id, WebhookId: "wh_healthy", ProjectId: "p1", EventType: "nps.scored",
+				Body: []byte(`{}`), Attempt: 1}
+			v, _ := proto.Marshal(d)
+			h.cl.Produce(h.ctx, &kgo.Record{Topic: h.cfg.Kafka.Topics.Deliveries, Key: []byte("wh_healthy"), Value: v}, nil)
+			time.Sleep(25 * time.Millisecond)
+		}
+		require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(lat) == healthyN }, 20*time.Second, 10*time.Millisecond,
+			"every healthy delivery arrives")
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(lat)
+	}
+	alone := p99(healthyRound("alone"))
+
+	start := time.Now()
+	h.deliver("wh_slow", flood, "slow")
+	time.Sleep(2 * time.Second) // the flood is fetched and the slow endpoint is busy
+	under := healthyRound("flooded")
+	for _, l := range under {
+		require.Less(t, l, 3*time.Second, "a healthy delivery waited behind the slow endpoint's flood")
+	}
+	t.Logf("healthy p99 alone %s, under the flood %s (ratio %.2f)", alone, p99(under), float64(p99(under))/float64(max(alone, time.Millisecond)))
+
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(slowSeen) == flood }, 150*time.Second, 100*time.Millisecond,
+		"every slow delivery is eventually made")
+	t.Logf("the slow endpoint's %d deliveries took %s (at least %s at its concurrency)", flood, time.Since(start),
+		time.Duration(flood/400)*slowDelay)
+	// Moving aside keeps the attempt number: nothing was recorded as a failed attempt.
+	as := attempts(h, 2*healthyN+flood)
+	for _, a := range as {
+		require.EqualValues(t, 1, a.Attempt, "delivery %s", a.DeliveryId)
+		require.Equal(t, pb.OutcomeClass_OUTCOME_CLASS_SUCCESS, a.Outcome.Class, "delivery %s", a.DeliveryId)
+	}
+}
+
+func p99(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(len(s)-1, len(s)*99/100)]
+}
+
+// TestHugeResponseHeadersNeitherBlockNorLoseAttemptRecords is issue 13's case 2: a receiver
+// answering 200 with 2,000 headers of 1 KiB, beside a healthy webhook on the same partition.
+// The header bomb fails at the client (MaxResponseHeaderBytes) and is recorded like any failure;
+// a receiver answering many smaller headers is recorded with them capped and marked; every one of
+// the healthy webhook's attempts is recorded.
+func TestHugeResponseHeadersNeitherBlockNorLoseAttemptRecords(t *testing.T) {
+	h := newHarness(t, []time.Duration{time.Minute}, func(c *delivery.Config) { c.Kafka.Partitions = 1 })
+	headers := func(n, size int) http.HandlerFunc {
+		return func(w http.ResponseWriter, _ *http.Request) {
+			v := strings.Repeat("b", size)
+			for i := range n {
+				w.Header().Set(fmt.Sprintf("X-Bomb-%d", i), v)
+			}
+		}
+	}
+	bomb := httptest.NewServer(headers(2000, 1024))
+	defer bomb.Close()
+	many := httptest.NewServer(headers(500, 100)) // 50 KiB: under the client's cap, over the record's
+	defer many.Close()
+	var healthyN atomic.Int32
+	healthy := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { healthyN.Add(1) }))
+	defer healthy.Close()
+	h.webhook("wh_bomb", bomb.URL)
+	h.webhook("wh_many", many.URL)
+	h.webhook("wh_ok", healthy.URL)
+	h.start()
+	const n = 30
+	for i := range n {
+		h.deliver("wh_bomb", 1, fmt.Sprintf("b%d", i))
+		h.deliver("wh_many", 1, fmt.Sprintf("m%d", i))
+		h.deliver("wh_ok", 1, fmt.Sprintf("ok%d", i))
+	}
+	as := attempts(h, 3*n)
+	byWebhook := map[string][]*pb.Attempt{}
+	for _, a := range as {
+		byWebhook[a.WebhookId] = append(byWebhook[a.WebhookId], a)
+	}
+	require.Len(t, byWebhook["wh_ok"], n, "every healthy attempt is recorded")
+	require.EqualValues(t, n, healthyN.Load())
+	for _, a := range byWebhook["wh_ok"] {
+		require.Equal(t, pb.OutcomeClass_OUTCOME_CLASS_SUCCESS, a.Outcome.Class)
+	}
+	require.Len(t, byWebhook["wh_bomb"], n)
+	for _, a := range byWebhook["wh_bomb"] {
+		require.Equal(t, pb.OutcomeClass_OUTCOME_CLASS_CONNECTION_ERROR, a.Outcome.Class)
+		require.Contains(t, a.Outcome.Error, "exceeded", "the log says why")
+		require.Equal(t, pb.Disposition_DISPOSITION_RETRY, a.Outcome.Disposition)
+	}
+	require.Len(t, byWebhook["wh_many"], n)
+	for _, a := range byWebhook["wh_many"] {
+		require.Equal(t, pb.OutcomeClass_OUTCOME_CLASS_SUCCESS, a.Outcome.Class)
+		require.Contains(t, a.ResponseHeaders, delivery.TruncatedMark)
+		require.LessOrEqual(t, len(a.ResponseHeaders), 101)
+	}
+}
+
+// TestAnAttemptTooLargeForTheTopicIsStoredTruncated lowers the attempts topic's maximum message
+// size below the attempt bound, so the broker refuses a large attempt record: it is stored cut
+// down instead of being retried forever, and the healthy webhook's attempts are all recorded.
+func TestAnAttemptTooLargeForTheTopicIsStoredTruncated(t *testing.T) {
+	h := newHarness(t, []time.Duration{time.Minute}, func(c *delivery.Config) {
+		c.Kafka.Partitions = 1
+		c.MaxResponseBytes = 1 << 20
+	})
+	const topicMax = 200_000
+	v := fmt.Sprint(topicMax)
+	resp, err := kadm.NewClient(h.cl).AlterTopicConfigs(h.ctx, []kadm.AlterConfig{{Name: "max.message.bytes", Value: &v}}, h.cfg.Kafka.Topics.Attempts)
+	require.NoError(t, err)
+	require.NoError(t, resp[0].Err)
+	noise := make([]byte, 600_000) // incompressible: the producer compresses batches
+	_, _ = rand.Read(noise)
+	big := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(noise) }))
+	defer big.Close()
+	healthy := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer healthy.Close()
+	h.webhook("wh_big", big.URL)
+	h.webhook("wh_ok", healthy.URL)
+	h.start()
+	h.deliver("wh_big", 3, "big")
+	h.deliver("wh_ok", 20, "ok")
+	as := attempts(h, 23)
+	var bigN, okN int
+	for _, a := range as {
+		switch a.WebhookId {
+		case "wh_big":
+			bigN++
+			require.Equal(t, pb.OutcomeClass_OUTCOME_CLASS_SUCCESS, a.Outcome.Class)
+			require.True(t, a.ResponseTruncated, "the record says it was cut")
+			require.Less(t, len(a.ResponseBody), topicMax)
+		case "wh_ok":
+			okN++
+		}
+	}
+	require.Equal(t, 3, bigN)
+	require.Equal(t, 20, okN)
 }

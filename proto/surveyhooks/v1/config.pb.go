@@ -127,8 +127,11 @@ type Webhook struct {
 	// Retry 4xx answers like 5xx (Segmanta's rule: "4xx/5xx … we retry periodically"); 410 still
 	// disables the webhook. Off: 4xx is permanent except 408, 409, 425, 429.
 	RetryClientErrors bool `protobuf:"varint,22,opt,name=retry_client_errors,json=retryClientErrors,proto3" json:"retry_client_errors,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Retry policy preset: "" or "default" (the rule above), "screeb", "askusers", "segmanta" — each
+	// as that platform's document describes it (services/delivery/policy.go, README "Delivery").
+	RetryPolicy   string `protobuf:"bytes,30,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Webhook) Reset() {
@@ -315,6 +318,13 @@ func (x *Webhook) GetRetryClientErrors() bool {
 	return false
 }
 
+func (x *Webhook) GetRetryPolicy() string {
+	if x != nil {
+		return x.RetryPolicy
+	}
+	return ""
+}
+
 type Secret struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Sealed        []byte                 `protobuf:"bytes,1,opt,name=sealed,proto3" json:"sealed,omitempty"` // AES-GCM sealed "whsec_…" string
@@ -386,7 +396,7 @@ const file_surveyhooks_v1_config_proto_rawDesc = "" +
 	"\fapi_key_hash\x18\x03 \x01(\fR\n" +
 	"apiKeyHash\x12\"\n" +
 	"\rcreated_at_ms\x18\x04 \x01(\x03R\vcreatedAtMs\x12$\n" +
-	"\x0eapi_key_prefix\x18\x05 \x01(\tR\fapiKeyPrefix\"\xaf\a\n" +
+	"\x0eapi_key_prefix\x18\x05 \x01(\tR\fapiKeyPrefix\"\xd2\a\n" +
 	"\aWebhook\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -412,7 +422,8 @@ const file_surveyhooks_v1_config_proto_rawDesc = "" +
 	"\rupdated_at_ms\x18\x13 \x01(\x03R\vupdatedAtMs\x12\x1a\n" +
 	"\brevision\x18\x14 \x01(\x03R\brevision\x12>\n" +
 	"\aheaders\x18\x15 \x03(\v2$.surveyhooks.v1.Webhook.HeadersEntryR\aheaders\x12.\n" +
-	"\x13retry_client_errors\x18\x16 \x01(\bR\x11retryClientErrors\x1a?\n" +
+	"\x13retry_client_errors\x18\x16 \x01(\bR\x11retryClientErrors\x12!\n" +
+	"\fretry_policy\x18\x1e \x01(\tR\vretryPolicy\x1a?\n" +
 	"\x11EventTogglesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\bR\x05value:\x028\x01\x1a:\n" +

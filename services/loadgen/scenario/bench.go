@@ -105,6 +105,8 @@ type bench struct {
 	memProj  project
 	baseline *receiver.Endpoint
 	secret   string // a webhook secret, for the baseline's signatures
+
+	sfSlow, sfHealthy target // slow_flood: the slow endpoint that gets the flood, the healthy one beside it
 }
 
 // target is one webhook and the receiver endpoint behind it.
@@ -163,6 +165,7 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 		{"fanout", b.runFanout},
 		{"latency", b.runLatency},
 		{"isolation", b.runIsolation},
+		{"slow_flood", b.runSlowFlood},
 		{"memory", b.runMemory},
 	} {
 		if ctx.Err() != nil {
@@ -244,7 +247,7 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 		return err
 	}
 	b.api = newAPIClient("http://"+addrs["api"], admin)
-	rx, err := receiver.Start("127.0.0.1:0", receiver.Options{HangMax: 3 * time.Minute})
+	rx, err := receiver.Start("127.0.0.1:0", receiver.Options{HangMax: 3 * time.Minute, SlowDelay: slowFloodDelay})
 	if err != nil {
 		return err
 	}
@@ -296,6 +299,12 @@ func (b *bench) subscribe(ctx context.Context) error {
 		return err
 	}
 	if b.memQ, err = one("memory-queued", receiver.Hanging); err != nil {
+		return err
+	}
+	if b.sfSlow, err = one("slow-flood", receiver.Slow); err != nil {
+		return err
+	}
+	if b.sfHealthy, err = one("slow-flood-healthy", receiver.Fast); err != nil {
 		return err
 	}
 	b.baseline = b.rx.Endpoint("baseline", receiver.Fast)

@@ -34,6 +34,9 @@ type Results struct {
 	Isolation         Isolation `json:"isolation"`
 	IsolationP99Ratio float64   `json:"isolation_p99_ratio"` // healthy endpoints' p99 / latency p99
 
+	SlowFlood         SlowFlood `json:"slow_flood"`
+	SlowFloodP99Ratio float64   `json:"slow_flood_p99_ratio"` // healthy p99 beside a slow, flooded endpoint / alone
+
 	SinkRowsPerS float64            `json:"sink_rows_per_s"` // attempt rows/s into ClickHouse during throughput
 	SinkMaxLag   int64              `json:"sink_max_lag"`    // the sink group's highest lag on delivery-attempts then
 	GroupLag     map[string]int64   `json:"throughput_max_lag_by_group"`
@@ -153,6 +156,7 @@ func (r *Results) evaluate() {
 	add("ratio", "≥ 0.5", fmt.Sprintf("%.2f", r.Ratio), r.Ratio >= 0.5)
 	add("latency_ms.p99", "≤ 100", fmt.Sprintf("%.1f", r.LatencyMs.P99), r.LatencyMs.N > 0 && r.LatencyMs.P99 <= 100)
 	add("isolation_p99_ratio", "≤ 2", fmt.Sprintf("%.2f", r.IsolationP99Ratio), r.IsolationP99Ratio > 0 && r.IsolationP99Ratio <= 2)
+	add("slow_flood_p99_ratio", "≤ 2", fmt.Sprintf("%.2f", r.SlowFloodP99Ratio), r.SlowFloodP99Ratio > 0 && r.SlowFloodP99Ratio <= 2)
 	sinkOK := r.PipelineRPS > 0 && r.SinkRowsPerS >= 0.9*r.PipelineRPS && float64(r.SinkMaxLag) <= 5*r.PipelineRPS
 	add("sink not the bottleneck", "rows/s ≈ deliveries/s, lag ≤ 5 s of traffic",
 		fmt.Sprintf("%.0f rows/s vs %.0f deliveries/s, max lag %d", r.SinkRowsPerS, r.PipelineRPS, r.SinkMaxLag), sinkOK)
@@ -187,6 +191,8 @@ func (r *Results) Table(w io.Writer) {
 		r.LatencyRate, r.LatencyMs.P50, r.LatencyMs.P95, r.LatencyMs.P99, r.LatencyMs.N)
 	fmt.Fprintf(tw, "isolation\thealthy p99 / latency p99\t%.2f  (healthy p99 %.1f ms, flooded p99 %.1f ms, %d hanging)\n",
 		r.IsolationP99Ratio, r.Isolation.HealthyMs.P99, r.Isolation.FloodedMs.P99, r.Isolation.Hanging)
+	fmt.Fprintf(tw, "slow_flood\thealthy p99 flooded / alone\t%.2f  (alone %.1f ms, beside %d to a %d ms endpoint %.1f ms)\n",
+		r.SlowFloodP99Ratio, r.SlowFlood.AloneMs.P99, r.SlowFlood.Flood, r.SlowFlood.SlowDelayMs, r.SlowFlood.FloodedMs.P99)
 	fmt.Fprintf(tw, "sink\tsink_rows_per_s (during throughput)\t%.0f rows/s\n", r.SinkRowsPerS)
 	fmt.Fprintf(tw, "sink\tsink_max_lag\t%d records\n", r.SinkMaxLag)
 	fmt.Fprintf(tw, "memory\tdelivery_peak_rss_mb (%d requests open)\t%.1f MiB (idle %.1f; %.1f KiB per delivery)\n",

@@ -32,8 +32,6 @@ type Releaser struct {
 
 	mu   sync.Mutex
 	held map[tp][]*kgo.Record // per tier partition, in offset order
-
-	Released int64
 }
 
 type tp struct {
@@ -186,7 +184,6 @@ func (r *Releaser) release(ctx context.Context) (time.Time, error) {
 			r.held[k] = recs[i:]
 		}
 	}
-	r.Released += int64(len(out))
 	r.mu.Unlock()
 	if len(emptied) > 0 {
 		r.cl.ResumeFetchPartitions(emptied)

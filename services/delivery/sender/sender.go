@@ -1,8 +1,8 @@
 // Package sender makes the outbound webhook request: it signs the body (Standard Webhooks and Ask
 // Users headers), POSTs it through a transport that refuses private, loopback and other internal
 // addresses at dial time (so neither DNS nor redirects can get around it), reads at most a capped
-// response body, and classifies the outcome in one place (Classify). It never follows redirects and
-// never logs; secrets only pass through to the HMAC.
+// response body and response headers. What a result means is the delivery worker's decision, not
+// the sender's. It never follows redirects and never logs; secrets only pass through to the HMAC.
 package sender
 
 import (
@@ -30,11 +30,14 @@ var ErrInvalidRequest = errors.New("invalid request")
 
 // Options configure a Sender.
 type Options struct {
-	Timeout          time.Duration  // per attempt; 30 s when zero
-	MaxResponseBytes int64          // response body kept; 64 KiB when zero
-	Allow            []netip.Prefix // destinations allowed despite the guard
-	UserAgent        string
-	MaxConnsPerHost  int // 0: unlimited
+	Timeout          time.Duration // per attempt; 30 s when zero
+	MaxResponseBytes int64         // response body kept; 64 KiB when zero
+	// MaxResponseHeaderBytes bounds the response header block (Go's default is 10 MiB: a hostile
+	// receiver could make every attempt that large); 64 KiB when zero.
+	MaxResponseHeaderBytes int64
+	Allow                  []netip.Prefix // destinations allowed despite the guard
+	UserAgent              string
+	MaxConnsPerHost        int // 0: unlimited
 	// StartSpan, when set, is called with each request just before it is sent (tracing: it
 	// starts the client span and sets the traceparent header the subscriber and the attempt log
 	// see) and returns the function that ends the span with the outcome.
@@ -56,22 +59,26 @@ func New(opts Options) *Sender {
 	if opts.MaxResponseBytes <= 0 {
 		opts.MaxResponseBytes = 64 << 10
 	}
+	if opts.MaxResponseHeaderBytes <= 0 {
+		opts.MaxResponseHeaderBytes = 64 << 10
+	}
 	if opts.UserAgent == "" {
 		opts.UserAgent = "surveyhooks/1"
 	}
 	g := &Guard{Allow: opts.Allow}
 	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: g.control}
 	tr := &http.Transport{
-		DialContext:           d.DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          4096,
-		MaxIdleConnsPerHost:   512,
-		MaxConnsPerHost:       opts.MaxConnsPerHost,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		ResponseHeaderTimeout: opts.Timeout,
-		Proxy:                 nil, // a proxy would bypass the dial-time guard
+		DialContext:            d.DialContext,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConns:           4096,
+		MaxIdleConnsPerHost:    512,
+		MaxConnsPerHost:        opts.MaxConnsPerHost,
+		IdleConnTimeout:        90 * time.Second,
+		TLSHandshakeTimeout:    10 * time.Second,
+		ExpectContinueTimeout:  time.Second,
+		ResponseHeaderTimeout:  opts.Timeout,
+		MaxResponseHeaderBytes: opts.MaxResponseHeaderBytes,
+		Proxy:                  nil, // a proxy would bypass the dial-time guard
 	}
 	return &Sender{opts: opts, guard: g, client: &http.Client{
 		Transport:     tr,

@@ -2,7 +2,6 @@ package sender_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -13,56 +12,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/surveyhooks/surveyhooks/pkg/sender"
 	"github.com/surveyhooks/surveyhooks/pkg/signature"
-	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
+	"github.com/surveyhooks/surveyhooks/services/delivery/sender"
 )
-
-func TestClassify(t *testing.T) {
-	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	hdr := func(k, v string) http.Header { return http.Header{k: []string{v}} }
-	const (
-		retry = pb.Disposition_DISPOSITION_RETRY
-		dead  = pb.Disposition_DISPOSITION_DEAD
-		ok    = pb.Disposition_DISPOSITION_DELIVERED
-	)
-	for _, c := range []struct {
-		name       string
-		res        sender.Result
-		class      pb.OutcomeClass
-		disp       pb.Disposition
-		retryAfter int64
-	}{
-		{"200", sender.Result{StatusCode: 200}, pb.OutcomeClass_OUTCOME_CLASS_SUCCESS, ok, 0},
-		{"204", sender.Result{StatusCode: 204}, pb.OutcomeClass_OUTCOME_CLASS_SUCCESS, ok, 0},
-		{"301 is not followed, retried", sender.Result{StatusCode: 301}, pb.OutcomeClass_OUTCOME_CLASS_HTTP_RETRYABLE, retry, 0},
-		{"400", sender.Result{StatusCode: 400}, pb.OutcomeClass_OUTCOME_CLASS_HTTP_PERMANENT, dead, 0},
-		{"401", sender.Result{StatusCode: 401}, pb.OutcomeClass_OUTCOME_CLASS_HTTP_PERMANENT, dead, 0},
-		{"404", sender.Result{StatusCode: 404}, pb.OutcomeClass_OUTCOME_CLASS_HTTP_PERMANENT, dead, 0},
-		{"408", sender.Result{StatusCode: 408}, pb.OutcomeClass_OUTCOME_CLASS_HTTP_RETRYABLE, retry, 0},
-		{"409", sender.Result{StatusCode: 409}, pb.OutcomeClass_OUTCOME_CLASS_HTTP_RETRYABLE, retry, 0},
-		{"410 disables", sender.Result{StatusCode: 410}, pb.OutcomeClass_OUTCOME_CLASS_GONE, dead, 0},
-		{"425", sender.Result{StatusCode: 425}, pb.OutcomeClass_OUTCOME_CLASS_HTTP_RETRYABLE, retry, 0},
-		{"429 seconds", sender.Result{StatusCode: 429, ResponseHeaders: hdr("Retry-After", "120")}, pb.OutcomeClass_OUTCOME_CLASS_HTTP_RETRYABLE, retry, 120_000},
-		{"429 date", sender.Result{StatusCode: 429, ResponseHeaders: hdr("Retry-After", now.Add(10*time.Minute).Format(http.TimeFormat))}, pb.OutcomeClass_OUTCOME_CLASS_HTTP_RETRYABLE, retry, 600_000},
-		{"429 garbage", sender.Result{StatusCode: 429, ResponseHeaders: hdr("Retry-After", "soon")}, pb.OutcomeClass_OUTCOME_CLASS_HTTP_RETRYABLE, retry, 0},
-		{"500", sender.Result{StatusCode: 500}, pb.OutcomeClass_OUTCOME_CLASS_HTTP_RETRYABLE, retry, 0},
-		{"503 Retry-After", sender.Result{StatusCode: 503, ResponseHeaders: hdr("Retry-After", "5")}, pb.OutcomeClass_OUTCOME_CLASS_HTTP_RETRYABLE, retry, 5000},
-		{"502 ignores Retry-After", sender.Result{StatusCode: 502, ResponseHeaders: hdr("Retry-After", "5")}, pb.OutcomeClass_OUTCOME_CLASS_HTTP_RETRYABLE, retry, 0},
-		{"timeout", sender.Result{Err: context.DeadlineExceeded}, pb.OutcomeClass_OUTCOME_CLASS_TIMEOUT, retry, 0},
-		{"connection", sender.Result{Err: errors.New("dial tcp: connection refused")}, pb.OutcomeClass_OUTCOME_CLASS_CONNECTION_ERROR, retry, 0},
-		{"blocked", sender.Result{Err: fmt.Errorf("x: %w", sender.ErrBlockedDestination)}, pb.OutcomeClass_OUTCOME_CLASS_BLOCKED_DESTINATION, dead, 0},
-		{"invalid", sender.Result{Err: sender.ErrInvalidRequest}, pb.OutcomeClass_OUTCOME_CLASS_INVALID_REQUEST, dead, 0},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			o := sender.Classify(c.res, now)
-			require.Equal(t, c.class, o.Class)
-			require.Equal(t, c.disp, o.Disposition)
-			require.Equal(t, c.retryAfter, o.RetryAfterMs)
-			require.EqualValues(t, c.res.StatusCode, o.StatusCode)
-		})
-	}
-}
 
 func TestGuardRefusesInternalAddressesInEverySpelling(t *testing.T) {
 	g := &sender.Guard{}
@@ -95,7 +47,6 @@ func TestSendRefusesLoopbackAtDialTimeEvenThroughAName(t *testing.T) {
 	// "localhost" passes the literal check; the dialer sees 127.0.0.1 and refuses.
 	res := s.Send(context.Background(), sender.Request{MessageID: "m", URL: "http://localhost:" + port + "/", Timestamp: time.Now()})
 	require.ErrorIs(t, res.Err, sender.ErrBlockedDestination)
-	require.Equal(t, pb.OutcomeClass_OUTCOME_CLASS_BLOCKED_DESTINATION, sender.Classify(res, time.Now()).Class)
 }
 
 func TestSendSignsCapsAndDoesNotFollowRedirects(t *testing.T) {
@@ -125,7 +76,6 @@ func TestSendSignsCapsAndDoesNotFollowRedirects(t *testing.T) {
 
 	res = s.Send(context.Background(), sender.Request{MessageID: "msg_2", URL: srv.URL + "/redirect", Body: body, Timestamp: now})
 	require.Equal(t, http.StatusFound, res.StatusCode)
-	require.Equal(t, pb.OutcomeClass_OUTCOME_CLASS_HTTP_RETRYABLE, sender.Classify(res, now).Class)
 }
 
 func TestSendTimesOut(t *testing.T) {
@@ -135,5 +85,22 @@ func TestSendTimesOut(t *testing.T) {
 	defer close(release)
 	s := sender.New(sender.Options{Timeout: 200 * time.Millisecond, Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
 	res := s.Send(context.Background(), sender.Request{MessageID: "m", URL: srv.URL, Timestamp: time.Now()})
-	require.Equal(t, pb.OutcomeClass_OUTCOME_CLASS_TIMEOUT, sender.Classify(res, time.Now()).Class)
+	require.True(t, sender.IsTimeout(res.Err), "got %v", res.Err)
+}
+
+func TestSendRefusesAHugeResponseHeaderBlock(t *testing.T) {
+	// 2,000 headers of 1 KiB: Go's client would accept up to 10 MiB and copy every one.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		v := strings.Repeat("h", 1024)
+		for i := range 2000 {
+			w.Header().Set(fmt.Sprintf("X-Bomb-%d", i), v)
+		}
+		w.WriteHeader(200)
+	}))
+	defer srv.Close()
+	s := sender.New(sender.Options{MaxResponseHeaderBytes: 64 << 10, Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	res := s.Send(context.Background(), sender.Request{MessageID: "m", URL: srv.URL, Timestamp: time.Now()})
+	require.Error(t, res.Err)
+	require.Contains(t, res.Err.Error(), "exceeded")
+	require.Nil(t, res.ResponseHeaders)
 }

@@ -1,0 +1,56 @@
+package delivery
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/surveyhooks/surveyhooks/pkg/secrets"
+	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
+)
+
+// secretCache opens each webhook's sealed secrets once per revision: AES-GCM on every request
+// would cost more than the HMAC.
+type secretCache struct {
+	box *secrets.Box
+	mu  sync.Mutex
+	m   map[string]*openSecrets
+}
+
+type openSecrets struct {
+	revision int64
+	plain    []string
+	expires  []int64
+}
+
+func newSecretCache(box *secrets.Box) *secretCache {
+	return &secretCache{box: box, m: map[string]*openSecrets{}}
+}
+
+// open returns the webhook's unexpired secrets, newest first.
+func (c *secretCache) open(wh *pb.Webhook, now time.Time) ([]string, error) {
+	c.mu.Lock()
+	os := c.m[wh.Id]
+	c.mu.Unlock()
+	if os == nil || os.revision != wh.Revision {
+		os = &openSecrets{revision: wh.Revision}
+		for _, s := range wh.Secrets {
+			p, err := c.box.Open(s.Sealed)
+			if err != nil {
+				return nil, fmt.Errorf("opening webhook secret: %w", err)
+			}
+			os.plain = append(os.plain, p)
+			os.expires = append(os.expires, s.ExpiresAtMs)
+		}
+		c.mu.Lock()
+		c.m[wh.Id] = os
+		c.mu.Unlock()
+	}
+	out := make([]string, 0, len(os.plain))
+	for i, p := range os.plain {
+		if os.expires[i] == 0 || os.expires[i] > now.UnixMilli() {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
