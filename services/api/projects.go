@@ -2,8 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"hash/fnv"
 	"net/http"
@@ -15,19 +13,13 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
+	"github.com/surveyhooks/surveyhooks/pkg/ids"
 	"github.com/surveyhooks/surveyhooks/pkg/secrets"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
 
 // maxBody bounds every request body.
 const maxBody = 256 << 10
-
-// newID returns a prefixed random id, Svix style: "prj_…", "wh_…", "evt_…", "msg_…".
-func newID(prefix string) string {
-	b := make([]byte, 12)
-	_, _ = rand.Read(b)
-	return prefix + hex.EncodeToString(b)
-}
 
 type projectOut struct {
 	ID           string    `json:"id"`
@@ -60,7 +52,7 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) error {
 		return invalid("name", "name is required, at most 200 characters")
 	}
 	key := secrets.NewAPIKey()
-	p := &pb.Project{Id: newID("prj_"), Name: in.Name, ApiKeyHash: secrets.HashAPIKey(key),
+	p := &pb.Project{Id: ids.New("prj_"), Name: in.Name, ApiKeyHash: secrets.HashAPIKey(key),
 		ApiKeyPrefix: key[:10], CreatedAtMs: time.Now().UnixMilli()}
 	if err := s.write(r.Context(), s.cfg.Kafka.Topics.Projects, p.Id, p); err != nil {
 		return err
