@@ -110,13 +110,13 @@ func ValidateFormat(f string) error {
 }
 
 // renderFormat renders ev in wh's format (or envelope version), before any transform.
-func renderFormat(ev *pb.Event, wh *pb.Webhook) ([]byte, error) {
+func renderFormat(ev *pb.Event, wh *pb.Webhook, o options) ([]byte, error) {
 	switch f := wh.GetFormat(); f {
 	case FormatEnvelope:
 	case FormatRefiner:
 		return renderRefiner(ev, wh)
 	case FormatScreeb:
-		return renderScreeb(ev, wh)
+		return renderScreeb(ev, o)
 	case FormatUserpilot:
 		return renderUserpilot(ev, wh)
 	case FormatAskUsers:

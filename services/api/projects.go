@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/surveyhooks/surveyhooks/pkg/envelope"
 	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
 	"github.com/surveyhooks/surveyhooks/pkg/ids"
 	"github.com/surveyhooks/surveyhooks/pkg/secrets"
@@ -23,6 +24,7 @@ const maxBody = 256 << 10
 
 type projectOut struct {
 	ID           string    `json:"id"`
+	UUID         string    `json:"uuid"`
 	Name         string    `json:"name"`
 	APIKey       string    `json:"api_key,omitempty"` // only in the answer to the creation
 	APIKeyPrefix string    `json:"api_key_prefix"`
@@ -30,7 +32,7 @@ type projectOut struct {
 }
 
 func viewProject(p *pb.Project) projectOut {
-	return projectOut{ID: p.Id, Name: p.Name, APIKeyPrefix: p.ApiKeyPrefix, CreatedAt: time.UnixMilli(p.CreatedAtMs).UTC()}
+	return projectOut{ID: p.Id, UUID: envelope.ProjectUUID(p.Id), Name: p.Name, APIKeyPrefix: p.ApiKeyPrefix, CreatedAt: time.UnixMilli(p.CreatedAtMs).UTC()}
 }
 
 func (s *Server) createProject(w http.ResponseWriter, r *http.Request) error {

@@ -147,7 +147,7 @@ func (s *Server) sendTest(w http.ResponseWriter, r *http.Request, p *pb.Project)
 	now := time.Now()
 	ev := envelope.TestEvent(p.Id, now)
 	ev.EventId = ids.UUID()
-	body, err := envelope.Render(ev, wh)
+	body, err := envelope.Render(ev, wh, envelope.WithProject(p))
 	if err != nil {
 		return fmt.Errorf("rendering test event: %w", err)
 	}
