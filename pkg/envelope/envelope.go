@@ -6,7 +6,8 @@
 //
 // A webhook is pinned to a payload version; once a version or a format is released its output
 // never changes (golden files in testdata freeze it), so a new shape is always a new version beside
-// the old ones. It must never depend on anything but the Event and the Webhook it is given, and
+// the old ones. It must never depend on anything but the Event, the Webhook and the project it is
+// given, and
 // must never compile an expression per event on the fan-out path (NewRenderer, once per revision).
 package envelope
 
@@ -15,6 +16,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/surveyhooks/surveyhooks/pkg/ids"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
 
@@ -30,19 +32,48 @@ var Versions = []string{"1"}
 // MaxProperties is how many user and company properties a webhook may choose, together (Userpilot).
 const MaxProperties = 10
 
+// Option gives Render what a body may say beyond the Event and the Webhook.
+type Option func(*options)
+
+type options struct {
+	project *pb.Project
+}
+
+// WithProject gives the renderer the event's project (from the `projects` topic), for formats
+// that show more of it than its id: Screeb's organization.name. Without it the name is empty.
+func WithProject(p *pb.Project) Option { return func(o *options) { o.project = p } }
+
+func collect(opts []Option) options {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
+
+// ProjectUUID is the UUID of a project, derived from its id (name-based, so stable for ever and
+// the same in every process): what formats that type the project's id as a UUID carry (Refiner's
+// project_uuid, Screeb's organization.id), and what the API shows as the project's uuid.
+func ProjectUUID(projectID string) string { return ids.NameUUID(ids.Namespace, projectID) }
+
 // Render returns the body for ev as webhook wh receives it: in wh's format (or, for the surveyhooks
-// envelope, its pinned payload version), then reshaped by wh's transform if it has one. It does not
-// apply wh's filter. It compiles the transform on every call: fan-out, which renders per event,
-// uses a Renderer compiled once per webhook revision instead.
-func Render(ev *pb.Event, wh *pb.Webhook) ([]byte, error) {
+// envelope, its pinned payload version), then reshaped by wh's transform if it has one, written as
+// JSON.stringify writes it (see stringify). It does not apply wh's filter. It compiles the
+// transform on every call: fan-out, which renders per event, uses a Renderer compiled once per
+// webhook revision instead.
+func Render(ev *pb.Event, wh *pb.Webhook, opts ...Option) ([]byte, error) {
 	if wh.GetTransform() == "" {
-		return renderFormat(ev, wh)
+		body, err := renderFormat(ev, wh, collect(opts))
+		if err != nil {
+			return nil, err
+		}
+		return stringify(body)
 	}
 	r, err := NewRenderer(wh)
 	if err != nil {
 		return nil, err
 	}
-	return r.Render(ev)
+	return r.Render(ev, opts...)
 }
 
 // TestEvent is the event "Send Test" delivers: a well-formed sample with every section filled, so

@@ -110,13 +110,13 @@ func ValidateFormat(f string) error {
 }
 
 // renderFormat renders ev in wh's format (or envelope version), before any transform.
-func renderFormat(ev *pb.Event, wh *pb.Webhook) ([]byte, error) {
+func renderFormat(ev *pb.Event, wh *pb.Webhook, o options) ([]byte, error) {
 	switch f := wh.GetFormat(); f {
 	case FormatEnvelope:
 	case FormatRefiner:
 		return renderRefiner(ev, wh)
 	case FormatScreeb:
-		return renderScreeb(ev, wh)
+		return renderScreeb(ev, o)
 	case FormatUserpilot:
 		return renderUserpilot(ev, wh)
 	case FormatAskUsers:
@@ -173,10 +173,15 @@ func objectOrEmpty(b json.RawMessage) json.RawMessage {
 	return b
 }
 
-// idValue renders an id as a JSON number when it is a plain decimal integer, as platforms that
-// use numeric ids do, and as a string otherwise.
+// maxSafeInteger is JavaScript's Number.MAX_SAFE_INTEGER: larger integers do not survive
+// JSON.parse, so ids beyond it stay strings (every body is written as JavaScript writes it).
+const maxSafeInteger = 1<<53 - 1
+
+// idValue renders an id as a JSON number when it is a plain decimal integer a JavaScript number
+// holds exactly, as platforms that use numeric ids do, and as a string otherwise.
 func idValue(id string) any {
-	if i, err := strconv.ParseInt(id, 10, 64); err == nil && strconv.FormatInt(i, 10) == id {
+	if i, err := strconv.ParseInt(id, 10, 64); err == nil && strconv.FormatInt(i, 10) == id &&
+		i >= -maxSafeInteger && i <= maxSafeInteger {
 		return i
 	}
 	return id

@@ -56,6 +56,7 @@ type formatCase struct {
 	sample     string // file in testdata/samples; "" when the document shows none
 	ev         *pb.Event
 	wh         *pb.Webhook
+	project    *pb.Project // what fan-out knows of the event's project; nil: nothing
 	deviations []deviation
 }
 
@@ -112,11 +113,13 @@ func formatCases() []formatCase {
 			{"account.first_seen_at", nil, "events carry no account timestamps"},
 			{"account.last_seen_at", nil, "events carry no account timestamps"},
 			{"response.tags.0.uuid", "2127db1e-2474-5c46-b0bd-abceab0f2c8c", "events carry tag names only: the uuid is derived from the project and the name"},
+			{"project_uuid", envelope.ProjectUUID("56421950-5d32-11ea-9bb4-9f1f1a987a49"), "the project's uuid is derived from its id"},
 		},
 	}, {
 		// Screeb's sample is a response.ended: the response's last answer is repeated as
 		// question/answer, and three items are shown without content.
 		golden: "screeb_response_ended", sample: "screeb.json",
+		project: &pb.Project{Id: "b5969d13-5e5e-4648-9806-5339ddafd984", Name: "ACME"},
 		ev: &pb.Event{
 			EventId: "64c7ea3b-827b-4679-b25d-7fd61f6c3d33", ProjectId: "b5969d13-5e5e-4648-9806-5339ddafd984",
 			EventType: "survey.completed", TimeMs: 1627566309325,
@@ -144,7 +147,7 @@ func formatCases() []formatCase {
 		deviations: []deviation{
 			{"time", "2021-07-29T13:45:09.325Z", "events carry milliseconds; the sample shows nanoseconds"},
 			{"payload.survey.scenario_time", "2021-07-29T00:08:31.069Z", "events carry milliseconds; the sample shows microseconds"},
-			{"payload.organization.name", "", "the event carries no project name"},
+			{"payload.organization.id", envelope.ProjectUUID("b5969d13-5e5e-4648-9806-5339ddafd984"), "the project's uuid is derived from its id"},
 			{"payload.user.user_id", "samuel@screeb.app", "the document's copy shows its e-mail obfuscation, \"[email protected]\", for the address"},
 			{"payload.user.email", "samuel@screeb.app", "as user_id"},
 			{"payload.response.hidden_fields.email", "samuel@screeb.app", "as user_id"},
@@ -228,7 +231,7 @@ func formSubmitted() *pb.Event {
 func TestFormatsReproduceTheReferenceSamples(t *testing.T) {
 	for _, c := range formatCases() {
 		t.Run(c.golden, func(t *testing.T) {
-			got, err := envelope.Render(c.ev, c.wh)
+			got, err := envelope.Render(c.ev, c.wh, envelope.WithProject(c.project))
 			require.NoError(t, err)
 			path := filepath.Join("testdata", c.golden+".golden.json")
 			if *updateFormats {

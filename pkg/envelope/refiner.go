@@ -67,7 +67,7 @@ type refinerResponse struct {
 func renderRefiner(ev *pb.Event, wh *pb.Webhook) ([]byte, error) {
 	u := ev.GetUser()
 	b := refinerBody{
-		UUID: u.GetAnonymousId(), ProjectUUID: ev.GetProjectId(), RemoteID: nullString(u.GetId()), Email: u.GetEmail(),
+		UUID: u.GetAnonymousId(), ProjectUUID: ProjectUUID(ev.GetProjectId()), RemoteID: nullString(u.GetId()), Email: u.GetEmail(),
 		FirstSeenAt: nullTime(u.GetFirstSeenMs(), refinerTime), LastSeenAt: nullTime(u.GetLastSeenMs(), refinerTime),
 		Attributes: objectOrEmpty(chosenTraits(u.GetTraits(), wh.GetUserProperties())), Segments: []refinerRef{},
 		TriggeredEvent: eventName(FormatRefiner, ev.GetEventType()),

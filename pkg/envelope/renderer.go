@@ -61,17 +61,19 @@ func (r *Renderer) Match(ev *pb.Event) (bool, error) {
 	return r.filter.Match(ev)
 }
 
-// Render returns the body for ev: the format (or envelope version), then the transform.
-func (r *Renderer) Render(ev *pb.Event) ([]byte, error) {
-	body, err := renderFormat(ev, r.wh)
-	if err != nil || r.transform == nil {
-		return body, err
-	}
-	out, err := r.transform.Apply(ev, body)
+// Render returns the body for ev: the format (or envelope version), then the transform, written
+// as JSON.stringify writes it (see stringify).
+func (r *Renderer) Render(ev *pb.Event, opts ...Option) ([]byte, error) {
+	body, err := renderFormat(ev, r.wh, collect(opts))
 	if err != nil {
-		return nil, fmt.Errorf("transform: %w", err)
+		return nil, err
 	}
-	return out, nil
+	if r.transform != nil {
+		if body, err = r.transform.Apply(ev, body); err != nil {
+			return nil, fmt.Errorf("transform: %w", err)
+		}
+	}
+	return stringify(body)
 }
 
 // ValidateFilter compiles a filter expression and returns CEL's message when it is not a valid

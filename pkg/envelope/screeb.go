@@ -98,10 +98,10 @@ type screebField struct {
 	Time    *string         `json:"time"`
 }
 
-func renderScreeb(ev *pb.Event, _ *pb.Webhook) ([]byte, error) {
+func renderScreeb(ev *pb.Event, o options) ([]byte, error) {
 	p := screebPayload{
-		// The event carries no project name (see docs/payloads.md): name stays empty.
-		Organization: screebOrganization{ID: ev.GetProjectId()},
+		// Screeb's spec types organization.id as a uuid: the project's, derived from its id.
+		Organization: screebOrganization{ID: ProjectUUID(ev.GetProjectId()), Name: o.project.GetName()},
 		Channel:      screebChannel{ID: ev.GetChannel().GetId(), Type: ev.GetChannel().GetType()},
 	}
 	if s := ev.GetSurvey(); s != nil {

@@ -24,12 +24,28 @@ func NewWebhookSecret() string {
 	return SecretPrefix + base64.StdEncoding.EncodeToString(b)
 }
 
-// ValidateWebhookSecret checks a subscriber-chosen secret: "whsec_" followed by base64 of 24 to
-// 64 bytes.
+// Bounds of a secret the customer types (Userpilot and Refiner let them choose it).
+const (
+	// MinCustomSecret is the shortest secret accepted: 24 characters, the least key material
+	// Standard Webhooks allows (24 bytes) and, at random, over 150 bits — beyond guessing, as an
+	// HMAC key must be, since anyone holding it can forge webhooks.
+	MinCustomSecret = 24
+	// MaxCustomSecret is the longest: HMAC-SHA256 hashes a key longer than its 64-byte block, so
+	// more adds nothing; 128 leaves room for passphrases and concatenated tokens.
+	MaxCustomSecret = 128
+)
+
+// ValidateWebhookSecret checks a subscriber-chosen secret. Two kinds are accepted:
+//   - "whsec_" followed by standard base64 of 24 to 64 bytes (Standard Webhooks' own form; the
+//     decoded bytes are the HMAC key of webhook-signature);
+//   - any other string of MinCustomSecret to MaxCustomSecret printable ASCII characters without
+//     whitespace (what a customer types into Userpilot's or Refiner's secret field; its bytes are
+//     the key as they are). Printable ASCII means the same bytes in every config file, environment
+//     variable and language, so a receiver's HMAC key is exactly what was typed.
 func ValidateWebhookSecret(s string) error {
 	raw, ok := strings.CutPrefix(s, SecretPrefix)
 	if !ok {
-		return errors.New("must start with \"whsec_\"")
+		return validateCustomSecret(s)
 	}
 	key, err := base64.StdEncoding.DecodeString(raw)
 	if err != nil {
@@ -37,6 +53,20 @@ func ValidateWebhookSecret(s string) error {
 	}
 	if len(key) < 24 || len(key) > 64 {
 		return fmt.Errorf("must decode to 24 to 64 bytes, got %d", len(key))
+	}
+	return nil
+}
+
+func validateCustomSecret(s string) error {
+	if n := len(s); n < MinCustomSecret || n > MaxCustomSecret {
+		return fmt.Errorf("must be \"whsec_\" + base64, or %d to %d characters of your own; got %d characters",
+			MinCustomSecret, MaxCustomSecret, n)
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c > '~' {
+			// Never echo the secret: say where, not what.
+			return fmt.Errorf("must be printable ASCII without spaces (character %d is not)", i+1)
+		}
 	}
 	return nil
 }

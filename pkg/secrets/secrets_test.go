@@ -20,16 +20,29 @@ func TestGeneratedSecretsAreValidAndDistinct(t *testing.T) {
 
 func TestValidateWebhookSecretNamesTheProblem(t *testing.T) {
 	for in, want := range map[string]string{
-		"nope":                     "must start with",
+		"nope":                     "24 to 128 characters of your own; got 4",
 		"whsec_!!!":                "standard base64",
 		"whsec_c2hvcnQ=":           "24 to 64 bytes",
 		secrets.NewWebhookSecret(): "",
+		// Customer-chosen secrets (Userpilot, Refiner): 24 to 128 printable ASCII characters.
+		"correct-horse-battery-st":                     "",
+		"correct-horse-battery-s":                      "got 23 characters",
+		"Tr0ub4dor&3!{}~[]|\\^`'\"<>?/.,;:=+_-)(*%$#@": "",
+		strings.Repeat("k", 128):                       "",
+		strings.Repeat("k", 129):                       "got 129 characters",
+		"correct horse battery staple":                 "printable ASCII without spaces (character 8",
+		"correct-horse-battery-staple\n":               "(character 29",
+		"correct-horse-battery-stäple":                 "printable ASCII",
+		"correct-horse-battery-\x00staple":             "printable ASCII",
 	} {
 		err := secrets.ValidateWebhookSecret(in)
 		if want == "" {
-			require.NoError(t, err)
-		} else {
-			require.ErrorContains(t, err, want, in)
+			require.NoError(t, err, in)
+			continue
+		}
+		require.ErrorContains(t, err, want, in)
+		if len(in) > 8 {
+			require.NotContains(t, err.Error(), in[:8], "the error never repeats the secret")
 		}
 	}
 }

@@ -28,11 +28,17 @@ const (
 // ErrInvalid means a signature did not verify.
 var ErrInvalid = errors.New("signature does not verify")
 
-// Key is the HMAC key of a "whsec_…" secret: the base64-decoded part after the prefix.
+// Key is the HMAC key of webhook-signature for a secret: for a "whsec_…" secret, the
+// base64-decoded part after the prefix (as Standard Webhooks libraries decode it); for a secret the
+// customer chose in their own form (see secrets.ValidateWebhookSecret), its bytes as they are —
+// what Standard Webhooks libraries take with their "raw" key option.
 func Key(secret string) ([]byte, error) {
 	raw, ok := strings.CutPrefix(secret, secrets.SecretPrefix)
 	if !ok {
-		return nil, errors.New("secret must start with \"whsec_\"")
+		if secret == "" {
+			return nil, errors.New("empty secret")
+		}
+		return []byte(secret), nil
 	}
 	key, err := base64.StdEncoding.DecodeString(raw)
 	if err != nil {
@@ -63,7 +69,8 @@ func Standard(id string, ts time.Time, body []byte, keys [][]byte) string {
 }
 
 // AskUsers returns the `X-Webhook-Signature` value: hex HMAC-SHA256 of the raw body, keyed with
-// the whole secret string as UTF-8.
+// the whole secret string as UTF-8 ("whsec_" included), as Ask Users' recipes key it, whatever the
+// kind of secret.
 func AskUsers(body []byte, secret string) string {
 	m := hmac.New(sha256.New, []byte(secret))
 	m.Write(body)

@@ -1,6 +1,10 @@
 package signature_test
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"strconv"
 	"testing"
 	"time"
@@ -39,3 +43,27 @@ func TestVerifyAcceptsAnyOfSeveralSignaturesAndRejectsTampering(t *testing.T) {
 }
 
 func itoa(v int64) string { return strconv.FormatInt(v, 10) }
+
+// A secret the customer typed (not "whsec_…") keys webhook-signature with its own bytes, as the
+// Standard Webhooks libraries' raw-key option does, and X-Webhook-Signature with the same string,
+// as Ask Users' recipe (createHmac('sha256', secret)) does.
+func TestCustomerChosenSecretKeysBothSignaturesWithItsOwnBytes(t *testing.T) {
+	secret := "my-own-Userpilot-token-2024!"
+	key, err := signature.Key(secret)
+	require.NoError(t, err)
+	require.Equal(t, []byte(secret), key)
+
+	body, ts := []byte(`{"type":"flows.seen"}`), time.Unix(1679578625, 0)
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte("msg_1.1679578625." + string(body)))
+	want := "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
+	require.Equal(t, want, signature.Standard("msg_1", ts, body, [][]byte{key}))
+	require.NoError(t, signature.VerifyStandard(secret, "msg_1", "1679578625", want, body, 0))
+
+	mac = hmac.New(sha256.New, []byte(secret))
+	mac.Write(body)
+	require.Equal(t, hex.EncodeToString(mac.Sum(nil)), signature.AskUsers(body, secret))
+
+	_, err = signature.Key("whsec_not base64!")
+	require.Error(t, err, "a whsec_ secret is always base64")
+}

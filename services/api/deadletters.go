@@ -148,11 +148,12 @@ func (s *Server) replayDeadLetters(w http.ResponseWriter, r *http.Request, p *pb
 	if err := in.check(invalid); err != nil {
 		return err
 	}
-	if in.Limit == 0 {
-		in.Limit = s.cfg.MaxReplay
+	limit := s.cfg.MaxReplay // absent: as many as one call may replay
+	if in.Limit != nil {
+		limit = *in.Limit // 0 is refused, not taken as "the maximum" (the OpenAPI minimum is 1)
 	}
-	if in.Limit < 1 || in.Limit > s.cfg.MaxReplay {
-		return invalid("limit", "limit must be between 1 and %d, got %d", s.cfg.MaxReplay, in.Limit)
+	if limit < 1 || limit > s.cfg.MaxReplay {
+		return invalid("limit", "limit must be between 1 and %d, got %d", s.cfg.MaxReplay, limit)
 	}
 	if in.WebhookID != "" {
 		if _, err := s.owned(in.WebhookID, p); err != nil {
@@ -164,7 +165,7 @@ func (s *Server) replayDeadLetters(w http.ResponseWriter, r *http.Request, p *pb
 		return err
 	}
 	out := replayOut{}
-	q := in.deadQuery(p.Id, min(replayPage, in.Limit), "")
+	q := in.deadQuery(p.Id, min(replayPage, limit), "")
 	for {
 		items, next, err := st.ListDeadLetters(r.Context(), q)
 		if err != nil {
@@ -173,7 +174,7 @@ func (s *Server) replayDeadLetters(w http.ResponseWriter, r *http.Request, p *pb
 		var ids []string
 		var ds []*pb.Delivery
 		for i, it := range items {
-			if out.Replayed+len(ds) == in.Limit {
+			if out.Replayed+len(ds) == limit {
 				out.More = true
 				items = items[:i]
 				break
@@ -201,7 +202,7 @@ func (s *Server) replayDeadLetters(w http.ResponseWriter, r *http.Request, p *pb
 		if out.More || next == "" {
 			break
 		}
-		if out.Replayed == in.Limit {
+		if out.Replayed == limit {
 			out.More = true
 			break
 		}

@@ -123,7 +123,7 @@ type filters struct {
 	StatusCode int    `json:"status_code"`
 	From       string `json:"from"`
 	To         string `json:"to"`
-	Limit      int    `json:"limit"` // bulk replay only: query strings use their own limit
+	Limit      *int   `json:"limit"` // bulk replay only (nil: absent); query strings use their own limit
 	from, to   time.Time
 }
 

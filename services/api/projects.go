@@ -2,8 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"hash/fnv"
 	"net/http"
@@ -14,7 +12,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/surveyhooks/surveyhooks/pkg/envelope"
 	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
+	"github.com/surveyhooks/surveyhooks/pkg/ids"
 	"github.com/surveyhooks/surveyhooks/pkg/secrets"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
@@ -22,15 +22,9 @@ import (
 // maxBody bounds every request body.
 const maxBody = 256 << 10
 
-// newID returns a prefixed random id, Svix style: "prj_…", "wh_…", "evt_…", "msg_…".
-func newID(prefix string) string {
-	b := make([]byte, 12)
-	_, _ = rand.Read(b)
-	return prefix + hex.EncodeToString(b)
-}
-
 type projectOut struct {
 	ID           string    `json:"id"`
+	UUID         string    `json:"uuid"`
 	Name         string    `json:"name"`
 	APIKey       string    `json:"api_key,omitempty"` // only in the answer to the creation
 	APIKeyPrefix string    `json:"api_key_prefix"`
@@ -38,7 +32,7 @@ type projectOut struct {
 }
 
 func viewProject(p *pb.Project) projectOut {
-	return projectOut{ID: p.Id, Name: p.Name, APIKeyPrefix: p.ApiKeyPrefix, CreatedAt: time.UnixMilli(p.CreatedAtMs).UTC()}
+	return projectOut{ID: p.Id, UUID: envelope.ProjectUUID(p.Id), Name: p.Name, APIKeyPrefix: p.ApiKeyPrefix, CreatedAt: time.UnixMilli(p.CreatedAtMs).UTC()}
 }
 
 func (s *Server) createProject(w http.ResponseWriter, r *http.Request) error {
@@ -60,7 +54,7 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) error {
 		return invalid("name", "name is required, at most 200 characters")
 	}
 	key := secrets.NewAPIKey()
-	p := &pb.Project{Id: newID("prj_"), Name: in.Name, ApiKeyHash: secrets.HashAPIKey(key),
+	p := &pb.Project{Id: ids.New("prj_"), Name: in.Name, ApiKeyHash: secrets.HashAPIKey(key),
 		ApiKeyPrefix: key[:10], CreatedAtMs: time.Now().UnixMilli()}
 	if err := s.write(r.Context(), s.cfg.Kafka.Topics.Projects, p.Id, p); err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
 	"github.com/surveyhooks/surveyhooks/pkg/envelope"
 	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
+	"github.com/surveyhooks/surveyhooks/pkg/ids"
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
@@ -145,12 +146,12 @@ func (s *Server) sendTest(w http.ResponseWriter, r *http.Request, p *pb.Project)
 	}
 	now := time.Now()
 	ev := envelope.TestEvent(p.Id, now)
-	ev.EventId = newID("evt_")
-	body, err := envelope.Render(ev, wh)
+	ev.EventId = ids.UUID()
+	body, err := envelope.Render(ev, wh, envelope.WithProject(p))
 	if err != nil {
 		return fmt.Errorf("rendering test event: %w", err)
 	}
-	d := &pb.Delivery{DeliveryId: newID("msg_"), EventId: ev.EventId, WebhookId: wh.Id, ProjectId: p.Id,
+	d := &pb.Delivery{DeliveryId: ids.New("msg_"), EventId: ev.EventId, WebhookId: wh.Id, ProjectId: p.Id,
 		EventType: envelope.TestEventType, Body: body, Attempt: 1, CreatedAtMs: now.UnixMilli(),
 		EventTimeMs: ev.TimeMs, Test: true, WebhookRevision: wh.Revision}
 	v, err := proto.Marshal(d)

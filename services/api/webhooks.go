@@ -11,6 +11,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 
 	"github.com/surveyhooks/surveyhooks/pkg/envelope"
 	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
+	"github.com/surveyhooks/surveyhooks/pkg/ids"
 	"github.com/surveyhooks/surveyhooks/pkg/secrets"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
@@ -277,6 +279,12 @@ func validateURL(raw string) error {
 	if u.User != nil {
 		return invalid("url", "url must not carry credentials; put them in headers instead")
 	}
+	// url.Parse only checks that a port is digits; an impossible one would fail only at delivery.
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return invalid("url", "url port must be between 1 and 65535, got %s", port)
+		}
+	}
 	return nil
 }
 
@@ -347,7 +355,7 @@ func (s *Server) createWebhook(w http.ResponseWriter, r *http.Request, p *pb.Pro
 		secret = *in.Secret
 	}
 	now := time.Now().UnixMilli()
-	wh := &pb.Webhook{Id: newID("wh_"), ProjectId: p.Id, CreatedAtMs: now, UpdatedAtMs: now, Revision: 1}
+	wh := &pb.Webhook{Id: ids.New("wh_"), ProjectId: p.Id, CreatedAtMs: now, UpdatedAtMs: now, Revision: 1}
 	if err := s.apply(wh, in); err != nil {
 		return err
 	}

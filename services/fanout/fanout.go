@@ -153,11 +153,12 @@ func (f *FanOut) fanOut(r *kgo.Record, reg *registry.Registry, now int64, produc
 	// Taken before reading the webhooks: a renderer compiled from a configuration that changes
 	// meanwhile is used for this event but not cached (renderers.get).
 	gen := f.renderers.generation()
+	project := envelope.WithProject(reg.Project(ev.ProjectId)) // formats that show its name (Screeb)
 	for _, wh := range reg.Webhooks(ev.ProjectId) {
 		if !Matches(wh, ev.EventType) {
 			continue
 		}
-		body, ok := f.render(ev, wh, gen)
+		body, ok := f.render(ev, wh, gen, project)
 		if !ok {
 			continue
 		}
@@ -182,10 +183,10 @@ func (f *FanOut) fanOut(r *kgo.Record, reg *registry.Registry, now int64, produc
 
 // render applies wh's filter and renders ev's body for it; false when the webhook does not get
 // the event (filtered out, or counted as an error).
-func (f *FanOut) render(ev *pb.Event, wh *pb.Webhook, gen uint64) ([]byte, bool) {
+func (f *FanOut) render(ev *pb.Event, wh *pb.Webhook, gen uint64, project envelope.Option) ([]byte, bool) {
 	if wh.Filter == "" && wh.Transform == "" {
 		// The common case: no expression, nothing compiled, nothing cached.
-		body, err := envelope.Render(ev, wh)
+		body, err := envelope.Render(ev, wh, project)
 		if err != nil {
 			f.Stats.RenderErrs.Add(1)
 			f.log.Error("rendering body failed", "event_id", ev.EventId, "webhook_id", wh.Id, "err", err)
@@ -214,7 +215,7 @@ func (f *FanOut) render(ev *pb.Event, wh *pb.Webhook, gen uint64) ([]byte, bool)
 		f.Stats.Filtered.Add(1)
 		return nil, false
 	}
-	body, err := c.r.Render(ev)
+	body, err := c.r.Render(ev, project)
 	if err != nil {
 		f.Stats.RenderErrs.Add(1)
 		if c.warnOnce() {

@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -173,6 +174,35 @@ func Validate(ev *pb.Event, p string) *httpapi.Error {
 		{"response.hidden_fields", ev.GetResponse().GetHiddenFields()}, {"properties", ev.Properties}} {
 		if len(o.b) > 0 && !isJSONObject(o.b) {
 			return bad(p+o.field, "%s must be a JSON object", o.field)
+		}
+		if len(o.b) > 0 {
+			if herr := strictJSON(o.b, p+o.field); herr != nil {
+				return herr
+			}
+		}
+	}
+	// So are answers' raw values, which JSON input had checked while decoding.
+	check := func(at string, a *pb.Answer) *httpapi.Error {
+		for i, f := range a.GetFields() {
+			if len(f.Value) == 0 {
+				continue
+			}
+			path := fmt.Sprintf("%s%sfields[%d].value", p, at, i)
+			if !json.Valid(f.Value) {
+				return bad(path, "%s must be a JSON value", path)
+			}
+			if herr := strictJSON(f.Value, path); herr != nil {
+				return herr
+			}
+		}
+		return nil
+	}
+	if herr := check("answer.", ev.GetAnswer()); herr != nil {
+		return herr
+	}
+	for i, it := range ev.GetResponse().GetItems() {
+		if herr := check(fmt.Sprintf("response.items[%d].answer.", i), it.GetAnswer()); herr != nil {
+			return herr
 		}
 	}
 	return nil

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/buger/jsonparser"
@@ -59,10 +61,15 @@ func decodeEvents(body []byte, max int, receivedMs int64) (evs []decoded, batch 
 		}
 		return []decoded{d}, false, nil
 	}
+	seen := false
 	if herr := eachField(v, "", func(k, _ []byte, _ jsonparser.ValueType) *httpapi.Error {
 		if string(k) != "events" {
 			return unknown("", k, "a batch is {\"events\":[…]} and nothing else")
 		}
+		if seen { // jsonparser would read the first, encoding/json the last: neither is right
+			return duplicateKey("", "events")
+		}
+		seen = true
 		return nil
 	}); herr != nil {
 		return nil, true, herr
@@ -106,6 +113,9 @@ func decodeEvents(body []byte, max int, receivedMs int64) (evs []decoded, batch 
 func decodeEvent(data []byte, base string, receivedMs int64) (decoded, *httpapi.Error) {
 	if !bytes.HasPrefix(bytes.TrimLeft(data, " \t\r\n"), []byte("{")) {
 		return decoded{}, bad(base, "an event must be a JSON object")
+	}
+	if herr := strictJSON(data, base); herr != nil {
+		return decoded{}, herr
 	}
 	ev := &pb.Event{ReceivedAtMs: receivedMs}
 	d := decoded{ev: ev}
@@ -881,4 +891,222 @@ func (t *timePair) resolve(base string) (int64, *httpapi.Error) {
 	default:
 		return t.rfcMs, nil
 	}
+}
+
+// strictJSON refuses what a strict JSON API refuses but json.Valid, jsonparser and encoding/json
+// let through, anywhere in data (free-form objects included): a string or key that is not valid
+// UTF-8, an escaped lone UTF-16 surrogate (`\ud800`, which no UTF-8 string can hold), and a key
+// given twice in one object (which reader wins differs: jsonparser takes the first, encoding/json
+// and JavaScript the last). Subscribers must never receive such bytes. data is valid JSON (the
+// callers checked json.Valid); base names it in errors ("" or "events[2]").
+func strictJSON(data []byte, base string) *httpapi.Error {
+	s := strictScanner{data: data, path: base}
+	return s.value()
+}
+
+// strictScanner walks one JSON value; path is the dotted path of the value being read, the way
+// decode names fields (`events[2].user.traits.plan`).
+type strictScanner struct {
+	data []byte
+	i    int
+	path string
+}
+
+func (s *strictScanner) skipSpace() {
+	for s.i < len(s.data) {
+		switch s.data[s.i] {
+		case ' ', '\t', '\r', '\n':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+func (s *strictScanner) malformed() *httpapi.Error {
+	return httpapi.Errorf(http.StatusBadRequest, "invalid_json", "", "malformed JSON at byte %d", s.i)
+}
+
+func (s *strictScanner) value() *httpapi.Error {
+	s.skipSpace()
+	if s.i >= len(s.data) {
+		return s.malformed()
+	}
+	switch s.data[s.i] {
+	case '{':
+		return s.object()
+	case '[':
+		return s.array()
+	case '"':
+		_, herr := s.str(false)
+		return herr
+	}
+	for s.i < len(s.data) { // a number, true, false or null: json.Valid checked its spelling
+		switch s.data[s.i] {
+		case ',', ']', '}', ' ', '\t', '\r', '\n':
+			return nil
+		}
+		s.i++
+	}
+	return nil
+}
+
+func (s *strictScanner) object() *httpapi.Error {
+	s.i++ // {
+	parent := s.path
+	defer func() { s.path = parent }()
+	var keys []string
+	var set map[string]bool // past a few keys, a map beats scanning the slice
+	for {
+		s.skipSpace()
+		if s.i >= len(s.data) {
+			return s.malformed()
+		}
+		if s.data[s.i] == '}' {
+			s.i++
+			return nil
+		}
+		if s.data[s.i] == ',' {
+			s.i++
+			s.skipSpace()
+		}
+		if s.i >= len(s.data) || s.data[s.i] != '"' {
+			return s.malformed()
+		}
+		s.path = parent
+		k, herr := s.str(true)
+		if herr != nil {
+			return herr
+		}
+		switch {
+		case set != nil:
+			if set[k] {
+				return duplicateKey(parent, k)
+			}
+			set[k] = true
+		case slices.Contains(keys, k):
+			return duplicateKey(parent, k)
+		case len(keys) == 8:
+			set = make(map[string]bool, 16)
+			for _, o := range keys {
+				set[o] = true
+			}
+			set[k] = true
+		default:
+			keys = append(keys, k)
+		}
+		s.skipSpace()
+		if s.i >= len(s.data) || s.data[s.i] != ':' {
+			return s.malformed()
+		}
+		s.i++
+		s.path = join(parent, k)
+		if herr := s.value(); herr != nil {
+			return herr
+		}
+	}
+}
+
+func (s *strictScanner) array() *httpapi.Error {
+	s.i++ // [
+	parent := s.path
+	defer func() { s.path = parent }()
+	for n := 0; ; n++ {
+		s.skipSpace()
+		if s.i >= len(s.data) {
+			return s.malformed()
+		}
+		switch s.data[s.i] {
+		case ']':
+			s.i++
+			return nil
+		case ',':
+			s.i++
+		}
+		s.path = parent + "[" + strconv.Itoa(n) + "]"
+		if herr := s.value(); herr != nil {
+			return herr
+		}
+	}
+}
+
+// str checks the string at s.i and, for a key, returns its text (decoded only when it holds
+// escapes). Errors in a key name the object holding it; errors in a value name the value.
+func (s *strictScanner) str(key bool) (string, *httpapi.Error) {
+	start := s.i
+	s.i++ // "
+	escaped := false
+	where := func() string {
+		if key {
+			return "a key in " + or(s.path, "the event")
+		}
+		return or(s.path, "the event")
+	}
+	for s.i < len(s.data) {
+		c := s.data[s.i]
+		switch {
+		case c == '"':
+			s.i++
+			if !key {
+				return "", nil
+			}
+			raw := s.data[start:s.i]
+			if !escaped {
+				return string(raw[1 : len(raw)-1]), nil
+			}
+			var k string
+			if json.Unmarshal(raw, &k) != nil {
+				return "", s.malformed()
+			}
+			return k, nil
+		case c == '\\':
+			escaped = true
+			if s.i+1 >= len(s.data) {
+				return "", s.malformed()
+			}
+			if s.data[s.i+1] != 'u' {
+				s.i += 2
+				continue
+			}
+			r, ok := s.hex4(s.i + 2)
+			if !ok {
+				return "", s.malformed()
+			}
+			s.i += 6
+			switch {
+			case utf16.IsSurrogate(r) && r < 0xdc00: // a high surrogate must be followed by a low one
+				if lo, ok := s.hex4(s.i + 2); ok && s.i+1 < len(s.data) && s.data[s.i] == '\\' && s.data[s.i+1] == 'u' &&
+					lo >= 0xdc00 && lo <= 0xdfff {
+					s.i += 6
+					continue
+				}
+				fallthrough
+			case utf16.IsSurrogate(r):
+				return "", bad(s.path, "%s holds \\u%04x, half of a UTF-16 surrogate pair: not a character; send valid Unicode", where(), r)
+			}
+		case c < utf8.RuneSelf:
+			s.i++
+		default:
+			r, size := utf8.DecodeRune(s.data[s.i:])
+			if r == utf8.RuneError && size == 1 {
+				return "", bad(s.path, "%s is not valid UTF-8 (byte 0x%02x at offset %d)", where(), c, s.i)
+			}
+			s.i += size
+		}
+	}
+	return "", s.malformed()
+}
+
+// hex4 reads the four hex digits of a \u escape starting at i.
+func (s *strictScanner) hex4(i int) (rune, bool) {
+	if i+4 > len(s.data) {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(s.data[i:i+4]), 16, 32)
+	return rune(n), err == nil
+}
+
+func duplicateKey(base, k string) *httpapi.Error {
+	return httpapi.Errorf(http.StatusBadRequest, "duplicate_key", join(base, k),
+		"key %q is given twice in %s; each key may appear once", k, or(base, "the event"))
 }

@@ -1,8 +1,8 @@
 package ingest
 
 import (
-	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 
@@ -24,6 +24,9 @@ func FuzzDecodeEvents(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
+	for _, c := range strictCases { // invalid UTF-8, lone surrogates, duplicate keys (issue 13)
+		f.Add([]byte(c.body))
+	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		evs, _, herr := decodeEvents(body, 100, 1795398529730)
 		if herr != nil {
@@ -36,8 +39,16 @@ func FuzzDecodeEvents(f *testing.F) {
 			if d.ev == nil || d.ev.EventType == "" {
 				t.Fatalf("accepted an event without a type: %q", body)
 			}
-			if _, err := proto.Marshal(d.ev); err != nil && !strings.Contains(err.Error(), "UTF-8") {
+			// Every string was checked, so the protobuf encoder (which refuses invalid UTF-8 in
+			// strings) must succeed, and the free-form JSON forwarded as bytes must be UTF-8 too.
+			if _, err := proto.Marshal(d.ev); err != nil {
 				t.Fatalf("accepted event does not encode: %v", err)
+			}
+			for _, b := range [][]byte{d.ev.GetUser().GetTraits(), d.ev.GetAccount().GetTraits(), d.ev.GetProperties(),
+				d.ev.GetResponse().GetHiddenFields()} {
+				if !utf8.Valid(b) {
+					t.Fatalf("accepted free-form JSON that is not UTF-8: %q", b)
+				}
 			}
 		}
 	})
