@@ -80,6 +80,7 @@ func (b *bench) runThroughput(ctx context.Context) error {
 	defer rows.close()
 
 	rows0, rerr0 := rows.count(ctx)
+	offs0 := b.endOffsets(ctx, lags)
 	r0, t0 := received(eps), time.Now()
 	cpu := b.newCPUMeter()
 	maxLag := map[string]int64{}
@@ -101,8 +102,10 @@ func (b *bench) runThroughput(ctx context.Context) error {
 		sleep(ctx, time.Second-time.Since(t0)%time.Second)
 	}
 	r1, t1 := received(eps), time.Now()
-	rows1, rerr1 := rows.count(ctx)
 	cores := cpu.cores()
+	offs1 := b.endOffsets(ctx, lags)
+	rows1, rerr1 := rows.count(ctx)
+	b.costs(cores, r1-r0, t1.Sub(t0), offs0, offs1)
 	// Profiles are taken after the window, under the same load, so they do not skew its figures.
 	profiles := b.profileAll(ctx)
 	sent, perr := stop()
