@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -159,6 +160,11 @@ func (b *bench) runCPUAt400(ctx context.Context) error {
 	sleep(ctx, b.opts.Window)
 	cores := cpu.cores()
 	r1, t1 := received(eps), time.Now()
+	// Profiles after the window, under the same load, beside throughput's.
+	var profiles map[string]string
+	if b.opts.ProfileOut != "" {
+		profiles = b.profileAll(ctx)
+	}
 	cancel()
 	wg.Wait()
 	hi := &b.res.HTTPIngest
@@ -176,6 +182,14 @@ func (b *bench) runCPUAt400(ctx context.Context) error {
 	hi.CPUMicrosPerEventAt400 = round2(pipeline * 1e6 / hi.DeliveredPSAt400)
 	b.res.CPUPerEventAt400 = hi.CPUMicrosPerEventAt400
 	b.say("cpu_at_400: %.0f delivered/s, %.2f cores in the pipeline: %.0f µs per event", hi.DeliveredPSAt400, pipeline, hi.CPUMicrosPerEventAt400)
+	if len(profiles) > 0 {
+		path := filepath.Join(filepath.Dir(b.opts.ProfileOut), "profile-at400.txt")
+		header := fmt.Sprintf("# CPU profiles taken right after `cpu_at_400`'s window at the same steady 400 HTTP events/s (%d s each, all services at once), %s\n", profileSeconds, b.res.At) +
+			fmt.Sprintf("# %.0f deliveries/s; CPU cores used per process: %v\n", hi.DeliveredPSAt400, cores)
+		if err := b.writeProfilesTo(ctx, path, header, profiles); err != nil {
+			b.res.note("profile at 400/s: %v", err)
+		}
+	}
 	if err := b.drain(ctx, eps, base, h.accepted.Load(), 60*time.Second); err != nil {
 		return fmt.Errorf("after 400/s: %w", err)
 	}
