@@ -71,10 +71,6 @@ type Topics struct {
 	RetryPrefix          string `env:"TOPIC_RETRY_PREFIX" envDefault:"deliveries-retry-"`
 	Dead                 string `env:"TOPIC_DELIVERIES_DEAD" envDefault:"deliveries-dead"`
 	Attempts             string `env:"TOPIC_DELIVERY_ATTEMPTS" envDefault:"delivery-attempts"`
-	// IngestAccepted and EventIDs are ingest's own: accepted events keyed by project/event_id on
-	// their way through de-duplication, and the de-duplication verdicts (the seen-id log).
-	IngestAccepted string `env:"TOPIC_INGEST_ACCEPTED" envDefault:"ingest-accepted"`
-	EventIDs       string `env:"TOPIC_EVENT_IDS" envDefault:"event-ids"`
 }
 
 // Retry names the retry tier topic for a delay: 1m → "deliveries-retry-1m", 200ms → "…-200ms".

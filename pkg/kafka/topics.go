@@ -27,7 +27,6 @@ func Specs(t Topics, retry []time.Duration) []TopicSpec {
 		{t.SurveyEvents, week}, {t.SurveyEventsRejected, week}, {t.Events, week},
 		{t.Projects, compacted}, {t.Webhooks, compacted},
 		{t.Deliveries, week}, {t.Attempts, week},
-		{t.IngestAccepted, week}, {t.EventIDs, week},
 		{t.Dead, map[string]*string{"cleanup.policy": s("delete"), "retention.ms": s(fmt.Sprint((30 * 24 * time.Hour).Milliseconds()))}},
 	}
 	for _, d := range retry {

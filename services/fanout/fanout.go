@@ -2,7 +2,10 @@
 // `deliveries`: it materialises the project's webhooks, matches (enabled, event type, per-event
 // toggle, filter), renders the body once per webhook (its format or pinned payload version, chosen
 // properties, transform), and produces the deliveries and commits the input offsets in one Kafka
-// transaction, so an event is fanned out exactly once even when the process dies mid-batch. Filters
+// transaction, so an event is fanned out exactly once even when the process dies mid-batch. It is
+// also where events are de-duplicated: within SURVEYHOOKS_DEDUP_WINDOW, only the first record of a
+// (project, event_id) on its `events` partition is fanned out, decided inside the same transaction
+// (dedup.go; docs/architecture.md explains the design). Filters
 // and transforms are compiled once per webhook revision (renderers.go), never per event. It never
 // sends HTTP and never drops an event without counting it.
 package fanout
@@ -18,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
@@ -35,12 +39,23 @@ type Config struct {
 	Kafka kafka.Config
 	// Group is the consumer group of the fan-out processes.
 	Group string `env:"FANOUT_GROUP" envDefault:"surveyhooks-fanout"`
+	// DedupWindow is how long a (project, event_id) is remembered: a repeat within it is not
+	// fanned out again. Ingest reads the same variable for its best-effort duplicate answer.
+	DedupWindow time.Duration `env:"SURVEYHOOKS_DEDUP_WINDOW" envDefault:"24h"`
+	// DedupMaxIDs bounds the ids remembered per `events` partition (about 80 bytes each); past it
+	// the oldest are forgotten early, counted as dedup_evicted_early.
+	DedupMaxIDs int `env:"FANOUT_DEDUP_MAX_IDS" envDefault:"2000000"`
 }
 
 // Validate reports the first configuration error, naming the variable.
 func (c Config) Validate() error {
-	if c.Group == "" {
+	switch {
+	case c.Group == "":
 		return errors.New("FANOUT_GROUP: must not be empty")
+	case c.DedupWindow < time.Second || c.DedupWindow > 7*24*time.Hour:
+		return fmt.Errorf("SURVEYHOOKS_DEDUP_WINDOW: must be between 1s and 168h (the events topic keeps 7 days), got %v", c.DedupWindow)
+	case c.DedupMaxIDs < 1000:
+		return errors.New("FANOUT_DEDUP_MAX_IDS: must be at least 1000")
 	}
 	return c.Kafka.Validate()
 }
@@ -56,6 +71,9 @@ type Stats struct {
 	BadConfig  atomic.Int64 // (event, webhook) pairs skipped: the webhook's filter, transform or format is invalid
 	Unreadable atomic.Int64 // records that are not an Event
 	RenderErrs atomic.Int64 // (event, webhook) pairs whose body could not be rendered (transform included)
+	Duplicates atomic.Int64 // repeats of a (project, event_id) within the window, not fanned out (committed batches)
+	// EvictedEarly counts ids forgotten before the window ended (FANOUT_DEDUP_MAX_IDS).
+	EvictedEarly atomic.Int64
 }
 
 // byResult is Stats as the fan-out metric's series.
@@ -64,6 +82,7 @@ func (s *Stats) byResult() map[string]int64 {
 		"events": s.Events.Load(), "deliveries": s.Deliveries.Load(), "unmatched": s.Unmatched.Load(),
 		"preview": s.Previews.Load(), "filtered": s.Filtered.Load() - s.FilterErrs.Load(), "filter_error": s.FilterErrs.Load(),
 		"bad_config": s.BadConfig.Load(), "render_error": s.RenderErrs.Load(), "unreadable": s.Unreadable.Load(),
+		"duplicate": s.Duplicates.Load(), "dedup_evicted_early": s.EvictedEarly.Load(),
 	}
 }
 
@@ -86,6 +105,13 @@ func New(cfg Config, log *slog.Logger, opts ...service.Option) *FanOut {
 	if log == nil {
 		log = slog.Default()
 	}
+	// A Config built in code (tests, the all-in-one) may leave the de-duplication settings out.
+	if cfg.DedupWindow == 0 {
+		cfg.DedupWindow = 24 * time.Hour
+	}
+	if cfg.DedupMaxIDs == 0 {
+		cfg.DedupMaxIDs = 2_000_000
+	}
 	return &FanOut{cfg: cfg, log: log, renderers: newRenderers(), deps: service.Apply(opts)}
 }
 
@@ -101,6 +127,12 @@ func (f *FanOut) Run(ctx context.Context) error {
 		return err
 	}
 	reg.OnWebhookChange(f.renderers.forget)
+	admCl, err := kafka.NewClient(f.cfg.Kafka)
+	if err != nil {
+		return err
+	}
+	defer admCl.Close()
+	dd := newDeduper(f.cfg, f.log, &f.Stats, kadm.NewClient(admCl))
 	unregister, err := f.deps.Telemetry.Metrics().ObserveFanout(f.Stats.byResult)
 	if err != nil {
 		return err
@@ -117,8 +149,13 @@ func (f *FanOut) Run(ctx context.Context) error {
 	g.Go(func() error {
 		loop := &kafka.TxnLoop{
 			Config: f.cfg.Kafka, Group: f.cfg.Group, Topics: []string{f.cfg.Kafka.Topics.Events}, Logger: f.log,
-			Assigned: joined, Telemetry: f.deps.Telemetry,
+			Assigned: joined, Telemetry: f.deps.Telemetry, Ended: dd.ended,
+			Opts: []kgo.Opt{kgo.OnPartitionsRevoked(dd.drop), kgo.OnPartitionsLost(dd.drop)},
 			Handler: func(ctx context.Context, recs []*kgo.Record, produce func(*kgo.Record)) error {
+				windows, err := dd.prepare(ctx, recs)
+				if err != nil {
+					return err
+				}
 				// Read-your-writes: a webhook whose creation was acknowledged before these events
 				// were fetched must be seen by them.
 				if err := reg.WaitFresh(ctx); err != nil {
@@ -126,7 +163,9 @@ func (f *FanOut) Run(ctx context.Context) error {
 				}
 				now := time.Now().UnixMilli()
 				for _, r := range recs {
-					f.fanOut(r, reg, now, produce)
+					if dd.first(windows[r.Partition], r) {
+						f.fanOut(r, reg, now, produce)
+					}
 				}
 				return nil
 			},

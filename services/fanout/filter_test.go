@@ -54,10 +54,13 @@ func (p *pipeline) webhooks(whs ...*pb.Webhook) {
 	}
 }
 
-func (p *pipeline) events(evs ...*pb.Event) {
+func (p *pipeline) events(evs ...*pb.Event) { p.eventsAt(time.Time{}, evs...) }
+
+// eventsAt writes events stamped with a receive time (zero: now), the clock of de-duplication.
+func (p *pipeline) eventsAt(at time.Time, evs ...*pb.Event) {
 	for _, ev := range evs {
 		v, _ := proto.Marshal(ev)
-		require.NoError(p.t, p.cl.ProduceSync(p.ctx, &kgo.Record{Topic: p.cfg.Topics.Events, Key: []byte(ev.ProjectId), Value: v}).FirstErr())
+		require.NoError(p.t, p.cl.ProduceSync(p.ctx, &kgo.Record{Topic: p.cfg.Topics.Events, Key: []byte(ev.ProjectId), Value: v, Timestamp: at}).FirstErr())
 	}
 }
 
@@ -172,7 +175,7 @@ func TestV1BodyIsByteIdenticalAfterTheWebhookGainsAFilter(t *testing.T) {
 
 	wh.Filter, wh.Revision = `event.nps.score <= 6 && traits.plan == "pro"`, 2
 	p.webhooks(wh)
-	p.events(ev)
+	p.eventsAt(time.Now().Add(25*time.Hour), ev) // the same event again, past the de-duplication window
 	after := p.deliveries(1)
 	require.Len(t, after, 1)
 	require.Equal(t, string(before[0].Body), string(after[0].Body))

@@ -16,7 +16,7 @@ import (
 )
 
 // BenchmarkHTTPBatchesOf50 posts batches of 50 distinct events from parallel clients and reports
-// accepted events per second (each answer waits for Kafka and for the de-duplication verdicts).
+// accepted events per second (each answer waits for Kafka's acknowledgement).
 func BenchmarkHTTPBatchesOf50(b *testing.B) {
 	kcfg := kafkatest.Start(b)
 	createProject(b, kcfg, "prj_1", key)
@@ -41,7 +41,7 @@ func BenchmarkHTTPBatchesOf50(b *testing.B) {
 }
 
 // BenchmarkHTTPSingleEvents posts one event per request from parallel clients: the latency-bound
-// case (each answer waits for a transaction and a verdict, shared with concurrent requests).
+// case (each answer waits for its records' acknowledgement).
 func BenchmarkHTTPSingleEvents(b *testing.B) {
 	kcfg := kafkatest.Start(b)
 	createProject(b, kcfg, "prj_1", key)

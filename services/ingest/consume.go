@@ -3,9 +3,11 @@ package ingest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"mime"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -29,69 +31,155 @@ const (
 	hdrValueDropped    = "rejection-value-dropped" // set when the original value was too large to keep
 )
 
-// consume runs the transactional consumer of `survey-events`: each record becomes a claim on
-// `ingest-accepted`, a counted preview, or a record on `survey-events-rejected` — together with
-// its offset commit, so none is lost or handled twice.
+// consume reads `survey-events`: each record becomes an Event on `events`, a counted preview, or
+// a record on `survey-events-rejected`. No transaction: a polled batch's outputs are written and
+// acknowledged first, then its offsets committed. A crash in between writes the batch again on
+// restart — the same event ids (recordEventID for records without one), which fan-out forwards
+// once — and may repeat a rejected record on `survey-events-rejected`. Rebalances wait for the
+// batch in hand (BlockRebalanceOnPoll), so two processes never handle one record at once.
 func (in *Ingest) consume(ctx context.Context) error {
-	var pending struct {
-		records, previews, rejected int64
-		reasons                     map[string]int // rejected records by error code, for the metric
+	group, topic := in.cfg.Group, in.cfg.Kafka.Topics.SurveyEvents
+	cl, err := kafka.NewClient(in.cfg.Kafka, append([]kgo.Opt{
+		kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
+		kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll(),
+		kgo.FetchMaxWait(50 * time.Millisecond),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerBatchMaxBytes(producerBatchBytes),
+	}, in.deps.Telemetry.KafkaHooks()...)...)
+	if err != nil {
+		return fmt.Errorf("creating the %s consumer: %w", topic, err)
 	}
-	loop := &kafka.TxnLoop{
-		Config: in.cfg.Kafka, Group: in.cfg.Group, Topics: []string{in.cfg.Kafka.Topics.SurveyEvents}, Logger: in.log,
-		Opts: []kgo.Opt{kgo.ProducerBatchMaxBytes(producerBatchBytes)}, Telemetry: in.deps.Telemetry,
-		Handler: func(ctx context.Context, recs []*kgo.Record, produce func(*kgo.Record)) error {
-			pending.records, pending.previews, pending.rejected = 0, 0, 0
-			clear(pending.reasons)
-			now := time.Now().UnixMilli()
-			caughtUp := false
-			for _, r := range recs {
-				ev, herr := in.fromRecord(r, now)
-				if herr != nil && herr.Code == codeUnknownProject && !caughtUp {
-					// The project may be a moment old: catch up once per batch, then decide.
-					if err := in.reg.WaitFresh(ctx); err != nil {
-						return err
-					}
-					caughtUp = true
-					ev, herr = in.fromRecord(r, now)
-				}
-				var claim *kgo.Record
-				if herr == nil && !ev.Preview {
-					claim, herr = in.claimRecord(ev, "", traceOf(r))
-				}
-				switch {
-				case herr != nil:
-					pending.rejected++
-					if pending.reasons == nil {
-						pending.reasons = map[string]int{}
-					}
-					pending.reasons[herr.Code]++
-					produce(in.rejected(r, herr))
-				case ev.Preview:
-					pending.records++
-					pending.previews++
-				default:
-					pending.records++
-					telemetry.Continue(claim, r)
-					produce(claim)
-				}
-			}
+	defer cl.Close()
+	defer in.deps.Telemetry.ObserveConsumerLag(cl, group)()
+	defer cl.AllowRebalance()
+	for {
+		fetches := cl.PollRecords(ctx, 10_000)
+		if ctx.Err() != nil {
 			return nil
-		},
-		Ended: func(committed bool) {
-			if committed {
-				in.stats.KafkaRecords.Add(pending.records)
-				in.stats.Previews.Add(pending.previews)
-				in.stats.Rejected.Add(pending.rejected)
-				m := in.deps.Telemetry.Metrics()
-				m.IngestEvents(context.Background(), int(pending.previews), "preview", "")
-				for code, n := range pending.reasons {
-					m.IngestEvents(context.Background(), n, "rejected", code)
+		}
+		fetches.EachError(func(t string, p int32, err error) {
+			in.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
+		})
+		if recs := fetches.Records(); len(recs) > 0 {
+			if err := in.handleBatch(ctx, cl, recs); err != nil {
+				if ctx.Err() != nil {
+					return nil // not committed: the next owner handles the batch again
 				}
+				return err
 			}
-		},
+		}
+		cl.AllowRebalance()
 	}
-	return loop.Run(ctx)
+}
+
+// batchCounts are a batch's counters, added to Stats once its offsets are committed.
+type batchCounts struct {
+	records, previews, rejected, forwarded int
+	reasons                                map[string]int // rejected records by error code, for the metric
+}
+
+// handleBatch turns recs into output records, writes them until Kafka acknowledged every one
+// (retrying what failed: a broker restart must not lose the batch), then commits recs' offsets.
+func (in *Ingest) handleBatch(ctx context.Context, cl *kgo.Client, recs []*kgo.Record) error {
+	var c batchCounts
+	out := make([]*kgo.Record, 0, len(recs))
+	now := time.Now().UnixMilli()
+	caughtUp := false
+	for _, r := range recs {
+		ev, herr := in.fromRecord(r, now)
+		if herr != nil && herr.Code == codeUnknownProject && !caughtUp {
+			// The project may be a moment old: catch up once per batch, then decide.
+			if err := in.reg.WaitFresh(ctx); err != nil {
+				return fmt.Errorf("catching up on projects: %w", err)
+			}
+			caughtUp = true
+			ev, herr = in.fromRecord(r, now)
+		}
+		var rec *kgo.Record
+		if herr == nil && !ev.Preview {
+			rec, herr = in.eventRecord(ev, "", traceOf(r))
+		}
+		switch {
+		case herr != nil:
+			c.rejected++
+			if c.reasons == nil {
+				c.reasons = map[string]int{}
+			}
+			c.reasons[herr.Code]++
+			out = append(out, in.rejected(r, herr))
+		case ev.Preview:
+			c.records++
+			c.previews++
+		default:
+			c.records++
+			c.forwarded++
+			telemetry.Continue(rec, r)
+			out = append(out, rec)
+		}
+	}
+	for backoff := 100 * time.Millisecond; len(out) > 0; backoff = min(2*backoff, 5*time.Second) {
+		failed := produceFailed(ctx, cl, out)
+		if len(failed) == 0 {
+			break
+		}
+		in.log.Warn("writing events failed; retrying", "records", len(failed), "err", failed[0].err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		out = out[:0]
+		for _, f := range failed {
+			out = append(out, f.rec)
+		}
+	}
+	// Detached from shutdown: the batch is written, committing its offsets saves the next owner
+	// from writing it again.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := cl.CommitRecords(cctx, recs...); err != nil {
+		// Not fatal: the batch is handled again by this group (same event ids, de-duplicated
+		// downstream).
+		in.log.Warn("committing survey-events offsets failed; the batch may be handled again", "err", err)
+	}
+	in.stats.KafkaRecords.Add(int64(c.records))
+	in.stats.Previews.Add(int64(c.previews))
+	in.stats.Rejected.Add(int64(c.rejected))
+	in.stats.Forwarded.Add(int64(c.forwarded))
+	m := in.deps.Telemetry.Metrics()
+	m.IngestEvents(context.Background(), c.previews, "preview", "")
+	m.IngestEvents(context.Background(), c.forwarded, "accepted", "")
+	for code, n := range c.reasons {
+		m.IngestEvents(context.Background(), n, "rejected", code)
+	}
+	return nil
+}
+
+type failedRecord struct {
+	rec *kgo.Record
+	err error
+}
+
+// produceFailed writes recs and returns those Kafka did not acknowledge.
+func produceFailed(ctx context.Context, cl *kgo.Client, recs []*kgo.Record) []failedRecord {
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		failed []failedRecord
+	)
+	wg.Add(len(recs))
+	for _, r := range recs {
+		cl.Produce(ctx, r, func(r *kgo.Record, err error) {
+			if err != nil {
+				mu.Lock()
+				failed = append(failed, failedRecord{r, err})
+				mu.Unlock()
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	return failed
 }
 
 const codeUnknownProject = "unknown_project"
@@ -146,7 +234,7 @@ func (in *Ingest) fromRecord(r *kgo.Record, now int64) (*pb.Event, *httpapi.Erro
 	}
 	ev.ProjectId, ev.Source = pid, "kafka"
 	if ev.EventId == "" {
-		ev.EventId = newEventID()
+		ev.EventId = recordEventID(r)
 	}
 	return ev, nil
 }

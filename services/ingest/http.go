@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/surveyhooks/surveyhooks/pkg/dedup"
 	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
@@ -33,8 +34,9 @@ type accepted struct {
 	EventIDs []string `json:"event_ids"`
 	// Previews counts the preview events: validated, counted, never forwarded.
 	Previews int `json:"previews,omitempty"`
-	// Duplicates counts the events whose (project, event_id) was already accepted within the
-	// de-duplication window; DuplicateIDs names them.
+	// Duplicates counts the events this process recognised as repeats of a (project, event_id)
+	// it accepted within the de-duplication window (best effort: a repeat it does not know is
+	// counted as accepted, and still delivered once); DuplicateIDs names them.
 	Duplicates   int      `json:"duplicates,omitempty"`
 	DuplicateIDs []string `json:"duplicate_event_ids,omitempty"`
 	// Duplicate is true when every (non-preview) event of the request was a repeat: status 200.
@@ -91,8 +93,10 @@ func (in *Ingest) accept(r *http.Request) (int, *accepted, error) {
 	traceHdrs := requestTrace(r)
 	out := &accepted{EventIDs: make([]string, len(evs))}
 	var (
-		claims []*kgo.Record
-		ids    []string // of the claims
+		recs  []*kgo.Record
+		keys  []dedup.Key // of recs
+		inReq = map[dedup.Key]bool{}
+		real  int // non-preview events
 	)
 	for i, d := range evs {
 		p := ""
@@ -112,61 +116,60 @@ func (in *Ingest) accept(r *http.Request) (int, *accepted, error) {
 			out.Previews++
 			continue
 		}
-		rec, herr := in.claimRecord(ev, strings.TrimSuffix(p, "."), traceHdrs)
+		real++
+		rec, herr := in.eventRecord(ev, strings.TrimSuffix(p, "."), traceHdrs)
 		if herr != nil {
 			return 0, nil, herr
 		}
-		claims = append(claims, rec)
-		ids = append(ids, ev.EventId)
+		// A repeat this process knows (or a second copy in the same request) is answered at once
+		// and not written again; anything else is written, and fan-out drops it if it is a repeat.
+		k := idKey(ev.ProjectId, ev.EventId)
+		if inReq[k] || in.recent.contains(k, now) {
+			out.Duplicates++
+			out.DuplicateIDs = append(out.DuplicateIDs, ev.EventId)
+			continue
+		}
+		inReq[k] = true
+		recs = append(recs, rec)
+		keys = append(keys, k)
 	}
 	// Everything is valid: from here on the request is accepted or unavailable, never a 4xx.
 	counted := func() {
+		m := in.deps.Telemetry.Metrics()
 		in.stats.HTTPEvents.Add(int64(len(evs)))
 		in.stats.Previews.Add(int64(out.Previews))
-		in.deps.Telemetry.Metrics().IngestEvents(r.Context(), out.Previews, "preview", "")
+		in.stats.Duplicates.Add(int64(out.Duplicates))
+		in.stats.Forwarded.Add(int64(len(recs)))
+		m.IngestEvents(r.Context(), out.Previews, "preview", "")
+		m.IngestEvents(r.Context(), out.Duplicates, "duplicate", "duplicate_event_id")
+		m.IngestEvents(r.Context(), len(recs), "accepted", "")
 	}
-	if len(claims) == 0 {
-		counted()
-		return http.StatusAccepted, out, nil
-	}
-	seq, wt := in.verdicts.register(len(claims))
-	defer in.verdicts.forget(seq)
-	// The claims continue the request's trace (the server span, when tracing is set up). Not the
-	// request's context itself: its end must not cancel a record being produced.
-	parent := trace.ContextWithSpan(context.Background(), trace.SpanFromContext(r.Context()))
-	for i, rec := range claims {
-		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: hdrClaim, Value: in.verdicts.claimID(seq, i)})
-		rec.Context = parent
-	}
-	if err := in.claims.submit(r.Context(), claims); err != nil {
-		return 0, nil, unavailable()
+	if len(recs) > 0 {
+		// The records continue the request's trace (the server span, when tracing is set up). Not
+		// the request's context itself: a client that leaves must not cancel a half-written batch.
+		parent := trace.ContextWithSpan(context.Background(), trace.SpanFromContext(r.Context()))
+		for _, rec := range recs {
+			rec.Context = parent
+		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), produceTimeout)
+		err := produceAll(ctx, in.events, recs)
+		cancel()
+		if err != nil {
+			in.log.Error("writing events failed", "events", len(recs), "err", err)
+			return 0, nil, unavailable()
+		}
+		in.recent.add(keys, now)
 	}
 	counted()
-	timer := time.NewTimer(in.cfg.VerdictWait)
-	defer timer.Stop()
-	select {
-	case <-wt.done:
-	case <-timer.C:
-	case <-r.Context().Done():
-		return 0, nil, r.Context().Err() // the client left; its events are stored
-	}
-	dup, missing := in.verdicts.results(wt)
-	if missing > 0 {
-		in.stats.VerdictTimeouts.Add(int64(missing))
-		in.log.Warn("answering without every de-duplication verdict; repeats are still not forwarded", "waited", in.cfg.VerdictWait, "missing", missing)
-	}
-	for i, d := range dup {
-		if d {
-			out.Duplicates++
-			out.DuplicateIDs = append(out.DuplicateIDs, ids[i])
-		}
-	}
-	if missing == 0 && out.Duplicates == len(claims) {
+	if real > 0 && out.Duplicates == real {
 		out.Duplicate = true
 		return http.StatusOK, out, nil
 	}
 	return http.StatusAccepted, out, nil
 }
+
+// produceTimeout bounds how long a request waits for Kafka before it is answered 503.
+const produceTimeout = 10 * time.Second
 
 // projectByKey finds the key's project. A key unknown here may belong to a project created a
 // moment ago: the registry catches up once (shared by concurrent requests) before the answer is
@@ -193,7 +196,7 @@ func (in *Ingest) catchUp(ctx context.Context) {
 }
 
 // requestTrace is the trace context the request's events carry on: the server span's when the
-// handler is traced (the claims' own publish spans then replace it when kotel traces records),
+// handler is traced (the records' own publish spans then replace it when kotel traces records),
 // else whatever trace headers the caller sent.
 func requestTrace(r *http.Request) []kgo.RecordHeader {
 	var out []kgo.RecordHeader

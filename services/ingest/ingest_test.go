@@ -1,13 +1,9 @@
 package ingest_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"net/http"
+	"regexp"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +17,9 @@ import (
 )
 
 const key = "shk_test_key_1"
+
+// uuidRE is the canonical text form of a UUID: the ids ingest assigns.
+var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 
 func setup(t *testing.T) (kafka.Config, *instance, *topicReader) {
 	kcfg := kafkatest.Start(t)
@@ -36,7 +35,7 @@ func TestPostedEventReachesEventsWithAnAssignedID(t *testing.T) {
 		"survey": map[string]any{"id": "s1"}, "user": map[string]any{"id": "u1", "traits": map[string]any{"plan": "pro"}}})
 	require.Equal(t, 202, a.status, a.body)
 	id := a.ids()[0]
-	require.True(t, strings.HasPrefix(id, "evt_"), "an event without event_id gets one: %s", id)
+	require.Regexp(t, uuidRE, id, "an event without event_id gets a UUID")
 
 	ev := events.waitEvents(id)[id][0]
 	require.Equal(t, "prj_1", ev.ProjectId, "the API key names the project")
@@ -102,7 +101,7 @@ func TestInvalidEventRejectsTheWholeBatch(t *testing.T) {
 	require.Equal(t, "events[2].nps.score", a.errField())
 
 	// A later event arrives; nothing of the refused batch came before it (ingest writes in order
-	// per partition and the marker's transaction is later than any of the batch's could be).
+	// per partition, and a refused batch is refused before anything is written).
 	m := postJSON(t, in.addr, key, map[string]any{"events": []any{npsEvent("marker-0", "u0", 5), npsEvent("marker-1", "u1", 5), npsEvent("marker-3", "u3", 5)}})
 	require.Equal(t, 202, m.status, m.body)
 	got := events.waitEvents("marker-0", "marker-1", "marker-3")
@@ -183,7 +182,7 @@ func TestKafkaProducerEventsFlowToEvents(t *testing.T) {
 	require.JSONEq(t, `{"sent_at_ns":1}`, string(got["k-json"][0].Properties))
 	require.Eventually(t, func() bool {
 		for _, evs := range events.events() {
-			if evs[0].EventType == "user.identified" && strings.HasPrefix(evs[0].EventId, "evt_") {
+			if evs[0].EventType == "user.identified" && uuidRE.MatchString(evs[0].EventId) {
 				return true
 			}
 		}
@@ -246,7 +245,11 @@ func TestBadKafkaRecordsGoToRejectedWithTheirReason(t *testing.T) {
 	require.Len(t, events.events(), 1)
 }
 
-func TestRepeatedEventIDIsAcceptedOnce(t *testing.T) {
+// TestRepeatedEventIDIsAnsweredDuplicateByTheProcessThatWroteIt: the synchronous answer is the
+// process's best effort; a repeat it does not know (from Kafka, another process, after a restart)
+// is written again with its id, and fan-out forwards it once (fanout's and the end-to-end
+// de-duplication tests show it).
+func TestRepeatedEventIDIsAnsweredDuplicateByTheProcessThatWroteIt(t *testing.T) {
 	kcfg, in, events := setup(t)
 	first := postJSON(t, in.addr, key, npsEvent("dup-1", "u1", 7))
 	require.Equal(t, 202, first.status, first.body)
@@ -262,7 +265,8 @@ func TestRepeatedEventIDIsAcceptedOnce(t *testing.T) {
 	require.Equal(t, float64(2), mixed.body["duplicates"], "the old one and the repeat inside the batch")
 	require.Equal(t, []any{"dup-1", "dup-2"}, mixed.body["duplicate_event_ids"])
 
-	// The same id from the project's Kafka producer is a repeat too; another project's is not.
+	// The same id from the project's Kafka producer reaches events with the same id, keyed like
+	// the first copy (so fan-out sees both on one partition); another project's is its own event.
 	createProject(t, kcfg, "prj_2", "shk_other")
 	w := &kafkago.Writer{Addr: kafkago.TCP(kcfg.Brokers...), Topic: kcfg.Topics.SurveyEvents, RequiredAcks: kafkago.RequireAll}
 	defer w.Close()
@@ -271,84 +275,14 @@ func TestRepeatedEventIDIsAcceptedOnce(t *testing.T) {
 	require.NoError(t, w.WriteMessages(ctx,
 		kafkago.Message{Value: []byte(`{"project_id":"prj_1","event_id":"dup-1","event_type":"nps.scored","user":{"id":"u1"},"nps":{"score":7}}`)},
 		kafkago.Message{Value: []byte(`{"project_id":"prj_2","event_id":"dup-1","event_type":"nps.scored","user":{"id":"u1"},"nps":{"score":7}}`)}))
-	require.Eventually(t, func() bool {
-		for _, ev := range events.events()["dup-1"] {
-			if ev.ProjectId == "prj_2" {
-				return true
-			}
-		}
-		return false
-	}, 30*time.Second, 20*time.Millisecond)
-	require.Eventually(t, func() bool { return stats(t, in.addr)["duplicates"] == 4 }, 30*time.Second, 20*time.Millisecond)
-	got := events.events()
-	require.Len(t, got["dup-1"], 2, "once for prj_1, once for prj_2")
-	require.Len(t, got["dup-2"], 1)
-}
-
-func TestDeduplicationSurvivesARestart(t *testing.T) {
-	kcfg := kafkatest.Start(t)
-	createProject(t, kcfg, "prj_1", key)
-	events := readTopic(t, kcfg, kcfg.Topics.Events)
-	cfg := testConfig(t, kcfg)
-	first := start(t, cfg)
-	batch := ids("r", 40)
-	var evs []any
-	for i, id := range batch {
-		evs = append(evs, npsEvent(id, "u"+id, i%11))
+	require.Eventually(t, func() bool { return len(events.events()["dup-1"]) == 3 }, 30*time.Second, 20*time.Millisecond)
+	byProject := map[string]int{}
+	for _, ev := range events.events()["dup-1"] {
+		byProject[ev.ProjectId]++
 	}
-	require.Equal(t, 202, postJSON(t, first.addr, key, map[string]any{"events": evs}).status)
-	events.waitEvents(batch...)
-	first.stop()
-
-	second := start(t, cfg) // a new process: nothing of the first's memory is left
-	a := postJSON(t, second.addr, key, map[string]any{"events": evs})
-	require.Equal(t, 200, a.status, a.body)
-	require.Equal(t, true, a.body["duplicate"])
-	require.Equal(t, float64(len(batch)), a.body["duplicates"])
-	require.Equal(t, 202, postJSON(t, second.addr, key, npsEvent("r-new", "u", 1)).status)
-	got := events.waitEvents("r-new")
-	for _, id := range batch {
-		require.Len(t, got[id], 1, id)
-	}
-}
-
-func TestDeduplicationAcrossTwoInstances(t *testing.T) {
-	kcfg := kafkatest.Start(t)
-	createProject(t, kcfg, "prj_1", key)
-	events := readTopic(t, kcfg, kcfg.Topics.Events)
-	a := start(t, testConfig(t, kcfg))
-	b := start(t, testConfig(t, kcfg))
-
-	// One after the other, through different processes.
-	for _, id := range ids("x", 6) {
-		require.Equal(t, 202, postJSON(t, a.addr, key, npsEvent(id, "u-"+id, 3)).status)
-		dup := postJSON(t, b.addr, key, npsEvent(id, "u-"+id, 3))
-		require.Equal(t, 200, dup.status, "%s posted to the second process: %v", id, dup.body)
-	}
-	// At the same time, through both: exactly one is accepted.
-	var wg sync.WaitGroup
-	race := ids("race", 10)
-	answers := make([][2]int, len(race))
-	for i, id := range race {
-		for j, in := range []*instance{a, b} {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				body, _ := json.Marshal(npsEvent(id, "u-"+id, 5))
-				answers[i][j] = post(t, in.addr, key, "application/json", body).status
-			}()
-		}
-	}
-	wg.Wait()
-	for i, st := range answers {
-		require.ElementsMatch(t, []int{200, 202}, st[:], "%s: one process accepts, the other answers duplicate", race[i])
-	}
-	got := events.waitEvents(append(ids("x", 6), race...)...)
-	time.Sleep(500 * time.Millisecond) // a duplicate, if any, would follow its original closely
-	got = events.events()
-	for _, id := range append(ids("x", 6), race...) {
-		require.Len(t, got[id], 1, "%s must reach events once", id)
-	}
+	require.Equal(t, map[string]int{"prj_1": 2, "prj_2": 1}, byProject)
+	require.Len(t, events.events()["dup-2"], 1, "a repeat the process knows is not written again")
+	require.Equal(t, int64(3), stats(t, in.addr)["duplicates"])
 }
 
 func TestStatsAndHealth(t *testing.T) {
@@ -359,7 +293,7 @@ func TestStatsAndHealth(t *testing.T) {
 	s := stats(t, in.addr)
 	require.Equal(t, int64(1), s["http_requests"])
 	require.Equal(t, int64(1), s["http_events"])
-	require.Zero(t, s["verdict_timeouts"])
+	require.Equal(t, int64(1), s["forwarded"])
 }
 
 func TestOneEventTooLargeForKafkaIs413(t *testing.T) {
@@ -382,73 +316,4 @@ func TestProjectCreatedAfterStartIsAcceptedAtOnce(t *testing.T) {
 	a := postJSON(t, in.addr, "shk_brand_new", npsEvent("new-1", "u1", 8))
 	require.Equal(t, 202, a.status, "a key created a moment ago is known: %v", a.body)
 	require.Equal(t, "prj_new", events.waitEvents("new-1")["new-1"][0].ProjectId)
-}
-
-// TestNoDuplicatesWhileInstancesComeAndGo sends every event twice, through two different processes,
-// while the group changes under it (one process stops, another starts): partitions move, windows
-// are rebuilt, transactions are aborted mid-batch. Every event reaches events exactly once.
-func TestNoDuplicatesWhileInstancesComeAndGo(t *testing.T) {
-	kcfg := kafkatest.Start(t)
-	createProject(t, kcfg, "prj_1", key)
-	events := readTopic(t, kcfg, kcfg.Topics.Events)
-	a, b := start(t, testConfig(t, kcfg)), start(t, testConfig(t, kcfg))
-	var (
-		mu   sync.Mutex
-		live = []*instance{a, b}
-	)
-	pick := func(i int) *instance {
-		mu.Lock()
-		defer mu.Unlock()
-		return live[i%len(live)]
-	}
-	all := ids("churn", 300)
-	var answered atomic.Int64
-	var wg sync.WaitGroup
-	for w := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < len(all); i += 4 {
-				for copy := range 2 {
-					body, _ := json.Marshal(npsEvent(all[i], "u"+all[i], 4))
-					for try := 0; ; try++ {
-						st, err := tryPost(pick(i+copy).addr, body)
-						if err == nil && (st == 200 || st == 202) {
-							answered.Add(1)
-							break
-						}
-						require.Less(t, try, 50, "%s never accepted (%d, %v)", all[i], st, err)
-						time.Sleep(50 * time.Millisecond)
-					}
-				}
-			}
-		}()
-	}
-	require.Eventually(t, func() bool { return answered.Load() >= 150 }, 60*time.Second, 5*time.Millisecond)
-	c := start(t, testConfig(t, kcfg))
-	mu.Lock()
-	live = []*instance{b, c}
-	mu.Unlock()
-	require.Eventually(t, func() bool { return answered.Load() >= 300 }, 60*time.Second, 5*time.Millisecond)
-	a.stop()
-	require.Less(t, answered.Load(), int64(2*len(all)), "the group changed while events were still flowing")
-	wg.Wait()
-	got := events.waitEvents(all...)
-	time.Sleep(time.Second)
-	got = events.events()
-	for _, id := range all {
-		require.Len(t, got[id], 1, "%s must reach events exactly once", id)
-	}
-}
-
-func tryPost(addr string, body []byte) (int, error) {
-	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/events", bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
-	if err != nil {
-		return 0, err
-	}
-	resp.Body.Close()
-	return resp.StatusCode, nil
 }

@@ -83,7 +83,6 @@ func startInProcess(t *testing.T, tel *telemetry.Telemetry, logs io.Writer, with
 	}
 	icfg.Kafka, fcfg.Kafka, dcfg.Kafka, scfg.Kafka, acfg.Kafka = kcfg, kcfg, kcfg, kcfg, kcfg
 	icfg.Addr, acfg.Addr = freeAddr(t), freeAddr(t)
-	icfg.VerdictWait = 20 * time.Second
 	acfg.AdminToken, acfg.EncryptionKey, dcfg.EncryptionKey = p.admin, p.encryption, p.encryption
 	dcfg.AllowDestinations, dcfg.Timeout, dcfg.CommitInterval = "127.0.0.0/8", 3*time.Second, 50*time.Millisecond
 	acfg.ClickHouseAddr = freeAddr(t) // management works without ClickHouse
@@ -206,15 +205,13 @@ func TestOneTraceFollowsAnEventFromIngestThroughKafkaToTheSubscriber(t *testing.
 	}
 	t.Logf("trace %s: %s", traceID, strings.Join(chain, " → "))
 	want := []string{
-		"ingest POST /v1/events",  // the ingest HTTP request (otelhttp)
-		"ingest-accepted publish", // the claim, written for de-duplication
-		"ingest-accepted receive", // read by the de-duplicator
-		"events publish",          // the accepted event
-		"events receive",          // read by fan-out
-		"deliveries publish",      // one delivery per matching webhook
-		"deliveries receive",      // read by a delivery worker
-		"deliver",                 // the worker's attempt
-		"POST",                    // the request to the subscriber, whose span the traceparent names
+		"ingest POST /v1/events", // the ingest HTTP request (otelhttp)
+		"events publish",         // the accepted event
+		"events receive",         // read by fan-out, which de-duplicates
+		"deliveries publish",     // one delivery per matching webhook
+		"deliveries receive",     // read by a delivery worker
+		"deliver",                // the worker's attempt
+		"POST",                   // the request to the subscriber, whose span the traceparent names
 	}
 	require.Equal(t, want, chain)
 	require.Equal(t, trace.SpanKindServer, byID[findSpan(t, byID, "ingest POST /v1/events")].SpanKind)

@@ -75,12 +75,15 @@ func (b *bench) runBaseline(ctx context.Context) error {
 		}()
 	}
 	sleep(ctx, b.opts.Warmup)
-	r0, t0 := b.baseline.Received(), time.Now()
+	r0, t0, c0 := b.baseline.Received(), time.Now(), selfCPU()
 	sleep(ctx, b.opts.Window)
-	r1, t1 := b.baseline.Received(), time.Now()
+	r1, t1, c1 := b.baseline.Received(), time.Now(), selfCPU()
 	stop.Store(true)
 	wg.Wait()
 	b.res.BaselineRPS = round2(float64(r1-r0) / t1.Sub(t0).Seconds())
+	if r1 > r0 {
+		b.res.Costs.BaselineMicrosPerPost = round2((c1 - c0) * 1e6 / float64(r1-r0))
+	}
 	if n := failed.Load(); n > 0 {
 		b.res.note("baseline: %d requests failed", n)
 	}

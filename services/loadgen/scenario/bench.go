@@ -86,16 +86,18 @@ type bench struct {
 	res   *Results
 	tmp   string // binaries, logs, profiles; removed at the end
 
-	st      *stack.Stack
-	brokers []string
-	pprof   map[string]string // service → its profiler's address
-	rx      *receiver.Server
-	prod    *produce.Producer
-	api     *apiClient
-	db      string // ClickHouse database of this run
+	st        *stack.Stack
+	brokers   []string
+	pprof     map[string]string // service → its profiler's address
+	rx        *receiver.Server
+	prod      *produce.Producer
+	api       *apiClient
+	db        string // ClickHouse database of this run
+	ingestURL string // http://host:port of ingest
 
 	// Subscribers, created before any scenario so every service knows them from the start.
 	tp       target   // throughput (and sink)
+	httpT    target   // http_ingest and cpu_at_400: events POSTed to ingest
 	lat      target   // latency
 	fan      []target // fanout: one project, ten webhooks
 	fanProj  project
@@ -166,6 +168,10 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 		{"latency", b.runLatency},
 		{"isolation", b.runIsolation},
 		{"slow_flood", b.runSlowFlood},
+		{"http_ingest", b.runHTTPIngest},
+		{"cpu_at_400", b.runCPUAt400},
+		{"many_endpoints", b.runManyEndpoints},
+		{"scale_out", b.runScaleOut},
 		{"memory", b.runMemory},
 	} {
 		if ctx.Err() != nil {
@@ -247,6 +253,7 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 		return err
 	}
 	b.api = newAPIClient("http://"+addrs["api"], admin)
+	b.ingestURL = "http://" + addrs["ingest"]
 	rx, err := receiver.Start("127.0.0.1:0", receiver.Options{HangMax: 3 * time.Minute, SlowDelay: slowFloodDelay})
 	if err != nil {
 		return err
@@ -295,6 +302,9 @@ func (b *bench) subscribe(ctx context.Context) error {
 		return err
 	}
 	b.secret = b.tp.w.Secret
+	if b.httpT, err = one("http", receiver.Fast); err != nil {
+		return err
+	}
 	if b.lat, err = one("latency", receiver.Fast); err != nil {
 		return err
 	}
@@ -369,7 +379,7 @@ func (b *bench) warmup(ctx context.Context) error {
 // countDuplicates records, per scenario, deliveries of events an endpoint had already received.
 func (b *bench) countDuplicates() {
 	for name, ts := range map[string][]target{
-		"throughput": {b.tp}, "latency": {b.lat}, "fanout": b.fan, "isolation": b.iso,
+		"throughput": {b.tp}, "latency": {b.lat}, "fanout": b.fan, "isolation": b.iso, "http_ingest": {b.httpT},
 		"memory (open)": b.mem, "memory (queued)": {b.memQ},
 	} {
 		if n := duplicates(endpoints(ts)); n > 0 {

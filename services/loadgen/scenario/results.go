@@ -42,6 +42,13 @@ type Results struct {
 	GroupLag     map[string]int64   `json:"throughput_max_lag_by_group"`
 	CPUCores     map[string]float64 `json:"throughput_cpu_cores"` // cores each process used during throughput
 
+	// Issue 14: where the CPU goes per delivery, and the HTTP path, many endpoints, scale-out.
+	Costs            Costs         `json:"costs"`
+	HTTPIngest       HTTPIngest    `json:"http_ingest"`
+	CPUPerEventAt400 float64       `json:"cpu_us_per_event_at_400"`
+	ManyEndpoints    ManyEndpoints `json:"many_endpoints"`
+	ScaleOut         ScaleOut      `json:"scale_out"`
+
 	DeliveryPeakRSSMB float64 `json:"delivery_peak_rss_mb"`
 	Memory            Memory  `json:"memory"`
 
@@ -160,6 +167,13 @@ func (r *Results) evaluate() {
 	sinkOK := r.PipelineRPS > 0 && r.SinkRowsPerS >= 0.9*r.PipelineRPS && float64(r.SinkMaxLag) <= 5*r.PipelineRPS
 	add("sink not the bottleneck", "rows/s ≈ deliveries/s, lag ≤ 5 s of traffic",
 		fmt.Sprintf("%.0f rows/s vs %.0f deliveries/s, max lag %d", r.SinkRowsPerS, r.PipelineRPS, r.SinkMaxLag), sinkOK)
+	add("cpu_ratio", "≤ 1.5", fmt.Sprintf("%.2f", r.Costs.CPURatio), r.Costs.CPURatio > 0 && r.Costs.CPURatio <= 1.5)
+	add("http_ingest ratio", "≥ 0.4", fmt.Sprintf("%.2f", r.HTTPIngest.Ratio), r.HTTPIngest.Ratio >= 0.4)
+	add("cpu_us_per_event_at_400", "≤ 300", fmt.Sprintf("%.0f", r.CPUPerEventAt400), r.CPUPerEventAt400 > 0 && r.CPUPerEventAt400 <= 300)
+	so := r.ScaleOut
+	add("scale_out", "every event delivered, 0 duplicates, partitions balanced",
+		fmt.Sprintf("%d of %d, %d duplicates, %v", so.Delivered, so.Events, so.Duplicates, so.Partitions),
+		so.Events > 0 && so.Delivered >= so.Events && so.Duplicates == 0 && so.Balanced)
 	m := r.Memory
 	add("memory per held delivery beyond its body (queued)", "≤ 4 KiB",
 		fmt.Sprintf("%.1f KiB", m.QueuedKiBPerDelivery-m.BodyKiB), m.QueuedPeakRSSMB > 0 && m.QueuedKiBPerDelivery-m.BodyKiB <= 4)
@@ -206,6 +220,7 @@ func (r *Results) Table(w io.Writer) {
 		}
 		fmt.Fprintf(tw, "throughput\tCPU cores used\t%s\n", strings.Join(parts, ", "))
 	}
+	r.costsTable(tw)
 	if len(r.Duplicates) > 0 {
 		var parts []string
 		for _, n := range slices.Sorted(maps.Keys(r.Duplicates)) {

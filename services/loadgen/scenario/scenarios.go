@@ -80,6 +80,7 @@ func (b *bench) runThroughput(ctx context.Context) error {
 	defer rows.close()
 
 	rows0, rerr0 := rows.count(ctx)
+	offs0 := b.endOffsets(ctx, lags)
 	r0, t0 := received(eps), time.Now()
 	cpu := b.newCPUMeter()
 	maxLag := map[string]int64{}
@@ -101,8 +102,10 @@ func (b *bench) runThroughput(ctx context.Context) error {
 		sleep(ctx, time.Second-time.Since(t0)%time.Second)
 	}
 	r1, t1 := received(eps), time.Now()
-	rows1, rerr1 := rows.count(ctx)
 	cores := cpu.cores()
+	offs1 := b.endOffsets(ctx, lags)
+	rows1, rerr1 := rows.count(ctx)
+	b.costs(cores, r1-r0, t1.Sub(t0), offs0, offs1)
 	// Profiles are taken after the window, under the same load, so they do not skew its figures.
 	profiles := b.profileAll(ctx)
 	sent, perr := stop()
@@ -169,9 +172,15 @@ func (b *bench) profileAll(ctx context.Context) map[string]string {
 
 // writeProfiles renders the top functions of each service's profile into opts.ProfileOut.
 func (b *bench) writeProfiles(ctx context.Context, profiles map[string]string, seconds int) error {
+	header := fmt.Sprintf("# CPU profiles taken right after `throughput`'s window under the same closed-loop load (%d s each, all services at once), %s\n", seconds, b.res.At) +
+		fmt.Sprintf("# %.0f deliveries/s; CPU cores used per process: %v\n", b.res.PipelineRPS, b.res.CPUCores)
+	return b.writeProfilesTo(ctx, b.opts.ProfileOut, header, profiles)
+}
+
+// writeProfilesTo renders the top functions of each service's profile into path, under header.
+func (b *bench) writeProfilesTo(ctx context.Context, path, header string, profiles map[string]string) error {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "# CPU profiles taken right after `throughput`'s window under the same closed-loop load (%d s each, all services at once), %s\n", seconds, b.res.At)
-	fmt.Fprintf(&sb, "# %.0f deliveries/s; CPU cores used per process: %v\n", b.res.PipelineRPS, b.res.CPUCores)
+	sb.WriteString(header)
 	fmt.Fprintf(&sb, "# machine: %d cores, %s, load %.2f at start\n\n", b.res.Machine.Cores, b.res.Machine.CPU, b.res.Machine.LoadAvg1m)
 	for _, svc := range profiled {
 		path, ok := profiles[svc]
@@ -195,10 +204,10 @@ func (b *bench) writeProfiles(ctx context.Context, profiles map[string]string, s
 			fmt.Fprintf(&sb, "## %s — top %d by %s\n\n%s\n", svc, n, kind, top)
 		}
 	}
-	if err := os.MkdirAll(filepath.Dir(b.opts.ProfileOut), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	return os.WriteFile(b.opts.ProfileOut, []byte(sb.String()), 0o644)
+	return os.WriteFile(path, []byte(sb.String()), 0o644)
 }
 
 // runFanout measures deliveries per second when every event goes to ten webhooks.

@@ -78,8 +78,12 @@ func New(bin, logDir string, env []string) *Stack {
 
 // Start starts one service with extra environment on top of s.Env.
 func (s *Stack) Start(name string, extraEnv ...string) (*Proc, error) {
-	bin := name
-	if name == "kafka" {
+	return s.StartAs(name, name, extraEnv...)
+}
+
+// StartAs starts service bin as process name (a second fan-out, a third delivery worker).
+func (s *Stack) StartAs(name, bin string, extraEnv ...string) (*Proc, error) {
+	if bin == "kafka" {
 		bin = "surveyhooks"
 		extraEnv = append([]string{"SURVEYHOOKS_SERVICES=kafka"}, extraEnv...)
 	}
