@@ -6,14 +6,20 @@ replace (
 	github.com/surveyhooks/surveyhooks/pkg => ../../pkg
 	github.com/surveyhooks/surveyhooks/proto => ../../proto
 	github.com/surveyhooks/surveyhooks/services/delivery => ../delivery
+	github.com/surveyhooks/surveyhooks/services/fanout => ../fanout
+	github.com/surveyhooks/surveyhooks/services/ingest => ../ingest
 	github.com/surveyhooks/surveyhooks/services/sink => ../sink
 )
 
 require (
+	github.com/chromedp/cdproto v0.159.0
+	github.com/chromedp/chromedp v0.23.0
 	github.com/stretchr/testify v1.12.1
 	github.com/surveyhooks/surveyhooks/pkg v0.0.0-00010101000000-000000000000
 	github.com/surveyhooks/surveyhooks/proto v0.0.0-00010101000000-000000000000
 	github.com/surveyhooks/surveyhooks/services/delivery v0.0.0-00010101000000-000000000000
+	github.com/surveyhooks/surveyhooks/services/fanout v0.0.0-00010101000000-000000000000
+	github.com/surveyhooks/surveyhooks/services/ingest v0.0.0-00010101000000-000000000000
 	github.com/surveyhooks/surveyhooks/services/sink v0.0.0-00010101000000-000000000000
 	github.com/twmb/franz-go v1.22.2
 	github.com/twmb/franz-go/pkg/kadm v1.19.0
@@ -29,12 +35,14 @@ require (
 	github.com/andybalholm/brotli v1.2.6 // indirect
 	github.com/antlr4-go/antlr/v4 v4.13.1 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
+	github.com/buger/jsonparser v1.6.1 // indirect
 	github.com/caarlos0/env/v11 v11.4.2 // indirect
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/felixge/httpsnoop v1.1.0 // indirect
 	github.com/go-faster/city v1.0.1 // indirect
 	github.com/go-faster/errors v0.7.1 // indirect
+	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
 	github.com/google/cel-go v0.31.0 // indirect

@@ -116,8 +116,9 @@ func (p *Portal) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Security-Policy", p.csp)
 	h.Set("X-Content-Type-Options", "nosniff")
-	// The sign-in link carries its token in the path: never in a Referer.
-	h.Set("Referrer-Policy", "no-referrer")
+	// The sign-in link carries its token in the path: never in a Referer to another site. (Not
+	// no-referrer: browsers then send "Origin: null" with forms, and writes check the origin.)
+	h.Set("Referrer-Policy", "same-origin")
 	h.Set("Cross-Origin-Opener-Policy", "same-origin")
 	if !strings.HasPrefix(r.URL.Path, "/portal/static/") {
 		h.Set("Cache-Control", "no-store")
