@@ -23,9 +23,12 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/surveyhooks/surveyhooks/pkg/config"
 	"github.com/surveyhooks/surveyhooks/pkg/signature"
+	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 	"github.com/surveyhooks/surveyhooks/services/fanout"
 	"github.com/surveyhooks/surveyhooks/services/ingest"
 )
@@ -471,6 +474,12 @@ func TestPortalInARealBrowser(t *testing.T) {
 
 	t.Run("the operator console", func(t *testing.T) {
 		b := b.in(t)
+		// A retry due in an hour waits in the last tier.
+		held, err := proto.Marshal(&pb.Delivery{DeliveryId: "msg_held", EventId: "evt_held", WebhookId: whA, ProjectId: pa,
+			EventType: "nps.scored", Body: []byte(`{}`), Attempt: 3, Tier: 2, NotBeforeMs: time.Now().Add(time.Hour).UnixMilli()})
+		require.NoError(t, err)
+		tier := s.cfg.Kafka.Topics.Retry(s.cfg.Kafka.RetrySchedule[1])
+		require.NoError(t, s.kcl.ProduceSync(s.ctx, &kgo.Record{Topic: tier, Key: []byte(whA), Value: held}).FirstErr())
 		require.Equal(t, http.StatusOK, b.open(s.base+"/console/"))
 		require.Equal(t, "Operator console", b.text("h1"))
 		b.typeIn("#token", "wrong-token-0123456789")
@@ -481,7 +490,9 @@ func TestPortalInARealBrowser(t *testing.T) {
 		attempts, err := strconv.Atoi(b.text(fmt.Sprintf(`#projects tr[data-id=%q] td:nth-child(3)`, pa)))
 		require.NoError(t, err)
 		require.GreaterOrEqual(t, attempts, 8, "2 tests, 3 events, 3 tries of the dead one and its replay")
-		require.Contains(t, b.text("#tiers"), "deliveries-retry-200ms")
+		require.Contains(t, b.text("#tiers"), "deliveries-retry-200ms | 0 | — |")
+		b.waitText("#tiers", tier+" | 1 |", true)
+		require.NotContains(t, b.text("#tiers"), tier+" | 1 | — |", "the held record's age is shown")
 		require.Contains(t, b.text("#lag"), "surveyhooks-delivery")
 		require.Contains(t, b.text("main"), "CRM sync", "the failing endpoint is ranked")
 		b.screenshot("console.png")

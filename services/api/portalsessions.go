@@ -16,8 +16,10 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
+	"github.com/surveyhooks/surveyhooks/pkg/kafka"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 	"github.com/surveyhooks/surveyhooks/services/api/portal"
 )
@@ -265,12 +267,23 @@ func (b portalBackend) kafkaFigures(ctx context.Context, o *portal.Overview) err
 		if err != nil {
 			return fmt.Errorf("reading lag: %w", err)
 		}
+		heads := map[string]map[int32]kgo.Offset{} // the first record each tier's releaser has yet to release
 		lags.Each(func(g kadm.DescribedGroupLag) {
 			for topic, parts := range g.Lag {
 				var sum int64
-				for _, l := range parts {
+				for p, l := range parts {
 					if l.Lag > 0 {
 						sum += l.Lag
+						if tiers[topic] != nil {
+							at := l.Commit.At
+							if at < 0 {
+								at = l.Start.Offset
+							}
+							if heads[topic] == nil {
+								heads[topic] = map[int32]kgo.Offset{}
+							}
+							heads[topic][p] = kgo.NewOffset().At(at)
+						}
 					}
 				}
 				o.Lag = append(o.Lag, portal.GroupLag{Group: g.Group, Topic: topic, Lag: sum})
@@ -279,6 +292,12 @@ func (b portalBackend) kafkaFigures(ctx context.Context, o *portal.Overview) err
 				}
 			}
 		})
+		if len(heads) > 0 {
+			now := time.Now()
+			for topic, at := range b.oldest(ctx, heads) {
+				tiers[topic].OldestAge = now.Sub(at)
+			}
+		}
 	}
 	for i := range o.Tiers {
 		o.Tiers[i] = *tiers[o.Tiers[i].Topic]
@@ -287,6 +306,40 @@ func (b portalBackend) kafkaFigures(ctx context.Context, o *portal.Overview) err
 		return cmp.Or(strings.Compare(a.Group, b.Group), strings.Compare(a.Topic, b.Topic))
 	})
 	return nil
+}
+
+// oldest reads the record at each head and returns, per topic, the oldest one's timestamp (when
+// the delivery service wrote it to the tier). What cannot be read in time is left out.
+func (b portalBackend) oldest(ctx context.Context, heads map[string]map[int32]kgo.Offset) map[string]time.Time {
+	want := 0
+	for _, ps := range heads {
+		want += len(ps)
+	}
+	cl, err := kafka.NewClient(b.s.cfg.Kafka, kgo.ConsumePartitions(heads))
+	if err != nil {
+		return nil
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	out := map[string]time.Time{}
+	seen := map[string]map[int32]bool{}
+	for got := 0; got < want && ctx.Err() == nil; {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			if seen[r.Topic] == nil {
+				seen[r.Topic] = map[int32]bool{}
+			}
+			if seen[r.Topic][r.Partition] {
+				return
+			}
+			seen[r.Topic][r.Partition] = true
+			got++
+			if t, ok := out[r.Topic]; !ok || r.Timestamp.Before(t) {
+				out[r.Topic] = r.Timestamp
+			}
+		})
+	}
+	return out
 }
 
 func errText(err error) string {
