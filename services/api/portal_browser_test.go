@@ -366,6 +366,63 @@ func TestPortalInARealBrowser(t *testing.T) {
 		require.Contains(t, b.text(".last-error"), "HTTP 500")
 	})
 
+	t.Run("replay every dead letter the filter shows, and filter the log", func(t *testing.T) {
+		b := b.in(t)
+		rc.status.Store(http.StatusServiceUnavailable)
+		sendEvents(t, ingestURL, keyA, npsEvent("u-bulk-1"), npsEvent("u-bulk-2"))
+		b.open(s.base + "/portal/dead-letters?webhook_id=" + url.QueryEscape(whA))
+		b.waitText("#dead-letters", "HTTP 503", true)
+		require.Eventually(t, func() bool {
+			b.run(chromedp.Reload())
+			return eval[int](b, `document.querySelectorAll("#dead-letters tbody tr").length`) == 2
+		}, 30*time.Second, 200*time.Millisecond)
+		before := len(rc.requests())
+		rc.status.Store(http.StatusOK)
+		b.submit("#replay-all", "h1")
+		require.Contains(t, b.text(".notice"), "Replay queued for 2 dead letter(s)")
+		require.Eventually(t, func() bool { return len(rc.requests()) >= before+2 }, 30*time.Second, 50*time.Millisecond)
+
+		// The log's filter form: only the failed tries.
+		b.open(s.base + "/portal/attempts")
+		b.setValue("#outcome", "http_retryable")
+		b.submit(`.filters button[type=submit]`, "#attempts")
+		require.Contains(t, b.location(), "outcome=http_retryable")
+		outcomes := eval[[]string](b, `[...document.querySelectorAll("#attempts tbody tr td:nth-child(4)")].map(td => td.textContent.trim())`)
+		require.Len(t, outcomes, 9, "3 tries of each of 3 dead-lettered events")
+		for _, o := range outcomes {
+			require.Equal(t, "http retryable", o)
+		}
+		// A bad value gets the API's message, naming it.
+		b.open(s.base + "/portal/attempts?status_code=999")
+		require.Contains(t, b.text(".error"), "status_code must be")
+	})
+
+	t.Run("edit with the API's validation inline, disable and enable", func(t *testing.T) {
+		b := b.in(t)
+		b.open(s.base + "/portal/webhooks/" + whA)
+		b.submit(`a[href$="/edit"]`, "form.webhook-form")
+		require.Equal(t, "CRM sync", eval[string](b, `document.querySelector("#name").value`))
+		b.click("details.advanced summary")
+		b.typeIn("#filter", `event.event_type ==`)
+		b.submit("#save", "#form-error")
+		require.Contains(t, b.text("#form-error"), "invalid filter")
+		require.Equal(t, "true", eval[string](b, `document.querySelector("#filter").getAttribute("aria-invalid")`))
+		b.setValue("#filter", `event.event_type.startsWith("nps.")`)
+		b.setValue("#description", "Pushes NPS to the CRM")
+		b.submit("#save", "#send-test")
+		require.Contains(t, b.text(".notice"), "Webhook saved")
+		wh := s.must(http.StatusOK, "GET", "/v1/webhooks/"+whA, keyA, nil)
+		require.Equal(t, `event.event_type.startsWith("nps.")`, wh.str("filter"))
+		require.Equal(t, "Pushes NPS to the CRM", wh.str("description"))
+		require.Equal(t, []any{"nps.scored", "survey.completed"}, wh.body["events"], "what the form did not change stays")
+
+		b.submit(`form[action$="/enabled"] button`, "#state")
+		require.Equal(t, "Disabled", b.text("#state"))
+		require.Equal(t, false, s.must(http.StatusOK, "GET", "/v1/webhooks/"+whA, keyA, nil).body["enabled"])
+		b.submit(`form[action$="/enabled"] button`, "#state")
+		require.Equal(t, "Enabled", b.text("#state"))
+	})
+
 	t.Run("rotate and reveal the secret", func(t *testing.T) {
 		b := b.in(t)
 		b.open(s.base + "/portal/webhooks/" + whA)
@@ -408,7 +465,7 @@ func TestPortalInARealBrowser(t *testing.T) {
 		b := b.in(t)
 		whB := s.webhook(keyB, map[string]any{"name": "Globex hook", "url": rc.URL + "/b"}).str("id")
 		attA := s.must(http.StatusOK, "GET", "/v1/webhooks/"+whA+"/attempts", keyA, nil).list()[0]["id"].(string)
-		deadA := s.deadLetters(keyA, "?include_replayed=true", 1)[0]["id"].(string)
+		deadA := s.deadLetters(keyA, "?include_replayed=true", 3)[0]["id"].(string)
 		require.Equal(t, http.StatusOK, b.open(s.portalLink(pbID, map[string]any{})))
 		require.Contains(t, b.text("header"), "Globex")
 		require.NotContains(t, b.text("main"), "CRM sync")
