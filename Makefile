@@ -14,7 +14,7 @@ run: deps ## run every service in one process: embedded Kafka, local ClickHouse 
 	go run ./services/surveyhooks/cmd/surveyhooks
 
 .PHONY: test
-test: deps proto-check tidy-check vet ## install what is needed, then run every test (unit, component, end-to-end)
+test: deps proto-check tidy-check vet ## install what is needed, then run every test (unit, component, end-to-end, browser)
 	@set -e; eval "$$(deploy/clickhouse/local.sh start)"; trap 'deploy/clickhouse/local.sh stop' EXIT; \
 	  echo "ClickHouse for tests: $$CLICKHOUSE_ADDR"; \
 	  go test $(GO_TEST_FLAGS) $(addprefix ./,$(addsuffix /...,$(MODULES)))
@@ -52,7 +52,7 @@ lint: vet ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); [ -z "$$out" ] || { echo "gofmt needed:"; echo "$$out"; exit 1; }
 
 .PHONY: deps
-deps: ## install system packages the project needs (clickhouse-server, protoc) when missing
+deps: ## install system packages the project needs (clickhouse-server, protoc, chromium) when missing
 	@deploy/install-deps.sh
 
 .PHONY: up

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Installs the system packages surveyhooks needs for `make run` and `make test` when they are
-# missing: Debian's clickhouse-server/clickhouse-client and protobuf-compiler. Safe to run often.
-# Usage: install-deps.sh [protoc|clickhouse]...   (no argument: all)
+# missing: Debian's clickhouse-server/clickhouse-client, protobuf-compiler and chromium (the portal's
+# browser tests drive it headless). Safe to run often.
+# Usage: install-deps.sh [protoc|clickhouse|chromium]...   (no argument: all)
 set -euo pipefail
-want=("$@"); [ ${#want[@]} -gt 0 ] || want=(clickhouse protoc)
+want=("$@"); [ ${#want[@]} -gt 0 ] || want=(clickhouse protoc chromium)
 pkgs=()
 for w in "${want[@]}"; do
   case "$w" in
     clickhouse) [ -x /usr/sbin/clickhouse-server ] || command -v clickhouse-server >/dev/null || pkgs+=(clickhouse-server clickhouse-client) ;;
     protoc) command -v protoc >/dev/null || pkgs+=(protobuf-compiler) ;;
-    *) echo "install-deps.sh: unknown component '$w' (want clickhouse or protoc)" >&2; exit 2 ;;
+    chromium) command -v chromium >/dev/null || pkgs+=(chromium) ;;
+    *) echo "install-deps.sh: unknown component '$w' (want clickhouse, protoc or chromium)" >&2; exit 2 ;;
   esac
 done
 [ ${#pkgs[@]} -gt 0 ] || exit 0

@@ -209,3 +209,14 @@ func (r *Registry) Webhooks(projectID string) []*pb.Webhook {
 	defer r.mu.RUnlock()
 	return r.byProject[projectID]
 }
+
+// Projects returns every project, in no particular order.
+func (r *Registry) Projects() []*pb.Project {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]*pb.Project, 0, len(r.projects))
+	for _, p := range r.projects {
+		out = append(out, p)
+	}
+	return out
+}

@@ -28,6 +28,7 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/service"
 	"github.com/surveyhooks/surveyhooks/pkg/telemetry"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
+	"github.com/surveyhooks/surveyhooks/services/api/portal"
 )
 
 // Config is the API service's configuration.
@@ -82,6 +83,9 @@ type Server struct {
 	tests *testWaiters
 	logs  *logStore
 	locks stripedLocks
+	// portal serves /portal/ and /console/; inproc is the router its calls go through.
+	portal *portal.Portal
+	inproc http.Handler
 }
 
 // Run serves the API until ctx is done. It listens only once it has read every project and
@@ -172,8 +176,14 @@ func newServer(cfg Config, log *slog.Logger, hooks ...kgo.Opt) (*Server, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, log: log, reg: reg, kcl: kcl, box: box,
-		logs: &logStore{addr: cfg.ClickHouseAddr, database: cfg.ClickHouseDatabase, log: log}}, nil
+	s := &Server{cfg: cfg, log: log, reg: reg, kcl: kcl, box: box,
+		logs: &logStore{addr: cfg.ClickHouseAddr, database: cfg.ClickHouseDatabase, log: log}}
+	if s.portal, err = s.newPortal(); err != nil {
+		kcl.Close()
+		return nil, err
+	}
+	s.inproc = s.handler()
+	return s, nil
 }
 
 // route is one endpoint. The table is also what the OpenAPI test checks the document against.
@@ -189,6 +199,7 @@ func (s *Server) routes() []route {
 
 		{"POST", "/v1/projects", s.admin(s.createProject)},
 		{"GET", "/v1/projects/{id}", s.admin(s.getProject)},
+		{"POST", "/v1/projects/{id}/portal-sessions", s.admin(s.createPortalSession)},
 
 		{"POST", "/v1/webhooks", s.project(s.createWebhook)},
 		{"GET", "/v1/webhooks", s.project(s.listWebhooks)},
@@ -217,6 +228,8 @@ func (s *Server) handler() http.Handler {
 	for _, rt := range s.routes() {
 		mux.HandleFunc(rt.method+" "+rt.pattern, rt.handler)
 	}
+	mux.Handle("/portal/", s.portal)
+	mux.Handle("/console/", s.portal)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h, pattern := mux.Handler(r)
 		if pattern != "" {
@@ -278,8 +291,8 @@ func (s *Server) admin(h handlerFunc) http.HandlerFunc {
 func (s *Server) project(h projectHandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		tok := httpapi.BearerToken(r)
-		var p *pb.Project
-		if tok != "" {
+		p := portalProjectOf(r) // a portal page's call, in process
+		if p == nil && tok != "" {
 			p = s.reg.ProjectByAPIKey(tok)
 		}
 		if p == nil {

@@ -20,7 +20,7 @@ import (
 func TestAProjectKeySeesAndChangesOnlyItsOwnProject(t *testing.T) {
 	s := startStack(t, withClickHouse())
 	pa, keyA := s.project("A")
-	_, keyB := s.project("B")
+	pb_, keyB := s.project("B")
 	wA := s.webhook(keyA, map[string]any{"url": "https://example.com/a"}).str("id")
 	wB := s.webhook(keyB, map[string]any{"url": "https://example.com/b"}).str("id")
 	s.logRows(pa, row{"att_a", wA, "evt_a", "nps.scored", pb.OutcomeClass_OUTCOME_CLASS_SUCCESS, 200, time.Minute, time.Millisecond, 1})
@@ -53,6 +53,13 @@ func TestAProjectKeySeesAndChangesOnlyItsOwnProject(t *testing.T) {
 		},
 		"GET /v1/projects/{id}": func(t *testing.T) {
 			s.must(http.StatusUnauthorized, "GET", "/v1/projects/"+pa, keyB, nil)
+		},
+		"POST /v1/projects/{id}/portal-sessions": func(t *testing.T) {
+			s.must(http.StatusUnauthorized, "POST", "/v1/projects/"+pa+"/portal-sessions", keyB, map[string]any{})
+			// The admin token cannot scope a session of B to A's webhook either.
+			r := s.must(http.StatusBadRequest, "POST", "/v1/projects/"+pb_+"/portal-sessions", adminToken,
+				map[string]any{"webhook_ids": []string{wA}})
+			require.Equal(t, "webhook_ids[0]", r.errField())
 		},
 		"POST /v1/webhooks": func(t *testing.T) {
 			r := s.must(http.StatusCreated, "POST", "/v1/webhooks", keyB, map[string]any{"name": "b2",
