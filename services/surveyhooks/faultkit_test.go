@@ -282,6 +282,23 @@ func (rc *faultReceiver) delivered(pair string) bool {
 	return rc.ok[pair] > 0
 }
 
+// duplicatesBetween counts the 2xx answers in [from, to) that repeated a pair already answered 2xx.
+func (rc *faultReceiver) duplicatesBetween(from, to time.Time) (n int) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	seen := map[string]bool{}
+	for _, r := range rc.reqs {
+		if r.status != http.StatusOK {
+			continue
+		}
+		if seen[r.pair] && !r.end.Before(from) && r.end.Before(to) {
+			n++
+		}
+		seen[r.pair] = true
+	}
+	return n
+}
+
 // figures: requests in all, duplicate 2xx answers (beyond the first of a pair), and the requests
 // of each pair.
 func (rc *faultReceiver) figures() (requests, duplicates int, tries map[string]int) {
