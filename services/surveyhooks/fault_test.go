@@ -267,6 +267,18 @@ func TestFaultsUnderLoad(t *testing.T) {
 		duplicates, dupBound, retried)
 	t.Logf("  ClickHouse: %d rows, %d distinct attempt ids; receiver requests without a row %d (bound %d: in flight at worker kills); rows beyond the receiver's requests %d",
 		rows, ids, unrecorded, recordBound, extra)
+	if unrecorded > 0 {
+		var at []string
+		for pair, n := range tries {
+			if stored[pair] < n {
+				for _, e := range rc.answeredAt(pair) {
+					at = append(at, fmt.Sprintf("%.1fs", e.Sub(began).Seconds()))
+				}
+			}
+		}
+		sort.Strings(at)
+		t.Logf("  requests of the pairs missing a row were answered at %s", strings.Join(at, " "))
+	}
 	t.Logf("  services that exited on their own: %d", len(exits))
 
 	require.Empty(t, exits, "no service may exit on its own")

@@ -299,6 +299,18 @@ func (rc *faultReceiver) duplicatesBetween(from, to time.Time) (n int) {
 	return n
 }
 
+// answeredAt lists when the requests of pair were answered.
+func (rc *faultReceiver) answeredAt(pair string) (at []time.Time) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for _, r := range rc.reqs {
+		if r.pair == pair {
+			at = append(at, r.end)
+		}
+	}
+	return at
+}
+
 // figures: requests in all, duplicate 2xx answers (beyond the first of a pair), and the requests
 // of each pair.
 func (rc *faultReceiver) figures() (requests, duplicates int, tries map[string]int) {
