@@ -231,6 +231,9 @@ func TestFaultsUnderLoad(t *testing.T) {
 	var unrecorded, extra int
 	qctx, qcancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer qcancel()
+	// The sink stores what it reads within a second or so: wait until nothing is missing or
+	// nothing more arrives for 10 s.
+	prev, since := -1, time.Now()
 	for wait := time.Now().Add(90 * time.Second); ; {
 		stored, rows, ids, err = storedAttempts(qctx, conn, idOf)
 		if err == nil {
@@ -243,7 +246,10 @@ func TestFaultsUnderLoad(t *testing.T) {
 					extra += c - n
 				}
 			}
-			if unrecorded <= recordBound || time.Now().After(wait) {
+			if unrecorded != prev {
+				prev, since = unrecorded, time.Now()
+			}
+			if unrecorded == 0 || time.Since(since) > 10*time.Second || time.Now().After(wait) {
 				break
 			}
 		} else if time.Now().After(wait) {
