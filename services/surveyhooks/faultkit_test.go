@@ -282,6 +282,35 @@ func (rc *faultReceiver) delivered(pair string) bool {
 	return rc.ok[pair] > 0
 }
 
+// duplicatesBetween counts the 2xx answers in [from, to) that repeated a pair already answered 2xx.
+func (rc *faultReceiver) duplicatesBetween(from, to time.Time) (n int) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	seen := map[string]bool{}
+	for _, r := range rc.reqs {
+		if r.status != http.StatusOK {
+			continue
+		}
+		if seen[r.pair] && !r.end.Before(from) && r.end.Before(to) {
+			n++
+		}
+		seen[r.pair] = true
+	}
+	return n
+}
+
+// answeredAt lists when the requests of pair were answered.
+func (rc *faultReceiver) answeredAt(pair string) (at []time.Time) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for _, r := range rc.reqs {
+		if r.pair == pair {
+			at = append(at, r.end)
+		}
+	}
+	return at
+}
+
 // figures: requests in all, duplicate 2xx answers (beyond the first of a pair), and the requests
 // of each pair.
 func (rc *faultReceiver) figures() (requests, duplicates int, tries map[string]int) {
