@@ -268,12 +268,18 @@ func (w *Worker) deliver(ctx context.Context, t *task) time.Duration {
 			}
 		}
 		start = time.Now()
-		var judge func(error)
-		if keys, err := w.secrets.open(wh, start); err != nil {
+		var judge func(error) // the breaker's callback, when it let the request through
+		keys, err := w.secrets.open(wh, start)
+		switch {
+		case err != nil:
 			res.Err = fmt.Errorf("%w: %w", errSecret, err)
-		} else if open := !d.Test && !w.allow(d.WebhookId, &judge); open {
-			in.BreakerOpen = true
-		} else {
+		case d.Test: // a Send Test neither asks the breaker nor teaches it
+		default:
+			var ok bool
+			judge, ok = w.eps.allow(d.WebhookId)
+			in.BreakerOpen = !ok
+		}
+		if err == nil && !in.BreakerOpen {
 			res = w.snd.Send(t.ctx, sender.Request{MessageID: d.DeliveryId, URL: wh.Url, Body: d.Body, Secrets: keys,
 				Headers: wh.Headers, Timestamp: start})
 		}
@@ -290,7 +296,7 @@ func (w *Worker) deliver(ctx context.Context, t *task) time.Duration {
 		in.Now = time.Now()
 		dec = decide(in)
 		if judge != nil {
-			judge(map[breakerFeedback]error{breakerSuccess: nil, breakerFailure: errEndpointFailed, breakerNone: errNotJudged}[dec.Breaker])
+			judge(dec.Breaker.verdict())
 		}
 	}
 	a := &pb.Attempt{AttemptId: ids.New("att_"), DeliveryId: d.DeliveryId, EventId: d.EventId, WebhookId: d.WebhookId,
@@ -311,13 +317,6 @@ func (w *Worker) deliver(ctx context.Context, t *task) time.Duration {
 	}
 	w.apply(t, a, dec)
 	return res.Latency
-}
-
-// allow asks the endpoint's breaker for a request; on yes, *judge receives the callback.
-func (w *Worker) allow(webhookID string, judge *func(error)) bool {
-	done, ok := w.eps.allow(webhookID)
-	*judge = done
-	return ok
 }
 
 // apply produces what the decision emits — the attempt, and the retry, dead letter or disabled
