@@ -63,6 +63,10 @@ func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender
 		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) { joined() }),
 		kgo.ConsumerGroup(cfg.Group), kgo.ConsumeTopics(topic), kgo.DisableAutoCommit(),
 		kgo.ProducerBatchMaxBytes(maxBatchBytes),
+		// The slots already bound what is buffered (a held delivery has at most three records
+		// unacknowledged): Produce must never block the fetch loop, or moving a flooded endpoint's
+		// deliveries aside would stall every endpoint until Kafka acknowledged them.
+		kgo.MaxBufferedRecords(3*cfg.MaxInFlight+1000),
 		// fan-out writes `deliveries` in transactions: never act on an aborted one.
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, m map[string][]int32) {
