@@ -201,8 +201,8 @@ func traceExporterFromEnv(ctx context.Context) (sdktrace.SpanExporter, error) {
 	return exp, nil
 }
 
-// Metrics are the surveyhooks instruments (deliveries, latency, in-flight, tiers, lag, sink,
-// ingest), created on this Telemetry's meter; nil (recording nothing) on a nil Telemetry.
+// Metrics are the shared surveyhooks instruments (lag, sink, ingest, fan-out; delivery declares
+// its own), created on this Telemetry's meter; nil (recording nothing) on a nil Telemetry.
 func (t *Telemetry) Metrics() *Metrics {
 	if t == nil {
 		return nil

@@ -192,30 +192,13 @@ func TestOpsServerAnswersHealthReadinessAndMetrics(t *testing.T) {
 
 	ctx := context.Background()
 	m := tel.Metrics()
-	m.DeliveryDone(ctx, "success", 120*time.Millisecond)
-	m.DeliveryDone(ctx, "success", 80*time.Millisecond)
-	m.DeliveryDone(ctx, "retry", 30*time.Second)
-	m.InFlight(ctx, 3)
-	m.InFlight(ctx, -1)
 	m.SinkBatch(ctx, 250, 40*time.Millisecond)
 	m.IngestEvents(ctx, 3, "rejected", "missing_event_type")
 	m.IngestEvents(ctx, 5, "accepted", "")
-	unregister, err := m.ObserveRetryTiers(func() []telemetry.TierState {
-		return []telemetry.TierState{{Tier: "1m", Depth: 7, OldestAge: 90 * time.Second}, {Tier: "5m"}}
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = unregister() })
 
 	code, body = get(t, base+"/metrics")
 	require.Equal(t, http.StatusOK, code)
 	fams := parseMetrics(t, body)
-	require.Equal(t, 2.0, value(t, fams, "surveyhooks_deliveries_total", map[string]string{"outcome": "success"}))
-	require.Equal(t, 1.0, value(t, fams, "surveyhooks_deliveries_total", map[string]string{"outcome": "retry"}))
-	require.Equal(t, 2.0, value(t, fams, "surveyhooks_delivery_latency_seconds", map[string]string{"outcome": "success"}), "histogram count")
-	require.Equal(t, 2.0, value(t, fams, "surveyhooks_deliveries_in_flight", nil))
-	require.Equal(t, 7.0, value(t, fams, "surveyhooks_retry_tier_depth", map[string]string{"tier": "1m"}))
-	require.Equal(t, 0.0, value(t, fams, "surveyhooks_retry_tier_depth", map[string]string{"tier": "5m"}))
-	require.Equal(t, 90.0, value(t, fams, "surveyhooks_retry_tier_oldest_age_seconds", map[string]string{"tier": "1m"}))
 	require.Equal(t, 1.0, value(t, fams, "surveyhooks_sink_batch_rows", nil), "histogram count")
 	require.Equal(t, 1.0, value(t, fams, "surveyhooks_sink_batch_seconds", nil), "histogram count")
 	require.Equal(t, 3.0, value(t, fams, "surveyhooks_ingest_events_total", map[string]string{"result": "rejected", "reason": "missing_event_type"}))
@@ -226,13 +209,8 @@ func TestOpsServerAnswersHealthReadinessAndMetrics(t *testing.T) {
 func TestNilMetricsRecordNothingAndDoNotPanic(t *testing.T) {
 	var m *telemetry.Metrics
 	ctx := context.Background()
-	m.DeliveryDone(ctx, "success", time.Second)
-	m.InFlight(ctx, 1)
 	m.SinkBatch(ctx, 1, time.Second)
 	m.IngestEvents(ctx, 1, "accepted", "")
-	unregister, err := m.ObserveRetryTiers(func() []telemetry.TierState { return nil })
-	require.NoError(t, err)
-	require.NoError(t, unregister())
 }
 
 func TestNilTelemetryIsUsableByComponentsBuiltWithoutIt(t *testing.T) {

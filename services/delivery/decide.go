@@ -39,6 +39,17 @@ const (
 	breakerFailure                        // it failed in a way that is retried
 )
 
+// verdict is the feedback as the breaker's callback takes it: nil is a success.
+func (f breakerFeedback) verdict() error {
+	switch f {
+	case breakerSuccess:
+		return nil
+	case breakerFailure:
+		return errEndpointFailed
+	}
+	return errNotJudged
+}
+
 // decision is what to do with a delivery: send it first, or the outcome and what to emit.
 type decision struct {
 	// Send: nothing is decided yet; make the request, then decide again with its result.

@@ -153,7 +153,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 	}
 	started()
 	defer deps.Telemetry.ObserveConsumerLag(w.cl, cfg.Group, cfg.ReleaserGroup)()
-	unregister, err := deps.Telemetry.Metrics().ObserveRetryTiers(rel.tierStates)
+	met, err := newMetrics(deps.Telemetry)
+	if err != nil {
+		return err
+	}
+	unregister, err := met.observeTiers(rel.tierStates)
 	if err != nil {
 		return err
 	}

@@ -161,7 +161,7 @@ func TestFailingEndpointIsRetriedOnScheduleThenDeadLettered(t *testing.T) {
 	for _, id := range rec.ids {
 		require.Equal(t, "f-0", id, "every retry carries the same webhook-id")
 	}
-	// Attempt n+1 is due schedule[n] after attempt n started: +0, +300ms, +900ms, +1800ms.
+	// Attempt n+1 is due schedule[n] after attempt n ended (here within a millisecond of its start).
 	for i, d := range schedule {
 		gap := rec.times[i+1].Sub(rec.times[i])
 		require.GreaterOrEqual(t, gap, d-20*time.Millisecond, "retry %d came early", i+1)
@@ -518,4 +518,88 @@ func TestAnAttemptTooLargeForTheTopicIsStoredTruncated(t *testing.T) {
 	}
 	require.Equal(t, 3, bigN)
 	require.Equal(t, 20, okN)
+}
+
+// TestRetryDelayCountsFromTheEndOfTheFailedAttempt: an endpoint that fails after 1.5 s under a
+// 1 s tier is tried again 1 s after it answered, not 1 s after the request started (issue 18.7).
+func TestRetryDelayCountsFromTheEndOfTheFailedAttempt(t *testing.T) {
+	h := newHarness(t, []time.Duration{time.Second}, func(c *delivery.Config) { c.Timeout = 5 * time.Second })
+	var mu sync.Mutex
+	var started, ended []time.Time
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		started = append(started, time.Now())
+		first := len(started) == 1
+		mu.Unlock()
+		if first {
+			time.Sleep(1500 * time.Millisecond)
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+		mu.Lock()
+		ended = append(ended, time.Now())
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	h.webhook("wh_slowfail", srv.URL)
+	h.start()
+	h.deliver("wh_slowfail", 1, "e")
+	as := attempts(h, 2)
+	require.Equal(t, pb.OutcomeClass_OUTCOME_CLASS_SUCCESS, as[1].Outcome.Class)
+	mu.Lock()
+	defer mu.Unlock()
+	gap := started[1].Sub(ended[0])
+	require.GreaterOrEqual(t, gap, 950*time.Millisecond, "the retry came %s after the failure ended", gap)
+	require.GreaterOrEqual(t, as[0].NextAttemptAtMs-as[0].StartedAtMs, int64(2400), "due a tier after the end: start + 1.5 s + 1 s")
+}
+
+// TestRetryPolicyPresetsAgainstTheirDocuments plays each platform's receiver against the worker:
+// the number of requests it gets for one failing delivery is what its document says.
+func TestRetryPolicyPresetsAgainstTheirDocuments(t *testing.T) {
+	// Three short tiers; Screeb's 60 s resend is served by the last (the nearest at least as long).
+	h := newHarness(t, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 300 * time.Millisecond}, nil)
+	type receiver struct {
+		policy, id string
+		status     int
+		requests   int32 // what the document says the receiver gets
+	}
+	cases := []receiver{
+		// Ask Users: "4xx for client errors (which won't be retried)".
+		{"askusers", "wh_askusers_429", http.StatusTooManyRequests, 1},
+		// Ask Users: "5xx for server errors (which will trigger retries)", up to 5 (here 3 tiers).
+		{"askusers", "wh_askusers_500", http.StatusInternalServerError, 4},
+		// Screeb: "replies with a 4xx or 5xx status code, Screeb platform sends a new request after 60s (once)".
+		{"screeb", "wh_screeb_400", http.StatusBadRequest, 2},
+		// Screeb: "reply … with a 429 … Screeb will resend these messages many times".
+		{"screeb", "wh_screeb_429", http.StatusTooManyRequests, 4},
+		// Segmanta: "an error HTTP response code (4xx/5xx)" is retried periodically.
+		{"segmanta", "wh_segmanta_404", http.StatusNotFound, 4},
+		// default: 4xx is permanent except 408, 409, 425, 429.
+		{"default", "wh_default_404", http.StatusNotFound, 1},
+	}
+	counts := make([]atomic.Int32, len(cases))
+	for i, c := range cases {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			counts[i].Add(1)
+			w.WriteHeader(c.status)
+		}))
+		defer srv.Close()
+		h.webhook(c.id, srv.URL, func(w *pb.Webhook) { w.RetryPolicy = c.policy })
+	}
+	h.start()
+	for _, c := range cases {
+		h.deliver(c.id, 1, c.id)
+	}
+	dead := collect(h, h.cfg.Kafka.Topics.Dead, func() *pb.Delivery { return &pb.Delivery{} },
+		func(d []*pb.Delivery) bool { return len(d) >= len(cases) })
+	time.Sleep(500 * time.Millisecond) // a retry beyond the rule, if any, would be due by now
+	for i, c := range cases {
+		require.Equal(t, c.requests, counts[i].Load(), "%s answering %d", c.policy, c.status)
+	}
+	for _, d := range dead {
+		for _, c := range cases {
+			if c.id == d.WebhookId {
+				require.EqualValues(t, c.requests, d.Attempt, "%s: the dead letter names the last attempt", c.id)
+			}
+		}
+	}
 }

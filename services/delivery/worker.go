@@ -39,6 +39,7 @@ type Worker struct {
 	eps     *endpoints
 	name    string
 	deps    service.Deps
+	met     *metrics
 
 	stopping      atomic.Bool // no more fetching: draining
 	abandonQueued atomic.Bool // the drain timed out: deliveries not yet started are left to the next owner
@@ -49,8 +50,12 @@ type Worker struct {
 func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender.Sender, log *slog.Logger, opts ...service.Option) (*Worker, error) {
 	w := &Worker{cfg: cfg, reg: reg, secrets: newSecretCache(box), snd: snd, log: log, eps: newEndpoints(cfg),
 		name: "delivery-" + kafka.InstanceID(), deps: service.Apply(opts)}
-	w.life = &lifecycle{slots: make(chan struct{}, cfg.MaxInFlight), tr: newTracker(), parts: newPartitions(),
-		inFlight: func(delta int64) { w.deps.Telemetry.Metrics().InFlight(context.Background(), delta) }}
+	met, err := newMetrics(w.deps.Telemetry)
+	if err != nil {
+		return nil, err
+	}
+	w.met = met
+	w.life = &lifecycle{slots: make(chan struct{}, cfg.MaxInFlight), tr: newTracker(), parts: newPartitions(), inFlight: met.held}
 	topic := cfg.Kafka.Topics.Deliveries
 	joined := w.deps.Ready.Wait("group " + cfg.Group + " joined")
 	hooks := w.deps.Telemetry.KafkaHooks()
@@ -58,6 +63,10 @@ func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender
 		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) { joined() }),
 		kgo.ConsumerGroup(cfg.Group), kgo.ConsumeTopics(topic), kgo.DisableAutoCommit(),
 		kgo.ProducerBatchMaxBytes(maxBatchBytes),
+		// The slots already bound what is buffered (a held delivery has at most three records
+		// unacknowledged): Produce must never block the fetch loop, or moving a flooded endpoint's
+		// deliveries aside would stall every endpoint until Kafka acknowledged them.
+		kgo.MaxBufferedRecords(3*cfg.MaxInFlight+1000),
 		// fan-out writes `deliveries` in transactions: never act on an aborted one.
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, m map[string][]int32) {
@@ -263,12 +272,18 @@ func (w *Worker) deliver(ctx context.Context, t *task) time.Duration {
 			}
 		}
 		start = time.Now()
-		var judge func(error)
-		if keys, err := w.secrets.open(wh, start); err != nil {
+		var judge func(error) // the breaker's callback, when it let the request through
+		keys, err := w.secrets.open(wh, start)
+		switch {
+		case err != nil:
 			res.Err = fmt.Errorf("%w: %w", errSecret, err)
-		} else if open := !d.Test && !w.allow(d.WebhookId, &judge); open {
-			in.BreakerOpen = true
-		} else {
+		case d.Test: // a Send Test neither asks the breaker nor teaches it
+		default:
+			var ok bool
+			judge, ok = w.eps.allow(d.WebhookId)
+			in.BreakerOpen = !ok
+		}
+		if err == nil && !in.BreakerOpen {
 			res = w.snd.Send(t.ctx, sender.Request{MessageID: d.DeliveryId, URL: wh.Url, Body: d.Body, Secrets: keys,
 				Headers: wh.Headers, Timestamp: start})
 		}
@@ -285,7 +300,7 @@ func (w *Worker) deliver(ctx context.Context, t *task) time.Duration {
 		in.Now = time.Now()
 		dec = decide(in)
 		if judge != nil {
-			judge(map[breakerFeedback]error{breakerSuccess: nil, breakerFailure: errEndpointFailed, breakerNone: errNotJudged}[dec.Breaker])
+			judge(dec.Breaker.verdict())
 		}
 	}
 	a := &pb.Attempt{AttemptId: ids.New("att_"), DeliveryId: d.DeliveryId, EventId: d.EventId, WebhookId: d.WebhookId,
@@ -306,13 +321,6 @@ func (w *Worker) deliver(ctx context.Context, t *task) time.Duration {
 	}
 	w.apply(t, a, dec)
 	return res.Latency
-}
-
-// allow asks the endpoint's breaker for a request; on yes, *judge receives the callback.
-func (w *Worker) allow(webhookID string, judge *func(error)) bool {
-	done, ok := w.eps.allow(webhookID)
-	*judge = done
-	return ok
 }
 
 // apply produces what the decision emits — the attempt, and the retry, dead letter or disabled
@@ -341,7 +349,7 @@ func (w *Worker) apply(t *task, a *pb.Attempt, dec decision) {
 		last := recs[len(recs)-1]
 		last.Headers = []kgo.RecordHeader{{Key: "surveyhooks-test", Value: []byte("1")}} // Send Test waits for it
 	}
-	w.deps.Telemetry.Metrics().DeliveryDone(t.ctx, outcomeName(out.Class), time.Duration(a.LatencyUs)*time.Microsecond)
+	w.met.done(t.ctx, outcomeName(out.Class), time.Duration(a.LatencyUs)*time.Microsecond)
 	t.span.SetAttributes(attribute.String("surveyhooks.outcome", outcomeName(out.Class)),
 		attribute.String("surveyhooks.delivery_id", d.DeliveryId), attribute.Int("surveyhooks.attempt", int(d.Attempt)))
 	if w.log.Enabled(t.ctx, slog.LevelDebug) {
@@ -364,7 +372,8 @@ func (w *Worker) overflow(t *task, wait time.Duration) {
 	next := proto.Clone(t.d).(*pb.Delivery)
 	next.NotBeforeMs = time.Now().Add(delay).UnixMilli()
 	v, _ := proto.Marshal(next)
-	t.span.SetAttributes(attribute.String("surveyhooks.outcome", "overflow"))
+	t.span.SetAttributes(attribute.String("surveyhooks.outcome", "moved_aside"))
+	w.met.movedAside(t.ctx)
 	w.produce(t, []*kgo.Record{{Topic: w.cfg.Kafka.Topics.Retry(delay), Key: []byte(t.d.WebhookId), Value: v,
 		Headers: []kgo.RecordHeader{{Key: overflowHeader, Value: []byte("1")}}}})
 }

@@ -1,0 +1,130 @@
+package delivery
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/surveyhooks/surveyhooks/pkg/telemetry"
+)
+
+// The delivery service's instruments, as OTel names; the Prometheus exporter turns dots into
+// underscores and adds the unit and _total suffixes (surveyhooks.deliveries →
+// surveyhooks_deliveries_total, surveyhooks.delivery.latency in s →
+// surveyhooks_delivery_latency_seconds). Labels stay a small closed set: never a webhook id, URL,
+// project or event id.
+const (
+	MetricDeliveries      = "surveyhooks.deliveries"
+	MetricDeliveryLatency = "surveyhooks.delivery.latency"
+	MetricInFlight        = "surveyhooks.deliveries.in_flight"
+	MetricOverflow        = "surveyhooks.deliveries.moved_aside"
+	MetricTierDepth       = "surveyhooks.retry_tier.depth"
+	MetricTierOldestAge   = "surveyhooks.retry_tier.oldest_age"
+
+	attrOutcome = "outcome" // success, http_retryable, timeout, …
+	attrTier    = "tier"    // a retry tier's delay as in topic names: "1m", "5m", …
+)
+
+// metrics records what the worker and the releaser do. A nil *metrics records nothing, so the
+// service runs in tests without telemetry.
+type metrics struct {
+	meter         metric.Meter
+	deliveries    metric.Int64Counter
+	latency       metric.Float64Histogram
+	inFlight      metric.Int64UpDownCounter
+	overflow      metric.Int64Counter
+	tierDepth     metric.Int64ObservableGauge
+	tierOldestAge metric.Float64ObservableGauge
+}
+
+// newMetrics creates the instruments on tel's meter; nil without telemetry.
+func newMetrics(tel *telemetry.Telemetry) (*metrics, error) {
+	if tel == nil {
+		return nil, nil
+	}
+	m := &metrics{meter: tel.MeterProvider().Meter("github.com/surveyhooks/surveyhooks/services/delivery")}
+	var err error
+	wrap := func(name string, err error) error { return fmt.Errorf("creating instrument %s: %w", name, err) }
+	if m.deliveries, err = m.meter.Int64Counter(MetricDeliveries, metric.WithUnit("{delivery}"),
+		metric.WithDescription("Delivery attempts finished, by outcome.")); err != nil {
+		return nil, wrap(MetricDeliveries, err)
+	}
+	if m.latency, err = m.meter.Float64Histogram(MetricDeliveryLatency, metric.WithUnit("s"),
+		metric.WithDescription("Time from sending a webhook request to its outcome, by outcome."),
+		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60)); err != nil {
+		return nil, wrap(MetricDeliveryLatency, err)
+	}
+	if m.inFlight, err = m.meter.Int64UpDownCounter(MetricInFlight, metric.WithUnit("{delivery}"),
+		metric.WithDescription("Deliveries held by the worker: running, queued behind their endpoint, or being recorded.")); err != nil {
+		return nil, wrap(MetricInFlight, err)
+	}
+	if m.overflow, err = m.meter.Int64Counter(MetricOverflow, metric.WithUnit("{delivery}"),
+		metric.WithDescription("Deliveries moved to a retry tier, attempt unchanged, because their endpoint held its share of the worker.")); err != nil {
+		return nil, wrap(MetricOverflow, err)
+	}
+	if m.tierDepth, err = m.meter.Int64ObservableGauge(MetricTierDepth, metric.WithUnit("{record}"),
+		metric.WithDescription("Records waiting in a retry tier.")); err != nil {
+		return nil, wrap(MetricTierDepth, err)
+	}
+	if m.tierOldestAge, err = m.meter.Float64ObservableGauge(MetricTierOldestAge, metric.WithUnit("s"),
+		metric.WithDescription("Age of the oldest record waiting in a retry tier.")); err != nil {
+		return nil, wrap(MetricTierOldestAge, err)
+	}
+	return m, nil
+}
+
+// done counts one finished attempt and records how long its request took.
+func (m *metrics) done(ctx context.Context, outcome string, took time.Duration) {
+	if m == nil {
+		return
+	}
+	attrs := metric.WithAttributeSet(attribute.NewSet(attribute.String(attrOutcome, outcome)))
+	m.deliveries.Add(ctx, 1, attrs)
+	m.latency.Record(ctx, took.Seconds(), attrs)
+}
+
+// held moves the in-flight gauge by delta.
+func (m *metrics) held(delta int64) {
+	if m == nil {
+		return
+	}
+	m.inFlight.Add(context.Background(), delta)
+}
+
+// movedAside counts one delivery moved aside.
+func (m *metrics) movedAside(ctx context.Context) {
+	if m == nil {
+		return
+	}
+	m.overflow.Add(ctx, 1)
+}
+
+// tierState is one retry tier's backlog.
+type tierState struct {
+	Tier      string        // the tier's delay, spelt as in topic names ("1m")
+	Depth     int64         // records waiting
+	OldestAge time.Duration // age of the oldest waiting record; 0 when empty
+}
+
+// observeTiers registers fn to report the retry tiers each time metrics are collected; fn must
+// be quick and safe to call from another goroutine. The returned function unregisters it.
+func (m *metrics) observeTiers(fn func() []tierState) (unregister func() error, err error) {
+	if m == nil {
+		return func() error { return nil }, nil
+	}
+	reg, err := m.meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for _, s := range fn() {
+			attrs := metric.WithAttributeSet(attribute.NewSet(attribute.String(attrTier, s.Tier)))
+			o.ObserveInt64(m.tierDepth, s.Depth, attrs)
+			o.ObserveFloat64(m.tierOldestAge, s.OldestAge.Seconds(), attrs)
+		}
+		return nil
+	}, m.tierDepth, m.tierOldestAge)
+	if err != nil {
+		return nil, fmt.Errorf("registering retry tier callback: %w", err)
+	}
+	return reg.Unregister, nil
+}
