@@ -143,3 +143,25 @@ func TestIdsBeyondJavaScriptsSafeIntegersStayStrings(t *testing.T) {
 		require.Equal(t, want, idValue(id), id)
 	}
 }
+
+// FuzzStringify: for any JSON document, stringify succeeds, is idempotent, and every JSON parser
+// reads the same value from its output as from its input (key order aside).
+func FuzzStringify(f *testing.F) {
+	for _, c := range stringifyCases {
+		f.Add([]byte(c))
+	}
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		var before any
+		if !json.Valid(doc) || json.Unmarshal(doc, &before) != nil {
+			return // not JSON, or a number beyond a double (JavaScript reads Infinity, Go refuses)
+		}
+		out, err := stringify(doc)
+		require.NoError(t, err, "%q", doc)
+		again, err := stringify(out)
+		require.NoError(t, err)
+		require.Equal(t, string(out), string(again), "idempotent for %q", doc)
+		var after any
+		require.NoError(t, json.Unmarshal(out, &after), "%q gave %q", doc, out)
+		require.Equal(t, before, after, "%q gave %q", doc, out)
+	})
+}
