@@ -47,8 +47,10 @@ func stringify(doc []byte) ([]byte, error) {
 	return w.out, nil
 }
 
-// maxNesting bounds recursion; bodies are rendered by this package and are far shallower.
-const maxNesting = 1000
+// maxNesting bounds recursion. It must exceed what ingest lets through — encoding/json's own limit
+// of 10000 levels, inside free-form objects — plus the few levels of a body around them: a body
+// that could not be written would never be delivered.
+const maxNesting = 10100
 
 type jsWriter struct {
 	in  []byte

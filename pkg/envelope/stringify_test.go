@@ -165,3 +165,16 @@ func FuzzStringify(f *testing.F) {
 		require.Equal(t, before, after, "%q gave %q", doc, out)
 	})
 }
+
+// Ingest accepts free-form objects as deep as encoding/json reads them (10000 levels): their bodies
+// must still be written.
+func TestDeeplyNestedTraitsStillRender(t *testing.T) {
+	deep := strings.Repeat(`{"a":`, 9990) + `"R&D"` + strings.Repeat(`}`, 9990)
+	require.True(t, json.Valid([]byte(deep)))
+	for _, f := range append([]string{FormatEnvelope}, Formats...) {
+		body, err := Render(&pb.Event{EventId: "e", EventType: "survey.completed", ProjectId: "p",
+			User: &pb.User{Id: "u", Traits: []byte(deep)}, Properties: []byte(deep)}, &pb.Webhook{Format: f})
+		require.NoError(t, err, "format %q", f)
+		require.True(t, json.Valid(body))
+	}
+}
