@@ -997,7 +997,7 @@ type objectKey struct {
 }
 
 func (s *strictScanner) object() *httpapi.Error {
-	s.i++                  // {
+	s.i++                   // {
 	var small [16]objectKey // most objects have few keys: no allocation to remember them
 	keys := small[:0]
 	var set map[string]struct{} // past a few keys, a map beats scanning the slice
