@@ -185,7 +185,8 @@ func (w *jsWriter) object(depth int) error {
 	w.i++ // {
 	w.out = append(w.out, '{')
 	start := len(w.out)
-	var ms []jsMember
+	var small [16]jsMember // no allocation for the usual object
+	ms := small[:0]
 	reorder := false
 	for {
 		w.space()

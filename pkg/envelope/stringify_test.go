@@ -178,3 +178,15 @@ func TestDeeplyNestedTraitsStillRender(t *testing.T) {
 		require.True(t, json.Valid(body))
 	}
 }
+
+func BenchmarkStringify(b *testing.B) {
+	body, err := renderFormat(&pb.Event{EventId: "e", EventType: "survey.completed", ProjectId: "p",
+		User: &pb.User{Id: "u", Name: "R&D <team>", Traits: []byte(`{"plan":"pro","seats":12,"tags":["a","b"]}`)},
+		Response: &pb.Response{Id: "r", Items: []*pb.Item{{Question: &pb.Question{Id: "q"},
+			Answer: &pb.Answer{Fields: []*pb.Field{{Type: "string", Text: "x", Value: []byte(`"x"`)}}}}}}}, &pb.Webhook{}, options{})
+	require.NoError(b, err)
+	b.ReportAllocs()
+	for b.Loop() {
+		_, _ = stringify(body)
+	}
+}
