@@ -47,8 +47,10 @@ func stringify(doc []byte) ([]byte, error) {
 	return w.out, nil
 }
 
-// maxNesting bounds recursion; bodies are rendered by this package and are far shallower.
-const maxNesting = 1000
+// maxNesting bounds recursion. It must exceed what ingest lets through — encoding/json's own limit
+// of 10000 levels, inside free-form objects — plus the few levels of a body around them: a body
+// that could not be written would never be delivered.
+const maxNesting = 10100
 
 type jsWriter struct {
 	in  []byte
@@ -183,7 +185,8 @@ func (w *jsWriter) object(depth int) error {
 	w.i++ // {
 	w.out = append(w.out, '{')
 	start := len(w.out)
-	var ms []jsMember
+	var small [16]jsMember // no allocation for the usual object
+	ms := small[:0]
 	reorder := false
 	for {
 		w.space()

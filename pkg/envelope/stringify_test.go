@@ -143,3 +143,50 @@ func TestIdsBeyondJavaScriptsSafeIntegersStayStrings(t *testing.T) {
 		require.Equal(t, want, idValue(id), id)
 	}
 }
+
+// FuzzStringify: for any JSON document, stringify succeeds, is idempotent, and every JSON parser
+// reads the same value from its output as from its input (key order aside).
+func FuzzStringify(f *testing.F) {
+	for _, c := range stringifyCases {
+		f.Add([]byte(c))
+	}
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		var before any
+		if !json.Valid(doc) || json.Unmarshal(doc, &before) != nil {
+			return // not JSON, or a number beyond a double (JavaScript reads Infinity, Go refuses)
+		}
+		out, err := stringify(doc)
+		require.NoError(t, err, "%q", doc)
+		again, err := stringify(out)
+		require.NoError(t, err)
+		require.Equal(t, string(out), string(again), "idempotent for %q", doc)
+		var after any
+		require.NoError(t, json.Unmarshal(out, &after), "%q gave %q", doc, out)
+		require.Equal(t, before, after, "%q gave %q", doc, out)
+	})
+}
+
+// Ingest accepts free-form objects as deep as encoding/json reads them (10000 levels): their bodies
+// must still be written.
+func TestDeeplyNestedTraitsStillRender(t *testing.T) {
+	deep := strings.Repeat(`{"a":`, 9990) + `"R&D"` + strings.Repeat(`}`, 9990)
+	require.True(t, json.Valid([]byte(deep)))
+	for _, f := range append([]string{FormatEnvelope}, Formats...) {
+		body, err := Render(&pb.Event{EventId: "e", EventType: "survey.completed", ProjectId: "p",
+			User: &pb.User{Id: "u", Traits: []byte(deep)}, Properties: []byte(deep)}, &pb.Webhook{Format: f})
+		require.NoError(t, err, "format %q", f)
+		require.True(t, json.Valid(body))
+	}
+}
+
+func BenchmarkStringify(b *testing.B) {
+	body, err := renderFormat(&pb.Event{EventId: "e", EventType: "survey.completed", ProjectId: "p",
+		User: &pb.User{Id: "u", Name: "R&D <team>", Traits: []byte(`{"plan":"pro","seats":12,"tags":["a","b"]}`)},
+		Response: &pb.Response{Id: "r", Items: []*pb.Item{{Question: &pb.Question{Id: "q"},
+			Answer: &pb.Answer{Fields: []*pb.Field{{Type: "string", Text: "x", Value: []byte(`"x"`)}}}}}}}, &pb.Webhook{}, options{})
+	require.NoError(b, err)
+	b.ReportAllocs()
+	for b.Loop() {
+		_, _ = stringify(body)
+	}
+}

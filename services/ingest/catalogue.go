@@ -187,12 +187,12 @@ func Validate(ev *pb.Event, p string) *httpapi.Error {
 			if len(f.Value) == 0 {
 				continue
 			}
-			path := fmt.Sprintf("%s%sfields[%d].value", p, at, i)
+			path := func() string { return fmt.Sprintf("%s%sfields[%d].value", p, at, i) } // only for an error
 			if !json.Valid(f.Value) {
-				return bad(path, "%s must be a JSON value", path)
+				return bad(path(), "%s must be a JSON value", path())
 			}
-			if herr := strictJSON(f.Value, path); herr != nil {
-				return herr
+			if strictJSON(f.Value, "") != nil {
+				return strictJSON(f.Value, path())
 			}
 		}
 		return nil

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"slices"
 	"strconv"
 	"time"
 	"unicode/utf16"
@@ -898,18 +897,54 @@ func (t *timePair) resolve(base string) (int64, *httpapi.Error) {
 // UTF-8, an escaped lone UTF-16 surrogate (`\ud800`, which no UTF-8 string can hold), and a key
 // given twice in one object (which reader wins differs: jsonparser takes the first, encoding/json
 // and JavaScript the last). Subscribers must never receive such bytes. data is valid JSON (the
-// callers checked json.Valid); base names it in errors ("" or "events[2]").
+// callers checked json.Valid); base names it in errors ("" or "events[2]"). It runs on every
+// event, so its first walk keeps no path and allocates nothing; only a fault costs a second walk
+// that names it.
 func strictJSON(data []byte, base string) *httpapi.Error {
-	s := strictScanner{data: data, path: base}
-	return s.value()
+	fast := strictScanner{data: data}
+	if fast.value() == nil {
+		return nil
+	}
+	// Found a fault: walk again, this time keeping the path to name it.
+	named := strictScanner{data: data, base: base, named: true}
+	if herr := named.value(); herr != nil {
+		return herr
+	}
+	return bad(base, "%s is not valid", or(base, "the event")) // unreachable: both walks agree
 }
 
-// strictScanner walks one JSON value; path is the dotted path of the value being read, the way
-// decode names fields (`events[2].user.traits.plan`).
+// errFault is what the first, fast walk returns: it only needs to know that there is a fault.
+var errFault = &httpapi.Error{Status: http.StatusBadRequest, Code: "invalid_field"}
+
+// strictScanner walks one JSON value. path holds the keys and indexes leading to the value being
+// read; pathString spells them the way decode names fields (`events[2].user.traits.plan`).
 type strictScanner struct {
-	data []byte
-	i    int
-	path string
+	data  []byte
+	i     int
+	named bool // keep path and build real errors; otherwise answer errFault
+	base  string
+	path  []pathSeg
+}
+
+type pathSeg struct {
+	key   []byte // the key as written (escapes undecoded), or nil for an array element
+	index int
+}
+
+func (s *strictScanner) pathString() string {
+	p := s.base
+	for _, seg := range s.path {
+		if seg.key == nil {
+			p += "[" + strconv.Itoa(seg.index) + "]"
+			continue
+		}
+		k := string(seg.key)
+		if bytes.IndexByte(seg.key, '\\') >= 0 {
+			_ = json.Unmarshal(append(append([]byte{'"'}, seg.key...), '"'), &k)
+		}
+		p = join(p, k)
+	}
+	return p
 }
 
 func (s *strictScanner) skipSpace() {
@@ -924,6 +959,9 @@ func (s *strictScanner) skipSpace() {
 }
 
 func (s *strictScanner) malformed() *httpapi.Error {
+	if !s.named {
+		return errFault
+	}
 	return httpapi.Errorf(http.StatusBadRequest, "invalid_json", "", "malformed JSON at byte %d", s.i)
 }
 
@@ -938,7 +976,7 @@ func (s *strictScanner) value() *httpapi.Error {
 	case '[':
 		return s.array()
 	case '"':
-		_, herr := s.str(false)
+		_, _, herr := s.str(false)
 		return herr
 	}
 	for s.i < len(s.data) { // a number, true, false or null: json.Valid checked its spelling
@@ -951,12 +989,18 @@ func (s *strictScanner) value() *httpapi.Error {
 	return nil
 }
 
+// objectKey is one key of an object being read: as written, and whether it holds escapes (two
+// spellings of one key are compared decoded).
+type objectKey struct {
+	raw     []byte
+	escaped bool
+}
+
 func (s *strictScanner) object() *httpapi.Error {
-	s.i++ // {
-	parent := s.path
-	defer func() { s.path = parent }()
-	var keys []string
-	var set map[string]bool // past a few keys, a map beats scanning the slice
+	s.i++                   // {
+	var small [16]objectKey // most objects have few keys: no allocation to remember them
+	keys := small[:0]
+	var set map[string]struct{} // past a few keys, a map beats scanning the slice
 	for {
 		s.skipSpace()
 		if s.i >= len(s.data) {
@@ -973,25 +1017,26 @@ func (s *strictScanner) object() *httpapi.Error {
 		if s.i >= len(s.data) || s.data[s.i] != '"' {
 			return s.malformed()
 		}
-		s.path = parent
-		k, herr := s.str(true)
+		raw, escaped, herr := s.str(true)
 		if herr != nil {
 			return herr
 		}
+		k := objectKey{raw, escaped}
+		if s.seen(keys, set, k) {
+			if !s.named {
+				return errFault
+			}
+			return duplicateKey(s.pathString(), k.text())
+		}
 		switch {
 		case set != nil:
-			if set[k] {
-				return duplicateKey(parent, k)
-			}
-			set[k] = true
-		case slices.Contains(keys, k):
-			return duplicateKey(parent, k)
-		case len(keys) == 8:
-			set = make(map[string]bool, 16)
+			set[k.text()] = struct{}{}
+		case len(keys) == 16:
+			set = make(map[string]struct{}, 32)
 			for _, o := range keys {
-				set[o] = true
+				set[o.text()] = struct{}{}
 			}
-			set[k] = true
+			set[k.text()] = struct{}{}
 		default:
 			keys = append(keys, k)
 		}
@@ -1000,17 +1045,51 @@ func (s *strictScanner) object() *httpapi.Error {
 			return s.malformed()
 		}
 		s.i++
-		s.path = join(parent, k)
+		if s.named {
+			s.path = append(s.path, pathSeg{key: raw})
+		}
 		if herr := s.value(); herr != nil {
 			return herr
+		}
+		if s.named {
+			s.path = s.path[:len(s.path)-1]
 		}
 	}
 }
 
+// text is the key's decoded text.
+func (k objectKey) text() string {
+	if !k.escaped {
+		return string(k.raw)
+	}
+	var t string
+	_ = json.Unmarshal(append(append([]byte{'"'}, k.raw...), '"'), &t) // str checked it
+	return t
+}
+
+func (s *strictScanner) seen(keys []objectKey, set map[string]struct{}, k objectKey) bool {
+	if set != nil {
+		if !k.escaped {
+			_, ok := set[string(k.raw)] // no allocation for the lookup
+			return ok
+		}
+		_, ok := set[k.text()]
+		return ok
+	}
+	for _, o := range keys {
+		if !o.escaped && !k.escaped {
+			if bytes.Equal(o.raw, k.raw) {
+				return true
+			}
+		} else if o.text() == k.text() {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *strictScanner) array() *httpapi.Error {
 	s.i++ // [
-	parent := s.path
-	defer func() { s.path = parent }()
 	for n := 0; ; n++ {
 		s.skipSpace()
 		if s.i >= len(s.data) {
@@ -1023,46 +1102,45 @@ func (s *strictScanner) array() *httpapi.Error {
 		case ',':
 			s.i++
 		}
-		s.path = parent + "[" + strconv.Itoa(n) + "]"
+		if s.named {
+			s.path = append(s.path, pathSeg{index: n})
+		}
 		if herr := s.value(); herr != nil {
 			return herr
+		}
+		if s.named {
+			s.path = s.path[:len(s.path)-1]
 		}
 	}
 }
 
-// str checks the string at s.i and, for a key, returns its text (decoded only when it holds
-// escapes). Errors in a key name the object holding it; errors in a value name the value.
-func (s *strictScanner) str(key bool) (string, *httpapi.Error) {
-	start := s.i
+// str checks the string at s.i and returns its content as written (without quotes) and whether it
+// holds escapes. A fault in a key names the object holding it; in a value, the value.
+func (s *strictScanner) str(key bool) ([]byte, bool, *httpapi.Error) {
 	s.i++ // "
+	start := s.i
 	escaped := false
-	where := func() string {
-		if key {
-			return "a key in " + or(s.path, "the event")
+	fault := func(format string, args ...any) *httpapi.Error {
+		if !s.named {
+			return errFault
 		}
-		return or(s.path, "the event")
+		where := s.pathString()
+		what := or(where, "the event")
+		if key {
+			what = "a key in " + what
+		}
+		return bad(where, format, append([]any{what}, args...)...)
 	}
 	for s.i < len(s.data) {
 		c := s.data[s.i]
 		switch {
 		case c == '"':
 			s.i++
-			if !key {
-				return "", nil
-			}
-			raw := s.data[start:s.i]
-			if !escaped {
-				return string(raw[1 : len(raw)-1]), nil
-			}
-			var k string
-			if json.Unmarshal(raw, &k) != nil {
-				return "", s.malformed()
-			}
-			return k, nil
+			return s.data[start : s.i-1], escaped, nil
 		case c == '\\':
 			escaped = true
 			if s.i+1 >= len(s.data) {
-				return "", s.malformed()
+				return nil, false, s.malformed()
 			}
 			if s.data[s.i+1] != 'u' {
 				s.i += 2
@@ -1070,7 +1148,7 @@ func (s *strictScanner) str(key bool) (string, *httpapi.Error) {
 			}
 			r, ok := s.hex4(s.i + 2)
 			if !ok {
-				return "", s.malformed()
+				return nil, false, s.malformed()
 			}
 			s.i += 6
 			switch {
@@ -1082,19 +1160,19 @@ func (s *strictScanner) str(key bool) (string, *httpapi.Error) {
 				}
 				fallthrough
 			case utf16.IsSurrogate(r):
-				return "", bad(s.path, "%s holds \\u%04x, half of a UTF-16 surrogate pair: not a character; send valid Unicode", where(), r)
+				return nil, false, fault("%s holds \\u%04x, half of a UTF-16 surrogate pair: not a character; send valid Unicode", r)
 			}
 		case c < utf8.RuneSelf:
 			s.i++
 		default:
 			r, size := utf8.DecodeRune(s.data[s.i:])
 			if r == utf8.RuneError && size == 1 {
-				return "", bad(s.path, "%s is not valid UTF-8 (byte 0x%02x at offset %d)", where(), c, s.i)
+				return nil, false, fault("%s is not valid UTF-8 (byte 0x%02x at offset %d)", c, s.i)
 			}
 			s.i += size
 		}
 	}
-	return "", s.malformed()
+	return nil, false, s.malformed()
 }
 
 // hex4 reads the four hex digits of a \u escape starting at i.
@@ -1102,10 +1180,23 @@ func (s *strictScanner) hex4(i int) (rune, bool) {
 	if i+4 > len(s.data) {
 		return 0, false
 	}
-	n, err := strconv.ParseUint(string(s.data[i:i+4]), 16, 32)
-	return rune(n), err == nil
+	var r rune
+	for _, c := range s.data[i : i+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
 }
 
+// duplicateKey names the repeated key k of the object at base by its full path.
 func duplicateKey(base, k string) *httpapi.Error {
 	return httpapi.Errorf(http.StatusBadRequest, "duplicate_key", join(base, k),
 		"key %q is given twice in %s; each key may appear once", k, or(base, "the event"))

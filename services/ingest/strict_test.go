@@ -28,6 +28,8 @@ var strictCases = []struct {
 	{"duplicate key spelt with an escape", `{"event_type":"nps.scored","nps":{"score":9},"user":{"id":"u","traits":{"plan":1,"pl\u0061n":2}}}`, "user.traits.plan", "duplicate_key"},
 	{"duplicate key in an array's object", `{"event_type":"nps.scored","nps":{"score":9},"user":{"id":"u"},"properties":{"l":[{"a":1},{"a":1,"b":2,"a":3}]}}`, "properties.l[1].a", "duplicate_key"},
 	{"duplicate key among many", `{"event_type":"nps.scored","nps":{"score":9},"user":{"id":"u","traits":{"a":1,"b":1,"c":1,"d":1,"e":1,"f":1,"g":1,"h":1,"i":1,"j":1,"e":2}}}`, "user.traits.e", "duplicate_key"},
+	{"duplicate key among more than sixteen", `{"event_type":"nps.scored","nps":{"score":9},"user":{"id":"u"},"properties":{"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":10,"k11":11,"k12":12,"k13":13,"k14":14,"k15":15,"k16":16,"k17":17,"k18":18,"k19":19,"k3":0}}`, "properties.k3", "duplicate_key"},
+	{"escaped duplicate among more than sixteen", `{"event_type":"nps.scored","nps":{"score":9},"user":{"id":"u"},"properties":{"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":10,"k11":11,"k12":12,"k13":13,"k14":14,"k15":15,"k16":16,"k17":17,"k18":18,"k19":19,"k\u0031":0}}`, "properties.k1", "duplicate_key"},
 	{"duplicate known object", `{"event_type":"nps.scored","nps":{"score":9},"user":{"id":"u"},"user":{"id":"v"}}`, "user", "duplicate_key"},
 	{"duplicate key in a batched event", `{"events":[{"event_type":"nps.dismissed","user":{"id":"u"}},{"event_type":"nps.dismissed","user":{"id":"u","id":"v"}}]}`, "events[1].user.id", "duplicate_key"},
 	{"duplicate events of a batch", `{"events":[{"event_type":"nps.dismissed","user":{"id":"u"}}],"events":[]}`, "events", "duplicate_key"},
@@ -93,4 +95,13 @@ func TestProtobufFreeFormJSONIsCheckedLikeJSONInput(t *testing.T) {
 			require.Equal(t, c.field, herr.Field, herr.Message)
 		})
 	}
+}
+
+// The check runs on every event: a valid one, with the objects events have (up to 16 keys, keys
+// without escapes), costs no allocation.
+func TestStrictCheckOfAValidEventAllocatesNothing(t *testing.T) {
+	body := []byte(`{"event_type":"survey.completed","survey":{"id":"s"},"user":{"id":"u","name":"Zoë \u00e9 😀",` +
+		`"traits":{"a":1,"b":[1,2,{"c":"d"}],"e":{"f":{"g":null}},"h":"\ud83d\ude00","i":true,"j":1,"k":2,"l":3,"m":4,"n":5}}}`)
+	require.Nil(t, strictJSON(body, ""))
+	require.Zero(t, testing.AllocsPerRun(100, func() { _ = strictJSON(body, "events[0]") }))
 }
