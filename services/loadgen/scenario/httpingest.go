@@ -32,8 +32,8 @@ type HTTPIngest struct {
 	CoresAt400             map[string]float64 `json:"cpu_cores_at_400"`
 	// IdleCores is each process's CPU with nothing sent, measured just before: the part of the
 	// cost at 400/s that does not follow the load.
-	IdleCores map[string]float64 `json:"cpu_cores_idle"`
-	DeliveredPSAt400       float64            `json:"delivered_per_s_at_400"`
+	IdleCores        map[string]float64 `json:"cpu_cores_idle"`
+	DeliveredPSAt400 float64            `json:"delivered_per_s_at_400"`
 }
 
 const httpProducers = 50
