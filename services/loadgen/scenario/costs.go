@@ -124,11 +124,22 @@ func (r *Results) costsTable(tw io.Writer) {
 	h := r.HTTPIngest
 	fmt.Fprintf(tw, "http_ingest\t%d producers, 1 event per POST, closed loop\t%.0f delivered/s (%.0f accepted/s), ratio %.2f, %d failed\n",
 		h.Producers, h.DeliveredPS, h.AcceptedPS, h.Ratio, h.Failed)
-	fmt.Fprintf(tw, "http_ingest\tcpu_us_per_event_at_400\t%.0f µs (%.0f delivered/s)\n", h.CPUMicrosPerEventAt400, h.DeliveredPSAt400)
+	fmt.Fprintf(tw, "http_ingest\tcpu_us_per_event_at_400\t%.0f µs (%.0f delivered/s; cores at 400/s %s; idle %s)\n",
+		h.CPUMicrosPerEventAt400, h.DeliveredPSAt400, coresList(h.CoresAt400), coresList(h.IdleCores))
 	m := r.ManyEndpoints
 	fmt.Fprintf(tw, "many_endpoints\t%d projects × %d webhooks\t%.0f deliveries/s, delivery RSS %.1f MiB (peak %.1f), %d duplicates, set-up %.0f s\n",
 		m.Projects, m.Webhooks/max(1, m.Projects), m.DeliveriesPS, m.DeliveryRSSMB, m.DeliveryHWMMB, m.Duplicates, m.SetupSeconds)
 	s := r.ScaleOut
 	fmt.Fprintf(tw, "scale_out\t%d delivery workers, %d fan-outs\t%d of %d delivered, %d duplicates, %.0f deliveries/s, partitions per member %v\n",
 		s.Deliveries, s.Fanouts, s.Delivered, s.Events, s.Duplicates, s.DeliveriesPS, s.Partitions)
+}
+
+func coresList(m map[string]float64) string {
+	var parts []string
+	for _, n := range slices.Sorted(maps.Keys(m)) {
+		if n != benchProcess {
+			parts = append(parts, fmt.Sprintf("%s %.2f", n, m[n]))
+		}
+	}
+	return strings.Join(parts, ", ")
 }

@@ -30,7 +30,10 @@ type HTTPIngest struct {
 	// delivered event at a steady 400 HTTP events/s (goal ≤ 300).
 	CPUMicrosPerEventAt400 float64            `json:"cpu_us_per_event_at_400"`
 	CoresAt400             map[string]float64 `json:"cpu_cores_at_400"`
-	DeliveredPSAt400       float64            `json:"delivered_per_s_at_400"`
+	// IdleCores is each process's CPU with nothing sent, measured just before: the part of the
+	// cost at 400/s that does not follow the load.
+	IdleCores        map[string]float64 `json:"cpu_cores_idle"`
+	DeliveredPSAt400 float64            `json:"delivered_per_s_at_400"`
 }
 
 const httpProducers = 50
@@ -124,6 +127,10 @@ func (b *bench) runCPUAt400(ctx context.Context) error {
 	const rate = 400
 	t := b.httpT
 	eps := []*receiver.Endpoint{t.ep}
+	sleep(ctx, 2*time.Second) // what earlier scenarios left settles
+	idle := b.newCPUMeter()
+	sleep(ctx, 5*time.Second)
+	b.res.HTTPIngest.IdleCores = idle.cores()
 	base := received(eps)
 	h := b.newHTTPPoster(t, "at400")
 	defer h.close()
