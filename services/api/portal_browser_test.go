@@ -62,6 +62,11 @@ func startBrowser(t *testing.T) *browser {
 	t.Cleanup(func() { cancelTab(); cancelAlloc() })
 	// The first run starts the browser: no timeout on it, or the timeout would end the browser.
 	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate("about:blank")))
+	// Every page records what its Content-Security-Policy blocked, so a test can require nothing was.
+	_, err = chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{
+		Source: `window.__blocked = []; document.addEventListener("securitypolicyviolation",
+			e => window.__blocked.push(e.violatedDirective + " " + e.blockedURI));`})
+	require.NoError(t, err)
 	// Pages confirm destructive actions with window.confirm: the user says yes.
 	require.NoError(t, chromedp.Listen(ctx, func(ev any) {
 		if _, ok := ev.(*page.EventJavascriptDialogOpening); ok {
@@ -183,6 +188,18 @@ func (b *browser) post(path string, fields map[string]string) int {
 		f.set("csrf", document.querySelector("input[name=csrf]").value);
 		return (await fetch(%q, {method: "POST", body: f})).status;
 	})()`, f, path))
+}
+
+// checkPage requires what every page must offer: a label for every control, nothing blocked by
+// the Content-Security-Policy (no inline script or style, nothing from elsewhere), the portal's
+// script loaded.
+func (b *browser) checkPage() {
+	b.t.Helper()
+	unlabelled := eval[[]string](b, `[...document.querySelectorAll("input:not([type=hidden]), select, textarea")]
+		.filter(e => e.labels.length === 0 && !e.getAttribute("aria-label")).map(e => e.outerHTML)`)
+	require.Empty(b.t, unlabelled, "controls without a label on %s", b.location())
+	require.Empty(b.t, eval[[]string](b, `window.__blocked || []`), "blocked by the CSP on %s", b.location())
+	require.Equal(b.t, 1, eval[int](b, `document.querySelectorAll("script[src='/portal/static/portal.js']").length`))
 }
 
 func (b *browser) screenshot(name string) {
@@ -453,8 +470,11 @@ func TestPortalInARealBrowser(t *testing.T) {
 			_, err := chromedp.Call(b.ctx, emulation.ClearDeviceMetricsOverride, cdp.Empty{})
 			require.NoError(t, err)
 		}()
-		for _, path := range []string{"/portal/", "/portal/webhooks/" + whA, "/portal/attempts", "/portal/webhooks/new"} {
+		attempt := s.must(http.StatusOK, "GET", "/v1/webhooks/"+whA+"/attempts", keyA, nil).list()[0]["id"].(string)
+		for _, path := range []string{"/portal/", "/portal/webhooks/" + whA, "/portal/attempts", "/portal/webhooks/new",
+			"/portal/webhooks/" + whA + "/edit", "/portal/attempts/" + attempt, "/portal/dead-letters?webhook_id=" + whA} {
 			b.open(s.base + path)
+			b.checkPage()
 			require.LessOrEqual(t, eval[int](b, `document.documentElement.scrollWidth`), 375, "%s scrolls sideways at 375 px", path)
 		}
 		b.open(s.base + "/portal/webhooks/" + whA)
