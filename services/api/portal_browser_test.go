@@ -479,6 +479,13 @@ func TestPortalInARealBrowser(t *testing.T) {
 		}
 		b.open(s.base + "/portal/webhooks/" + whA)
 		b.screenshot("portal-webhook-375.png")
+		// The keyboard: the first Tab reaches "Skip to content", and Enter on a focused button sends its form.
+		b.run(chromedp.KeyEvent("\t"))
+		require.Equal(t, "Skip to content", eval[string](b, `document.activeElement.textContent`))
+		eval[bool](b, `document.querySelector("#send-test").focus(); document.body.dataset.before = "1"; true`)
+		b.run(chromedp.KeyEvent("\r"))
+		b.run(chromedp.WaitVisible(chromedp.CSS("#test-outcome")))
+		require.Contains(t, b.text("#test-outcome"), "Delivered")
 	})
 
 	t.Run("another project's session sees and touches nothing of the first", func(t *testing.T) {
@@ -535,6 +542,12 @@ func TestPortalInARealBrowser(t *testing.T) {
 		require.Zero(t, b.text("#send-test"), "no write buttons in a read-only session")
 		require.Equal(t, http.StatusForbidden, b.post("/portal/webhooks/"+other+"/test", nil))
 		require.Equal(t, http.StatusForbidden, b.post("/portal/webhooks/"+other+"/secret", nil))
+
+		// Signing out ends the session.
+		b.submit(`form[action="/portal/signout"] button`, "#message")
+		require.Contains(t, b.text("#message"), "signed out")
+		require.Equal(t, http.StatusUnauthorized, b.open(s.base+"/portal/"))
+		require.Contains(t, b.text("#message"), "not signed in")
 	})
 
 	t.Run("an expired or forged link gets a clear page", func(t *testing.T) {
