@@ -310,6 +310,16 @@ func TestPortalInARealBrowser(t *testing.T) {
 		b.typeIn("#url", "ftp://nowhere")
 		b.click(`input[value="nps.scored"]`)
 		b.click(`input[value="survey.completed"]`)
+		// Examples follow the chosen format; what was typed stays.
+		envelopeExample := b.text(`.event-picker li:nth-child(6) pre`)
+		b.setValue("#format", "askusers")
+		b.submit(`button[name=preview]`, "form.webhook-form")
+		require.Equal(t, "CRM sync", eval[string](b, `document.querySelector("#name").value`))
+		require.True(t, eval[bool](b, `document.querySelector('input[value="nps.scored"]').checked`))
+		askUsers := b.text(`.event-picker li:nth-child(6) pre`)
+		require.NotEqual(t, envelopeExample, askUsers)
+		require.Contains(t, askUsers, `"data"`, "Ask Users' {event_type, event_id, timestamp, data}")
+		b.setValue("#format", "")
 		// The API's own validation message, beside the field it names.
 		b.submit("#save", "#form-error")
 		require.Contains(t, b.text("#form-error"), "url must be an absolute http or https URL")
