@@ -250,11 +250,8 @@ func nonNil(s []string) []string {
 func formField(apiField string) string {
 	name, _, _ := strings.Cut(apiField, "[")
 	name, _, _ = strings.Cut(name, ".")
-	switch name {
-	case "event_toggles":
+	if name == "event_toggles" {
 		return "events"
-	case "description":
-		return "description"
 	}
 	return name
 }
