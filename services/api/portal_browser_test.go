@@ -391,6 +391,7 @@ func TestPortalInARealBrowser(t *testing.T) {
 		// The home page names the last error.
 		b.open(s.base + "/portal/")
 		require.Contains(t, b.text(".last-error"), "HTTP 500")
+		b.screenshot("portal-webhooks.png")
 	})
 
 	t.Run("replay every dead letter the filter shows, and filter the log", func(t *testing.T) {
@@ -403,6 +404,7 @@ func TestPortalInARealBrowser(t *testing.T) {
 			b.run(chromedp.Reload())
 			return eval[int](b, `document.querySelectorAll("#dead-letters tbody tr").length`) == 2
 		}, 30*time.Second, 200*time.Millisecond)
+		b.screenshot("portal-dead-letters.png")
 		before := len(rc.requests())
 		rc.status.Store(http.StatusOK)
 		b.submit("#replay-all", "h1")
@@ -419,6 +421,7 @@ func TestPortalInARealBrowser(t *testing.T) {
 		for _, o := range outcomes {
 			require.Equal(t, "http retryable", o)
 		}
+		b.screenshot("portal-log.png")
 		// A bad value gets the API's message, naming it.
 		b.open(s.base + "/portal/attempts?status_code=999")
 		require.Contains(t, b.text(".error"), "status_code must be")

@@ -106,6 +106,9 @@ func ms(v float64) string {
 	if v >= 1000 {
 		return fmt.Sprintf("%.2f s", v/1000)
 	}
+	if v < 10 {
+		return fmt.Sprintf("%.1f ms", v)
+	}
 	return fmt.Sprintf("%.0f ms", v)
 }
 
