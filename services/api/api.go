@@ -48,6 +48,9 @@ type Config struct {
 	TestTimeout time.Duration `env:"API_TEST_TIMEOUT" envDefault:"35s"`
 	// MaxReplay bounds how many dead letters one bulk replay sends.
 	MaxReplay int `env:"API_MAX_REPLAY" envDefault:"1000"`
+	// PortalFrameAncestors are origins (https://app.example.com) whose pages may embed the portal
+	// in an iframe; the session cookie is SameSite=Strict, so they must be the same site.
+	PortalFrameAncestors []string `env:"API_PORTAL_FRAME_ANCESTORS" envSeparator:","`
 }
 
 // Validate reports the first configuration error, naming the variable.
@@ -69,6 +72,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxReplay < 1 {
 		return errors.New("API_MAX_REPLAY: must be at least 1")
+	}
+	if err := portal.ValidOrigins(c.PortalFrameAncestors); err != nil {
+		return fmt.Errorf("API_PORTAL_FRAME_ANCESTORS: %w", err)
 	}
 	return c.Kafka.Validate()
 }

@@ -62,6 +62,11 @@ func startBrowser(t *testing.T) *browser {
 	t.Cleanup(func() { cancelTab(); cancelAlloc() })
 	// The first run starts the browser: no timeout on it, or the timeout would end the browser.
 	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate("about:blank")))
+	// Every page records what its Content-Security-Policy blocked, so a test can require nothing was.
+	_, err = chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{
+		Source: `window.__blocked = []; document.addEventListener("securitypolicyviolation",
+			e => window.__blocked.push(e.violatedDirective + " " + e.blockedURI));`})
+	require.NoError(t, err)
 	// Pages confirm destructive actions with window.confirm: the user says yes.
 	require.NoError(t, chromedp.Listen(ctx, func(ev any) {
 		if _, ok := ev.(*page.EventJavascriptDialogOpening); ok {
@@ -150,6 +155,19 @@ func (b *browser) waitText(sel, want string, reload bool) {
 	}
 }
 
+// waitCharted waits until the chart's table adds up to attempts and failed, reloading the page.
+func (b *browser) waitCharted(attempts, failed int) {
+	b.t.Helper()
+	sum := `(col => [...document.querySelectorAll(".chart-table tbody tr")]
+		.reduce((n, tr) => n + Number(tr.cells[col].textContent), 0))`
+	var got []int
+	require.Eventually(b.t, func() bool {
+		b.run(chromedp.Reload())
+		got = eval[[]int](b, fmt.Sprintf(`[%s(1), %s(3)]`, sum, sum))
+		return got[0] == attempts && got[1] == failed
+	}, 30*time.Second, 200*time.Millisecond, "the chart never added up to %d attempts, %d failed: %v", attempts, failed, got)
+}
+
 // submit clicks a button and waits for the page that answers the form.
 func (b *browser) submit(button, thenSel string) {
 	b.t.Helper()
@@ -183,6 +201,18 @@ func (b *browser) post(path string, fields map[string]string) int {
 		f.set("csrf", document.querySelector("input[name=csrf]").value);
 		return (await fetch(%q, {method: "POST", body: f})).status;
 	})()`, f, path))
+}
+
+// checkPage requires what every page must offer: a label for every control, nothing blocked by
+// the Content-Security-Policy (no inline script or style, nothing from elsewhere), the portal's
+// script loaded.
+func (b *browser) checkPage() {
+	b.t.Helper()
+	unlabelled := eval[[]string](b, `[...document.querySelectorAll("input:not([type=hidden]), select, textarea")]
+		.filter(e => e.labels.length === 0 && !e.getAttribute("aria-label")).map(e => e.outerHTML)`)
+	require.Empty(b.t, unlabelled, "controls without a label on %s", b.location())
+	require.Empty(b.t, eval[[]string](b, `window.__blocked || []`), "blocked by the CSP on %s", b.location())
+	require.Equal(b.t, 1, eval[int](b, `document.querySelectorAll("script[src='/portal/static/portal.js']").length`))
 }
 
 func (b *browser) screenshot(name string) {
@@ -293,6 +323,16 @@ func TestPortalInARealBrowser(t *testing.T) {
 		b.typeIn("#url", "ftp://nowhere")
 		b.click(`input[value="nps.scored"]`)
 		b.click(`input[value="survey.completed"]`)
+		// Examples follow the chosen format; what was typed stays.
+		envelopeExample := b.text(`.event-picker li:nth-child(6) pre`)
+		b.setValue("#format", "askusers")
+		b.submit(`button[name=preview]`, "form.webhook-form")
+		require.Equal(t, "CRM sync", eval[string](b, `document.querySelector("#name").value`))
+		require.True(t, eval[bool](b, `document.querySelector('input[value="nps.scored"]').checked`))
+		askUsers := b.text(`.event-picker li:nth-child(6) pre`)
+		require.NotEqual(t, envelopeExample, askUsers)
+		require.Contains(t, askUsers, `"data"`, "Ask Users' {event_type, event_id, timestamp, data}")
+		b.setValue("#format", "")
 		// The API's own validation message, beside the field it names.
 		b.submit("#save", "#form-error")
 		require.Contains(t, b.text("#form-error"), "url must be an absolute http or https URL")
@@ -331,15 +371,15 @@ func TestPortalInARealBrowser(t *testing.T) {
 		sendEvents(t, ingestURL, keyA, npsEvent("u1"), npsEvent("u2"), npsEvent("u3"))
 		require.Eventually(t, func() bool { return len(rc.requests()) >= 4 }, 30*time.Second, 50*time.Millisecond)
 		b.open(s.base + "/portal/webhooks/" + whA)
-		// Test + 3 events in the current hour, from the rollup.
-		b.waitText(".chart-table tbody", "| 4 | 4 | 0 |", true)
+		// Test + 3 events, from the rollup (in one hour, or two if the test straddles one).
+		b.waitCharted(4, 0)
 		require.GreaterOrEqual(t, eval[int](b, `document.querySelectorAll("#outcomes-chart rect.bar-ok").length`), 1)
 		require.NotEmpty(t, eval[string](b, `document.querySelector("#latency-chart polyline.line-p99").getAttribute("points")`))
 		b.screenshot("portal-webhook.png")
 		// The day view reads the same rollup.
 		b.open(s.base + "/portal/webhooks/" + whA + "?step=1d")
 		require.Contains(t, b.text("#outcomes-chart figcaption"), "last 30 days")
-		b.waitText(".chart-table tbody", "| 4 | 4 | 0 |", true)
+		b.waitCharted(4, 0)
 		b.open(s.base + "/portal/")
 		require.Contains(t, b.text(".webhook-row .rate"), "100.0%")
 	})
@@ -364,6 +404,7 @@ func TestPortalInARealBrowser(t *testing.T) {
 		// The home page names the last error.
 		b.open(s.base + "/portal/")
 		require.Contains(t, b.text(".last-error"), "HTTP 500")
+		b.screenshot("portal-webhooks.png")
 	})
 
 	t.Run("replay every dead letter the filter shows, and filter the log", func(t *testing.T) {
@@ -376,6 +417,7 @@ func TestPortalInARealBrowser(t *testing.T) {
 			b.run(chromedp.Reload())
 			return eval[int](b, `document.querySelectorAll("#dead-letters tbody tr").length`) == 2
 		}, 30*time.Second, 200*time.Millisecond)
+		b.screenshot("portal-dead-letters.png")
 		before := len(rc.requests())
 		rc.status.Store(http.StatusOK)
 		b.submit("#replay-all", "h1")
@@ -387,11 +429,16 @@ func TestPortalInARealBrowser(t *testing.T) {
 		b.setValue("#outcome", "http_retryable")
 		b.submit(`.filters button[type=submit]`, "#attempts")
 		require.Contains(t, b.location(), "outcome=http_retryable")
-		outcomes := eval[[]string](b, `[...document.querySelectorAll("#attempts tbody tr td:nth-child(4)")].map(td => td.textContent.trim())`)
-		require.Len(t, outcomes, 9, "3 tries of each of 3 dead-lettered events")
+		var outcomes []string
+		require.Eventually(t, func() bool {
+			b.run(chromedp.Reload())
+			outcomes = eval[[]string](b, `[...document.querySelectorAll("#attempts tbody tr td:nth-child(4)")].map(td => td.textContent.trim())`)
+			return len(outcomes) == 9
+		}, 30*time.Second, 200*time.Millisecond, "3 tries of each of 3 dead-lettered events: %v", outcomes)
 		for _, o := range outcomes {
 			require.Equal(t, "http retryable", o)
 		}
+		b.screenshot("portal-log.png")
 		// A bad value gets the API's message, naming it.
 		b.open(s.base + "/portal/attempts?status_code=999")
 		require.Contains(t, b.text(".error"), "status_code must be")
@@ -453,12 +500,22 @@ func TestPortalInARealBrowser(t *testing.T) {
 			_, err := chromedp.Call(b.ctx, emulation.ClearDeviceMetricsOverride, cdp.Empty{})
 			require.NoError(t, err)
 		}()
-		for _, path := range []string{"/portal/", "/portal/webhooks/" + whA, "/portal/attempts", "/portal/webhooks/new"} {
+		attempt := s.must(http.StatusOK, "GET", "/v1/webhooks/"+whA+"/attempts", keyA, nil).list()[0]["id"].(string)
+		for _, path := range []string{"/portal/", "/portal/webhooks/" + whA, "/portal/attempts", "/portal/webhooks/new",
+			"/portal/webhooks/" + whA + "/edit", "/portal/attempts/" + attempt, "/portal/dead-letters?webhook_id=" + whA} {
 			b.open(s.base + path)
+			b.checkPage()
 			require.LessOrEqual(t, eval[int](b, `document.documentElement.scrollWidth`), 375, "%s scrolls sideways at 375 px", path)
 		}
 		b.open(s.base + "/portal/webhooks/" + whA)
 		b.screenshot("portal-webhook-375.png")
+		// The keyboard: the first Tab reaches "Skip to content", and Enter on a focused button sends its form.
+		b.run(chromedp.KeyEvent("\t"))
+		require.Equal(t, "Skip to content", eval[string](b, `document.activeElement.textContent`))
+		eval[bool](b, `document.querySelector("#send-test").focus(); document.body.dataset.before = "1"; true`)
+		b.run(chromedp.KeyEvent("\r"))
+		b.run(chromedp.WaitVisible(chromedp.CSS("#test-outcome")))
+		require.Contains(t, b.text("#test-outcome"), "Delivered")
 	})
 
 	t.Run("another project's session sees and touches nothing of the first", func(t *testing.T) {
@@ -515,6 +572,12 @@ func TestPortalInARealBrowser(t *testing.T) {
 		require.Zero(t, b.text("#send-test"), "no write buttons in a read-only session")
 		require.Equal(t, http.StatusForbidden, b.post("/portal/webhooks/"+other+"/test", nil))
 		require.Equal(t, http.StatusForbidden, b.post("/portal/webhooks/"+other+"/secret", nil))
+
+		// Signing out ends the session.
+		b.submit(`form[action="/portal/signout"] button`, "#message")
+		require.Contains(t, b.text("#message"), "signed out")
+		require.Equal(t, http.StatusUnauthorized, b.open(s.base+"/portal/"))
+		require.Contains(t, b.text("#message"), "not signed in")
 	})
 
 	t.Run("an expired or forged link gets a clear page", func(t *testing.T) {

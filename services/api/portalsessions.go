@@ -42,7 +42,8 @@ func (s *Server) newPortal() (*portal.Portal, error) {
 	}
 	mac := hmac.New(sha256.New, raw)
 	mac.Write([]byte("surveyhooks portal sessions v1"))
-	return portal.New(portal.Config{Backend: portalBackend{s}, SessionKey: mac.Sum(nil), Log: s.log})
+	return portal.New(portal.Config{Backend: portalBackend{s}, SessionKey: mac.Sum(nil), Log: s.log,
+		FrameAncestors: s.cfg.PortalFrameAncestors})
 }
 
 type portalSessionIn struct {

@@ -3,6 +3,7 @@ package portal
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -155,8 +156,8 @@ func (p *Portal) listDeadLetters(w http.ResponseWriter, r *http.Request, s *sess
 	}
 	pg := s.page("Dead letters", "")
 	pg.Notice = notice(r)
-	if n := r.URL.Query().Get("replayed"); n != "" {
-		pg.Notice = "Replay queued for " + n + " dead letter(s)."
+	if n, err := strconv.Atoi(r.URL.Query().Get("replayed")); err == nil && n >= 0 {
+		pg.Notice = fmt.Sprintf("Replay queued for %d dead letter(s).", n)
 	}
 	pg.Data = struct {
 		Filter *logFilter

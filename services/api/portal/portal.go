@@ -18,6 +18,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -72,6 +73,9 @@ func New(cfg Config) (*Portal, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if err := ValidOrigins(cfg.FrameAncestors); err != nil {
+		return nil, err
+	}
 	sess, err := newSessions(cfg.SessionKey, cfg.Now)
 	if err != nil {
 		return nil, err
@@ -104,6 +108,19 @@ func (p *Portal) parse() error {
 			return fmt.Errorf("parsing %s: %w", n, err)
 		}
 		p.pages[strings.TrimSuffix(strings.TrimPrefix(n, "templates/"), ".html")] = t
+	}
+	return nil
+}
+
+// ValidOrigins checks origins for FrameAncestors: scheme and host (and port), nothing else, so
+// nothing can be slipped into the Content-Security-Policy.
+func ValidOrigins(origins []string) error {
+	for _, o := range origins {
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Path != "" ||
+			u.RawQuery != "" || u.User != nil || strings.ContainsAny(o, " ;,*'\"") {
+			return fmt.Errorf("%q is not an origin such as https://app.example.com", o)
+		}
 	}
 	return nil
 }

@@ -104,3 +104,15 @@ func TestPortalPickerDescribesEveryEventType(t *testing.T) {
 		require.NotContains(t, example("survey.completed", f, envelope.DefaultVersion), "(no example", f)
 	}
 }
+
+func TestPortalFrameAncestorsAreOriginsOnly(t *testing.T) {
+	require.NoError(t, ValidOrigins([]string{"https://app.example.com", "http://127.0.0.1:3000"}))
+	for _, bad := range []string{"app.example.com", "https://a.example.com/path", "https://a.example.com; script-src *",
+		"javascript:alert(1)", "https://*"} {
+		require.Error(t, ValidOrigins([]string{bad}), bad)
+	}
+	key := make([]byte, 32)
+	p, err := New(Config{SessionKey: key, FrameAncestors: []string{"https://app.example.com"}})
+	require.NoError(t, err)
+	require.Contains(t, p.csp, "frame-ancestors 'self' https://app.example.com")
+}

@@ -106,6 +106,9 @@ func ms(v float64) string {
 	if v >= 1000 {
 		return fmt.Sprintf("%.2f s", v/1000)
 	}
+	if v < 10 {
+		return fmt.Sprintf("%.1f ms", v)
+	}
 	return fmt.Sprintf("%.0f ms", v)
 }
 
@@ -250,11 +253,8 @@ func nonNil(s []string) []string {
 func formField(apiField string) string {
 	name, _, _ := strings.Cut(apiField, "[")
 	name, _, _ = strings.Cut(name, ".")
-	switch name {
-	case "event_toggles":
+	if name == "event_toggles" {
 		return "events"
-	case "description":
-		return "description"
 	}
 	return name
 }
