@@ -46,7 +46,9 @@ func TestIsolationGivesTheFloodedEndpointAHundredTimesEachOthersTraffic(t *testi
 func TestGoalsAreJudgedAgainstIssueSixTargets(t *testing.T) {
 	r := &Results{Ratio: 0.6, LatencyMs: Percentiles{P99: 80, N: 10}, IsolationP99Ratio: 1.5, SlowFloodP99Ratio: 2.4,
 		PipelineRPS: 1000, SinkRowsPerS: 990, SinkMaxLag: 2000,
-		Memory: Memory{InFlight: 10000, OpenPeakRSSMB: 100, OpenKiBPerDelivery: 30, QueuedPeakRSSMB: 30, QueuedKiBPerDelivery: 2, BodyKiB: 1}}
+		Memory: Memory{InFlight: 10000, OpenPeakRSSMB: 100, OpenKiBPerDelivery: 30, QueuedPeakRSSMB: 30, QueuedKiBPerDelivery: 2, BodyKiB: 1},
+		Costs: Costs{CPURatio: 1.2}, HTTPIngest: HTTPIngest{Ratio: 0.3}, CPUPerEventAt400: 450,
+		ScaleOut: ScaleOut{Events: 100, Delivered: 100, Duplicates: 1, Balanced: true}}
 	r.evaluate()
 	met := map[string]bool{}
 	for _, g := range r.Goals {
@@ -55,6 +57,7 @@ func TestGoalsAreJudgedAgainstIssueSixTargets(t *testing.T) {
 	require.Equal(t, map[string]bool{
 		"ratio": true, "latency_ms.p99": true, "isolation_p99_ratio": true, "sink not the bottleneck": true,
 		"memory per held delivery beyond its body (queued)": true, "memory per open request beyond its body": false,
-		"slow_flood_p99_ratio": false,
+		"slow_flood_p99_ratio": false, "cpu_ratio": true, "http_ingest ratio": false, "cpu_us_per_event_at_400": false,
+		"scale_out": false, // one duplicate
 	}, met)
 }
