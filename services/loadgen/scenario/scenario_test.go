@@ -47,7 +47,7 @@ func TestGoalsAreJudgedAgainstIssueSixTargets(t *testing.T) {
 	r := &Results{Ratio: 0.6, LatencyMs: Percentiles{P99: 80, N: 10}, IsolationP99Ratio: 1.5, SlowFloodP99Ratio: 2.4,
 		PipelineRPS: 1000, SinkRowsPerS: 990, SinkMaxLag: 2000,
 		Memory: Memory{InFlight: 10000, OpenPeakRSSMB: 100, OpenKiBPerDelivery: 30, QueuedPeakRSSMB: 30, QueuedKiBPerDelivery: 2, BodyKiB: 1},
-		Costs: Costs{CPURatio: 1.2}, HTTPIngest: HTTPIngest{Ratio: 0.3}, CPUPerEventAt400: 450,
+		Costs:  Costs{CPURatio: 1.2}, HTTPIngest: HTTPIngest{Ratio: 0.3}, CPUPerEventAt400: 450,
 		ScaleOut: ScaleOut{Events: 100, Delivered: 100, Duplicates: 1, Balanced: true}}
 	r.evaluate()
 	met := map[string]bool{}
