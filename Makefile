@@ -10,7 +10,8 @@ help: ## list the targets
 	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: run
-run: deps ## run every service in one process: embedded Kafka, local ClickHouse (see README)
+run: ## run every service in one process: embedded Kafka, local ClickHouse (see README)
+	@deploy/install-deps.sh clickhouse
 	go run ./services/surveyhooks/cmd/surveyhooks
 
 .PHONY: test
@@ -52,7 +53,7 @@ lint: vet ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); [ -z "$$out" ] || { echo "gofmt needed:"; echo "$$out"; exit 1; }
 
 .PHONY: deps
-deps: ## install system packages the project needs (clickhouse-server, protoc, chromium) when missing
+deps: ## install system packages the tests need (clickhouse-server, protoc, chromium, nodejs) when missing
 	@deploy/install-deps.sh
 
 .PHONY: up

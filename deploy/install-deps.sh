@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Installs the system packages surveyhooks needs for `make run` and `make test` when they are
-# missing: Debian's clickhouse-server/clickhouse-client, protobuf-compiler and chromium (the portal's
-# browser tests drive it headless). Safe to run often.
-# Usage: install-deps.sh [protoc|clickhouse|chromium]...   (no argument: all)
+# missing: Debian's clickhouse-server/clickhouse-client, protobuf-compiler, chromium (the portal's
+# browser tests drive it headless) and nodejs (receivers written from the platforms' Node.js recipes). Safe to run often.
+# Usage: install-deps.sh [protoc|clickhouse|chromium|node]...   (no argument: all)
 set -euo pipefail
-want=("$@"); [ ${#want[@]} -gt 0 ] || want=(clickhouse protoc chromium)
+want=("$@"); [ ${#want[@]} -gt 0 ] || want=(clickhouse protoc chromium node)
 pkgs=()
 for w in "${want[@]}"; do
   case "$w" in
     clickhouse) [ -x /usr/sbin/clickhouse-server ] || command -v clickhouse-server >/dev/null || pkgs+=(clickhouse-server clickhouse-client) ;;
     protoc) command -v protoc >/dev/null || pkgs+=(protobuf-compiler) ;;
     chromium) command -v chromium >/dev/null || pkgs+=(chromium) ;;
-    *) echo "install-deps.sh: unknown component '$w' (want clickhouse, protoc or chromium)" >&2; exit 2 ;;
+    node) command -v node >/dev/null || pkgs+=(nodejs) ;;
+    *) echo "install-deps.sh: unknown component '$w' (want clickhouse, protoc, chromium or node)" >&2; exit 2 ;;
   esac
 done
 [ ${#pkgs[@]} -gt 0 ] || exit 0
