@@ -265,6 +265,7 @@ func (p *Portal) signIn(w http.ResponseWriter, r *http.Request) {
 
 func (p *Portal) signOut(w http.ResponseWriter, r *http.Request) {
 	if v, err := p.readSession(r, portalCookie, kindPortal); err == nil && validCSRF(v, r.PostFormValue("csrf")) {
+		p.sess.end(v)
 		p.setCookie(w, r, portalCookie, "/portal/", "", time.Unix(1, 0))
 	}
 	p.render(w, r, http.StatusOK, "message", page{Title: "Signed out", Message: "You have signed out of the portal."})
