@@ -51,10 +51,10 @@ var (
 	errInvalid = errors.New("not valid")
 )
 
-// sessions seals and opens tokens and remembers which links were spent. The spent set is this
-// process's memory, pruned as links expire: with several API processes behind a balancer, send
-// the /portal/ paths of one client to one process (or accept that a link could be opened once per
-// process).
+// sessions seals and opens tokens and remembers which links were spent and which sessions signed
+// out. Both sets are this process's memory, pruned as they expire: with several API processes
+// behind a balancer, send the /portal/ and /console/ paths of one client to one process (or accept
+// that a link could be opened once per process, and a signed-out cookie still work on another).
 type sessions struct {
 	aead cipher.AEAD
 	now  func() time.Time
