@@ -41,7 +41,11 @@ func TestPortalSessionsAreMintedWithTheAdminTokenAndOpenOnce(t *testing.T) {
 	require.Equal(t, []any{}, r.body["webhook_ids"])
 
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := client.Get(link)
+	resp, err := client.Head(link)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Empty(t, resp.Header.Get("Set-Cookie"), "a HEAD leaves the link unspent")
+	resp, err = client.Get(link)
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)

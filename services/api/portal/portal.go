@@ -243,6 +243,9 @@ func (p *Portal) setCookie(w http.ResponseWriter, r *http.Request, name, path, v
 // signIn exchanges a one-time link for a session cookie; a spent, expired or forged link gets a
 // page that says which, and what to do.
 func (p *Portal) signIn(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodHead {
+		return // a link checker looking: the link stays unspent
+	}
 	cookie, g, err := p.sess.exchange(r.PathValue("token"))
 	if err != nil {
 		msg := "This sign-in link is not valid. Open the portal again from your account to get a new link."
