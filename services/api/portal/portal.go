@@ -186,6 +186,9 @@ func (p *Portal) routes() {
 	})
 }
 
+// logUnavailable is what pages say while the delivery log does not answer.
+const logUnavailable = "The delivery log is temporarily unavailable; webhooks can still be managed. Try again in a moment."
+
 // page is what every template receives; Data holds the page's own content.
 type page struct {
 	Title     string
@@ -346,7 +349,8 @@ func (p *Portal) fail(w http.ResponseWriter, r *http.Request, pg page, err error
 		case http.StatusNotFound:
 			pg.Title = "Not found"
 		case http.StatusServiceUnavailable:
-			pg.Title = "Temporarily unavailable"
+			// The API's message names the server it could not reach: not the subscriber's concern.
+			pg.Title, pg.Message = "Temporarily unavailable", logUnavailable
 		}
 		p.render(w, r, ae.Status, "message", pg)
 		return
