@@ -3,6 +3,7 @@ package api_test
 import (
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"strings"
 	"testing"
 	"time"
@@ -41,7 +42,11 @@ func TestPortalSessionsAreMintedWithTheAdminTokenAndOpenOnce(t *testing.T) {
 	require.Equal(t, []any{}, r.body["webhook_ids"])
 
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := client.Get(link)
+	resp, err := client.Head(link)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Empty(t, resp.Header.Get("Set-Cookie"), "a HEAD leaves the link unspent")
+	resp, err = client.Get(link)
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
@@ -59,4 +64,38 @@ func TestPortalSessionsAreMintedWithTheAdminTokenAndOpenOnce(t *testing.T) {
 	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 	require.Contains(t, string(page), "already been used")
 	require.Empty(t, resp.Header.Get("Set-Cookie"))
+}
+
+// TestPortalPagesSayWhatIsDownWhenClickHouseIs: without the delivery log the portal still manages
+// webhooks and says plainly which pages cannot be shown.
+func TestPortalPagesSayWhatIsDownWhenClickHouseIs(t *testing.T) {
+	s := startStack(t) // ClickHouse points at a port nothing listens on
+	pa, key := s.project("Acme")
+	wh := s.webhook(key, map[string]any{"name": "CRM sync", "url": "https://example.com/a"}).str("id")
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	client := &http.Client{Jar: jar}
+	get := func(path string) (int, string) {
+		resp, err := client.Get(s.base + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	link := s.must(http.StatusCreated, "POST", "/v1/projects/"+pa+"/portal-sessions", adminToken, nil).str("url")
+	status, page := get(strings.TrimPrefix(link, s.base))
+	require.Equal(t, http.StatusOK, status)
+	require.Contains(t, page, "CRM sync")
+	require.Contains(t, page, "delivery log unavailable")
+
+	status, page = get("/portal/webhooks/" + wh)
+	require.Equal(t, http.StatusOK, status)
+	require.Contains(t, page, "The delivery log is temporarily unavailable")
+	require.NotContains(t, page, "ClickHouse at", "no internal address shown to subscribers")
+
+	status, page = get("/portal/attempts")
+	require.Equal(t, http.StatusServiceUnavailable, status)
+	require.Contains(t, page, "Temporarily unavailable")
+	require.NotContains(t, page, "ClickHouse at")
+	require.NotContains(t, page, "goroutine")
 }

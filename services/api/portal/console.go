@@ -105,6 +105,7 @@ func (p *Portal) consoleSignIn(w http.ResponseWriter, r *http.Request) {
 func (p *Portal) consoleSignOut(w http.ResponseWriter, r *http.Request) {
 	if v, err := p.readSession(r, consoleCookie, kindConsole); err == nil &&
 		subtle.ConstantTimeCompare([]byte(v.CSRF), []byte(r.PostFormValue("csrf"))) == 1 {
+		p.sess.end(v)
 		p.setCookie(w, r, consoleCookie, "/console/", "", time.Unix(1, 0))
 	}
 	http.Redirect(w, r, "/console/signin", http.StatusSeeOther)

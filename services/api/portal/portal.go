@@ -186,6 +186,9 @@ func (p *Portal) routes() {
 	})
 }
 
+// logUnavailable is what pages say while the delivery log does not answer.
+const logUnavailable = "The delivery log is temporarily unavailable; webhooks can still be managed. Try again in a moment."
+
 // page is what every template receives; Data holds the page's own content.
 type page struct {
 	Title     string
@@ -243,6 +246,9 @@ func (p *Portal) setCookie(w http.ResponseWriter, r *http.Request, name, path, v
 // signIn exchanges a one-time link for a session cookie; a spent, expired or forged link gets a
 // page that says which, and what to do.
 func (p *Portal) signIn(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodHead {
+		return // a link checker looking: the link stays unspent
+	}
 	cookie, g, err := p.sess.exchange(r.PathValue("token"))
 	if err != nil {
 		msg := "This sign-in link is not valid. Open the portal again from your account to get a new link."
@@ -265,6 +271,7 @@ func (p *Portal) signIn(w http.ResponseWriter, r *http.Request) {
 
 func (p *Portal) signOut(w http.ResponseWriter, r *http.Request) {
 	if v, err := p.readSession(r, portalCookie, kindPortal); err == nil && validCSRF(v, r.PostFormValue("csrf")) {
+		p.sess.end(v)
 		p.setCookie(w, r, portalCookie, "/portal/", "", time.Unix(1, 0))
 	}
 	p.render(w, r, http.StatusOK, "message", page{Title: "Signed out", Message: "You have signed out of the portal."})
@@ -342,7 +349,8 @@ func (p *Portal) fail(w http.ResponseWriter, r *http.Request, pg page, err error
 		case http.StatusNotFound:
 			pg.Title = "Not found"
 		case http.StatusServiceUnavailable:
-			pg.Title = "Temporarily unavailable"
+			// The API's message names the server it could not reach: not the subscriber's concern.
+			pg.Title, pg.Message = "Temporarily unavailable", logUnavailable
 		}
 		p.render(w, r, ae.Status, "message", pg)
 		return

@@ -50,6 +50,17 @@ func TestPortalLinkWorksOnceAndExpires(t *testing.T) {
 	_, err = s.open(string(tampered), kindPortal)
 	require.ErrorIs(t, err, errInvalid)
 
+	// Signing out refuses the cookie, even a copy kept elsewhere.
+	other, _, err := s.exchange(s.link(g))
+	require.NoError(t, err)
+	ov, err := s.open(other, kindPortal)
+	require.NoError(t, err)
+	s.end(ov)
+	_, err = s.open(other, kindPortal)
+	require.ErrorIs(t, err, errInvalid)
+	_, err = s.open(cookie, kindPortal)
+	require.NoError(t, err, "other sessions go on")
+
 	expiring := s.link(Grant{ProjectID: "prj_a", Expires: now.Add(time.Minute)})
 	now = now.Add(time.Hour)
 	_, _, err = s.exchange(expiring)

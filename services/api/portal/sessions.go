@@ -51,16 +51,17 @@ var (
 	errInvalid = errors.New("not valid")
 )
 
-// sessions seals and opens tokens and remembers which links were spent. The spent set is this
-// process's memory, pruned as links expire: with several API processes behind a balancer, send
-// the /portal/ paths of one client to one process (or accept that a link could be opened once per
-// process).
+// sessions seals and opens tokens and remembers which links were spent and which sessions signed
+// out. Both sets are this process's memory, pruned as they expire: with several API processes
+// behind a balancer, send the /portal/ and /console/ paths of one client to one process (or accept
+// that a link could be opened once per process, and a signed-out cookie still work on another).
 type sessions struct {
 	aead cipher.AEAD
 	now  func() time.Time
 
 	mu    sync.Mutex
 	spent map[string]time.Time // link nonce → when it would have expired
+	ended map[string]time.Time // signed-out session nonce → when it would have expired
 }
 
 func newSessions(key []byte, now func() time.Time) (*sessions, error) {
@@ -75,7 +76,7 @@ func newSessions(key []byte, now func() time.Time) (*sessions, error) {
 	if err != nil {
 		return nil, fmt.Errorf("session cipher: %w", err)
 	}
-	return &sessions{aead: aead, now: now, spent: map[string]time.Time{}}, nil
+	return &sessions{aead: aead, now: now, spent: map[string]time.Time{}, ended: map[string]time.Time{}}, nil
 }
 
 func randomString(n int) string {
@@ -109,7 +110,32 @@ func (s *sessions) open(token, kind string) (sealed, error) {
 	if !s.now().Before(v.Expires) {
 		return v, errExpired
 	}
+	if kind != kindLink {
+		s.mu.Lock()
+		_, ended := s.ended[v.Nonce]
+		s.mu.Unlock()
+		if ended {
+			return v, errInvalid
+		}
+	}
 	return v, nil
+}
+
+// end signs a session out: this process refuses its cookie from now on, even a copy of it.
+func (s *sessions) end(v sealed) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	prune(s.ended, s.now())
+	s.ended[v.Nonce] = v.Expires
+}
+
+// prune forgets what has expired anyway.
+func prune(m map[string]time.Time, now time.Time) {
+	for n, exp := range m {
+		if !now.Before(exp) {
+			delete(m, n)
+		}
+	}
 }
 
 // link mints a one-time sign-in token for g.
@@ -125,12 +151,7 @@ func (s *sessions) exchange(token string) (string, Grant, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := s.now()
-	for n, exp := range s.spent {
-		if !now.Before(exp) {
-			delete(s.spent, n) // expired links fail on their expiry anyway
-		}
-	}
+	prune(s.spent, s.now())
 	if _, used := s.spent[v.Nonce]; used {
 		return "", Grant{}, errSpent
 	}

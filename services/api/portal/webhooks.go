@@ -398,9 +398,8 @@ func (p *Portal) webhookPage(w http.ResponseWriter, r *http.Request, s *session,
 	}
 	d.Chart, err = p.charts(r, s, wh.ID, d.Step)
 	if err != nil {
-		d.LogError = err.Error()
-		var ae *apiError
-		if errors.As(err, &ae) {
+		d.LogError = logUnavailable
+		if ae := (*apiError)(nil); errors.As(err, &ae) && ae.Status != http.StatusServiceUnavailable {
 			d.LogError = ae.Message
 		}
 	}
