@@ -19,6 +19,7 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
 	"github.com/surveyhooks/surveyhooks/pkg/kafkatest"
 	"github.com/surveyhooks/surveyhooks/pkg/telemetry"
+	"github.com/surveyhooks/surveyhooks/services/delivery"
 )
 
 type dashboard struct {
@@ -89,17 +90,20 @@ func servedSeries(t *testing.T) map[string]map[string]bool {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
 
+	dm, err := delivery.NewMetrics(tel)
+	require.NoError(t, err)
+	dm.Done(ctx, "success", time.Second)
+	dm.Held(1)
+	dm.MovedAside(ctx)
+	stopTiers, err := dm.ObserveTiers(func() []delivery.TierState { return []delivery.TierState{{Tier: "1m", Depth: 1}} })
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = stopTiers() })
 	m := tel.Metrics()
-	m.DeliveryDone(ctx, "success", time.Second)
-	m.InFlight(ctx, 1)
 	m.SinkBatch(ctx, 10, time.Second)
 	m.IngestEvents(ctx, 1, "rejected", "invalid")
 	stopFanout, err := m.ObserveFanout(func() map[string]int64 { return map[string]int64{"events": 1, "filtered": 1} })
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = stopFanout() })
-	stopTiers, err := m.ObserveRetryTiers(func() []telemetry.TierState { return []telemetry.TierState{{Tier: "1m", Depth: 1}} })
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = stopTiers() })
 
 	cfg := kafkatest.Start(t)
 	cl, err := kafka.NewClient(cfg, append(tel.KafkaHooks(), kgo.ConsumeTopics("deliveries"), kgo.ConsumerGroup("g"))...)

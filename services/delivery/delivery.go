@@ -153,11 +153,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 	}
 	started()
 	defer deps.Telemetry.ObserveConsumerLag(w.cl, cfg.Group, cfg.ReleaserGroup)()
-	met, err := newMetrics(deps.Telemetry)
+	met, err := NewMetrics(deps.Telemetry)
 	if err != nil {
 		return err
 	}
-	unregister, err := met.observeTiers(rel.tierStates)
+	unregister, err := met.ObserveTiers(rel.tierStates)
 	if err != nil {
 		return err
 	}

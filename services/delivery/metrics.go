@@ -28,9 +28,9 @@ const (
 	attrTier    = "tier"    // a retry tier's delay as in topic names: "1m", "5m", …
 )
 
-// metrics records what the worker and the releaser do. A nil *metrics records nothing, so the
+// Metrics records what the worker and the releaser do. A nil *Metrics records nothing, so the
 // service runs in tests without telemetry.
-type metrics struct {
+type Metrics struct {
 	meter         metric.Meter
 	deliveries    metric.Int64Counter
 	latency       metric.Float64Histogram
@@ -40,12 +40,12 @@ type metrics struct {
 	tierOldestAge metric.Float64ObservableGauge
 }
 
-// newMetrics creates the instruments on tel's meter; nil without telemetry.
-func newMetrics(tel *telemetry.Telemetry) (*metrics, error) {
+// NewMetrics creates the delivery instruments on tel's meter; nil without telemetry.
+func NewMetrics(tel *telemetry.Telemetry) (*Metrics, error) {
 	if tel == nil {
 		return nil, nil
 	}
-	m := &metrics{meter: tel.MeterProvider().Meter("github.com/surveyhooks/surveyhooks/services/delivery")}
+	m := &Metrics{meter: tel.MeterProvider().Meter("github.com/surveyhooks/surveyhooks/services/delivery")}
 	var err error
 	wrap := func(name string, err error) error { return fmt.Errorf("creating instrument %s: %w", name, err) }
 	if m.deliveries, err = m.meter.Int64Counter(MetricDeliveries, metric.WithUnit("{delivery}"),
@@ -76,8 +76,8 @@ func newMetrics(tel *telemetry.Telemetry) (*metrics, error) {
 	return m, nil
 }
 
-// done counts one finished attempt and records how long its request took.
-func (m *metrics) done(ctx context.Context, outcome string, took time.Duration) {
+// Done counts one finished attempt and records how long its request took.
+func (m *Metrics) Done(ctx context.Context, outcome string, took time.Duration) {
 	if m == nil {
 		return
 	}
@@ -86,32 +86,32 @@ func (m *metrics) done(ctx context.Context, outcome string, took time.Duration) 
 	m.latency.Record(ctx, took.Seconds(), attrs)
 }
 
-// held moves the in-flight gauge by delta.
-func (m *metrics) held(delta int64) {
+// Held moves the in-flight gauge by delta.
+func (m *Metrics) Held(delta int64) {
 	if m == nil {
 		return
 	}
 	m.inFlight.Add(context.Background(), delta)
 }
 
-// movedAside counts one delivery moved aside.
-func (m *metrics) movedAside(ctx context.Context) {
+// MovedAside counts one delivery moved aside.
+func (m *Metrics) MovedAside(ctx context.Context) {
 	if m == nil {
 		return
 	}
 	m.overflow.Add(ctx, 1)
 }
 
-// tierState is one retry tier's backlog.
-type tierState struct {
+// TierState is one retry tier's backlog.
+type TierState struct {
 	Tier      string        // the tier's delay, spelt as in topic names ("1m")
 	Depth     int64         // records waiting
 	OldestAge time.Duration // age of the oldest waiting record; 0 when empty
 }
 
-// observeTiers registers fn to report the retry tiers each time metrics are collected; fn must
+// ObserveTiers registers fn to report the retry tiers each time metrics are collected; fn must
 // be quick and safe to call from another goroutine. The returned function unregisters it.
-func (m *metrics) observeTiers(fn func() []tierState) (unregister func() error, err error) {
+func (m *Metrics) ObserveTiers(fn func() []TierState) (unregister func() error, err error) {
 	if m == nil {
 		return func() error { return nil }, nil
 	}

@@ -16,17 +16,17 @@ func TestDeliveryInstrumentsAreServedUnderTheirPrometheusNames(t *testing.T) {
 	tel, err := telemetry.Setup(context.Background(), "delivery", telemetry.WithoutGlobals())
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
-	m, err := newMetrics(tel)
+	m, err := NewMetrics(tel)
 	require.NoError(t, err)
 	ctx := context.Background()
-	m.done(ctx, "success", 120*time.Millisecond)
-	m.done(ctx, "success", 80*time.Millisecond)
-	m.done(ctx, "http_retryable", 30*time.Second)
-	m.held(3)
-	m.held(-1)
-	m.movedAside(ctx)
-	unregister, err := m.observeTiers(func() []tierState {
-		return []tierState{{Tier: "1m", Depth: 7, OldestAge: 90 * time.Second}, {Tier: "5m"}}
+	m.Done(ctx, "success", 120*time.Millisecond)
+	m.Done(ctx, "success", 80*time.Millisecond)
+	m.Done(ctx, "http_retryable", 30*time.Second)
+	m.Held(3)
+	m.Held(-1)
+	m.MovedAside(ctx)
+	unregister, err := m.ObserveTiers(func() []TierState {
+		return []TierState{{Tier: "1m", Depth: 7, OldestAge: 90 * time.Second}, {Tier: "5m"}}
 	})
 	require.NoError(t, err)
 	defer func() { _ = unregister() }()
@@ -67,11 +67,11 @@ func TestDeliveryInstrumentsAreServedUnderTheirPrometheusNames(t *testing.T) {
 		require.Equal(t, c.want, value(c.name, c.labels...), "%s %v", c.name, c.labels)
 	}
 
-	var none *metrics // without telemetry: records nothing, never panics
-	none.done(ctx, "success", time.Second)
-	none.held(1)
-	none.movedAside(ctx)
-	un, err := none.observeTiers(func() []tierState { return nil })
+	var none *Metrics // without telemetry: records nothing, never panics
+	none.Done(ctx, "success", time.Second)
+	none.Held(1)
+	none.MovedAside(ctx)
+	un, err := none.ObserveTiers(func() []TierState { return nil })
 	require.NoError(t, err)
 	require.NoError(t, un())
 }

@@ -197,7 +197,7 @@ func (r *Releaser) release(ctx context.Context) (time.Time, error) {
 // tierStates reports each retry tier's backlog for the metrics: depth is the releaser group's lag
 // on the tier topic (held and not yet fetched records alike), oldest age the time since the
 // oldest held record entered the tier (a tier partition's head is always held while it has one).
-func (r *Releaser) tierStates() []tierState {
+func (r *Releaser) tierStates() []TierState {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	depth := map[string]int64{}
@@ -223,10 +223,10 @@ func (r *Releaser) tierStates() []tierState {
 		}
 	}
 	r.mu.Unlock()
-	out := make([]tierState, 0, len(r.cfg.Kafka.RetrySchedule))
+	out := make([]TierState, 0, len(r.cfg.Kafka.RetrySchedule))
 	for _, d := range r.cfg.Kafka.RetrySchedule {
 		topic := r.cfg.Kafka.Topics.Retry(d)
-		s := tierState{Tier: kafka.DurationName(d), Depth: depth[topic]}
+		s := TierState{Tier: kafka.DurationName(d), Depth: depth[topic]}
 		if o, ok := oldest[topic]; ok {
 			s.OldestAge = now.Sub(o)
 		}

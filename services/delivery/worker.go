@@ -39,7 +39,7 @@ type Worker struct {
 	eps     *endpoints
 	name    string
 	deps    service.Deps
-	met     *metrics
+	met     *Metrics
 
 	stopping      atomic.Bool // no more fetching: draining
 	abandonQueued atomic.Bool // the drain timed out: deliveries not yet started are left to the next owner
@@ -50,12 +50,12 @@ type Worker struct {
 func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender.Sender, log *slog.Logger, opts ...service.Option) (*Worker, error) {
 	w := &Worker{cfg: cfg, reg: reg, secrets: newSecretCache(box), snd: snd, log: log, eps: newEndpoints(cfg),
 		name: "delivery-" + kafka.InstanceID(), deps: service.Apply(opts)}
-	met, err := newMetrics(w.deps.Telemetry)
+	met, err := NewMetrics(w.deps.Telemetry)
 	if err != nil {
 		return nil, err
 	}
 	w.met = met
-	w.life = &lifecycle{slots: make(chan struct{}, cfg.MaxInFlight), tr: newTracker(), parts: newPartitions(), inFlight: met.held}
+	w.life = &lifecycle{slots: make(chan struct{}, cfg.MaxInFlight), tr: newTracker(), parts: newPartitions(), inFlight: met.Held}
 	topic := cfg.Kafka.Topics.Deliveries
 	joined := w.deps.Ready.Wait("group " + cfg.Group + " joined")
 	hooks := w.deps.Telemetry.KafkaHooks()
@@ -349,7 +349,7 @@ func (w *Worker) apply(t *task, a *pb.Attempt, dec decision) {
 		last := recs[len(recs)-1]
 		last.Headers = []kgo.RecordHeader{{Key: "surveyhooks-test", Value: []byte("1")}} // Send Test waits for it
 	}
-	w.met.done(t.ctx, outcomeName(out.Class), time.Duration(a.LatencyUs)*time.Microsecond)
+	w.met.Done(t.ctx, outcomeName(out.Class), time.Duration(a.LatencyUs)*time.Microsecond)
 	t.span.SetAttributes(attribute.String("surveyhooks.outcome", outcomeName(out.Class)),
 		attribute.String("surveyhooks.delivery_id", d.DeliveryId), attribute.Int("surveyhooks.attempt", int(d.Attempt)))
 	if w.log.Enabled(t.ctx, slog.LevelDebug) {
@@ -373,7 +373,7 @@ func (w *Worker) overflow(t *task, wait time.Duration) {
 	next.NotBeforeMs = time.Now().Add(delay).UnixMilli()
 	v, _ := proto.Marshal(next)
 	t.span.SetAttributes(attribute.String("surveyhooks.outcome", "moved_aside"))
-	w.met.movedAside(t.ctx)
+	w.met.MovedAside(t.ctx)
 	w.produce(t, []*kgo.Record{{Topic: w.cfg.Kafka.Topics.Retry(delay), Key: []byte(t.d.WebhookId), Value: v,
 		Headers: []kgo.RecordHeader{{Key: overflowHeader, Value: []byte("1")}}}})
 }
