@@ -75,7 +75,7 @@ var faultTypes = []string{"survey.completed", "nps.scored", "survey.displayed"}
 // duplicates must stay within what was in flight or finished-but-uncommitted at the kills, every
 // attempt the receiver answered must be in ClickHouse once (less those in flight at a worker's
 // kill), and no service may have exited on its own. SURVEYHOOKS_FAULT_LONG=1 runs the full-size
-// scenario (about ten minutes).
+// scenario (about ten minutes: run it with -timeout 30m).
 func TestFaultsUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: builds and runs every binary and a ClickHouse server of its own")
