@@ -115,6 +115,10 @@ func New(cfg Config, log *slog.Logger, opts ...service.Option) *FanOut {
 	return &FanOut{cfg: cfg, log: log, renderers: newRenderers(), deps: service.Apply(opts)}
 }
 
+// fetchMinBytes is how much a fetch of `events` waits for (up to the loop's FetchMaxWait, 50 ms):
+// a few dozen events, so it fills within milliseconds at thousands of events per second.
+const fetchMinBytes = 8 << 10
+
 // Run consumes `events` until ctx is done.
 func (f *FanOut) Run(ctx context.Context) error {
 	caughtUp := f.deps.Ready.Wait("webhooks caught up")
@@ -150,7 +154,11 @@ func (f *FanOut) Run(ctx context.Context) error {
 		loop := &kafka.TxnLoop{
 			Config: f.cfg.Kafka, Group: f.cfg.Group, Topics: []string{f.cfg.Kafka.Topics.Events}, Logger: f.log,
 			Assigned: joined, Telemetry: f.deps.Telemetry, Ended: dd.ended,
-			Opts: []kgo.Opt{kgo.OnPartitionsRevoked(dd.drop), kgo.OnPartitionsLost(dd.drop)},
+			Opts: []kgo.Opt{kgo.OnPartitionsRevoked(dd.drop), kgo.OnPartitionsLost(dd.drop),
+				// Every polled batch is a transaction (several round trips, a marker per
+				// partition) and a registry freshness check: at low rates, wait up to the loop's
+				// FetchMaxWait for a fuller batch instead of committing one event at a time.
+				kgo.FetchMinBytes(fetchMinBytes)},
 			Handler: func(ctx context.Context, recs []*kgo.Record, produce func(*kgo.Record)) error {
 				windows, err := dd.prepare(ctx, recs)
 				if err != nil {
