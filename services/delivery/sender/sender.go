@@ -168,11 +168,15 @@ func (s *Sender) Send(ctx context.Context, req Request) Result {
 		// Drain a little more so the connection can be reused; give up on huge bodies.
 		_, _ = io.CopyN(io.Discard, resp.Body, 256<<10)
 	}
+	if rerr != nil {
+		// The status line and headers arrived, so the outcome is the status's; but the body
+		// stopped early (the timeout ran out on a body dribbled byte by byte, the receiver reset
+		// the connection, the gzip stream was broken): what is kept is only part of it, and the
+		// log must say so.
+		res.ResponseTruncated = true
+	}
 	res.ResponseBody = body
 	res.Latency = time.Since(start)
-	if rerr != nil && res.StatusCode == 0 {
-		res.Err = rerr
-	}
 	return res
 }
 
