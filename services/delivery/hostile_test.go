@@ -235,17 +235,20 @@ func hostileCases(t *testing.T) []hostileCase {
 			class: pb.OutcomeClass_OUTCOME_CLASS_CONNECTION_ERROR,
 		},
 		{
-			name: "header_values_not_utf8",
+			name: "header_values_not_utf8_or_cut_inside_a_character",
 			behave: func(s *rawServer, c net.Conn, br *bufio.Reader) {
 				if s.readRequest(c, br) {
-					_, _ = c.Write([]byte(response("200 OK", "X-Latin1: caf\xe9 \xff\xfe\r\n", "ok")))
+					_, _ = c.Write([]byte(response("200 OK", "X-Latin1: caf\xe9 \xff\xfe\r\nX-Euro: "+strings.Repeat("€", 2000)+"\r\n", "ok")))
 				}
 			},
 			// Go's client accepts these bytes; the attempt record (protobuf strings must be
-			// UTF-8) must still be readable by the sink.
+			// UTF-8) must still be readable by the sink. The 6,000-byte value is cut to 4 KiB,
+			// which falls inside a character.
 			class: pb.OutcomeClass_OUTCOME_CLASS_SUCCESS,
 			check: func(t *testing.T, a *pb.Attempt, _ *rawServer) {
-				require.Contains(t, a.ResponseHeaders, "X-Latin1")
+				require.Equal(t, "caf\uFFFD \uFFFD", a.ResponseHeaders["X-Latin1"])
+				require.Equal(t, strings.Repeat("€", (4<<10)/3), a.ResponseHeaders["X-Euro"])
+				require.Contains(t, a.ResponseHeaders, delivery.TruncatedMark)
 			},
 		},
 		{
