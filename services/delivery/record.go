@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 
@@ -37,9 +38,16 @@ func recordHeaders(h http.Header) map[string]string {
 	out := make(map[string]string, min(len(h), maxRecordedHeaders))
 	size, dropped, valuesCut := 0, 0, 0
 	for _, k := range names {
-		v := redactedValue(k, h[k])
+		// Go's client accepts any bytes in a header value (Latin-1 is common), but a protobuf
+		// string must be UTF-8: the sink could not read the attempt. Cut at a character
+		// boundary for the same reason.
+		v := strings.ToValidUTF8(redactedValue(k, h[k]), "\uFFFD")
 		if len(v) > maxRecordedHeaderValue {
-			v, valuesCut = v[:maxRecordedHeaderValue], valuesCut+1
+			i := maxRecordedHeaderValue
+			for i > 0 && !utf8.RuneStart(v[i]) {
+				i--
+			}
+			v, valuesCut = v[:i], valuesCut+1
 		}
 		if len(out) >= maxRecordedHeaders || size+len(k)+len(v) > maxRecordedHeaderBytes {
 			dropped++

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/surveyhooks/surveyhooks/pkg/signature"
 )
@@ -168,11 +169,15 @@ func (s *Sender) Send(ctx context.Context, req Request) Result {
 		// Drain a little more so the connection can be reused; give up on huge bodies.
 		_, _ = io.CopyN(io.Discard, resp.Body, 256<<10)
 	}
+	if rerr != nil {
+		// The status line and headers arrived, so the outcome is the status's; but the body
+		// stopped early (the timeout ran out on a body dribbled byte by byte, the receiver reset
+		// the connection, the gzip stream was broken): what is kept is only part of it, and the
+		// log must say so.
+		res.ResponseTruncated = true
+	}
 	res.ResponseBody = body
 	res.Latency = time.Since(start)
-	if rerr != nil && res.StatusCode == 0 {
-		res.Err = rerr
-	}
 	return res
 }
 
@@ -187,13 +192,20 @@ func isRefused(err error) bool {
 	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
 }
 
-// ErrorText is a short, secret-free description of a send error.
+// maxErrorText bounds ErrorText: the text travels in the attempt, and in every retry and dead
+// letter of the delivery.
+const maxErrorText = 512
+
+// ErrorText is a short, secret-free description of a send error: valid UTF-8 and at most
+// maxErrorText bytes, because Go's errors quote what the receiver sent (a malformed header line
+// comes back whole: up to the header limit, in whatever bytes the receiver chose), and protobuf
+// strings that are not UTF-8 make the attempt, retry and dead-letter records unreadable.
 func ErrorText(err error) string {
 	switch {
 	case err == nil:
 		return ""
 	case errors.Is(err, ErrBlockedDestination), errors.Is(err, ErrInvalidRequest):
-		return err.Error()
+		return boundText(err.Error())
 	case IsTimeout(err):
 		return "timed out waiting for the endpoint"
 	case isRefused(err):
@@ -203,5 +215,20 @@ func ErrorText(err error) string {
 	if i := strings.LastIndex(msg, ": "); i >= 0 && strings.HasPrefix(msg, "Post ") {
 		msg = msg[i+2:]
 	}
-	return msg
+	return boundText(msg)
+}
+
+// boundText makes s valid UTF-8 and cuts it, at a character boundary, to maxErrorText bytes,
+// marking the cut.
+func boundText(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= maxErrorText {
+		return s
+	}
+	const mark = " …(cut)"
+	i := maxErrorText - len(mark)
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + mark
 }
