@@ -1,6 +1,7 @@
 // Package config parses a service's typed configuration struct from the environment (struct tags
 // `env:"NAME" envDefault:"…"`) or the matching command-line flags (--name) and validates it, so that a bad setting stops the service at start
-// with an error that names the variable.
+// with an error that names the variable. Flags and defaults are applied to an Env, a copy of the
+// environment: it never writes the process environment.
 package config
 
 import (
@@ -15,10 +16,46 @@ import (
 // Validator is implemented by configuration structs that check themselves.
 type Validator interface{ Validate() error }
 
-// Load fills cfg (a pointer to a struct) from the environment, then validates it.
-func Load(cfg any) error {
-	if err := env.Parse(cfg); err != nil {
-		return fmt.Errorf("configuration: %s%w", culprits(cfg), err)
+// Env is a set of variables by name, read by LoadEnv instead of the process environment:
+// Environ's copy of it, with flags (ApplyFlags) and defaults (SetDefault) applied on top.
+type Env map[string]string
+
+// Environ returns a copy of the process environment.
+func Environ() Env {
+	e := Env{}
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			e[k] = v
+		}
+	}
+	return e
+}
+
+// Lookup returns the value of variable k and whether it is set.
+func (e Env) Lookup(k string) (string, bool) {
+	v, ok := e[k]
+	return v, ok
+}
+
+// Get returns the value of variable k, "" when unset.
+func (e Env) Get(k string) string { return e[k] }
+
+// SetDefault sets variable k to v when it is unset or empty, and reports whether it did.
+func (e Env) SetDefault(k, v string) bool {
+	if e[k] != "" {
+		return false
+	}
+	e[k] = v
+	return true
+}
+
+// Load fills cfg (a pointer to a struct) from the process environment, then validates it.
+func Load(cfg any) error { return LoadEnv(cfg, Environ()) }
+
+// LoadEnv fills cfg (a pointer to a struct) from e, then validates it.
+func LoadEnv(cfg any, e Env) error {
+	if err := env.ParseWithOptions(cfg, env.Options{Environment: e}); err != nil {
+		return fmt.Errorf("configuration: %s%w", culprits(cfg, e), err)
 	}
 	if v, ok := cfg.(Validator); ok {
 		if err := v.Validate(); err != nil {
@@ -30,14 +67,14 @@ func Load(cfg any) error {
 
 // culprits names the variables whose values do not parse ("DELIVERY_TIMEOUT: "), since the
 // parser's own error names only the struct field. Each variable that is set is tried alone.
-func culprits(cfg any) string {
+func culprits(cfg any, e Env) string {
 	vars, err := Vars(cfg)
 	if err != nil {
 		return ""
 	}
 	var bad []string
 	for _, v := range vars {
-		val, ok := os.LookupEnv(v.Name)
+		val, ok := e.Lookup(v.Name)
 		if !ok {
 			continue
 		}
@@ -82,10 +119,10 @@ func FlagName(name string) string {
 	return "--" + strings.ReplaceAll(strings.ToLower(name), "_", "-")
 }
 
-// ApplyFlags sets the environment from command-line flags (--kafka-brokers=a:9092 or
+// ApplyFlags sets variables of e from command-line flags (--kafka-brokers=a:9092 or
 // --kafka-brokers a:9092; one or two dashes), each naming one of vars or extra. A flag wins over
 // the variable it names. Unknown flags and missing values are errors naming the flag.
-func ApplyFlags(args []string, vars []Var, extra ...string) error {
+func ApplyFlags(e Env, args []string, vars []Var, extra ...string) error {
 	names := map[string]string{}
 	for _, v := range vars {
 		names[v.Flag] = v.Name
@@ -111,9 +148,7 @@ func ApplyFlags(args []string, vars []Var, extra ...string) error {
 			i++
 			val = args[i]
 		}
-		if err := os.Setenv(name, val); err != nil {
-			return fmt.Errorf("flag %s: %w", flag, err)
-		}
+		e[name] = val
 	}
 	return nil
 }

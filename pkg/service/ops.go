@@ -4,11 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"sync"
 
+	"github.com/surveyhooks/surveyhooks/pkg/config"
 	"github.com/surveyhooks/surveyhooks/pkg/telemetry"
 )
 
@@ -21,9 +21,9 @@ const OpsAddrEnv = "SURVEYHOOKS_OPS_ADDR"
 // so a laptop exposes nothing. Containers set ":9464" so probes and Prometheus reach it.
 const DefaultOpsAddr = "127.0.0.1:9464"
 
-// opsAddr returns the configured operations address, "" when off.
-func opsAddr() (string, error) {
-	v, ok := os.LookupEnv(OpsAddrEnv)
+// opsAddr returns the operations address e configures, "" when off.
+func opsAddr(e config.Env) (string, error) {
+	v, ok := e.Lookup(OpsAddrEnv)
 	if !ok {
 		return DefaultOpsAddr, nil
 	}

@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/surveyhooks/surveyhooks/pkg/config"
 )
 
 func TestReadinessIsReadyOnlyWhenEveryConditionIsMetAndNotWhileDraining(t *testing.T) {
@@ -47,7 +49,7 @@ func TestOpsAddrDefaultsToLoopbackAndRefusesNonsense(t *testing.T) {
 			t.Setenv(OpsAddrEnv, "x") // make t restore it, then unset for this case
 			unsetenv(t, OpsAddrEnv)
 		}
-		got, err := opsAddr()
+		got, err := opsAddr(config.Environ())
 		if c.errorHas != "" {
 			require.ErrorContains(t, err, c.errorHas, "value %q", c.value)
 			continue

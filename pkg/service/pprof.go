@@ -6,8 +6,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"os"
 	"time"
+
+	"github.com/surveyhooks/surveyhooks/pkg/config"
 )
 
 // PprofAddrEnv names the variable that, when set, serves Go's profiler on that address. It is off
@@ -40,8 +41,8 @@ func startPprof(addr string, log *slog.Logger) error {
 	return nil
 }
 
-func pprofFromEnv(log *slog.Logger) {
-	if addr := os.Getenv(PprofAddrEnv); addr != "" {
+func pprofFromEnv(log *slog.Logger, e config.Env) {
+	if addr := e.Get(PprofAddrEnv); addr != "" {
 		if err := startPprof(addr, log); err != nil {
 			log.Warn("profiler not started", "err", err)
 		}

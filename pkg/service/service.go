@@ -28,13 +28,14 @@ type RunFunc[C any] func(ctx context.Context, cfg C, log *slog.Logger, opts ...O
 // Configuration errors exit 2 naming the variable; a failed run exits 1; a clean stop exits 0.
 func Main[C any](name string, run RunFunc[C]) {
 	var cfg C
-	flags(name, &cfg, os.Args[1:])
-	log := logging.New(name)
-	if err := config.Load(&cfg); err != nil {
+	environ := config.Environ()
+	flags(name, &cfg, os.Args[1:], environ)
+	log := logging.NewTo(os.Stderr, name, environ.Get(logging.LevelEnv))
+	if err := config.LoadEnv(&cfg, environ); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(2)
 	}
-	if err := Serve(name, log, func(ctx context.Context, opts ...Option) error {
+	if err := Serve(name, log, environ, func(ctx context.Context, opts ...Option) error {
 		return run(ctx, cfg, log, opts...)
 	}); err != nil {
 		var cerr configError
@@ -53,10 +54,10 @@ type configError struct{ error }
 func (e configError) Unwrap() error { return e.error }
 
 // Serve is Main after the configuration is loaded: telemetry, the operations server and the
-// signal handling around run. The all-in-one command uses it to run every service in one process.
-func Serve(name string, log *slog.Logger, run func(ctx context.Context, opts ...Option) error) error {
-	pprofFromEnv(log)
-	addr, err := opsAddr()
+// signal handling around run, configured by e (SURVEYHOOKS_OPS_ADDR, SURVEYHOOKS_PPROF_ADDR).
+func Serve(name string, log *slog.Logger, e config.Env, run func(ctx context.Context, opts ...Option) error) error {
+	pprofFromEnv(log, e)
+	addr, err := opsAddr(e)
 	if err != nil {
 		return configError{err}
 	}
@@ -111,9 +112,9 @@ func Serve(name string, log *slog.Logger, run func(ctx context.Context, opts ...
 	return nil
 }
 
-// flags applies command-line flags to the environment, answers --help with every variable, and
-// exits 2 on an unknown flag.
-func flags(name string, cfg any, args []string) {
+// flags applies command-line flags to e, answers --help with every variable, and exits 2 on an
+// unknown flag.
+func flags(name string, cfg any, args []string, e config.Env) {
 	vars, err := config.Vars(cfg)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
@@ -134,7 +135,7 @@ func flags(name string, cfg any, args []string) {
 			os.Exit(0)
 		}
 	}
-	if err := config.ApplyFlags(args, vars, common...); err != nil {
+	if err := config.ApplyFlags(e, args, vars, common...); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(2)
 	}

@@ -130,11 +130,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 		}
 		return err
 	}
-	g.Go(func() error { return s.reg.Run(gctx) })
-	if err := s.reg.WaitFresh(gctx); err != nil {
+	regRun := registry.Start(gctx, s.reg, caughtUp)
+	g.Go(regRun.Wait)
+	if err := regRun.CaughtUp(gctx); err != nil {
 		return fail(fmt.Errorf("loading projects and webhooks: %w", err))
 	}
-	caughtUp()
 	if s.tests, err = newTestWaiters(gctx, cfg.Kafka, log); err != nil {
 		return fail(err)
 	}
@@ -148,21 +148,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 		// Send Test waits for a real delivery: the write timeout must outlast it.
 		WriteTimeout: cfg.TestTimeout + 15*time.Second, IdleTimeout: 2 * time.Minute}
 	g.Go(func() error {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("serving %s: %w", cfg.Addr, err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
+		err := service.ServeHTTP(gctx, srv, ln, 10*time.Second)
+		if errors.Is(err, context.DeadlineExceeded) {
 			// A Send Test still waiting for its attempt: stopping wins.
 			log.Warn("api stopped with requests in flight", "err", err)
-			_ = srv.Close()
+			return nil
 		}
-		return nil
+		return err
 	})
 	log.Info("api listening", "addr", ln.Addr().String())
 	return g.Wait()

@@ -14,6 +14,7 @@ replace (
 require (
 	github.com/chromedp/cdproto v0.159.0
 	github.com/chromedp/chromedp v0.23.0
+	github.com/evanphx/json-patch/v5 v5.9.11
 	github.com/stretchr/testify v1.12.1
 	github.com/surveyhooks/surveyhooks/pkg v0.0.0-00010101000000-000000000000
 	github.com/surveyhooks/surveyhooks/proto v0.0.0-00010101000000-000000000000

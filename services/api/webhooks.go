@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	jsonpatch "github.com/evanphx/json-patch/v5"
 	"golang.org/x/net/http/httpguts"
 	"google.golang.org/protobuf/proto"
 
@@ -465,14 +466,18 @@ func (s *Server) patchWebhook(w http.ResponseWriter, r *http.Request, p *pb.Proj
 		}
 		patch["headers"] = canon
 	}
+	patchJSON, err := json.Marshal(patch) // with the header names canonical
+	if err != nil {
+		return fmt.Errorf("encoding patch: %w", err)
+	}
 	wh, err := s.modify(r, p, func(wh *pb.Webhook) error {
-		cur, err := toDocument(specOf(wh))
+		cur, err := json.Marshal(specOf(wh))
 		if err != nil {
-			return err
+			return fmt.Errorf("encoding webhook: %w", err)
 		}
-		merged, err := json.Marshal(mergePatch(cur, patch))
+		merged, err := jsonpatch.MergePatch(cur, patchJSON)
 		if err != nil {
-			return fmt.Errorf("encoding merged webhook: %w", err)
+			return fmt.Errorf("merging patch: %w", err)
 		}
 		var spec webhookSpec
 		if err := httpapi.DecodeStrict(merged, &spec); err != nil {
@@ -486,38 +491,6 @@ func (s *Server) patchWebhook(w http.ResponseWriter, r *http.Request, p *pb.Proj
 	s.log.Info("webhook updated", "project_id", p.Id, "webhook_id", wh.Id, "revision", wh.Revision)
 	httpapi.WriteJSON(w, http.StatusOK, s.view(wh))
 	return nil
-}
-
-func toDocument(v any) (map[string]any, error) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return nil, fmt.Errorf("encoding webhook: %w", err)
-	}
-	var doc map[string]any
-	if err := json.Unmarshal(b, &doc); err != nil {
-		return nil, fmt.Errorf("decoding webhook: %w", err)
-	}
-	return doc, nil
-}
-
-// mergePatch applies an RFC 7386 JSON merge patch to target.
-func mergePatch(target, patch any) any {
-	p, ok := patch.(map[string]any)
-	if !ok {
-		return patch
-	}
-	t, ok := target.(map[string]any)
-	if !ok {
-		t = map[string]any{}
-	}
-	for k, v := range p {
-		if v == nil {
-			delete(t, k)
-		} else {
-			t[k] = mergePatch(t[k], v)
-		}
-	}
-	return t
 }
 
 func (s *Server) deleteWebhook(w http.ResponseWriter, r *http.Request, p *pb.Project) error {

@@ -135,12 +135,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 	}
 	rctx, stopRegistry := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRegistry()
-	regDone := make(chan error, 1)
-	go func() { regDone <- reg.Run(rctx) }()
-	if err := reg.WaitFresh(ctx); err != nil {
+	regRun := registry.Start(rctx, reg, caughtUp)
+	if err := regRun.CaughtUp(ctx); err != nil {
 		return fmt.Errorf("loading webhooks: %w", err)
 	}
-	caughtUp()
 	snd := sender.New(sender.Options{Timeout: cfg.Timeout, MaxResponseBytes: cfg.MaxResponseBytes,
 		MaxResponseHeaderBytes: cfg.MaxResponseHeaderBytes, Allow: allow, StartSpan: telemetry.StartClientSpan})
 	w, err := NewWorker(cfg, reg, box, snd, log, opts...)
@@ -167,7 +165,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 	g.Go(func() error { return rel.Run(gctx) })
 	err = g.Wait()
 	stopRegistry() // the worker needed webhooks until its last in-flight delivery finished
-	<-regDone
+	_ = regRun.Wait()
 	return err
 }
 

@@ -143,13 +143,7 @@ func (f *FanOut) Run(ctx context.Context) error {
 	}
 	defer func() { _ = unregister() }()
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return reg.Run(ctx) })
-	g.Go(func() error {
-		if reg.WaitFresh(ctx) == nil {
-			caughtUp()
-		}
-		return nil
-	})
+	g.Go(registry.Start(ctx, reg, caughtUp).Wait)
 	g.Go(func() error {
 		loop := &kafka.TxnLoop{
 			Config: f.cfg.Kafka, Group: f.cfg.Group, Topics: []string{f.cfg.Kafka.Topics.Events}, Logger: f.log,

@@ -7,83 +7,10 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/surveyhooks/surveyhooks/pkg/envelope"
 	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
-
-// Who says which user identification an event type needs.
-type Who int
-
-const (
-	// UserOrAnonymous needs user.id or user.anonymous_id: the event is about someone.
-	UserOrAnonymous Who = iota
-	// UserID needs user.id: an anonymous id cannot be identified.
-	UserID
-	// UserOptional needs no user: a form on a public page may be submitted by a visitor nobody
-	// knows (Ask Users' form.submission.created).
-	UserOptional
-)
-
-// EventType is one entry of the producer catalogue and what an event of that type must carry
-// beyond event_type. Element, when set, is the element.type of the family (flows, checklists,
-// feature tags, buttons, forms): element.type and element.action default to it and to the
-// type's action, and a different element.type is refused.
-type EventType struct {
-	Name     string
-	Who      Who
-	Survey   bool   // survey.id
-	Question bool   // question.id and an answer with at least one field
-	Element  string // element.id of this element.type (unless SurveyOr)
-	Action   string // element.action default
-	SurveyOr bool   // element.id or survey.id (forms: a form is either)
-	Score    bool   // nps.score, an integer 0–10
-	Feedback bool   // nps.feedback, not blank
-}
-
-// EventTypes is the catalogue producers may send (DESIGN §1), in documentation order.
-// `webhook.test` is not in it: only the API's Send Test makes that one.
-var EventTypes = []EventType{
-	{Name: "survey.displayed", Survey: true},
-	{Name: "survey.question_answered", Survey: true, Question: true},
-	{Name: "survey.completed", Survey: true},
-	{Name: "survey.dismissed", Survey: true},
-	{Name: "form.submitted", Who: UserOptional, Element: "form", Action: "submitted", SurveyOr: true},
-	{Name: "nps.scored", Score: true},
-	{Name: "nps.feedback", Feedback: true},
-	{Name: "nps.dismissed"},
-	{Name: "nps.ask_later"},
-	{Name: "flow.seen", Element: "flow", Action: "seen"},
-	{Name: "flow.completed", Element: "flow", Action: "completed"},
-	{Name: "flow.dismissed", Element: "flow", Action: "dismissed"},
-	{Name: "checklist.seen", Element: "checklist", Action: "seen"},
-	{Name: "checklist.completed", Element: "checklist", Action: "completed"},
-	{Name: "checklist.dismissed", Element: "checklist", Action: "dismissed"},
-	{Name: "feature_tag.clicked", Element: "feature_tag", Action: "clicked"},
-	{Name: "feature_tag.hovered", Element: "feature_tag", Action: "hovered"},
-	{Name: "feature_tag.text_input", Element: "feature_tag", Action: "text_input"},
-	{Name: "button.tracked", Element: "button", Action: "tracked"},
-	{Name: "user.identified", Who: UserID},
-}
-
-// testEventType is made only by the API's Send Test.
-const testEventType = "webhook.test"
-
-var eventTypesByName = func() map[string]*EventType {
-	m := make(map[string]*EventType, len(EventTypes))
-	for i := range EventTypes {
-		m[EventTypes[i].Name] = &EventTypes[i]
-	}
-	return m
-}()
-
-// LookupEventType returns the catalogue entry named name.
-func LookupEventType(name string) (EventType, bool) {
-	t, ok := eventTypesByName[name]
-	if !ok {
-		return EventType{}, false
-	}
-	return *t, true
-}
 
 // Limits on what one event may carry.
 const (
@@ -98,16 +25,16 @@ func missing(field, format string, args ...any) *httpapi.Error {
 	return httpapi.Errorf(http.StatusBadRequest, "missing_field", field, format, args...)
 }
 
-// Validate checks ev against the catalogue and normalises it: element defaults, time_ms from the
+// Validate checks ev against the catalogue (envelope.Catalogue) and normalises it: element defaults, time_ms from the
 // receive time when absent. p prefixes every field name in errors ("events[2]."). It is the same
 // check for JSON and protobuf input, so both kinds of producer get the same answers.
 func Validate(ev *pb.Event, p string) *httpapi.Error {
 	if ev.EventType == "" {
 		return missing(p+"event_type", "event_type is required")
 	}
-	t, ok := eventTypesByName[ev.EventType]
+	t, ok := envelope.LookupEventType(ev.EventType)
 	if !ok {
-		if ev.EventType == testEventType {
+		if ev.EventType == envelope.TestEventType {
 			return bad(p+"event_type", "%q is made only by Send Test (POST /v1/webhooks/{id}/test)", ev.EventType)
 		}
 		return bad(p+"event_type", "unknown event_type %q; the catalogue is in docs/events.md", ev.EventType)
@@ -126,9 +53,9 @@ func Validate(ev *pb.Event, p string) *httpapi.Error {
 	}
 	u := ev.GetUser()
 	switch {
-	case t.Who == UserID && u.GetId() == "":
+	case t.Who == envelope.UserID && u.GetId() == "":
 		return missing(p+"user.id", "user.id is required for %s", t.Name)
-	case t.Who == UserOrAnonymous && u.GetId() == "" && u.GetAnonymousId() == "":
+	case t.Who == envelope.UserOrAnonymous && u.GetId() == "" && u.GetAnonymousId() == "":
 		return missing(p+"user.id", "user.id or user.anonymous_id is required for %s", t.Name)
 	}
 	if t.Survey && ev.GetSurvey().GetId() == "" {
@@ -143,7 +70,7 @@ func Validate(ev *pb.Event, p string) *httpapi.Error {
 		}
 	}
 	if t.Element != "" {
-		if err := element(ev, t, p); err != nil {
+		if err := element(ev, &t, p); err != nil {
 			return err
 		}
 	}
@@ -208,7 +135,7 @@ func Validate(ev *pb.Event, p string) *httpapi.Error {
 	return nil
 }
 
-func element(ev *pb.Event, t *EventType, p string) *httpapi.Error {
+func element(ev *pb.Event, t *envelope.EventType, p string) *httpapi.Error {
 	e := ev.GetElement()
 	if e.GetId() == "" {
 		if t.SurveyOr && ev.GetSurvey().GetId() != "" {

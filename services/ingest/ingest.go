@@ -1,6 +1,6 @@
 // Package ingest accepts survey events — over HTTP (`POST /v1/events`, authenticated with the
 // project's API key) and from the `survey-events` topic — validates them against the event
-// catalogue (EventTypes), assigns event ids, drops previews (counted, never forwarded),
+// catalogue (envelope.Catalogue), assigns event ids, drops previews (counted, never forwarded),
 // de-duplicates on (project, event_id) within a window, and writes the canonical Event to
 // `events`. It must never lose an event it answered 202 for, never drop input silently (a bad
 // Kafka record goes to `survey-events-rejected` with its reason), and never log API keys.
@@ -141,27 +141,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBG()
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return in.reg.Run(bg) })
+	regRun := registry.Start(bg, in.reg, caughtUp)
+	g.Go(regRun.Wait)
 	defer in.events.Close() // after the HTTP server drained: its requests produce with it
 	g.Go(func() error {
-		if err := in.reg.WaitFresh(gctx); err != nil {
+		if err := regRun.CaughtUp(gctx); err != nil {
 			return nil // cancelled
 		}
-		caughtUp()
 		return in.consume(gctx)
 	})
 	srv := &http.Server{Handler: telemetry.HTTPHandler(in.Handler(), "ingest"), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	g.Go(func() error {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("serving HTTP on %s: %w", cfg.Addr, err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-		defer cancel()
-		err := srv.Shutdown(sctx)
+		err := service.ServeHTTP(gctx, srv, ln, shutdownGrace)
 		stopBG()
 		return err
 	})

@@ -33,7 +33,8 @@ import (
 )
 
 // Config is the all-in-one command's own configuration; each service reads its own from the
-// environment as it would when run alone.
+// environment as it would when run alone, with the development defaults of Run on top (never
+// written to the process environment).
 type Config struct {
 	// DataDir holds the embedded Kafka's log, the local ClickHouse and the dev encryption key.
 	DataDir string `env:"SURVEYHOOKS_DATA_DIR" envDefault:".data"`
@@ -69,6 +70,7 @@ func (c Config) Validate() error {
 // Run starts what cfg selects and runs until ctx is done.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Option) error {
 	want := func(s string) bool { return slices.Contains(cfg.Services, s) }
+	environ := config.Environ()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating SURVEYHOOKS_DATA_DIR %s: %w", cfg.DataDir, err)
 	}
@@ -81,14 +83,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 			return fmt.Errorf("starting embedded Kafka on %s: %w", cfg.KafkaListen, err)
 		}
 		defer cluster.Close()
-		setDefault("KAFKA_BROKERS", cfg.KafkaListen)
+		environ.SetDefault("KAFKA_BROKERS", cfg.KafkaListen)
 		log.Info("embedded Kafka (kfake) listening", "addr", cfg.KafkaListen, "data", filepath.Join(cfg.DataDir, "kafka"))
 	}
-	if err := devDefaults(cfg, log); err != nil {
+	if err := devDefaults(cfg, environ, log); err != nil {
 		return err
 	}
-	if (want("sink") || want("api")) && os.Getenv("CLICKHOUSE_ADDR") == "" {
-		stop, err := startClickHouse(filepath.Join(cfg.DataDir, "clickhouse"), log)
+	if (want("sink") || want("api")) && environ.Get("CLICKHOUSE_ADDR") == "" {
+		stop, err := startClickHouse(filepath.Join(cfg.DataDir, "clickhouse"), environ, log)
 		if err != nil {
 			return err
 		}
@@ -115,7 +117,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 	)
 	for name, c := range map[string]any{"ingest": &icfg, "fanout": &fcfg, "delivery": &dcfg, "sink": &scfg, "api": &acfg} {
 		if want(name) {
-			if err := config.Load(c); err != nil {
+			if err := config.LoadEnv(c, environ); err != nil {
 				return fmt.Errorf("%s %w", name, err)
 			}
 		}
@@ -133,23 +135,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 	})
 	start("sink", func(ctx context.Context) error { return sink.Run(ctx, scfg, log.With("service", "sink"), opts...) })
 	start("api", func(ctx context.Context) error { return api.Run(ctx, acfg, log.With("service", "api"), opts...) })
-	banner(cfg, log)
+	banner(cfg, environ, log)
 	return g.Wait()
 }
 
-func setDefault(k, v string) {
-	if os.Getenv(k) == "" {
-		os.Setenv(k, v)
-	}
-}
-
-// devDefaults fills in what production must configure explicitly, and says so.
-func devDefaults(cfg Config, log *slog.Logger) error {
-	if os.Getenv("SURVEYHOOKS_ADMIN_TOKEN") == "" {
-		os.Setenv("SURVEYHOOKS_ADMIN_TOKEN", DevAdminToken)
+// devDefaults fills in e what production must configure explicitly, and says so.
+func devDefaults(cfg Config, e config.Env, log *slog.Logger) error {
+	if e.SetDefault("SURVEYHOOKS_ADMIN_TOKEN", DevAdminToken) {
 		log.Warn("SURVEYHOOKS_ADMIN_TOKEN is unset: using the development token", "admin_token", DevAdminToken)
 	}
-	if os.Getenv("SURVEYHOOKS_ENCRYPTION_KEY") == "" {
+	if e.Get("SURVEYHOOKS_ENCRYPTION_KEY") == "" {
 		path := filepath.Join(cfg.DataDir, "encryption.key")
 		key, err := os.ReadFile(path)
 		if errors.Is(err, os.ErrNotExist) {
@@ -161,19 +156,18 @@ func devDefaults(cfg Config, log *slog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("development encryption key %s: %w", path, err)
 		}
-		os.Setenv("SURVEYHOOKS_ENCRYPTION_KEY", strings.TrimSpace(string(key)))
+		e.SetDefault("SURVEYHOOKS_ENCRYPTION_KEY", strings.TrimSpace(string(key)))
 		log.Warn("SURVEYHOOKS_ENCRYPTION_KEY is unset: webhook secrets are sealed with a development key", "file", path)
 	}
-	if os.Getenv("SURVEYHOOKS_ALLOW_DESTINATIONS") == "" {
-		os.Setenv("SURVEYHOOKS_ALLOW_DESTINATIONS", "127.0.0.0/8,::1/128")
+	if e.SetDefault("SURVEYHOOKS_ALLOW_DESTINATIONS", "127.0.0.0/8,::1/128") {
 		log.Warn("development mode: webhooks may target this machine", "allowed", "127.0.0.0/8,::1/128")
 	}
 	return nil
 }
 
 // startClickHouse starts a private clickhouse-server (installing Debian's package when missing)
-// through deploy/clickhouse/local.sh, and returns how to stop it.
-func startClickHouse(dir string, log *slog.Logger) (func(), error) {
+// through deploy/clickhouse/local.sh, sets the variables it prints in e, and returns how to stop it.
+func startClickHouse(dir string, e config.Env, log *slog.Logger) (func(), error) {
 	script, err := findScript("deploy/clickhouse/local.sh")
 	if err != nil {
 		return nil, fmt.Errorf("CLICKHOUSE_ADDR is unset and %w; set CLICKHOUSE_ADDR to a running server", err)
@@ -187,10 +181,10 @@ func startClickHouse(dir string, log *slog.Logger) (func(), error) {
 	}
 	for _, line := range strings.Split(string(out), "\n") {
 		if k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "="); ok {
-			os.Setenv(k, v)
+			e[k] = v
 		}
 	}
-	log.Info("local ClickHouse running", "addr", os.Getenv("CLICKHOUSE_ADDR"))
+	log.Info("local ClickHouse running", "addr", e.Get("CLICKHOUSE_ADDR"))
 	return func() {
 		stop := exec.Command(script, "stop", dir)
 		stop.Stderr = os.Stderr
@@ -219,17 +213,17 @@ func findScript(rel string) (string, error) {
 	}
 }
 
-func banner(cfg Config, log *slog.Logger) {
+func banner(cfg Config, e config.Env, log *slog.Logger) {
 	log.Info("surveyhooks is running",
 		"services", strings.Join(cfg.Services, ","),
-		"ingest", "http://"+envOr("INGEST_ADDR", "127.0.0.1:8080"),
-		"api", "http://"+envOr("API_ADDR", "127.0.0.1:8081"),
-		"kafka", os.Getenv("KAFKA_BROKERS"),
-		"clickhouse", os.Getenv("CLICKHOUSE_ADDR"))
+		"ingest", "http://"+envOr(e, "INGEST_ADDR", "127.0.0.1:8080"),
+		"api", "http://"+envOr(e, "API_ADDR", "127.0.0.1:8081"),
+		"kafka", e.Get("KAFKA_BROKERS"),
+		"clickhouse", e.Get("CLICKHOUSE_ADDR"))
 }
 
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
+func envOr(e config.Env, k, def string) string {
+	if v := e.Get(k); v != "" {
 		return v
 	}
 	return def
