@@ -57,6 +57,7 @@ func TestConformance(t *testing.T) {
 			t.Run("Stats", func(t *testing.T) { testStats(t, e) })
 			t.Run("DeadLetters", func(t *testing.T) { testDeadLetters(t, e) })
 			t.Run("Retention", func(t *testing.T) { testRetention(t, e) })
+			t.Run("Erasure", func(t *testing.T) { testErasure(t, e) })
 		})
 	}
 }
@@ -334,4 +335,56 @@ func testRetention(t *testing.T, e engine) {
 	byEvent, _, err := st.ListAttempts(ctx, attemptlog.AttemptQuery{ProjectID: "long", EventID: "e40"})
 	require.NoError(t, err)
 	require.Equal(t, []string{"long-40"}, ids(byEvent), "the by-event index keeps what its attempts keep")
+}
+
+// testErasure: ada (user u-ada, ada@example.com) and bob (anonymous anon-7, user u-ada2) in project
+// p1, ada again in p2. Erasing ada from p1 removes her attempts and dead letters there only.
+func testErasure(t *testing.T, e engine) {
+	ctx := context.Background()
+	st := migrated(t, e)
+	ok := pb.OutcomeClass_OUTCOME_CLASS_SUCCESS
+	body := func(user, anon, email string) []byte {
+		return []byte(`{"payload":{"user":{"id":"` + user + `","anonymous_id":"` + anon + `","email":"` + email + `"}}}`)
+	}
+	mk := func(id, project string, b []byte) *pb.Attempt {
+		a := attempt(id, project, "wh", "e-"+id, base, 200, ok)
+		a.RequestBody = b
+		return a
+	}
+	in := []*pb.Attempt{
+		mk("ada-1", "p1", body("u-ada", "", "ada@example.com")),
+		mk("ada-2", "p1", body("", "anon-ada", "ada@example.com")),
+		mk("ada-3", "p1", body("u-ada", "", "")),
+		mk("bob-1", "p1", body("u-ada2", "anon-7", "bob@example.com")),
+		mk("ada-p2", "p2", body("u-ada", "", "ada@example.com")),
+	}
+	require.NoError(t, st.InsertAttempts(ctx, in, src(len(in))))
+	insertDead(t, st,
+		dead("dl-ada", "p1", "wh", base, 500, string(body("u-ada", "", "ada@example.com"))),
+		dead("dl-bob", "p1", "wh", base, 500, string(body("u-ada2", "", "bob@example.com"))),
+		dead("dl-ada-p2", "p2", "wh", base, 500, string(body("u-ada", "", ""))))
+
+	_, err := st.Erase(ctx, "p1", attemptlog.Respondent{})
+	require.ErrorIs(t, err, attemptlog.ErrNoIdentifier)
+
+	got, err := st.Erase(ctx, "p1", attemptlog.Respondent{UserID: "u-ada", Email: "ada@example.com"})
+	require.NoError(t, err)
+	require.Equal(t, attemptlog.Erased{Attempts: 3, DeadLetters: 1}, got)
+
+	left, _, err := st.ListAttempts(ctx, attemptlog.AttemptQuery{ProjectID: "p1"})
+	require.NoError(t, err)
+	require.Equal(t, []string{"bob-1"}, ids(left), "u-ada2 is not u-ada")
+	other, _, err := st.ListAttempts(ctx, attemptlog.AttemptQuery{ProjectID: "p2"})
+	require.NoError(t, err)
+	require.Equal(t, []string{"ada-p2"}, ids(other), "another project's rows stay")
+	_, _, err = st.GetDeadLetter(ctx, "p1", "dl-ada.6")
+	require.ErrorIs(t, err, attemptlog.ErrNotFound)
+	_, _, err = st.GetDeadLetter(ctx, "p1", "dl-bob.6")
+	require.NoError(t, err)
+	_, _, err = st.GetDeadLetter(ctx, "p2", "dl-ada-p2.6")
+	require.NoError(t, err)
+
+	again, err := st.Erase(ctx, "p1", attemptlog.Respondent{UserID: "u-ada", Email: "ada@example.com"})
+	require.NoError(t, err)
+	require.Equal(t, attemptlog.Erased{}, again, "nothing left to erase")
 }
