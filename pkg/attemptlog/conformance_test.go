@@ -387,4 +387,15 @@ func testErasure(t *testing.T, e engine) {
 	again, err := st.Erase(ctx, "p1", attemptlog.Respondent{UserID: "u-ada", Email: "ada@example.com"})
 	require.NoError(t, err)
 	require.Equal(t, attemptlog.Erased{}, again, "nothing left to erase")
+
+	at := base.Add(time.Minute)
+	job := attemptlog.ErasureJob{ID: "er_1", ProjectID: "p1", Status: "running", RequestedAt: base}
+	require.NoError(t, st.SaveErasure(ctx, job))
+	job.Status, job.Erased, job.FinishedAt = "done", got, &at
+	require.NoError(t, st.SaveErasure(ctx, job))
+	saved, err := st.GetErasure(ctx, "p1", "er_1")
+	require.NoError(t, err)
+	require.Equal(t, job, *saved, "the latest state of the job")
+	_, err = st.GetErasure(ctx, "p2", "er_1")
+	require.ErrorIs(t, err, attemptlog.ErrNotFound)
 }

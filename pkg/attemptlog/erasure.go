@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Respondent names one person by any of the identifiers a survey platform sends: user id,
@@ -89,4 +90,51 @@ func (s *Store) Erase(ctx context.Context, projectID string, r Respondent) (Eras
 	s.log.Info("respondent erased from the attempt log", "project_id", projectID, "attempts", out.Attempts,
 		"dead_letters", out.DeadLetters)
 	return out, nil
+}
+
+// ErasureJob is the record of one erasure: it never holds the respondent's identifiers.
+type ErasureJob struct {
+	ID          string     `json:"id"`
+	ProjectID   string     `json:"project_id"`
+	Status      string     `json:"status"` // "running", "done" or "failed"
+	Erased      Erased     `json:"erased"`
+	Error       string     `json:"error,omitempty"`
+	RequestedAt time.Time  `json:"requested_at"`
+	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+}
+
+// SaveErasure records a job's state (a newer version of its row).
+func (s *Store) SaveErasure(ctx context.Context, j ErasureJob) error {
+	var finished uint64
+	if j.FinishedAt != nil {
+		finished = uint64(j.FinishedAt.UnixMilli())
+	}
+	row := []any{j.ID, j.ProjectID, j.Status, j.Erased.Attempts, j.Erased.DeadLetters, j.Error,
+		uint64(j.RequestedAt.UnixMilli()), finished, uint64(time.Now().UnixNano())}
+	if err := s.conn.Insert(ctx, "INSERT INTO "+s.db+`.erasures (id, project_id, status, attempts, dead_letters, error,
+		requested_ms, finished_ms, version)`, [][]any{row}); err != nil {
+		return fmt.Errorf("recording erasure %s: %w", j.ID, err)
+	}
+	return nil
+}
+
+// GetErasure returns a project's erasure job.
+func (s *Store) GetErasure(ctx context.Context, projectID, id string) (*ErasureJob, error) {
+	j := &ErasureJob{}
+	var requested, finished uint64
+	err := queryRow(ctx, s.conn, `SELECT id, project_id, status, attempts, dead_letters, error, requested_ms, finished_ms
+		FROM `+s.db+".erasures FINAL WHERE project_id = ? AND id = ?", []any{projectID, id},
+		&j.ID, &j.ProjectID, &j.Status, &j.Erased.Attempts, &j.Erased.DeadLetters, &j.Error, &requested, &finished)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil, ErrNotFound
+		}
+		return nil, fmt.Errorf("reading erasure %s: %w", id, err)
+	}
+	j.RequestedAt = time.UnixMilli(int64(requested)).UTC()
+	if finished > 0 {
+		t := time.UnixMilli(int64(finished)).UTC()
+		j.FinishedAt = &t
+	}
+	return j, nil
 }

@@ -97,3 +97,17 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 PARTITION BY toYYYYMMDD(dead_at)
 ORDER BY (project_id, id)
 TTL toDateTime(dead_at) + toIntervalDay(retention_days)
+;
+-- Erasure jobs: which project, when, how many rows went. Never the respondent's identifiers.
+CREATE TABLE IF NOT EXISTS erasures (
+    id String,
+    project_id String,
+    status String,
+    attempts UInt64,
+    dead_letters UInt64,
+    error String,
+    requested_ms UInt64,
+    finished_ms UInt64,
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY (project_id, id)
