@@ -5,6 +5,13 @@ SHELL := /bin/bash
 MODULES := proto pkg deploy services/ingest services/fanout services/delivery services/sink services/api services/surveyhooks services/loadgen
 GO_TEST_FLAGS ?= -count=1 -timeout 10m -p 2
 
+# A current ClickHouse in-process for the attempt-log conformance suite: libchdb from npm, pinned and
+# checked, loaded by chdb-go (purego: no cgo) only in tests built with -tags chdb.
+CHDB_VERSION := 26.5.3
+CHDB_SHA1 := 3e52ecb7d894d9ebb1a6a50ac03f64208cc65501
+CHDB_DIR := $(CURDIR)/.deps/chdb
+CHDB_LIB := $(CHDB_DIR)/$(CHDB_VERSION)/libchdb.so
+
 .PHONY: help
 help: ## list the targets
 	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -15,10 +22,21 @@ run: ## run every service in one process: embedded Kafka, local ClickHouse (see 
 	go run ./services/surveyhooks/cmd/surveyhooks
 
 .PHONY: test
-test: deps proto-check tidy-check vet ## install what is needed, then run every test (unit, component, end-to-end, browser)
+test: deps chdb proto-check tidy-check vet ## install what is needed, then run every test (unit, component, end-to-end, browser)
 	@set -e; eval "$$(deploy/clickhouse/local.sh start)"; trap 'deploy/clickhouse/local.sh stop' EXIT; \
 	  echo "ClickHouse for tests: $$CLICKHOUSE_ADDR"; \
-	  go test $(GO_TEST_FLAGS) $(addprefix ./,$(addsuffix /...,$(MODULES)))
+	  CHDB_LIB_PATH=$(CHDB_LIB) go test -tags chdb $(GO_TEST_FLAGS) $(addprefix ./,$(addsuffix /...,$(MODULES)))
+
+.PHONY: chdb
+chdb: $(CHDB_LIB) ## install libchdb $(CHDB_VERSION) (ClickHouse in-process, npm @chdb/lib-linux-x64-gnu) into .deps/chdb
+
+$(CHDB_LIB):
+	@set -e; command -v npm >/dev/null || deploy/install-deps.sh npm; \
+	  tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	  (cd "$$tmp" && npm pack --silent @chdb/lib-linux-x64-gnu@$(CHDB_VERSION) >/dev/null); \
+	  echo "$(CHDB_SHA1)  $$tmp/chdb-lib-linux-x64-gnu-$(CHDB_VERSION).tgz" | sha1sum -c --quiet; \
+	  mkdir -p $(dir $@); tar -xzf "$$tmp"/chdb-lib-linux-x64-gnu-$(CHDB_VERSION).tgz -C "$$tmp"; \
+	  mv "$$tmp"/package/libchdb.so $@.part && mv $@.part $@; echo "libchdb $(CHDB_VERSION): $@"
 
 .PHONY: bench
 bench: deps ## measure the pipeline against this machine's own HTTP limit; writes bench/results.json
@@ -46,7 +64,7 @@ tidy: ## go mod tidy in every module
 
 .PHONY: vet
 vet: ## go vet every module
-	go vet $(addprefix ./,$(addsuffix /...,$(MODULES)))
+	go vet -tags chdb $(addprefix ./,$(addsuffix /...,$(MODULES)))
 
 .PHONY: lint
 lint: vet ## gofmt and go vet

@@ -2,7 +2,7 @@
 # Installs the system packages surveyhooks needs for `make run` and `make test` when they are
 # missing: Debian's clickhouse-server/clickhouse-client, protobuf-compiler, chromium (the portal's
 # browser tests drive it headless) and nodejs (receivers written from the platforms' Node.js recipes). Safe to run often.
-# Usage: install-deps.sh [protoc|clickhouse|chromium|node]...   (no argument: all)
+# Usage: install-deps.sh [protoc|clickhouse|chromium|node|npm]...   (no argument: all)
 set -euo pipefail
 want=("$@"); [ ${#want[@]} -gt 0 ] || want=(clickhouse protoc chromium node)
 pkgs=()
@@ -12,7 +12,8 @@ for w in "${want[@]}"; do
     protoc) command -v protoc >/dev/null || pkgs+=(protobuf-compiler) ;;
     chromium) command -v chromium >/dev/null || pkgs+=(chromium) ;;
     node) command -v node >/dev/null || pkgs+=(nodejs) ;;
-    *) echo "install-deps.sh: unknown component '$w' (want clickhouse, protoc, chromium or node)" >&2; exit 2 ;;
+    npm) command -v npm >/dev/null || pkgs+=(npm) ;;
+    *) echo "install-deps.sh: unknown component '$w' (want clickhouse, protoc, chromium, node or npm)" >&2; exit 2 ;;
   esac
 done
 [ ${#pkgs[@]} -gt 0 ] || exit 0

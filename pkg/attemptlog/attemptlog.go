@@ -12,7 +12,9 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,20 +24,51 @@ import (
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
 
-//go:embed schema.sql
-var Schema string
+// Schema is the 18.16-compatible schema (Debian's server): DateTime plus milliseconds, no TTL,
+// no Map, no LowCardinality. SchemaCurrent is the same tables for a current server (24.x on):
+// LowCardinality, codecs, DateTime64, a Map view of the headers and TTL for retention. Both have the
+// same column names, so every query runs unchanged on either.
+var (
+	//go:embed schema.sql
+	Schema string
+	//go:embed schema_current.sql
+	SchemaCurrent string
+)
 
 // ErrNotFound is returned for an id the project does not have.
 var ErrNotFound = errors.New("not found")
 
+// Form is the schema a store uses, chosen at start.
+type Form string
+
+const (
+	// Legacy is schema.sql: retention by deleting rows and dropping daily partitions.
+	Legacy Form = "18.16-compatible"
+	// Current is schema_current.sql: retention by TTL.
+	Current Form = "current"
+)
+
 // Store is a connection to the delivery log database.
 type Store struct {
-	conn driver.Conn
-	db   string
+	conn      Conn
+	db        string
+	form      Form
+	version   string
+	retention Retention
+	log       *slog.Logger
 }
 
-// Open connects to ClickHouse at addr and creates database when missing.
-func Open(ctx context.Context, addr, database string) (*Store, error) {
+// Option configures a Store.
+type Option func(*Store)
+
+// WithRetention sets how long each project's rows are kept (default: DefaultRetention).
+func WithRetention(r Retention) Option { return func(s *Store) { s.retention = r } }
+
+// WithLogger sets where the store says which schema it chose and what retention removed.
+func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.log = l } }
+
+// Open connects to a ClickHouse server at addr (native protocol) and creates database when missing.
+func Open(ctx context.Context, addr, database string, opts ...Option) (*Store, error) {
 	boot, err := dial(ctx, addr, "default")
 	if err != nil {
 		return nil, err
@@ -49,8 +82,62 @@ func Open(ctx context.Context, addr, database string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{conn: conn, db: database}, nil
+	s, err := New(ctx, native{conn}, database, opts...)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return s, nil
 }
+
+// New is a store on conn, whose default database must be database. It chooses the schema's form:
+// the form of the tables already there, else Current on a server of 24.x or later, else Legacy;
+// the choice is logged.
+func New(ctx context.Context, conn Conn, database string, opts ...Option) (*Store, error) {
+	s := &Store{conn: conn, db: database, retention: DefaultRetention, log: slog.Default()}
+	for _, o := range opts {
+		o(s)
+	}
+	if err := s.retention.Validate(); err != nil {
+		return nil, err
+	}
+	if err := queryRow(ctx, conn, "SELECT version()", nil, &s.version); err != nil {
+		return nil, fmt.Errorf("reading the server's version: %w", err)
+	}
+	var startedType string
+	err := queryRow(ctx, conn, `SELECT type FROM system.columns WHERE database = ? AND table = 'delivery_attempts'
+		AND name = 'started_at'`, []any{database}, &startedType)
+	reason := ""
+	switch {
+	case err == nil:
+		s.form, reason = Legacy, "existing tables use the 18.16-compatible form"
+		if strings.HasPrefix(startedType, "DateTime64") {
+			s.form, reason = Current, "existing tables use the current form"
+		}
+	case errors.Is(err, ErrNotFound):
+		s.form, reason = Legacy, "server older than 24.1"
+		if major(s.version) >= 24 {
+			s.form, reason = Current, "server 24.1 or later"
+		}
+	default:
+		return nil, fmt.Errorf("reading the existing schema: %w", err)
+	}
+	s.log.Info("attempt log schema chosen", "form", string(s.form), "server_version", s.version, "reason", reason,
+		"database", database)
+	return s, nil
+}
+
+func major(version string) int {
+	m, _, _ := strings.Cut(version, ".")
+	n, _ := strconv.Atoi(m)
+	return n
+}
+
+// Form says which schema the store uses; ServerVersion is the server's version().
+func (s *Store) Form() Form { return s.form }
+
+// ServerVersion is the server's version() string.
+func (s *Store) ServerVersion() string { return s.version }
 
 func dial(ctx context.Context, addr, database string) (driver.Conn, error) {
 	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}, Auth: clickhouse.Auth{Database: database},
@@ -71,10 +158,15 @@ func (s *Store) Close() error { return s.conn.Close() }
 // Ping checks the server answers.
 func (s *Store) Ping(ctx context.Context) error { return s.conn.Ping(ctx) }
 
-// Migrate applies the embedded schema to the store's database (the connection's default, so
-// the schema names no database); every statement is idempotent.
+// Migrate applies the embedded schema of the store's form to its database (the connection's
+// default, so the schema names no database); every statement is idempotent. A legacy table made
+// before retention_days existed gets the column, filled with the default retention.
 func (s *Store) Migrate(ctx context.Context) error {
-	for _, stmt := range strings.Split(Schema, "\n;\n") {
+	schema := Schema
+	if s.form == Current {
+		schema = SchemaCurrent
+	}
+	for _, stmt := range strings.Split(schema, "\n;\n") {
 		var lines []string
 		for _, l := range strings.Split(stmt, "\n") {
 			if !strings.HasPrefix(strings.TrimSpace(l), "--") {
@@ -87,6 +179,19 @@ func (s *Store) Migrate(ctx context.Context) error {
 		}
 		if err := s.conn.Exec(ctx, q); err != nil {
 			return fmt.Errorf("applying schema statement %.60q: %w", q, err)
+		}
+	}
+	for _, table := range []string{"delivery_attempts", "dead_letters"} {
+		var n uint64
+		if err := queryRow(ctx, s.conn, `SELECT count() FROM system.columns WHERE database = ? AND table = ?
+			AND name = 'retention_days'`, []any{s.db, table}, &n); err != nil {
+			return fmt.Errorf("checking %s for retention_days: %w", table, err)
+		}
+		if n == 0 {
+			if err := s.conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s ADD COLUMN retention_days UInt16 DEFAULT %d",
+				s.db, table, s.retention.DefaultDays)); err != nil {
+				return fmt.Errorf("adding retention_days to %s: %w", table, err)
+			}
 		}
 	}
 	return nil
@@ -149,29 +254,25 @@ func (s *Store) MaxOffsets(ctx context.Context, table string) (map[int32]int64, 
 const attemptColumns = `attempt_id, delivery_id, event_id, webhook_id, project_id, event_type, attempt, tier, outcome,
 disposition, status_code, error, retry_after_ms, started_at, started_ms, latency_us, request_url, request_header_names,
 request_header_values, request_body, response_header_names, response_header_values, response_body, response_truncated,
-worker, trace_id, next_attempt_ms, test, kafka_partition, kafka_offset`
+worker, trace_id, next_attempt_ms, test, kafka_partition, kafka_offset, retention_days`
 
-// InsertAttempts writes attempts in one batch (one block: atomic for rows of one day).
+// InsertAttempts writes attempts in one batch (one block: atomic for rows of one day). Each row
+// carries its project's retention in days, which the current schema's TTL and the legacy form's
+// retention job both read.
 func (s *Store) InsertAttempts(ctx context.Context, attempts []*pb.Attempt, src []Source) error {
-	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+".delivery_attempts ("+attemptColumns+")")
-	if err != nil {
-		return fmt.Errorf("preparing attempts batch: %w", err)
-	}
+	rows := make([][]any, 0, len(attempts))
 	for i, a := range attempts {
 		o := a.GetOutcome()
 		qn, qv := splitHeaders(a.RequestHeaders)
 		rn, rv := splitHeaders(a.ResponseHeaders)
-		if err := b.Append(a.AttemptId, a.DeliveryId, a.EventId, a.WebhookId, a.ProjectId, a.EventType,
+		rows = append(rows, []any{a.AttemptId, a.DeliveryId, a.EventId, a.WebhookId, a.ProjectId, a.EventType,
 			uint16(a.Attempt), uint8(a.Tier), OutcomeName(o.GetClass()), DispositionName(o.GetDisposition()),
 			uint16(o.GetStatusCode()), o.GetError(), uint64(max(o.GetRetryAfterMs(), 0)),
 			time.UnixMilli(a.StartedAtMs), uint64(a.StartedAtMs), uint64(max(a.LatencyUs, 0)), a.RequestUrl, qn, qv,
 			string(a.RequestBody), rn, rv, string(a.ResponseBody), b2u(a.ResponseTruncated), a.Worker, a.TraceId,
-			uint64(max(a.NextAttemptAtMs, 0)), b2u(a.Test), src[i].Partition, src[i].Offset); err != nil {
-			b.Abort()
-			return fmt.Errorf("appending attempt %s: %w", a.AttemptId, err)
-		}
+			uint64(max(a.NextAttemptAtMs, 0)), b2u(a.Test), src[i].Partition, src[i].Offset, s.retention.Days(a.ProjectId)})
 	}
-	if err := b.Send(); err != nil {
+	if err := s.conn.Insert(ctx, "INSERT INTO "+s.db+".delivery_attempts ("+attemptColumns+")", rows); err != nil {
 		return fmt.Errorf("inserting %d attempts: %w", len(attempts), err)
 	}
 	return nil
@@ -209,31 +310,26 @@ func (s *Store) StoredAttemptIDs(ctx context.Context, attempts []*pb.Attempt) (m
 }
 
 const deadColumns = `id, delivery_id, event_id, webhook_id, project_id, event_type, attempt, outcome, status_code, error,
-dead_at, dead_ms, delivery, replayed, version, kafka_partition, kafka_offset`
+dead_at, dead_ms, delivery, replayed, version, kafka_partition, kafka_offset, retention_days`
 
 // DeadLetterID names a dead letter: the delivery and the number of its last attempt.
 func DeadLetterID(d *pb.Delivery) string { return fmt.Sprintf("%s.%d", d.DeliveryId, d.Attempt) }
 
 // InsertDeadLetters writes dead-lettered deliveries (value bytes as read from Kafka).
 func (s *Store) InsertDeadLetters(ctx context.Context, ds []*pb.Delivery, raw [][]byte, src []Source) error {
-	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+".dead_letters ("+deadColumns+")")
-	if err != nil {
-		return fmt.Errorf("preparing dead letters batch: %w", err)
-	}
+	rows := make([][]any, 0, len(ds))
 	for i, d := range ds {
 		o := d.GetLastOutcome()
 		at := o.GetAtMs()
 		if at == 0 {
 			at = time.Now().UnixMilli()
 		}
-		if err := b.Append(DeadLetterID(d), d.DeliveryId, d.EventId, d.WebhookId, d.ProjectId, d.EventType,
+		rows = append(rows, []any{DeadLetterID(d), d.DeliveryId, d.EventId, d.WebhookId, d.ProjectId, d.EventType,
 			uint16(d.Attempt), OutcomeName(o.GetClass()), uint16(o.GetStatusCode()), o.GetError(),
-			time.UnixMilli(at), uint64(at), string(raw[i]), uint8(0), uint64(1), src[i].Partition, src[i].Offset); err != nil {
-			b.Abort()
-			return fmt.Errorf("appending dead letter: %w", err)
-		}
+			time.UnixMilli(at), uint64(at), string(raw[i]), uint8(0), uint64(1), src[i].Partition, src[i].Offset,
+			s.retention.Days(d.ProjectId)})
 	}
-	if err := b.Send(); err != nil {
+	if err := s.conn.Insert(ctx, "INSERT INTO "+s.db+".dead_letters ("+deadColumns+")", rows); err != nil {
 		return fmt.Errorf("inserting %d dead letters: %w", len(ds), err)
 	}
 	return nil
@@ -243,7 +339,7 @@ func (s *Store) InsertDeadLetters(ctx context.Context, ds []*pb.Delivery, raw []
 func (s *Store) DropPartitionsBefore(ctx context.Context, cutoff time.Time) (int, error) {
 	day := cutoff.UTC().Format("20060102")
 	rows, err := s.conn.Query(ctx, `SELECT DISTINCT table, partition FROM system.parts
-		WHERE database = ? AND active AND table IN ('delivery_attempts', '.inner.attempts_by_event', 'dead_letters')`, s.db)
+		WHERE database = ? AND active AND (table IN ('delivery_attempts', 'dead_letters') OR table LIKE '.inner%')`, s.db)
 	if err != nil {
 		return 0, fmt.Errorf("listing partitions: %w", err)
 	}

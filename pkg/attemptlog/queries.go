@@ -181,12 +181,12 @@ func (s *Store) GetAttempt(ctx context.Context, projectID, attemptID string) (*A
 	var qn, qv, rn, rv []string
 	var trunc uint8
 	var next uint64
-	err := s.conn.QueryRow(ctx, "SELECT "+summaryColumns+`, request_url, request_header_names, request_header_values,
+	err := queryRow(ctx, s.conn, "SELECT "+summaryColumns+`, request_url, request_header_names, request_header_values,
 		request_body, response_header_names, response_header_values, response_body, response_truncated, worker, trace_id,
-		next_attempt_ms FROM `+s.db+".delivery_attempts WHERE project_id = ? AND attempt_id = ? LIMIT 1", projectID, attemptID).
-		Scan(append(r.dest(), &url, &qn, &qv, &reqBody, &rn, &rv, &respBody, &trunc, &worker, &trace, &next)...)
+		next_attempt_ms FROM `+s.db+".delivery_attempts WHERE project_id = ? AND attempt_id = ? LIMIT 1", []any{projectID, attemptID},
+		append(r.dest(), &url, &qn, &qv, &reqBody, &rn, &rv, &respBody, &trunc, &worker, &trace, &next)...)
 	if err != nil {
-		if strings.Contains(err.Error(), "no rows") {
+		if errors.Is(err, ErrNotFound) {
 			return nil, ErrNotFound
 		}
 		return nil, fmt.Errorf("reading attempt %s: %w", attemptID, err)
@@ -367,12 +367,19 @@ func (s *Store) ListDeadLetters(ctx context.Context, q DeadLetterQuery) ([]DeadL
 // GetDeadLetter returns a dead letter of the project and the delivery to replay.
 func (s *Store) GetDeadLetter(ctx context.Context, projectID, id string) (*DeadLetter, *pb.Delivery, error) {
 	var raw string
-	row := s.conn.QueryRow(ctx, "SELECT "+deadSummary+", delivery FROM "+s.db+".dead_letters FINAL WHERE project_id = ? AND id = ? LIMIT 1", projectID, id)
-	d, err := scanDead(row, &raw)
+	rows, err := s.conn.Query(ctx, "SELECT "+deadSummary+", delivery FROM "+s.db+".dead_letters FINAL WHERE project_id = ? AND id = ? LIMIT 1", projectID, id)
 	if err != nil {
-		if strings.Contains(err.Error(), "no rows") {
-			return nil, nil, ErrNotFound
+		return nil, nil, fmt.Errorf("reading dead letter %s: %w", id, err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return nil, nil, fmt.Errorf("reading dead letter %s: %w", id, err)
 		}
+		return nil, nil, ErrNotFound
+	}
+	d, err := scanDead(rows, &raw)
+	if err != nil {
 		return nil, nil, fmt.Errorf("reading dead letter %s: %w", id, err)
 	}
 	del := &pb.Delivery{}
@@ -387,34 +394,32 @@ func (s *Store) MarkReplayed(ctx context.Context, projectID string, ids []string
 	if len(ids) == 0 {
 		return nil
 	}
-	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+".dead_letters ("+deadColumns+")")
-	if err != nil {
-		return fmt.Errorf("preparing replay marks: %w", err)
-	}
 	rows, err := s.conn.Query(ctx, "SELECT "+deadColumns+" FROM "+s.db+".dead_letters FINAL WHERE project_id = ? AND has(?, id)", projectID, ids)
 	if err != nil {
-		b.Abort()
 		return fmt.Errorf("reading dead letters to mark: %w", err)
 	}
 	defer rows.Close()
+	var marked [][]any
 	for rows.Next() {
 		var id, del, ev, wh, pr, et, oc, er, raw string
-		var attempt, status uint16
+		var attempt, status, days uint16
 		var at time.Time
 		var ms, version uint64
 		var replayed uint8
 		var part int32
 		var off int64
-		if err := rows.Scan(&id, &del, &ev, &wh, &pr, &et, &attempt, &oc, &status, &er, &at, &ms, &raw, &replayed, &version, &part, &off); err != nil {
-			b.Abort()
-			return err
+		if err := rows.Scan(&id, &del, &ev, &wh, &pr, &et, &attempt, &oc, &status, &er, &at, &ms, &raw, &replayed, &version, &part, &off, &days); err != nil {
+			return fmt.Errorf("reading dead letters to mark: %w", err)
 		}
-		if err := b.Append(id, del, ev, wh, pr, et, attempt, oc, status, er, at, ms, raw, uint8(1), version+1, part, off); err != nil {
-			b.Abort()
-			return err
-		}
+		marked = append(marked, []any{id, del, ev, wh, pr, et, attempt, oc, status, er, at, ms, raw, uint8(1), version + 1, part, off, days})
 	}
-	if err := b.Send(); err != nil {
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reading dead letters to mark: %w", err)
+	}
+	if len(marked) == 0 {
+		return nil
+	}
+	if err := s.conn.Insert(ctx, "INSERT INTO "+s.db+".dead_letters ("+deadColumns+")", marked); err != nil {
 		return fmt.Errorf("marking dead letters replayed: %w", err)
 	}
 	return nil

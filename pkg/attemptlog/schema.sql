@@ -1,5 +1,7 @@
--- surveyhooks delivery log. Runs on ClickHouse 18.16 (Debian) and current releases: no TTL, no
--- DateTime64, no Map, no LowCardinality. Times are DateTime (seconds) plus epoch milliseconds.
+-- surveyhooks delivery log, 18.16-compatible form (Debian's server; schema_current.sql is the form
+-- for 24.x and later): no TTL, no DateTime64, no Map, no LowCardinality. Times are DateTime
+-- (seconds) plus epoch milliseconds. retention_days is the row's project retention: the store's
+-- retention job deletes rows past it and drops daily partitions past the platform maximum.
 -- Rows are only ever inserted through batches with explicit column lists.
 -- Statements are separated by a line holding only ';'.
 
@@ -33,7 +35,8 @@ CREATE TABLE IF NOT EXISTS delivery_attempts (
     next_attempt_ms UInt64,
     test UInt8,
     kafka_partition Int32,
-    kafka_offset Int64
+    kafka_offset Int64,
+    retention_days UInt16
 ) ENGINE = MergeTree
 PARTITION BY toYYYYMMDD(started_at)
 ORDER BY (project_id, webhook_id, started_at, attempt_id)
@@ -83,7 +86,22 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     replayed UInt8,
     version UInt64,
     kafka_partition Int32,
-    kafka_offset Int64
+    kafka_offset Int64,
+    retention_days UInt16
 ) ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMMDD(dead_at)
+ORDER BY (project_id, id)
+;
+-- Erasure jobs: which project, when, how many rows went. Never the respondent's identifiers.
+CREATE TABLE IF NOT EXISTS erasures (
+    id String,
+    project_id String,
+    status String,
+    attempts UInt64,
+    dead_letters UInt64,
+    error String,
+    requested_ms UInt64,
+    finished_ms UInt64,
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
 ORDER BY (project_id, id)

@@ -39,8 +39,12 @@ type Config struct {
 	// BatchSize and FlushInterval bound a batch by rows and by age.
 	BatchSize     int           `env:"SINK_BATCH_SIZE" envDefault:"10000"`
 	FlushInterval time.Duration `env:"SINK_FLUSH_INTERVAL" envDefault:"1s"`
-	// RetentionDays: daily partitions older than this are dropped.
-	RetentionDays int `env:"SINK_RETENTION_DAYS" envDefault:"30"`
+	// RetentionDays is how long a project's attempts and dead letters are kept unless
+	// ProjectRetention names it; MaxRetentionDays bounds every project (the platform maximum).
+	RetentionDays    int `env:"SINK_RETENTION_DAYS" envDefault:"30"`
+	MaxRetentionDays int `env:"SINK_MAX_RETENTION_DAYS" envDefault:"90"`
+	// ProjectRetention is days per project: "proj_a=7,proj_b=60".
+	ProjectRetention map[string]int `env:"SINK_PROJECT_RETENTION" envSeparator:"," envKeyValSeparator:"="`
 	// Group is the consumer group of the sink processes.
 	Group string `env:"SINK_GROUP" envDefault:"surveyhooks-sink"`
 }
@@ -52,12 +56,20 @@ func (c Config) Validate() error {
 		return errors.New("SINK_BATCH_SIZE: must be at least 1")
 	case c.FlushInterval <= 0:
 		return errors.New("SINK_FLUSH_INTERVAL: must be positive")
-	case c.RetentionDays < 1:
-		return errors.New("SINK_RETENTION_DAYS: must be at least 1")
+	case c.MaxRetentionDays < 1 || c.MaxRetentionDays > 3650:
+		return errors.New("SINK_MAX_RETENTION_DAYS: must be within 1–3650")
+	case c.RetentionDays < 1 || c.RetentionDays > c.MaxRetentionDays:
+		return errors.New("SINK_RETENTION_DAYS: must be within 1 and SINK_MAX_RETENTION_DAYS")
+	case c.retention().Validate() != nil:
+		return fmt.Errorf("SINK_PROJECT_RETENTION: %w", c.retention().Validate())
 	case c.Database == "":
 		return errors.New("SINK_CLICKHOUSE_DATABASE: must not be empty")
 	}
 	return c.Kafka.Validate()
+}
+
+func (c Config) retention() attemptlog.Retention {
+	return attemptlog.Retention{DefaultDays: c.RetentionDays, MaxDays: c.MaxRetentionDays, Projects: c.ProjectRetention}
 }
 
 // Stats counts what the sink did since start.
@@ -183,7 +195,8 @@ func (s *Sink) Run(ctx context.Context) error {
 func (s *Sink) openStore(ctx context.Context) (*attemptlog.Store, error) {
 	backoff := 200 * time.Millisecond
 	for {
-		store, err := attemptlog.Open(ctx, s.cfg.ClickHouseAddr, s.cfg.Database)
+		store, err := attemptlog.Open(ctx, s.cfg.ClickHouseAddr, s.cfg.Database,
+			attemptlog.WithRetention(s.cfg.retention()), attemptlog.WithLogger(s.log))
 		if err == nil {
 			if err = store.Migrate(ctx); err == nil {
 				return store, nil
@@ -347,16 +360,14 @@ func (s *Sink) markStored(topic string, src []attemptlog.Source) {
 	}
 }
 
-// retention drops partitions older than RetentionDays, at start and then hourly.
+// retention removes rows past their project's retention, at start and then hourly (see
+// attemptlog.Store.EnforceRetention: TTL on a current server, deletes and dropped partitions on 18.16).
 func (s *Sink) retention(ctx context.Context, store *attemptlog.Store) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		n, err := store.DropPartitionsBefore(ctx, time.Now().AddDate(0, 0, -s.cfg.RetentionDays))
-		if err != nil && ctx.Err() == nil {
+		if _, err := store.EnforceRetention(ctx, time.Now()); err != nil && ctx.Err() == nil {
 			s.log.Warn("retention", "err", err)
-		} else if n > 0 {
-			s.log.Info("retention dropped old partitions", "partitions", n, "days", s.cfg.RetentionDays)
 		}
 		select {
 		case <-ctx.Done():

@@ -1,0 +1,140 @@
+package attemptlog
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Respondent names one person by any of the identifiers a survey platform sends: user id,
+// anonymous id, e-mail. Empty fields are not used.
+type Respondent struct {
+	UserID      string `json:"user_id,omitempty"`
+	AnonymousID string `json:"anonymous_id,omitempty"`
+	Email       string `json:"email,omitempty"`
+}
+
+// Erased is what an erasure removed.
+type Erased struct {
+	Attempts    uint64 `json:"attempts"`
+	DeadLetters uint64 `json:"dead_letters"`
+}
+
+// ErrNoIdentifier is returned for a respondent without any identifier.
+var ErrNoIdentifier = errors.New("a respondent needs a user_id, anonymous_id or email")
+
+// tokens are the JSON string literals a respondent's identifiers appear as in a rendered body:
+// every body format is JSON written by encoding/json, which may escape <, > and & (\u003c…).
+// Matching the whole quoted literal, not a substring, keeps user "42" from matching "142".
+func (r Respondent) tokens() []string {
+	var out []string
+	for _, v := range []string{r.UserID, r.AnonymousID, r.Email} {
+		if strings.TrimSpace(v) == "" {
+			continue
+		}
+		escaped, _ := json.Marshal(v)
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		_ = enc.Encode(v)
+		plain := strings.TrimSuffix(b.String(), "\n")
+		out = append(out, string(escaped))
+		if plain != string(escaped) {
+			out = append(out, plain)
+		}
+	}
+	return out
+}
+
+// Erase removes a respondent's attempts (request and response included) and dead letters of one
+// project and says how many rows went. A row goes when its body holds one of the respondent's
+// identifiers as a whole JSON string value, whatever field holds it (the body formats name the
+// user differently). The current form deletes with lightweight DELETE, the legacy one with an
+// ALTER … DELETE mutation it waits for. The hourly rollup (counts only) and the by-event index
+// (ids only) hold no personal data and are kept.
+func (s *Store) Erase(ctx context.Context, projectID string, r Respondent) (Erased, error) {
+	toks := r.tokens()
+	if len(toks) == 0 {
+		return Erased{}, ErrNoIdentifier
+	}
+	if projectID == "" {
+		return Erased{}, errors.New("Erase: projectID is required")
+	}
+	match := func(col string) (string, []any) {
+		conds := make([]string, len(toks))
+		args := []any{projectID}
+		for i, t := range toks {
+			conds[i] = "position(" + col + ", ?) > 0"
+			args = append(args, t)
+		}
+		return "project_id = ? AND (" + strings.Join(conds, " OR ") + ")", args
+	}
+	var out Erased
+	where, args := match("request_body")
+	n, err := s.deleteWhere(ctx, "delivery_attempts", where, args...)
+	if err != nil {
+		return out, fmt.Errorf("erasing attempts: %w", err)
+	}
+	out.Attempts = n
+	where, args = match("delivery")
+	n, err = s.deleteWhere(ctx, "dead_letters", where, args...)
+	if err != nil {
+		return out, fmt.Errorf("erasing dead letters: %w", err)
+	}
+	out.DeadLetters = n
+	// The log line names the project and counts only: never the identifiers.
+	s.log.Info("respondent erased from the attempt log", "project_id", projectID, "attempts", out.Attempts,
+		"dead_letters", out.DeadLetters)
+	return out, nil
+}
+
+// ErasureJob is the record of one erasure: it never holds the respondent's identifiers.
+type ErasureJob struct {
+	ID          string     `json:"id"`
+	ProjectID   string     `json:"project_id"`
+	Status      string     `json:"status"` // "running", "done" or "failed"
+	Erased      Erased     `json:"erased"`
+	Error       string     `json:"error,omitempty"`
+	RequestedAt time.Time  `json:"requested_at"`
+	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+}
+
+// SaveErasure records a job's state (a newer version of its row).
+func (s *Store) SaveErasure(ctx context.Context, j ErasureJob) error {
+	var finished uint64
+	if j.FinishedAt != nil {
+		finished = uint64(j.FinishedAt.UnixMilli())
+	}
+	row := []any{j.ID, j.ProjectID, j.Status, j.Erased.Attempts, j.Erased.DeadLetters, j.Error,
+		uint64(j.RequestedAt.UnixMilli()), finished, uint64(time.Now().UnixNano())}
+	if err := s.conn.Insert(ctx, "INSERT INTO "+s.db+`.erasures (id, project_id, status, attempts, dead_letters, error,
+		requested_ms, finished_ms, version)`, [][]any{row}); err != nil {
+		return fmt.Errorf("recording erasure %s: %w", j.ID, err)
+	}
+	return nil
+}
+
+// GetErasure returns a project's erasure job.
+func (s *Store) GetErasure(ctx context.Context, projectID, id string) (*ErasureJob, error) {
+	j := &ErasureJob{}
+	var requested, finished uint64
+	err := queryRow(ctx, s.conn, `SELECT id, project_id, status, attempts, dead_letters, error, requested_ms, finished_ms
+		FROM `+s.db+".erasures FINAL WHERE project_id = ? AND id = ?", []any{projectID, id},
+		&j.ID, &j.ProjectID, &j.Status, &j.Erased.Attempts, &j.Erased.DeadLetters, &j.Error, &requested, &finished)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil, ErrNotFound
+		}
+		return nil, fmt.Errorf("reading erasure %s: %w", id, err)
+	}
+	j.RequestedAt = time.UnixMilli(int64(requested)).UTC()
+	if finished > 0 {
+		t := time.UnixMilli(int64(finished)).UTC()
+		j.FinishedAt = &t
+	}
+	return j, nil
+}

@@ -1,0 +1,16 @@
+package attemptlog
+
+import (
+	"context"
+	"fmt"
+)
+
+// ApplyTTL forces the merges that apply TTL, which a current server runs on its own schedule.
+func (s *Store) ApplyTTL(ctx context.Context) error {
+	for _, t := range []string{"delivery_attempts", "attempts_by_event", "dead_letters"} {
+		if err := s.conn.Exec(ctx, fmt.Sprintf("OPTIMIZE TABLE %s.%s FINAL", s.db, t)); err != nil {
+			return fmt.Errorf("optimizing %s: %w", t, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,113 @@
+-- surveyhooks delivery log, current form (ClickHouse 24.x and later; schema.sql is the
+-- 18.16-compatible form). Same tables and column names, so every query runs on both.
+-- retention_days is the row's project retention: TTL removes a row once it is that many days old
+-- (at the next merge that applies TTL). Headers stay parallel arrays, which the writer fills on
+-- both forms; request_headers/response_headers are Map views of them for ad-hoc queries.
+-- Rows are only ever inserted through batches with explicit column lists.
+-- Statements are separated by a line holding only ';'.
+
+CREATE TABLE IF NOT EXISTS delivery_attempts (
+    attempt_id String,
+    delivery_id String,
+    event_id String,
+    webhook_id String,
+    project_id LowCardinality(String),
+    event_type LowCardinality(String),
+    attempt UInt16,
+    tier UInt8,
+    outcome LowCardinality(String),
+    disposition LowCardinality(String),
+    status_code UInt16,
+    error String CODEC(ZSTD(3)),
+    retry_after_ms UInt64 CODEC(T64, ZSTD(1)),
+    started_at DateTime64(3, 'UTC') CODEC(DoubleDelta, ZSTD(1)),
+    started_ms UInt64 CODEC(DoubleDelta, ZSTD(1)),
+    latency_us UInt64 CODEC(T64, ZSTD(1)),
+    request_url String CODEC(ZSTD(3)),
+    request_header_names Array(LowCardinality(String)),
+    request_header_values Array(String) CODEC(ZSTD(3)),
+    request_headers Map(String, String) ALIAS mapFromArrays(request_header_names, request_header_values),
+    request_body String CODEC(ZSTD(3)),
+    response_header_names Array(LowCardinality(String)),
+    response_header_values Array(String) CODEC(ZSTD(3)),
+    response_headers Map(String, String) ALIAS mapFromArrays(response_header_names, response_header_values),
+    response_body String CODEC(ZSTD(3)),
+    response_truncated UInt8,
+    worker LowCardinality(String),
+    trace_id String CODEC(ZSTD(1)),
+    next_attempt_ms UInt64 CODEC(T64, ZSTD(1)),
+    test UInt8,
+    kafka_partition Int32,
+    kafka_offset Int64 CODEC(Delta, ZSTD(1)),
+    retention_days UInt16
+) ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(started_at)
+ORDER BY (project_id, webhook_id, started_at, attempt_id)
+TTL toDateTime(started_at) + toIntervalDay(retention_days)
+;
+-- "One event id": a narrow index table kept by a materialized view, expiring with its attempts.
+CREATE MATERIALIZED VIEW IF NOT EXISTS attempts_by_event
+ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(started_at)
+ORDER BY (project_id, event_id, started_at)
+TTL toDateTime(started_at) + toIntervalDay(retention_days)
+AS SELECT project_id, event_id, webhook_id, attempt_id, started_at, retention_days FROM delivery_attempts
+;
+-- Per-webhook, per-hour rollup: counts by outcome and status class, latency quantile states.
+-- 30-day statistics read this, never the raw rows. It holds no personal data.
+CREATE MATERIALIZED VIEW IF NOT EXISTS attempts_hourly
+ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(hour)
+ORDER BY (project_id, webhook_id, hour)
+AS SELECT
+    project_id,
+    webhook_id,
+    toStartOfHour(toDateTime(started_at, 'UTC')) AS hour,
+    countState() AS attempts,
+    sumState(toUInt64(outcome = 'success')) AS success,
+    sumState(toUInt64(status_code >= 200 AND status_code < 300)) AS s2xx,
+    sumState(toUInt64(status_code >= 300 AND status_code < 400)) AS s3xx,
+    sumState(toUInt64(status_code >= 400 AND status_code < 500)) AS s4xx,
+    sumState(toUInt64(status_code >= 500)) AS s5xx,
+    sumState(toUInt64(status_code = 0)) AS errors,
+    quantilesState(0.5, 0.95, 0.99)(latency_us) AS latency_us
+FROM delivery_attempts
+GROUP BY project_id, webhook_id, hour
+;
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id String,
+    delivery_id String,
+    event_id String,
+    webhook_id String,
+    project_id LowCardinality(String),
+    event_type LowCardinality(String),
+    attempt UInt16,
+    outcome LowCardinality(String),
+    status_code UInt16,
+    error String CODEC(ZSTD(3)),
+    dead_at DateTime64(3, 'UTC'),
+    dead_ms UInt64,
+    delivery String CODEC(ZSTD(3)),
+    replayed UInt8,
+    version UInt64,
+    kafka_partition Int32,
+    kafka_offset Int64,
+    retention_days UInt16
+) ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMMDD(dead_at)
+ORDER BY (project_id, id)
+TTL toDateTime(dead_at) + toIntervalDay(retention_days)
+;
+-- Erasure jobs: which project, when, how many rows went. Never the respondent's identifiers.
+CREATE TABLE IF NOT EXISTS erasures (
+    id String,
+    project_id String,
+    status String,
+    attempts UInt64,
+    dead_letters UInt64,
+    error String,
+    requested_ms UInt64,
+    finished_ms UInt64,
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY (project_id, id)
