@@ -184,3 +184,49 @@ func TestNoDuplicatesWhileFanOutProcessesComeAndGo(t *testing.T) {
 		require.Equal(t, 1, s.count(k), "%s must be fanned out exactly once", k)
 	}
 }
+
+// putKeyed writes events of one user (one partition), optionally inside a transaction that is
+// then aborted.
+func (s *dedupStack) putKeyed(aborted bool, ids ...string) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl := s.cl
+	if aborted {
+		var err error
+		cl, err = kafka.NewClient(s.cfg, kgo.TransactionalID("aborting-writer"))
+		require.NoError(s.t, err)
+		defer cl.Close()
+		require.NoError(s.t, cl.BeginTransaction())
+	}
+	now := time.Now()
+	for _, id := range ids {
+		v, _ := proto.Marshal(&pb.Event{EventId: id, ProjectId: "p1", EventType: "nps.scored", User: &pb.User{Id: "same"},
+			ReceivedAtMs: now.UnixMilli()})
+		require.NoError(s.t, cl.ProduceSync(ctx, &kgo.Record{Topic: s.cfg.Topics.Events, Key: []byte("p1/same"), Value: v, Timestamp: now}).FirstErr())
+	}
+	if aborted {
+		require.NoError(s.t, cl.EndTransaction(ctx, kgo.TryAbort))
+	}
+}
+
+// TestRebuildReadsPastAnAbortedTransaction: the partition holds an aborted write (and its marker)
+// inside the window when a new fan-out process rebuilds it. The rebuild finishes, does not count
+// the aborted copy as seen, and still knows the committed ones.
+func TestRebuildReadsPastAnAbortedTransaction(t *testing.T) {
+	s := newDedupStack(t)
+	stop := s.start(time.Hour)
+	s.putKeyed(false, "kept-1")
+	s.putKeyed(true, "aborted-1", "aborted-2")
+	s.putKeyed(false, "kept-2")
+	s.waitDelivered("p1/kept-1", "p1/kept-2")
+	stop()
+
+	s.start(time.Hour)
+	s.putKeyed(false, "kept-1", "aborted-1", "marker")
+	s.waitDelivered("p1/marker", "p1/aborted-1")
+	time.Sleep(300 * time.Millisecond)
+	require.Equal(t, 1, s.count("p1/kept-1"), "a committed id is remembered across the rebuild")
+	require.Equal(t, 1, s.count("p1/aborted-1"), "an aborted write is not an occurrence")
+	require.Zero(t, s.count("p1/aborted-2"))
+}

@@ -61,11 +61,22 @@ func (in *Ingest) consume(ctx context.Context) error {
 			in.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
 		})
 		if recs := fetches.Records(); len(recs) > 0 {
-			if err := in.handleBatch(ctx, cl, recs); err != nil {
+			// A failure (the registry cannot catch up while the broker restarts) never stops the
+			// service: the batch is handled again — written twice at worst, same event ids.
+			for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+				err := in.handleBatch(ctx, cl, recs)
+				if err == nil {
+					break
+				}
 				if ctx.Err() != nil {
 					return nil // not committed: the next owner handles the batch again
 				}
-				return err
+				in.log.Warn("handling survey-events records failed; retrying", "records", len(recs), "err", err)
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(backoff):
+				}
 			}
 		}
 		cl.AllowRebalance()

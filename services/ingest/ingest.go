@@ -1,8 +1,8 @@
 // Package ingest accepts survey events — over HTTP (`POST /v1/events`, authenticated with the
 // project's API key) and from the `survey-events` topic — validates them against the event
 // catalogue (envelope.Catalogue), assigns event ids, drops previews (counted, never forwarded),
-// de-duplicates on (project, event_id) within a window, and writes the canonical Event to
-// `events`. It must never lose an event it answered 202 for, never drop input silently (a bad
+// and writes the canonical Event to `events`, where fan-out de-duplicates it. It must never lose an
+// event it answered 202 for, never drop input silently (a bad
 // Kafka record goes to `survey-events-rejected` with its reason), and never log API keys.
 //
 // # De-duplication
