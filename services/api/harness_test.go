@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"testing"
@@ -23,6 +22,7 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/config"
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
 	"github.com/surveyhooks/surveyhooks/pkg/kafkatest"
+	"github.com/surveyhooks/surveyhooks/pkg/proctest"
 	"github.com/surveyhooks/surveyhooks/pkg/secrets"
 	"github.com/surveyhooks/surveyhooks/services/api"
 	"github.com/surveyhooks/surveyhooks/services/delivery"
@@ -61,14 +61,6 @@ func withConfig(f func(*api.Config)) option {
 	return func(o *stackOptions) { o.tweak = f }
 }
 
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func startStack(t *testing.T, opts ...option) *stack {
 	t.Helper()
 	var o stackOptions
@@ -83,12 +75,12 @@ func startStack(t *testing.T, opts ...option) *stack {
 	var cfg api.Config
 	require.NoError(t, config.Defaults(&cfg))
 	cfg.Kafka = kcfg
-	cfg.Addr = freeAddr(t)
+	cfg.Addr = proctest.Addr(t)
 	cfg.AdminToken = adminToken
 	cfg.EncryptionKey = base64.StdEncoding.EncodeToString(key)
 	cfg.TestTimeout = 10 * time.Second
 	// Unless the test asks for ClickHouse, point at a port nothing listens on.
-	cfg.ClickHouseAddr = freeAddr(t)
+	cfg.ClickHouseAddr = proctest.Addr(t)
 	if o.clickhouse {
 		cfg.ClickHouseAddr = chtest.Addr(t)
 		cfg.ClickHouseDatabase = chtest.Database(t)

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/surveyhooks/surveyhooks/pkg/config"
+	"github.com/surveyhooks/surveyhooks/pkg/proctest"
 	"github.com/surveyhooks/surveyhooks/pkg/signature"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 	"github.com/surveyhooks/surveyhooks/services/fanout"
@@ -237,7 +238,7 @@ func (s *stack) withPipeline() string {
 	s.t.Helper()
 	var icfg ingest.Config
 	require.NoError(s.t, config.Defaults(&icfg))
-	icfg.Kafka, icfg.Addr = s.cfg.Kafka, freeAddr(s.t)
+	icfg.Kafka, icfg.Addr = s.cfg.Kafka, proctest.Addr(s.t)
 	s.run("ingest", func(ctx context.Context) error { return ingest.Run(ctx, icfg, quiet) })
 	var fcfg fanout.Config
 	require.NoError(s.t, config.Defaults(&fcfg))

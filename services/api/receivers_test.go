@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/surveyhooks/surveyhooks/pkg/config"
+	"github.com/surveyhooks/surveyhooks/pkg/proctest"
 	"github.com/surveyhooks/surveyhooks/services/fanout"
 	"github.com/surveyhooks/surveyhooks/services/ingest"
 )
@@ -130,7 +131,7 @@ func withPipeline(t *testing.T, s *stack) string {
 	t.Helper()
 	var icfg ingest.Config
 	require.NoError(t, config.Defaults(&icfg))
-	icfg.Kafka, icfg.Addr = s.cfg.Kafka, freeAddr(t)
+	icfg.Kafka, icfg.Addr = s.cfg.Kafka, proctest.Addr(t)
 	s.run("ingest", func(ctx context.Context) error { return ingest.Run(ctx, icfg, quiet) })
 	var fcfg fanout.Config
 	require.NoError(t, config.Defaults(&fcfg))

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync"
 	"testing"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/surveyhooks/surveyhooks/pkg/config"
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
+	"github.com/surveyhooks/surveyhooks/pkg/proctest"
 	"github.com/surveyhooks/surveyhooks/pkg/secrets"
 	"github.com/surveyhooks/surveyhooks/pkg/service"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
@@ -31,21 +31,12 @@ type instance struct {
 	stop func() // cancels Run and waits for it to return nil
 }
 
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
-}
-
 func testConfig(t testing.TB, kcfg kafka.Config) ingest.Config {
 	t.Helper()
 	var cfg ingest.Config
 	require.NoError(t, config.Defaults(&cfg))
 	cfg.Kafka = kcfg
-	cfg.Addr = freeAddr(t)
+	cfg.Addr = proctest.Addr(t)
 	require.NoError(t, cfg.Validate())
 	return cfg
 }

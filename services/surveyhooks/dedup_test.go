@@ -12,6 +12,8 @@ import (
 
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
+
+	"github.com/surveyhooks/surveyhooks/pkg/proctest"
 )
 
 // TestARepeatWithinTheWindowIsDeliveredOnceAcrossIngestProcessesAndKills: a producer sends the same
@@ -25,13 +27,13 @@ func TestARepeatWithinTheWindowIsDeliveredOnceAcrossIngestProcessesAndKills(t *t
 	l := newLifecycle(t)
 	s := l.stack
 	s.start("kafka")
-	second := "http://" + freeAddr(t)
+	second := "http://" + proctest.Addr(t)
 	for _, name := range []string{"ingest", "fanout", "delivery", "api"} {
 		s.start(name)
 	}
 	s.startAs("ingest-2", "ingest", "INGEST_ADDR="+second[len("http://"):])
 	for _, u := range []string{l.ingest, second, l.api} {
-		waitHTTP(t, u+"/healthz")
+		proctest.WaitHTTPOK(t, u+"/healthz", 60*time.Second)
 	}
 	rc := &receiver{got: map[string]int{}, ids: map[string]string{}}
 	srv := httptest.NewServer(rc)
@@ -74,7 +76,7 @@ func TestARepeatWithinTheWindowIsDeliveredOnceAcrossIngestProcessesAndKills(t *t
 	s.kill9("ingest")
 	s.start("fanout")
 	s.start("ingest")
-	waitHTTP(t, l.ingest+"/healthz")
+	proctest.WaitHTTPOK(t, l.ingest+"/healthz", 60*time.Second)
 	postAll(l.ingest)
 
 	// And through the project's own Kafka producer.

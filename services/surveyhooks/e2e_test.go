@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -22,6 +21,7 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/surveyhooks/surveyhooks/pkg/proctest"
 	"github.com/surveyhooks/surveyhooks/pkg/signature"
 )
 
@@ -63,14 +63,6 @@ func TestMain(m *testing.M) {
 		_ = os.RemoveAll(binDir)
 	}
 	os.Exit(code)
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // proc is one running service binary; its output goes to a log file shown when the test fails.
@@ -149,18 +141,6 @@ func (s *stack) stopAll() {
 			s.t.Logf("==== %s (tail)\n%s", e.Name(), b)
 		}
 	}
-}
-
-func waitHTTP(t *testing.T, url string) {
-	t.Helper()
-	require.Eventually(t, func() bool {
-		r, err := http.Get(url)
-		if err != nil {
-			return false
-		}
-		r.Body.Close()
-		return r.StatusCode == http.StatusOK
-	}, 60*time.Second, 100*time.Millisecond, "%s never answered 200", url)
 }
 
 func call(t *testing.T, method, url, token string, body any, want int) map[string]any {
@@ -242,8 +222,8 @@ func TestEventsFromHTTPAndKafkaArriveSignedAndLoggedAcrossAKilledWorker(t *testi
 	for _, name := range []string{"ingest", "fanout", "delivery", "sink", "api"} {
 		s.start(name)
 	}
-	waitHTTP(t, l.ingest+"/healthz")
-	waitHTTP(t, l.api+"/healthz")
+	proctest.WaitHTTPOK(t, l.ingest+"/healthz", 60*time.Second)
+	proctest.WaitHTTPOK(t, l.api+"/healthz", 60*time.Second)
 
 	rc := &receiver{got: map[string]int{}, ids: map[string]string{}}
 	srv := httptest.NewServer(rc)

@@ -23,6 +23,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/surveyhooks/surveyhooks/pkg/chtest"
+	"github.com/surveyhooks/surveyhooks/pkg/proctest"
 )
 
 // lifecycle is the end-to-end stack of e2e_test.go in which every service process gets an
@@ -44,7 +45,7 @@ func newLifecycle(t *testing.T, extraEnv ...string) *lifecycle {
 	t.Helper()
 	chAddr, db := chtest.Addr(t), chtest.Database(t)
 	bin := binaries(t)
-	kafkaAddr, ingestAddr, apiAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	kafkaAddr, ingestAddr, apiAddr := proctest.Addr(t), proctest.Addr(t), proctest.Addr(t)
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	const admin = "lifecycle-test-admin-token-42"
@@ -68,7 +69,7 @@ func newLifecycle(t *testing.T, extraEnv ...string) *lifecycle {
 // (os/exec keeps the last of duplicate variables: extraEnv wins over the stack's.)
 func (l *lifecycle) run(name, bin string, extraEnv ...string) string {
 	l.t.Helper()
-	addr := freeAddr(l.t)
+	addr := proctest.Addr(l.t)
 	l.startAs(name, bin, append([]string{"SURVEYHOOKS_OPS_ADDR=" + addr}, extraEnv...)...)
 	l.opsMu.Lock()
 	l.ops[name] = addr
@@ -235,8 +236,8 @@ func TestEveryServiceAnswersHealthAndReadinessOnItsOpsAddress(t *testing.T) {
 		require.True(t, strings.Contains(metrics, "surveyhooks_") || strings.Contains(metrics, "go_goroutines"),
 			"%s /metrics should be Prometheus text with the Go or surveyhooks metrics:\n%.2000s", name, metrics)
 	}
-	waitHTTP(t, l.ingest+"/healthz")
-	waitHTTP(t, l.api+"/healthz")
+	proctest.WaitHTTPOK(t, l.ingest+"/healthz", 60*time.Second)
+	proctest.WaitHTTPOK(t, l.api+"/healthz", 60*time.Second)
 
 	// Traffic shows in the metrics.
 	rc := &receiver{got: map[string]int{}, ids: map[string]string{}}

@@ -25,6 +25,7 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
 	"github.com/surveyhooks/surveyhooks/pkg/kafkatest"
 	"github.com/surveyhooks/surveyhooks/pkg/logging"
+	"github.com/surveyhooks/surveyhooks/pkg/proctest"
 	"github.com/surveyhooks/surveyhooks/pkg/service"
 	"github.com/surveyhooks/surveyhooks/pkg/telemetry"
 	"github.com/surveyhooks/surveyhooks/services/api"
@@ -82,10 +83,10 @@ func startInProcess(t *testing.T, tel *telemetry.Telemetry, logs io.Writer, with
 		require.NoError(t, config.Defaults(c))
 	}
 	icfg.Kafka, fcfg.Kafka, dcfg.Kafka, scfg.Kafka, acfg.Kafka = kcfg, kcfg, kcfg, kcfg, kcfg
-	icfg.Addr, acfg.Addr = freeAddr(t), freeAddr(t)
+	icfg.Addr, acfg.Addr = proctest.Addr(t), proctest.Addr(t)
 	acfg.AdminToken, acfg.EncryptionKey, dcfg.EncryptionKey = p.admin, p.encryption, p.encryption
 	dcfg.AllowDestinations, dcfg.Timeout, dcfg.CommitInterval = "127.0.0.0/8", 3*time.Second, 50*time.Millisecond
-	acfg.ClickHouseAddr = freeAddr(t) // management works without ClickHouse
+	acfg.ClickHouseAddr = proctest.Addr(t) // management works without ClickHouse
 	if withSink {
 		acfg.ClickHouseAddr, acfg.ClickHouseDatabase = chtest.Addr(t), chtest.Database(t)
 		scfg.ClickHouseAddr, scfg.Database, scfg.FlushInterval = acfg.ClickHouseAddr, acfg.ClickHouseDatabase, 100*time.Millisecond
@@ -113,8 +114,8 @@ func startInProcess(t *testing.T, tel *telemetry.Telemetry, logs io.Writer, with
 		run("sink", func(ctx context.Context) error { return sink.Run(ctx, scfg, log.With("service", "sink"), opts...) })
 	}
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	waitHTTP(t, p.ingest+"/healthz")
-	waitHTTP(t, p.api+"/healthz")
+	proctest.WaitHTTPOK(t, p.ingest+"/healthz", 60*time.Second)
+	proctest.WaitHTTPOK(t, p.api+"/healthz", 60*time.Second)
 	return p
 }
 

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/surveyhooks/surveyhooks/pkg/proctest"
 	"github.com/surveyhooks/surveyhooks/services/loadgen/produce"
 	"github.com/surveyhooks/surveyhooks/services/loadgen/receiver"
 	"github.com/surveyhooks/surveyhooks/services/loadgen/stack"
@@ -199,7 +200,7 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 		keys = append(keys, "pprof-"+s)
 	}
 	for _, k := range keys {
-		a, err := stack.FreeAddr()
+		a, err := proctest.FreeAddr()
 		if err != nil {
 			return err
 		}

@@ -10,8 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +18,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/surveyhooks/surveyhooks/pkg/proctest"
 )
 
 // Services are the binaries the bench runs; "kafka" is the all-in-one command running only the
@@ -233,35 +233,16 @@ func ReadMemory(pid int) (Memory, error) {
 	return m, nil
 }
 
-// FreeAddr returns a free 127.0.0.1 port.
-func FreeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
 // WaitHTTP waits until url answers 200, the process dies, or timeout passes.
 func WaitHTTP(ctx context.Context, p *Proc, url string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
+	err := proctest.WaitHTTP(ctx, url, timeout, func() error {
 		if !p.Alive() {
 			return fmt.Errorf("%s exited while starting:\n%s", p.Name, p.Tail(3000))
 		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if r, err := http.DefaultClient.Do(req); err == nil {
-			r.Body.Close()
-			if r.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
+		return nil
+	})
+	if err != nil && ctx.Err() == nil && p.Alive() {
+		return fmt.Errorf("%s: %w:\n%s", p.Name, err, p.Tail(3000))
 	}
-	return fmt.Errorf("%s did not answer 200 at %s within %s:\n%s", p.Name, url, timeout, p.Tail(3000))
+	return err
 }
