@@ -189,9 +189,19 @@ func TestOneTraceFollowsAnEventFromIngestThroughKafkaToTheSubscriber(t *testing.
 				byID[s.SpanContext.SpanID().String()] = s
 			}
 		}
-		_, ok := byID[parentID]
-		return ok
-	}, 10*time.Second, 20*time.Millisecond, "the span the subscriber's traceparent names should be exported")
+		// Every span from the request's up to the root: the delivery's span ends only once its
+		// attempt record is acknowledged, after the subscriber already answered.
+		for id := parentID; ; {
+			s, ok := byID[id]
+			if !ok {
+				return false
+			}
+			if !s.Parent.IsValid() {
+				return true
+			}
+			id = s.Parent.SpanID().String()
+		}
+	}, 10*time.Second, 20*time.Millisecond, "the spans from the subscriber's traceparent up to the root should be exported")
 
 	// Walk from the webhook request's span up to the root: the whole path is one trace.
 	var chain []string
