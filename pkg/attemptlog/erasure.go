@@ -53,8 +53,8 @@ func (r Respondent) tokens() []string {
 // Erase removes a respondent's attempts (request and response included) and dead letters of one
 // project and says how many rows went. A row goes when its body holds one of the respondent's
 // identifiers as a whole JSON string value, whatever field holds it (the body formats name the
-// user differently). The current form deletes with lightweight DELETE, the legacy one with an
-// ALTER … DELETE mutation it waits for. The hourly rollup (counts only) and the by-event index
+// user differently). Rows are deleted with ALTER … DELETE and the call returns once the parts
+// holding them are rewritten (see deleteWhere). The hourly rollup (counts only) and the by-event index
 // (ids only) hold no personal data and are kept.
 func (s *Store) Erase(ctx context.Context, projectID string, r Respondent) (Erased, error) {
 	toks := r.tokens()

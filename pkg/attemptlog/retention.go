@@ -81,9 +81,10 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (RetentionR
 	return run, nil
 }
 
-// deleteWhere counts the rows of table matching where, deletes them and returns the count. The
-// current form uses a lightweight DELETE (synchronous); the legacy form an ALTER … DELETE
-// mutation, which 18.16 runs in the background, so it waits until the mutation is done.
+// deleteWhere counts the rows of table matching where, deletes them and returns the count. It
+// uses ALTER … DELETE, which rewrites the parts holding those rows, so the bytes are gone once it
+// returns (a lightweight DELETE would only hide them until a later merge). A current server runs
+// it synchronously (mutations_sync = 2); 18.16 runs mutations in the background, so it waits.
 func (s *Store) deleteWhere(ctx context.Context, table, where string, args ...any) (uint64, error) {
 	var n uint64
 	if err := queryRow(ctx, s.conn, fmt.Sprintf("SELECT count() FROM %s.%s WHERE %s", s.db, table, where), args, &n); err != nil {
@@ -92,13 +93,14 @@ func (s *Store) deleteWhere(ctx context.Context, table, where string, args ...an
 	if n == 0 {
 		return 0, nil
 	}
+	q := fmt.Sprintf("ALTER TABLE %s.%s DELETE WHERE %s", s.db, table, where)
 	if s.form == Current {
-		if err := s.conn.Exec(ctx, fmt.Sprintf("DELETE FROM %s.%s WHERE %s", s.db, table, where), args...); err != nil {
+		if err := s.conn.Exec(ctx, q+" SETTINGS mutations_sync = 2", args...); err != nil {
 			return 0, fmt.Errorf("deleting rows: %w", err)
 		}
 		return n, nil
 	}
-	if err := s.conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s DELETE WHERE %s", s.db, table, where), args...); err != nil {
+	if err := s.conn.Exec(ctx, q, args...); err != nil {
 		return 0, fmt.Errorf("deleting rows: %w", err)
 	}
 	for {
