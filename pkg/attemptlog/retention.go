@@ -44,6 +44,10 @@ func (r Retention) Days(projectID string) uint16 {
 	return uint16(min(max(d, 1), r.MaxDays))
 }
 
+// mutationWait bounds how long a delete waits for 18.16's background mutation (a stuck one would
+// otherwise hold the sink's retention loop or an erasure job for ever).
+const mutationWait = 15 * time.Minute
+
 // RetentionRun is what one retention run removed.
 type RetentionRun struct {
 	Attempts, DeadLetters uint64 // rows past their project's retention, deleted (legacy form)
@@ -103,6 +107,7 @@ func (s *Store) deleteWhere(ctx context.Context, table, where string, args ...an
 	if err := s.conn.Exec(ctx, q, args...); err != nil {
 		return 0, fmt.Errorf("deleting rows: %w", err)
 	}
+	deadline := time.After(mutationWait)
 	for {
 		var pending uint64
 		if err := queryRow(ctx, s.conn, `SELECT count() FROM system.mutations WHERE database = ? AND table = ? AND is_done = 0`,
@@ -115,6 +120,9 @@ func (s *Store) deleteWhere(ctx context.Context, table, where string, args ...an
 		select {
 		case <-ctx.Done():
 			return 0, fmt.Errorf("waiting for the delete: %w", ctx.Err())
+		case <-deadline:
+			return 0, fmt.Errorf("the delete of %d rows from %s is not done after %s; ClickHouse goes on with it (system.mutations)",
+				n, table, mutationWait)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
