@@ -28,7 +28,7 @@ test: deps chdb proto-check tidy-check vet ## install what is needed, then run e
 	  CHDB_LIB_PATH=$(CHDB_LIB) go test -tags chdb $(GO_TEST_FLAGS) $(addprefix ./,$(addsuffix /...,$(MODULES)))
 
 .PHONY: chdb
-chdb: $(CHDB_LIB) ## install libchdb $(CHDB_VERSION) (ClickHouse in-process, npm @chdb/lib-linux-x64-gnu) into .deps/chdb
+chdb: $(CHDB_LIB) ## install libchdb (ClickHouse 26.x in-process, npm @chdb/lib-linux-x64-gnu, pinned in CHDB_VERSION) into .deps/chdb
 
 $(CHDB_LIB):
 	@set -e; command -v npm >/dev/null || deploy/install-deps.sh npm; \

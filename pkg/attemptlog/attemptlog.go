@@ -5,6 +5,11 @@
 // (StoredAttemptIDs), whether the same attempt reached Kafka twice or a restarted sink reads it again,
 // so rows and rollups never count an attempt twice. Every row also carries the Kafka partition and
 // offset it came from, which lets a restarted sink skip what ClickHouse already holds without asking.
+//
+// The schema has two forms with the same columns (schema_current.sql for 24.x and later,
+// schema.sql for 18.16), chosen at start; every query runs unchanged on both, through Conn, and
+// the conformance suite (conformance_test.go) runs them on both engines. Each row carries its
+// project's retention (retention.go); erasure.go removes a respondent's rows.
 package attemptlog
 
 import (
@@ -133,7 +138,7 @@ func major(version string) int {
 	return n
 }
 
-// Form says which schema the store uses; ServerVersion is the server's version().
+// Form says which schema the store uses.
 func (s *Store) Form() Form { return s.form }
 
 // ServerVersion is the server's version() string.

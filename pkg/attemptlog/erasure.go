@@ -27,24 +27,34 @@ type Erased struct {
 // ErrNoIdentifier is returned for a respondent without any identifier.
 var ErrNoIdentifier = errors.New("a respondent needs a user_id, anonymous_id or email")
 
-// tokens are the JSON string literals a respondent's identifiers appear as in a rendered body:
-// every body format is JSON written by encoding/json, which may escape <, > and & (\u003c…).
-// Matching the whole quoted literal, not a substring, keeps user "42" from matching "142".
-func (r Respondent) tokens() []string {
-	var out []string
-	for _, v := range []string{r.UserID, r.AnonymousID, r.Email} {
-		if strings.TrimSpace(v) == "" {
+// token is an identifier as the JSON string literal it appears as in a rendered body, and whether
+// it matches regardless of case (e-mail addresses are written in any case).
+type token struct {
+	lit     string
+	anyCase bool
+}
+
+// tokens: every body format is JSON written by encoding/json, which may escape <, > and &
+// (\u003c…), so both spellings are matched. Matching the whole quoted literal, not a substring,
+// keeps user "42" from matching "142".
+func (r Respondent) tokens() []token {
+	var out []token
+	for _, id := range []struct {
+		v       string
+		anyCase bool
+	}{{r.UserID, false}, {r.AnonymousID, false}, {r.Email, true}} {
+		if strings.TrimSpace(id.v) == "" {
 			continue
 		}
-		escaped, _ := json.Marshal(v)
+		escaped, _ := json.Marshal(id.v)
 		var b bytes.Buffer
 		enc := json.NewEncoder(&b)
 		enc.SetEscapeHTML(false)
-		_ = enc.Encode(v)
+		_ = enc.Encode(id.v)
 		plain := strings.TrimSuffix(b.String(), "\n")
-		out = append(out, string(escaped))
+		out = append(out, token{string(escaped), id.anyCase})
 		if plain != string(escaped) {
-			out = append(out, plain)
+			out = append(out, token{plain, id.anyCase})
 		}
 	}
 	return out
@@ -53,8 +63,8 @@ func (r Respondent) tokens() []string {
 // Erase removes a respondent's attempts (request and response included) and dead letters of one
 // project and says how many rows went. A row goes when its body holds one of the respondent's
 // identifiers as a whole JSON string value, whatever field holds it (the body formats name the
-// user differently). The current form deletes with lightweight DELETE, the legacy one with an
-// ALTER … DELETE mutation it waits for. The hourly rollup (counts only) and the by-event index
+// user differently); e-mail addresses match in any case. Rows are deleted with ALTER … DELETE and the call returns once the parts
+// holding them are rewritten (see deleteWhere). The hourly rollup (counts only) and the by-event index
 // (ids only) hold no personal data and are kept.
 func (s *Store) Erase(ctx context.Context, projectID string, r Respondent) (Erased, error) {
 	toks := r.tokens()
@@ -68,8 +78,12 @@ func (s *Store) Erase(ctx context.Context, projectID string, r Respondent) (Eras
 		conds := make([]string, len(toks))
 		args := []any{projectID}
 		for i, t := range toks {
-			conds[i] = "position(" + col + ", ?) > 0"
-			args = append(args, t)
+			fn := "position"
+			if t.anyCase {
+				fn = "positionCaseInsensitive"
+			}
+			conds[i] = fn + "(" + col + ", ?) > 0"
+			args = append(args, t.lit)
 		}
 		return "project_id = ? AND (" + strings.Join(conds, " OR ") + ")", args
 	}

@@ -14,3 +14,6 @@ func (s *Store) ApplyTTL(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Exec runs a statement in the store's database, for tests that set up what older versions left.
+func (s *Store) Exec(ctx context.Context, q string) error { return s.conn.Exec(ctx, q) }

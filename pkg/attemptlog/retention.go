@@ -44,6 +44,10 @@ func (r Retention) Days(projectID string) uint16 {
 	return uint16(min(max(d, 1), r.MaxDays))
 }
 
+// mutationWait bounds how long a delete waits for 18.16's background mutation (a stuck one would
+// otherwise hold the sink's retention loop or an erasure job for ever).
+const mutationWait = 15 * time.Minute
+
 // RetentionRun is what one retention run removed.
 type RetentionRun struct {
 	Attempts, DeadLetters uint64 // rows past their project's retention, deleted (legacy form)
@@ -61,8 +65,9 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (RetentionR
 			table, at string
 			n         *uint64
 		}{{"delivery_attempts", "started_at", &run.Attempts}, {"dead_letters", "dead_at", &run.DeadLetters}} {
-			where := fmt.Sprintf("toUInt32(%s) + toUInt32(retention_days) * 86400 < ?", t.at)
-			n, err := s.deleteWhere(ctx, t.table, where, uint32(now.Unix()))
+			// Nothing is kept less than a day: the first condition lets ClickHouse skip recent parts.
+			where := fmt.Sprintf("%s < ? AND toUInt32(%s) + toUInt32(retention_days) * 86400 < ?", t.at, t.at)
+			n, err := s.deleteWhere(ctx, t.table, where, now.Add(-24*time.Hour).UTC().Truncate(time.Second), uint32(now.Unix()))
 			if err != nil {
 				return run, fmt.Errorf("retention of %s: %w", t.table, err)
 			}
@@ -81,9 +86,10 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (RetentionR
 	return run, nil
 }
 
-// deleteWhere counts the rows of table matching where, deletes them and returns the count. The
-// current form uses a lightweight DELETE (synchronous); the legacy form an ALTER … DELETE
-// mutation, which 18.16 runs in the background, so it waits until the mutation is done.
+// deleteWhere counts the rows of table matching where, deletes them and returns the count. It
+// uses ALTER … DELETE, which rewrites the parts holding those rows, so the bytes are gone once it
+// returns (a lightweight DELETE would only hide them until a later merge). A current server runs
+// it synchronously (mutations_sync = 2); 18.16 runs mutations in the background, so it waits.
 func (s *Store) deleteWhere(ctx context.Context, table, where string, args ...any) (uint64, error) {
 	var n uint64
 	if err := queryRow(ctx, s.conn, fmt.Sprintf("SELECT count() FROM %s.%s WHERE %s", s.db, table, where), args, &n); err != nil {
@@ -92,15 +98,17 @@ func (s *Store) deleteWhere(ctx context.Context, table, where string, args ...an
 	if n == 0 {
 		return 0, nil
 	}
+	q := fmt.Sprintf("ALTER TABLE %s.%s DELETE WHERE %s", s.db, table, where)
 	if s.form == Current {
-		if err := s.conn.Exec(ctx, fmt.Sprintf("DELETE FROM %s.%s WHERE %s", s.db, table, where), args...); err != nil {
+		if err := s.conn.Exec(ctx, q+" SETTINGS mutations_sync = 2", args...); err != nil {
 			return 0, fmt.Errorf("deleting rows: %w", err)
 		}
 		return n, nil
 	}
-	if err := s.conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s DELETE WHERE %s", s.db, table, where), args...); err != nil {
+	if err := s.conn.Exec(ctx, q, args...); err != nil {
 		return 0, fmt.Errorf("deleting rows: %w", err)
 	}
+	deadline := time.After(mutationWait)
 	for {
 		var pending uint64
 		if err := queryRow(ctx, s.conn, `SELECT count() FROM system.mutations WHERE database = ? AND table = ? AND is_done = 0`,
@@ -113,6 +121,9 @@ func (s *Store) deleteWhere(ctx context.Context, table, where string, args ...an
 		select {
 		case <-ctx.Done():
 			return 0, fmt.Errorf("waiting for the delete: %w", ctx.Err())
+		case <-deadline:
+			return 0, fmt.Errorf("the delete of %d rows from %s is not done after %s; ClickHouse goes on with it (system.mutations)",
+				n, table, mutationWait)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

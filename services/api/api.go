@@ -198,6 +198,8 @@ func (s *Server) routes() []route {
 		{"POST", "/v1/projects", s.admin(s.createProject)},
 		{"GET", "/v1/projects/{id}", s.admin(s.getProject)},
 		{"POST", "/v1/projects/{id}/portal-sessions", s.admin(s.createPortalSession)},
+		{"POST", "/v1/projects/{id}/erasures", s.admin(s.createErasure)},
+		{"GET", "/v1/projects/{id}/erasures/{erasure_id}", s.admin(s.getErasure)},
 
 		{"POST", "/v1/webhooks", s.project(s.createWebhook)},
 		{"GET", "/v1/webhooks", s.project(s.listWebhooks)},
