@@ -20,6 +20,9 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/kafkatest"
 	"github.com/surveyhooks/surveyhooks/pkg/telemetry"
 	"github.com/surveyhooks/surveyhooks/services/delivery"
+	"github.com/surveyhooks/surveyhooks/services/fanout"
+	"github.com/surveyhooks/surveyhooks/services/ingest"
+	"github.com/surveyhooks/surveyhooks/services/sink"
 )
 
 type dashboard struct {
@@ -75,7 +78,7 @@ type grafanaDashboards struct {
 	} `yaml:"providers"`
 }
 
-// servedSeries runs pkg/telemetry the way a service does — every surveyhooks instrument
+// servedSeries runs pkg/telemetry the way the services do — every service's instruments
 // recorded, a Kafka record produced and consumed through KafkaHooks, a consumer group's lag
 // observed, an HTTP request through HTTPHandler — and returns each served metric name with the
 // label names its series carry.
@@ -98,10 +101,15 @@ func servedSeries(t *testing.T) map[string]map[string]bool {
 	stopTiers, err := dm.ObserveTiers(func() []delivery.TierState { return []delivery.TierState{{Tier: "1m", Depth: 1}} })
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = stopTiers() })
-	m := tel.Metrics()
-	m.SinkBatch(ctx, 10, time.Second)
-	m.IngestEvents(ctx, 1, "rejected", "invalid")
-	stopFanout, err := m.ObserveFanout(func() map[string]int64 { return map[string]int64{"events": 1, "filtered": 1} })
+	sm, err := sink.NewMetrics(tel)
+	require.NoError(t, err)
+	sm.Batch(ctx, 10, time.Second)
+	im, err := ingest.NewMetrics(tel)
+	require.NoError(t, err)
+	im.Events(ctx, 1, "rejected", "invalid")
+	fm, err := fanout.NewMetrics(tel)
+	require.NoError(t, err)
+	stopFanout, err := fm.ObserveTotals(func() map[string]int64 { return map[string]int64{"events": 1, "filtered": 1} })
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = stopFanout() })
 
@@ -186,7 +194,7 @@ func TestDashboardQueriesOnlyMetricsAndLabelsTheServicesServe(t *testing.T) {
 			labels := map[string]bool{}
 			for _, r := range refs {
 				got, ok := served[r[1]]
-				require.True(t, ok, "%s: %s is not served by pkg/telemetry", p.Title, r[1])
+				require.True(t, ok, "%s: %s is not served by the services", p.Title, r[1])
 				seen[r[1]] = true
 				for l := range got {
 					labels[l] = true

@@ -20,11 +20,7 @@ func TestTxnLoopCopiesEveryRecordOnceAcrossARestart(t *testing.T) {
 	cfg := kafkatest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	require.NoError(t, kafka.EnsureTopics(ctx, cfg))
-
-	cl, err := kafka.NewClient(cfg)
-	require.NoError(t, err)
-	defer cl.Close()
+	cl := kafkatest.Client(t, ctx, cfg)
 	const n = 500
 	for i := range n {
 		cl.Produce(ctx, &kgo.Record{Topic: cfg.Topics.Events, Key: []byte(fmt.Sprint(i % 7)), Value: []byte(fmt.Sprint(i))}, nil)

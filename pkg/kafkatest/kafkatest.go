@@ -3,9 +3,11 @@
 package kafkatest
 
 import (
+	"context"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/surveyhooks/surveyhooks/pkg/config"
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
@@ -27,4 +29,19 @@ func Start(t testing.TB, opts ...kfake.Opt) kafka.Config {
 	cfg.Brokers = c.ListenAddrs()
 	cfg.Partitions = 3
 	return cfg
+}
+
+// Client creates cfg's topics and returns a client of cfg with opts, closed when the test ends:
+// the producing client a component test starts with.
+func Client(t testing.TB, ctx context.Context, cfg kafka.Config, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	if err := kafka.EnsureTopics(ctx, cfg); err != nil {
+		t.Fatalf("creating topics: %v", err)
+	}
+	cl, err := kafka.NewClient(cfg, opts...)
+	if err != nil {
+		t.Fatalf("creating a Kafka client: %v", err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
 }

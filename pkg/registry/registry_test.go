@@ -24,10 +24,7 @@ func cluster(t *testing.T) (kafka.Config, context.Context, *kgo.Client) {
 	cfg := kafkatest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
-	require.NoError(t, kafka.EnsureTopics(ctx, cfg))
-	cl, err := kafka.NewClient(cfg)
-	require.NoError(t, err)
-	t.Cleanup(cl.Close)
+	cl := kafkatest.Client(t, ctx, cfg)
 	return cfg, ctx, cl
 }
 

@@ -114,8 +114,8 @@ func (t *Telemetry) ObserveConsumerLag(cl *kgo.Client, groups ...string) (stop f
 
 // registerLag installs the one collection callback that reads every registered lag source.
 func (t *Telemetry) registerLag() error {
-	gauge := t.metrics.consumerLag
-	_, err := t.metrics.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+	gauge := t.consumerLag
+	_, err := t.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		t.lagMu.Lock()
 		sources := append([]lagSource(nil), t.lag...)
 		t.lagMu.Unlock()

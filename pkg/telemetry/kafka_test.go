@@ -16,6 +16,7 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
 	"github.com/surveyhooks/surveyhooks/pkg/kafkatest"
 	"github.com/surveyhooks/surveyhooks/pkg/telemetry"
+	"github.com/surveyhooks/surveyhooks/pkg/telemetry/telemetrytest"
 )
 
 func createTopics(t *testing.T, cfg kafka.Config, topics ...string) {
@@ -141,12 +142,12 @@ func TestConsumerLagIsServedPerGroupTopicAndPartition(t *testing.T) {
 	stop := tel.ObserveConsumerLag(cl, "surveyhooks-delivery")
 	srv := telemetry.OpsServer("", tel, nil)
 	rec := httptestRecorder(t, srv.Handler, "/metrics")
-	fams := parseMetrics(t, rec)
-	require.Equal(t, 3.0, value(t, fams, "surveyhooks_consumer_lag",
+	fams := telemetrytest.Parse(t, rec)
+	require.Equal(t, 3.0, telemetrytest.Value(t, fams, "surveyhooks_consumer_lag",
 		map[string]string{"group": "surveyhooks-delivery", "topic": "deliveries", "partition": "0"}))
 
 	stop()
-	fams = parseMetrics(t, httptestRecorder(t, srv.Handler, "/metrics"))
+	fams = telemetrytest.Parse(t, httptestRecorder(t, srv.Handler, "/metrics"))
 	require.NotContains(t, fams, "surveyhooks_consumer_lag", "a stopped source is no longer read")
 }
 

@@ -31,14 +31,12 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// Telemetry is one service's tracer and meter providers, its Prometheus registry and the named
-// instruments the services record into. One per process: the all-in-one command shares one
-// between its services. A nil *Telemetry is accepted by KafkaHooks (no hooks), StartRecordSpan
-// and Tracer (global provider), ObserveConsumerLag and Shutdown (no-ops) and OpsServer (no
-// /metrics), so components can be built in tests without it; a nil *Metrics records nothing.
+// Telemetry is one service's tracer and meter providers, its Prometheus registry and the consumer
+// lag gauge; each service creates its own instruments on MeterProvider. One per process: the
+// all-in-one command shares one between its services. A nil *Telemetry is accepted by KafkaHooks
+// (no hooks), StartRecordSpan and Tracer (global provider), ObserveConsumerLag and Shutdown
+// (no-ops) and OpsServer (no /metrics), so components can be built in tests without it.
 type Telemetry struct {
-	metrics *Metrics
-
 	service    string
 	tp         *sdktrace.TracerProvider
 	mp         *sdkmetric.MeterProvider
@@ -47,8 +45,10 @@ type Telemetry struct {
 	exporting  bool
 	recording  bool // spans are recorded (exported somewhere or sampled by OTEL_TRACES_SAMPLER)
 
-	lagMu sync.Mutex
-	lag   []lagSource
+	meter       metric.Meter // telemetry's own: the consumer lag
+	consumerLag metric.Int64ObservableGauge
+	lagMu       sync.Mutex
+	lag         []lagSource
 }
 
 // Option adjusts Setup; production code passes none.
@@ -144,7 +144,7 @@ func Setup(ctx context.Context, service string, opts ...Option) (*Telemetry, err
 		exporting:  exp != nil,
 		recording:  recording,
 	}
-	if t.metrics, err = NewMetrics(mp); err != nil {
+	if t.meter, t.consumerLag, err = newConsumerLag(mp); err != nil {
 		_ = t.Shutdown(ctx)
 		return nil, err
 	}
@@ -199,15 +199,6 @@ func traceExporterFromEnv(ctx context.Context) (sdktrace.SpanExporter, error) {
 		return nil, fmt.Errorf("creating OTLP trace exporter (%s): %w", protocol, err)
 	}
 	return exp, nil
-}
-
-// Metrics are the shared surveyhooks instruments (lag, sink, ingest, fan-out; delivery declares
-// its own), created on this Telemetry's meter; nil (recording nothing) on a nil Telemetry.
-func (t *Telemetry) Metrics() *Metrics {
-	if t == nil {
-		return nil
-	}
-	return t.metrics
 }
 
 // Service is the name Setup was called with.

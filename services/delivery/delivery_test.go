@@ -56,10 +56,7 @@ func newHarness(t *testing.T, schedule []time.Duration, tweak func(*delivery.Con
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
 	t.Cleanup(cancel)
-	require.NoError(t, kafka.EnsureTopics(ctx, kcfg))
-	cl, err := kafka.NewClient(kcfg)
-	require.NoError(t, err)
-	t.Cleanup(cl.Close)
+	cl := kafkatest.Client(t, ctx, kcfg)
 	h := &harness{t: t, cfg: cfg, box: box, cl: cl, ctx: ctx}
 	return h
 }

@@ -32,10 +32,7 @@ func newDedupStack(t *testing.T) *dedupStack {
 	cfg := kafkatest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	require.NoError(t, kafka.EnsureTopics(ctx, cfg))
-	cl, err := kafka.NewClient(cfg)
-	require.NoError(t, err)
-	t.Cleanup(cl.Close)
+	cl := kafkatest.Client(t, ctx, cfg)
 	s := &dedupStack{t: t, cfg: cfg, cl: cl, got: map[string]int{}}
 	for _, p := range []string{"p1", "p2"} {
 		v, _ := proto.Marshal(&pb.Webhook{Id: "wh_" + p, ProjectId: p, Enabled: true, EventTypes: []string{"*"}})

@@ -137,7 +137,11 @@ func (f *FanOut) Run(ctx context.Context) error {
 	}
 	defer admCl.Close()
 	dd := newDeduper(f.cfg, f.log, &f.Stats, kadm.NewClient(admCl))
-	unregister, err := f.deps.Telemetry.Metrics().ObserveFanout(f.Stats.byResult)
+	met, err := NewMetrics(f.deps.Telemetry)
+	if err != nil {
+		return err
+	}
+	unregister, err := met.ObserveTotals(f.Stats.byResult)
 	if err != nil {
 		return err
 	}

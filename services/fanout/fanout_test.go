@@ -40,10 +40,7 @@ func TestEachEventBecomesOneDeliveryPerMatchingWebhook(t *testing.T) {
 	cfg := kafkatest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	require.NoError(t, kafka.EnsureTopics(ctx, cfg))
-	cl, err := kafka.NewClient(cfg)
-	require.NoError(t, err)
-	defer cl.Close()
+	cl := kafkatest.Client(t, ctx, cfg)
 
 	f := fanout.New(fanout.Config{Kafka: cfg, Group: "fanout-test"}, nil)
 	fctx, fcancel := context.WithCancel(ctx)

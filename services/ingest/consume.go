@@ -157,11 +157,11 @@ func (in *Ingest) handleBatch(ctx context.Context, cl *kgo.Client, recs []*kgo.R
 	in.stats.Previews.Add(int64(c.previews))
 	in.stats.Rejected.Add(int64(c.rejected))
 	in.stats.Forwarded.Add(int64(c.forwarded))
-	m := in.deps.Telemetry.Metrics()
-	m.IngestEvents(context.Background(), c.previews, "preview", "")
-	m.IngestEvents(context.Background(), c.forwarded, "accepted", "")
+	m := in.met
+	m.Events(context.Background(), c.previews, "preview", "")
+	m.Events(context.Background(), c.forwarded, "accepted", "")
 	for code, n := range c.reasons {
-		m.IngestEvents(context.Background(), n, "rejected", code)
+		m.Events(context.Background(), n, "rejected", code)
 	}
 	return nil
 }

@@ -49,7 +49,7 @@ func (in *Ingest) postEvents(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		if e := (*httpapi.Error)(nil); errors.As(err, &e) && e.Status < 500 {
 			in.stats.Rejected.Add(1)
-			in.deps.Telemetry.Metrics().IngestEvents(r.Context(), 1, "rejected", e.Code)
+			in.met.Events(r.Context(), 1, "rejected", e.Code)
 		}
 		httpapi.WriteError(w, err)
 		return
@@ -135,14 +135,14 @@ func (in *Ingest) accept(r *http.Request) (int, *accepted, error) {
 	}
 	// Everything is valid: from here on the request is accepted or unavailable, never a 4xx.
 	counted := func() {
-		m := in.deps.Telemetry.Metrics()
+		m := in.met
 		in.stats.HTTPEvents.Add(int64(len(evs)))
 		in.stats.Previews.Add(int64(out.Previews))
 		in.stats.Duplicates.Add(int64(out.Duplicates))
 		in.stats.Forwarded.Add(int64(len(recs)))
-		m.IngestEvents(r.Context(), out.Previews, "preview", "")
-		m.IngestEvents(r.Context(), out.Duplicates, "duplicate", "duplicate_event_id")
-		m.IngestEvents(r.Context(), len(recs), "accepted", "")
+		m.Events(r.Context(), out.Previews, "preview", "")
+		m.Events(r.Context(), out.Duplicates, "duplicate", "duplicate_event_id")
+		m.Events(r.Context(), len(recs), "accepted", "")
 	}
 	if len(recs) > 0 {
 		// The records continue the request's trace (the server span, when tracing is set up). Not

@@ -111,6 +111,7 @@ type Ingest struct {
 	fresh  singleflight.Group
 	stats  Stats
 	deps   service.Deps
+	met    *Metrics
 }
 
 // shutdownGrace bounds how long in-flight HTTP requests may finish after ctx is cancelled.
@@ -162,6 +163,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 
 // build connects the parts of one process.
 func build(cfg Config, log *slog.Logger, deps service.Deps) (*Ingest, error) {
+	met, err := NewMetrics(deps.Telemetry)
+	if err != nil {
+		return nil, err
+	}
 	reg, err := registry.New(cfg.Kafka, log)
 	if err != nil {
 		return nil, err
@@ -174,7 +179,7 @@ func build(cfg Config, log *slog.Logger, deps service.Deps) (*Ingest, error) {
 		_ = reg.Run(canceled()) // closes its client
 		return nil, err
 	}
-	return &Ingest{cfg: cfg, log: log, reg: reg, events: events, deps: deps,
+	return &Ingest{cfg: cfg, log: log, reg: reg, events: events, deps: deps, met: met,
 		recent: newRecent(cfg.DedupWindow, cfg.RecentIDs)}, nil
 }
 

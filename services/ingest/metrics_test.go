@@ -14,6 +14,8 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/kafkatest"
 	"github.com/surveyhooks/surveyhooks/pkg/service"
 	"github.com/surveyhooks/surveyhooks/pkg/telemetry"
+	"github.com/surveyhooks/surveyhooks/pkg/telemetry/telemetrytest"
+	"github.com/surveyhooks/surveyhooks/services/ingest"
 )
 
 func TestMetricsCountEventsByResultAndReason(t *testing.T) {
@@ -46,4 +48,22 @@ func TestMetricsCountEventsByResultAndReason(t *testing.T) {
 		`reason="missing_field",result="rejected"`} { // the bad HTTP request, by its error code
 		require.True(t, strings.Contains(text, want), "metrics lack %s", want)
 	}
+}
+
+func TestEventsInstrumentIsServedUnderItsPrometheusName(t *testing.T) {
+	tel := telemetrytest.Setup(t, "ingest")
+	m, err := ingest.NewMetrics(tel)
+	require.NoError(t, err)
+	ctx := context.Background()
+	m.Events(ctx, 3, "rejected", "missing_event_type")
+	m.Events(ctx, 5, "accepted", "")
+	m.Events(ctx, 0, "preview", "") // nothing to count: no series
+
+	fams := telemetrytest.Scrape(t, tel)
+	require.Equal(t, 3.0, telemetrytest.Value(t, fams, "surveyhooks_ingest_events_total", map[string]string{"result": "rejected", "reason": "missing_event_type"}))
+	require.Equal(t, 5.0, telemetrytest.Value(t, fams, "surveyhooks_ingest_events_total", map[string]string{"result": "accepted", "reason": ""}))
+	require.Len(t, fams["surveyhooks_ingest_events_total"].GetMetric(), 2)
+
+	var none *ingest.Metrics // without telemetry: records nothing, never panics
+	none.Events(ctx, 1, "accepted", "")
 }

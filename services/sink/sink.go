@@ -94,6 +94,7 @@ type Sink struct {
 	mu     sync.Mutex
 	stored map[string]map[int32]int64 // topic → partition → highest offset in ClickHouse
 	deps   service.Deps
+	met    *Metrics
 }
 
 // Run runs the sink until ctx is done.
@@ -128,6 +129,11 @@ func (s *Sink) Run(ctx context.Context) error {
 	if err := kafka.EnsureTopics(ctx, s.cfg.Kafka); err != nil {
 		return fmt.Errorf("ensuring topics: %w", err)
 	}
+	met, err := NewMetrics(s.deps.Telemetry)
+	if err != nil {
+		return err
+	}
+	s.met = met
 	store, err := s.openStore(ctx)
 	if err != nil {
 		return err
@@ -279,7 +285,7 @@ func (s *Sink) flush(ctx context.Context, store *attemptlog.Store, b *batch) err
 		start := time.Now()
 		err := s.insert(ctx, store, b)
 		if err == nil {
-			s.deps.Telemetry.Metrics().SinkBatch(ctx, b.len(), time.Since(start))
+			s.met.Batch(ctx, b.len(), time.Since(start))
 			return nil
 		}
 		s.Stats.InsertFails.Add(1)

@@ -14,7 +14,6 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
 	"github.com/surveyhooks/surveyhooks/pkg/chtest"
 	"github.com/surveyhooks/surveyhooks/pkg/config"
-	"github.com/surveyhooks/surveyhooks/pkg/kafka"
 	"github.com/surveyhooks/surveyhooks/pkg/kafkatest"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
@@ -29,10 +28,7 @@ func TestSinkStoresEveryAttemptOnceAcrossACrash(t *testing.T) {
 	cfg.FlushInterval, cfg.BatchSize = 100*time.Millisecond, 200
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	require.NoError(t, kafka.EnsureTopics(ctx, kcfg))
-	cl, err := kafka.NewClient(kcfg)
-	require.NoError(t, err)
-	defer cl.Close()
+	cl := kafkatest.Client(t, ctx, kcfg)
 
 	const n = 1000
 	now := time.Now().UnixMilli()
@@ -106,10 +102,7 @@ func TestSinkStoresAnAttemptProducedTwiceOnce(t *testing.T) {
 	cfg.FlushInterval = 100 * time.Millisecond
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	require.NoError(t, kafka.EnsureTopics(ctx, kcfg))
-	cl, err := kafka.NewClient(kcfg)
-	require.NoError(t, err)
-	defer cl.Close()
+	cl := kafkatest.Client(t, ctx, kcfg)
 
 	now := time.Now().UnixMilli()
 	attempt := func(id string) *kgo.Record {
