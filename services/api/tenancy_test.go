@@ -54,6 +54,12 @@ func TestAProjectKeySeesAndChangesOnlyItsOwnProject(t *testing.T) {
 		"GET /v1/projects/{id}": func(t *testing.T) {
 			s.must(http.StatusUnauthorized, "GET", "/v1/projects/"+pa, keyB, nil)
 		},
+		"POST /v1/projects/{id}/erasures": func(t *testing.T) {
+			s.must(http.StatusUnauthorized, "POST", "/v1/projects/"+pa+"/erasures", keyB, map[string]any{"user_id": "u1"})
+		},
+		"GET /v1/projects/{id}/erasures/{erasure_id}": func(t *testing.T) {
+			s.must(http.StatusUnauthorized, "GET", "/v1/projects/"+pa+"/erasures/era_x", keyB, nil)
+		},
 		"POST /v1/projects/{id}/portal-sessions": func(t *testing.T) {
 			s.must(http.StatusUnauthorized, "POST", "/v1/projects/"+pa+"/portal-sessions", keyB, map[string]any{})
 			// The admin token cannot scope a session of B to A's webhook either.

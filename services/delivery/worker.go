@@ -260,6 +260,15 @@ func (w *Worker) deliver(ctx context.Context, t *task) time.Duration {
 		}
 	}
 	wh := w.reg.Webhook(d.WebhookId)
+	if d.WebhookRevision > 0 && (wh == nil || wh.Revision < d.WebhookRevision) {
+		// Made from a newer revision than this process has seen (a Send Test right after a secret
+		// rotation, a fan-out ahead of this worker): wait briefly for the registry, so the request
+		// goes where, and is signed as, that revision says.
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_ = w.reg.WaitFresh(wctx)
+		cancel()
+		wh = w.reg.Webhook(d.WebhookId)
+	}
 	in := input{Delivery: d, Webhook: wh, BreakerThreshold: w.cfg.BreakerThreshold, Schedule: w.cfg.Kafka.RetrySchedule, Now: time.Now()}
 	start := in.Now
 	dec := decide(in)
