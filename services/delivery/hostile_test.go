@@ -2,6 +2,7 @@ package delivery_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"fmt"
 	"net"
@@ -17,6 +18,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
+	"github.com/surveyhooks/surveyhooks/pkg/chtest"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 	"github.com/surveyhooks/surveyhooks/services/delivery"
 )
@@ -111,9 +114,9 @@ func hostileCases(t *testing.T) []hostileCase {
 				require.Len(t, a.ResponseBody, 64<<10)
 			},
 			after: func(t *testing.T, s *rawServer) {
-				// Three responses of 100 MB each: the client hung up after its cap (what the
-				// sockets' buffers took is all the server could write).
-				require.Less(t, s.written.Load(), int64(3*(100<<20)/2), "the client read the 100 MB bodies")
+				// Three responses of 100 MB each: the client hung up after its cap, so the server
+				// could write little more than what the sockets' buffers took.
+				require.Less(t, s.written.Load(), int64(100<<20), "the client read the 100 MB bodies")
 			},
 		},
 		{
@@ -153,11 +156,15 @@ func hostileCases(t *testing.T) []hostileCase {
 		},
 		{
 			name: "one_giant_header_line",
-			behave: func(s *rawServer, c net.Conn, br *bufio.Reader) {
-				if s.readRequest(c, br) {
-					_, _ = c.Write([]byte(response("200 OK", "X-Giant: "+strings.Repeat("g", 4<<20)+"\r\n", "ok")))
+			behave: func() behaviour {
+				// Built once: the heap check below is about the client, not this server.
+				giant := []byte(response("200 OK", "X-Giant: "+strings.Repeat("g", 4<<20)+"\r\n", "ok"))
+				return func(s *rawServer, c net.Conn, br *bufio.Reader) {
+					if s.readRequest(c, br) {
+						_, _ = c.Write(giant)
+					}
 				}
-			},
+			}(),
 			class: pb.OutcomeClass_OUTCOME_CLASS_CONNECTION_ERROR,
 			check: func(t *testing.T, a *pb.Attempt, _ *rawServer) {
 				require.Contains(t, a.Outcome.Error, "exceeded", "the log says why")
@@ -345,8 +352,9 @@ func runHostileCase(t *testing.T, c hostileCase) {
 		perHostile = 1
 	}
 	as := attempts(h, healthyN+hostileN*perHostile)
+	var dead []*pb.Delivery
 	if perHostile == 2 {
-		dead := collect(h, h.cfg.Kafka.Topics.Dead, func() *pb.Delivery { return &pb.Delivery{} },
+		dead = collect(h, h.cfg.Kafka.Topics.Dead, func() *pb.Delivery { return &pb.Delivery{} },
 			func(d []*pb.Delivery) bool { return len(d) >= hostileN })
 		for _, d := range dead {
 			require.Equal(t, "wh_hostile", d.WebhookId)
@@ -365,6 +373,8 @@ func runHostileCase(t *testing.T, c hostileCase) {
 		slowest = max(slowest, l)
 	}
 	mu.Unlock()
+
+	storeAsTheSink(t, h.ctx, as, dead)
 
 	var healthyAttempts, hostileAttempts int
 	for _, a := range as {
@@ -423,6 +433,38 @@ func runHostileCase(t *testing.T, c hostileCase) {
 	require.Empty(t, stuck, "goroutines left behind:\n%s", strings.Join(stuck, "\n\n"))
 	t.Logf("%s: slowest healthy delivery %s, %d bytes written by the hostile receiver, heap +%d KiB",
 		c.name, slowest, hostile.written.Load(), grew>>10)
+}
+
+// storeAsTheSink writes the attempts and dead letters read from Kafka to a ClickHouse database of
+// the test's own with the attempt log's store (what the sink does with each batch), then reads
+// every attempt back through the log's API: a record the sink could decode but ClickHouse refused
+// would be an attempt lost from the log.
+func storeAsTheSink(t *testing.T, ctx context.Context, as []*pb.Attempt, dead []*pb.Delivery) {
+	t.Helper()
+	store, err := attemptlog.Open(ctx, chtest.Addr(t), chtest.Database(t))
+	require.NoError(t, err)
+	defer store.Close()
+	require.NoError(t, store.Migrate(ctx))
+	src := make([]attemptlog.Source, len(as))
+	for i := range as {
+		src[i] = attemptlog.Source{Partition: 0, Offset: int64(i)}
+	}
+	require.NoError(t, store.InsertAttempts(ctx, as, src), "ClickHouse refused the attempts")
+	if len(dead) > 0 {
+		raw := make([][]byte, len(dead))
+		for i, d := range dead {
+			raw[i], err = proto.Marshal(d)
+			require.NoError(t, err)
+		}
+		require.NoError(t, store.InsertDeadLetters(ctx, dead, raw, src[:len(dead)]), "ClickHouse refused the dead letters")
+	}
+	for _, a := range as {
+		got, err := store.GetAttempt(ctx, a.ProjectId, a.AttemptId)
+		require.NoError(t, err, "attempt %s of %s is not in the log", a.AttemptId, a.WebhookId)
+		require.Equal(t, a.ResponseTruncated, got.ResponseTruncated)
+		require.Equal(t, string(a.ResponseBody), got.ResponseBody)
+		require.Equal(t, len(a.ResponseHeaders), len(got.ResponseHeaders))
+	}
 }
 
 // requireBoundedText checks an error text as the log stores it: UTF-8 (a protobuf string) and short.
