@@ -240,6 +240,9 @@ func hostileCases(t *testing.T) []hostileCase {
 				}
 			},
 			class: pb.OutcomeClass_OUTCOME_CLASS_CONNECTION_ERROR,
+			check: func(t *testing.T, a *pb.Attempt, _ *rawServer) {
+				require.Contains(t, a.Outcome.Error, "malformed HTTP", "the log says why")
+			},
 		},
 		{
 			name: "header_values_not_utf8_or_cut_inside_a_character",
@@ -265,9 +268,14 @@ func hostileCases(t *testing.T) []hostileCase {
 					_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\n\xff\xfe" + strings.Repeat("q", 50<<10) + "\r\n\r\n"))
 				}
 			},
-			// Go's error quotes the whole line: 50 KB, not UTF-8, in the outcome of the attempt,
-			// the retry and the dead letter.
+			// Go's error quotes the whole line: 50 KB in the outcome of the attempt, the retry and
+			// the dead letter, unless cut.
 			class: pb.OutcomeClass_OUTCOME_CLASS_CONNECTION_ERROR,
+			check: func(t *testing.T, a *pb.Attempt, _ *rawServer) {
+				require.Contains(t, a.Outcome.Error, "malformed MIME header", "the log says why")
+				require.True(t, strings.HasSuffix(a.Outcome.Error, "…(cut)") || strings.Contains(a.Outcome.Error, "…(cut) (after"),
+					"the cut is marked: %q", a.Outcome.Error)
+			},
 		},
 		{
 			name: "informational_flood",
@@ -431,8 +439,15 @@ func runHostileCase(t *testing.T, c hostileCase) {
 		stuck = stuckGoroutines("net/http.(*persistConn)", "delivery/sender.(*Sender).Send", "delivery.(*Worker)")
 	}
 	require.Empty(t, stuck, "goroutines left behind:\n%s", strings.Join(stuck, "\n\n"))
-	t.Logf("%s: slowest healthy delivery %s, %d bytes written by the hostile receiver, heap +%d KiB",
-		c.name, slowest, hostile.written.Load(), grew>>10)
+	var said string // what the log tells the subscriber about the hostile receiver
+	for _, a := range as {
+		if a.WebhookId == "wh_hostile" {
+			said = fmt.Sprintf("%s %d %q", a.Outcome.Class, a.Outcome.StatusCode, a.Outcome.Error)
+			break
+		}
+	}
+	t.Logf("%s: %s; slowest healthy delivery %s, %d bytes written by the hostile receiver, heap +%d KiB",
+		c.name, said, slowest, hostile.written.Load(), grew>>10)
 }
 
 // storeAsTheSink writes the attempts and dead letters read from Kafka to a ClickHouse database of

@@ -211,10 +211,15 @@ func ErrorText(err error) string {
 	case isRefused(err):
 		return "connection refused or reset"
 	}
+	// Drop the `Post "<url>": ` and transport wrappers (the URL is in the attempt already) but
+	// keep what went wrong: cutting at the last ": " instead left only the receiver's quoted
+	// bytes of a malformed header line, without saying they were one.
 	msg := err.Error()
-	if i := strings.LastIndex(msg, ": "); i >= 0 && strings.HasPrefix(msg, "Post ") {
-		msg = msg[i+2:]
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		msg = ue.Err.Error()
 	}
+	msg = strings.TrimPrefix(strings.TrimPrefix(msg, "net/http: HTTP/1.x transport connection broken: "), "net/http: ")
 	return boundText(msg)
 }
 
