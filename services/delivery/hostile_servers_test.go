@@ -30,10 +30,11 @@ type rawServer struct {
 	written  atomic.Int64 // bytes written to clients
 	live     atomic.Int32 // connections the client has not closed
 
-	ln    net.Listener
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
+	ln     net.Listener
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
 }
 
 // behaviour is what a hostile receiver does with one connection: c counts what it writes, br is
@@ -63,6 +64,11 @@ func (s *rawServer) accept(behave behaviour) {
 			return // closed
 		}
 		s.mu.Lock()
+		if s.closed { // accepted just as the server closed: close() did not see it
+			s.mu.Unlock()
+			_ = c.Close()
+			return
+		}
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
 		s.live.Add(1)
@@ -85,6 +91,7 @@ func (s *rawServer) accept(behave behaviour) {
 func (s *rawServer) close() {
 	_ = s.ln.Close()
 	s.mu.Lock()
+	s.closed = true
 	for c := range s.conns {
 		_ = c.Close()
 	}

@@ -288,6 +288,17 @@ func hostileCases(t *testing.T) []hostileCase {
 			class: pb.OutcomeClass_OUTCOME_CLASS_CONNECTION_ERROR,
 		},
 		{
+			// 101 hands the connection over to the caller: Go's client stops applying the
+			// request's deadline to it, so reading the "body" could wait forever.
+			name: "switches_protocols_then_silence",
+			behave: func(s *rawServer, c net.Conn, br *bufio.Reader) {
+				if s.readRequest(c, br) {
+					_, _ = c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: hostile\r\n\r\n"))
+				}
+			},
+			class: pb.OutcomeClass_OUTCOME_CLASS_HTTP_RETRYABLE,
+		},
+		{
 			name: "informational_trickle",
 			behave: func(s *rawServer, c net.Conn, br *bufio.Reader) {
 				if s.readRequest(c, br) {
