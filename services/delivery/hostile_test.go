@@ -155,6 +155,25 @@ func hostileCases(t *testing.T) []hostileCase {
 			},
 		},
 		{
+			name: "trailer_bomb",
+			behave: func(s *rawServer, c net.Conn, br *bufio.Reader) {
+				if !s.readRequest(c, br) {
+					return
+				}
+				if _, err := c.Write([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n")); err != nil {
+					return
+				}
+				line := []byte("X-Trailer: " + strings.Repeat("t", 1000) + "\r\n")
+				forever(func() error { _, err := c.Write(line); return err }) // trailers without end
+			},
+			// Go refuses a trailer that long: the body read fails after "ok", the status stands.
+			class: pb.OutcomeClass_OUTCOME_CLASS_SUCCESS,
+			check: func(t *testing.T, a *pb.Attempt, _ *rawServer) {
+				require.Equal(t, "ok", string(a.ResponseBody))
+				require.True(t, a.ResponseTruncated, "the body read ended in an error: marked")
+			},
+		},
+		{
 			name: "one_giant_header_line",
 			behave: func() behaviour {
 				// Built once: the heap check below is about the client, not this server.
