@@ -366,6 +366,7 @@ func runHostileCase(t *testing.T, c hostileCase) {
 	t.Cleanup(healthy.Close) // also when a check fails: its idle connections would outlive the case
 	h.webhook("wh_hostile", hostile.url)
 	h.webhook("wh_healthy", healthy.URL)
+	before := clientGoroutines() // another test's leftovers are not this case's
 	peak := heapPeak()
 	h.start()
 
@@ -463,11 +464,7 @@ func runHostileCase(t *testing.T, c hostileCase) {
 	h.stop()
 	healthy.Close()
 	hostile.close()
-	stuck := stuckGoroutines("net/http.(*persistConn)", "delivery/sender.(*Sender).Send", "delivery.(*Worker)")
-	for end := time.Now().Add(5 * time.Second); len(stuck) > 0 && time.Now().Before(end); {
-		time.Sleep(50 * time.Millisecond)
-		stuck = stuckGoroutines("net/http.(*persistConn)", "delivery/sender.(*Sender).Send", "delivery.(*Worker)")
-	}
+	stuck := newGoroutines(before, 5*time.Second)
 	require.Empty(t, stuck, "goroutines left behind:\n%s", strings.Join(stuck, "\n\n"))
 	var said string // what the log tells the subscriber about the hostile receiver
 	for _, a := range as {
