@@ -30,10 +30,11 @@ type rawServer struct {
 	written  atomic.Int64 // bytes written to clients
 	live     atomic.Int32 // connections the client has not closed
 
-	ln    net.Listener
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
+	ln     net.Listener
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
 }
 
 // behaviour is what a hostile receiver does with one connection: c counts what it writes, br is
@@ -63,6 +64,11 @@ func (s *rawServer) accept(behave behaviour) {
 			return // closed
 		}
 		s.mu.Lock()
+		if s.closed { // accepted just as the server closed: close() did not see it
+			s.mu.Unlock()
+			_ = c.Close()
+			return
+		}
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
 		s.live.Add(1)
@@ -85,6 +91,7 @@ func (s *rawServer) accept(behave behaviour) {
 func (s *rawServer) close() {
 	_ = s.ln.Close()
 	s.mu.Lock()
+	s.closed = true
 	for c := range s.conns {
 		_ = c.Close()
 	}
@@ -182,20 +189,40 @@ func heapPeak() (stop func() uint64) {
 	return func() uint64 { close(done); <-finished; return peak.Load() }
 }
 
-// stuckGoroutines lists the goroutines whose stacks mention any of the given functions.
-func stuckGoroutines(funcs ...string) []string {
+// clientGoroutines lists, by goroutine header ("goroutine 12 [IO wait]:" without the state),
+// the goroutines whose stacks are the delivery worker's or its HTTP client's: what a request
+// left hanging would leave behind.
+func clientGoroutines() map[string]string {
 	buf := make([]byte, 4<<20)
 	buf = buf[:runtime.Stack(buf, true)]
-	var out []string
+	out := map[string]string{}
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		for _, f := range funcs {
+		for _, f := range []string{"net/http.(*persistConn)", "delivery/sender.(*Sender).Send", "delivery.(*Worker)"} {
 			if strings.Contains(g, f) {
-				out = append(out, g)
+				id, _, _ := strings.Cut(g, " [")
+				out[id] = g
 				break
 			}
 		}
 	}
 	return out
+}
+
+// newGoroutines waits up to wait for the client goroutines not in before to end, and returns
+// the stacks of those that did not.
+func newGoroutines(before map[string]string, wait time.Duration) []string {
+	var left []string
+	for end := time.Now().Add(wait); ; time.Sleep(50 * time.Millisecond) {
+		left = left[:0]
+		for id, g := range clientGoroutines() {
+			if _, ok := before[id]; !ok {
+				left = append(left, g)
+			}
+		}
+		if len(left) == 0 || time.Now().After(end) {
+			return left
+		}
+	}
 }
 
 // response is a complete HTTP/1.1 answer that asks the client to close the connection after it,

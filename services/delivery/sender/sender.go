@@ -163,6 +163,15 @@ func (s *Sender) Send(ctx context.Context, req Request) Result {
 	defer resp.Body.Close()
 	res.StatusCode = resp.StatusCode
 	res.ResponseHeaders = resp.Header
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// We never ask for an upgrade. Go hands a 101's connection to the caller as its body,
+		// no longer under the request's deadline: reading it would wait for as long as the
+		// receiver likes. A 1xx has no body; the answer is recorded as the status it is.
+		res.Latency = time.Since(start)
+		return res
+	}
+	// Whatever else the transport does with the body, it is read no longer than the attempt.
+	defer context.AfterFunc(ctx, func() { _ = resp.Body.Close() })()
 	body, rerr := io.ReadAll(io.LimitReader(resp.Body, s.opts.MaxResponseBytes+1))
 	if int64(len(body)) > s.opts.MaxResponseBytes {
 		body, res.ResponseTruncated = body[:s.opts.MaxResponseBytes], true
@@ -211,10 +220,15 @@ func ErrorText(err error) string {
 	case isRefused(err):
 		return "connection refused or reset"
 	}
+	// Drop the `Post "<url>": ` and transport wrappers (the URL is in the attempt already) but
+	// keep what went wrong: cutting at the last ": " instead left only the receiver's quoted
+	// bytes of a malformed header line, without saying they were one.
 	msg := err.Error()
-	if i := strings.LastIndex(msg, ": "); i >= 0 && strings.HasPrefix(msg, "Post ") {
-		msg = msg[i+2:]
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		msg = ue.Err.Error()
 	}
+	msg = strings.TrimPrefix(strings.TrimPrefix(msg, "net/http: HTTP/1.x transport connection broken: "), "net/http: ")
 	return boundText(msg)
 }
 
