@@ -36,7 +36,8 @@ const MaxProperties = 10
 type Option func(*options)
 
 type options struct {
-	project *pb.Project
+	project    *pb.Project
+	respondent *pb.Respondent
 }
 
 // WithProject gives the renderer the event's project (from the `projects` topic), for formats
