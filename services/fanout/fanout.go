@@ -202,8 +202,7 @@ func (f *FanOut) Run(ctx context.Context) error {
 						f.fanOut(r, reg, rs, need[r.Partition], now, produce)
 					}
 				}
-				rs.flush(produce)
-				return nil
+				return rs.flush(produce)
 			},
 		}
 		return loop.Run(ctx)

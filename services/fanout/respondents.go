@@ -1,6 +1,7 @@
 package fanout
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -58,6 +59,9 @@ type respondents struct {
 
 	// The current batch's changes, per partition; a nil Respondent is an erasure (a tombstone).
 	pending map[int32]map[string]*pb.Respondent
+	// lost is set when the batch needed a partition's state after it was revoked: what the batch
+	// would write is built on nothing, so flush fails and the batch is aborted.
+	lost bool
 }
 
 func newRespondents(cfg kafka.Config, log *slog.Logger, stats *Stats, adm *kadm.Client) *respondents {
@@ -96,6 +100,7 @@ func (s *respondents) drop(_ context.Context, _ *kgo.Client, lost map[string][]i
 // the batch produces anything (a long read must not keep a transaction open).
 func (s *respondents) prepare(ctx context.Context, need map[int32]bool) error {
 	clear(s.pending)
+	s.lost = false
 	gen := s.gen.Load()
 	for p := range need {
 		s.mu.Lock()
@@ -185,7 +190,8 @@ func (s *respondents) rebuild(ctx context.Context, p int32) (map[string][]byte, 
 				if r.Value == nil {
 					delete(state, string(r.Key))
 				} else {
-					state[string(r.Key)] = r.Value
+					// A copy: the value is a slice of the whole fetched batch.
+					state[string(r.Key)] = bytes.Clone(r.Value)
 				}
 			}
 			if fp.LastStableOffset >= 0 && pos >= fp.LastStableOffset {
@@ -205,8 +211,13 @@ func (s *respondents) current(p int32, key string) *pb.Respondent {
 		return r
 	}
 	s.mu.Lock()
-	b := s.parts[p][key]
+	state, ok := s.parts[p]
+	b := state[key]
 	s.mu.Unlock()
+	if !ok {
+		s.lost = true
+		return nil
+	}
 	if b == nil {
 		return nil
 	}
@@ -252,7 +263,10 @@ func (s *respondents) note(p int32, key string, r *pb.Respondent) {
 
 // flush produces the batch's changes, one record per changed user, on the partition number of
 // their `events` partition.
-func (s *respondents) flush(produce func(*kgo.Record)) {
+func (s *respondents) flush(produce func(*kgo.Record)) error {
+	if s.lost {
+		return errRevokedMidBatch
+	}
 	for p, users := range s.pending {
 		for key, r := range users {
 			rec := &kgo.Record{Topic: s.topic, Partition: p, Key: []byte(key)}
@@ -263,6 +277,7 @@ func (s *respondents) flush(produce func(*kgo.Record)) {
 			s.stats.RespondentRecords.Add(1)
 		}
 	}
+	return nil
 }
 
 // ended applies a committed batch's changes to the committed state.
