@@ -255,3 +255,37 @@ func TestErasedRespondentIsForgottenEverywhere(t *testing.T) {
 	s.event(displayed("e6", "pr", "u2"))
 	require.Equal(t, map[string]any{"team_size": "1-5"}, s.attributes("e6", "wh_refiner"))
 }
+
+// What a killed fan-out left in an open (later aborted) transaction is not read back; what it
+// committed is.
+func TestRespondentsReadBackOnlyCommittedState(t *testing.T) {
+	s := newRespondentStack(t)
+	s.webhook(&pb.Webhook{Id: "wh_refiner", ProjectId: "pr", Enabled: true, EventTypes: []string{"*"}, Format: envelope.FormatRefiner})
+	state := func(user, q, a string) []byte {
+		v, _ := proto.Marshal(&pb.Respondent{ProjectId: "pr", User: user,
+			Answers: []*pb.RespondentAnswer{{Key: q, Value: []byte(`"` + a + `"`)}}})
+		return v
+	}
+	txn, err := kafka.NewClient(s.cfg, kgo.TransactionalID("killed-fanout"), kafka.SamePartition(s.cfg.Topics.Respondents))
+	require.NoError(t, err)
+	defer txn.Close()
+	// Written on every partition, so that whichever holds the user's events has it.
+	write := func(commit kgo.TransactionEndTry, key string, v []byte) {
+		require.NoError(t, txn.BeginTransaction())
+		for p := range s.cfg.Partitions {
+			txn.Produce(s.ctx, &kgo.Record{Topic: s.cfg.Topics.Respondents, Partition: p, Key: []byte(key), Value: v}, nil)
+		}
+		require.NoError(t, txn.Flush(s.ctx))
+		require.NoError(t, txn.EndTransaction(s.ctx, commit))
+	}
+	write(kgo.TryCommit, "pr/u1", state("u1", "kept", "yes"))
+	write(kgo.TryAbort, "pr/u1", state("u1", "aborted", "leaked"))
+	write(kgo.TryCommit, "pr/u2", state("u2", "erased", "gone"))
+	write(kgo.TryCommit, "pr/u2", nil)
+
+	s.fanOut()
+	s.event(displayed("e1", "pr", "u1"))
+	require.Equal(t, map[string]any{"kept": "yes"}, s.attributes("e1", "wh_refiner"))
+	s.event(displayed("e2", "pr", "u2"))
+	require.Empty(t, s.attributes("e2", "wh_refiner"), "a tombstone erases the user")
+}
