@@ -188,9 +188,12 @@ func TestRefinerAttributesCarryEverySurveyAnsweredByTheUser(t *testing.T) {
 	// A restart: the new process reads the state back from `respondents`.
 	stop()
 	stop = s.fanOut()
+	preview := answered("preview", "pr", "u1", "s9", map[string]string{"previewed": "no"})
+	preview.Preview = true
+	s.event(preview)
 	s.event(displayed("e5", "pr", "u1"))
 	require.Equal(t, map[string]any{"team_size": "50+", "heard_news": "yes"}, s.attributes("e5", "wh_refiner"),
-		"the answers survive a restart")
+		"the answers survive a restart; a preview's are not remembered")
 	s.event(displayed("e6", "pr", "u2"))
 	require.Equal(t, map[string]any{"team_size": "1-5", "u2_only": "x"}, s.attributes("e6", "wh_refiner"))
 
