@@ -292,3 +292,55 @@ func TestRespondentsReadBackOnlyCommittedState(t *testing.T) {
 	s.event(displayed("e2", "pr", "u2"))
 	require.Empty(t, s.attributes("e2", "wh_refiner"), "a tombstone erases the user")
 }
+
+// Partitions move between fan-out processes (one joins, one leaves): each user's answers move
+// with their partition.
+func TestRespondentsFollowTheirPartitionAcrossARebalance(t *testing.T) {
+	s := newRespondentStack(t)
+	s.webhook(&pb.Webhook{Id: "wh_refiner", ProjectId: "pr", Enabled: true, EventTypes: []string{"*"}, Format: envelope.FormatRefiner})
+	stopA := s.fanOut()
+	users := []string{"u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8"}
+	for _, u := range users {
+		s.event(answered("a_"+u, "pr", u, "s1", map[string]string{"who": u}))
+	}
+	for _, u := range users {
+		s.delivery("a_"+u, "wh_refiner")
+	}
+	s.fanOut() // B joins: A gives up some partitions
+	s.waitForMembers(2)
+	for _, u := range users {
+		s.event(answered("b_"+u, "pr", u, "s2", map[string]string{"second": u}))
+	}
+	for _, u := range users {
+		require.Equal(t, map[string]any{"plan": "enterprise", "who": u, "second": u}, s.attributes("b_"+u, "wh_refiner"))
+	}
+	stopA() // B takes every partition
+	s.waitForMembers(1)
+	for _, u := range users {
+		s.event(displayed("c_"+u, "pr", u))
+	}
+	for _, u := range users {
+		require.Equal(t, map[string]any{"who": u, "second": u}, s.attributes("c_"+u, "wh_refiner"))
+	}
+}
+
+// waitForMembers waits until the fan-out group is stable with n members, each assigned partitions.
+func (s *respondentStack) waitForMembers(n int) {
+	adm := kadm.NewClient(s.cl)
+	require.Eventually(s.t, func() bool {
+		gs, err := adm.DescribeGroups(s.ctx, "fanout-respondents")
+		if err != nil {
+			return false
+		}
+		g := gs["fanout-respondents"]
+		if g.State != "Stable" || len(g.Members) != n {
+			return false
+		}
+		for _, m := range g.Members {
+			if c, ok := m.Assigned.AsConsumer(); !ok || len(c.Topics) == 0 || len(c.Topics[0].Partitions) == 0 {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 50*time.Millisecond, "the group never had %d members with partitions", n)
+}
