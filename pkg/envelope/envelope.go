@@ -6,8 +6,8 @@
 //
 // A webhook is pinned to a payload version; once a version or a format is released its output
 // never changes (golden files in testdata freeze it), so a new shape is always a new version beside
-// the old ones. It must never depend on anything but the Event, the Webhook and the project it is
-// given, and
+// the old ones. It must never depend on anything but the Event, the Webhook, and the project and
+// the respondent (the user's remembered answers, WithRespondent) it is given, and
 // must never compile an expression per event on the fan-out path (NewRenderer, once per revision).
 package envelope
 
@@ -36,7 +36,8 @@ const MaxProperties = 10
 type Option func(*options)
 
 type options struct {
-	project *pb.Project
+	project    *pb.Project
+	respondent *pb.Respondent
 }
 
 // WithProject gives the renderer the event's project (from the `projects` topic), for formats

@@ -114,7 +114,7 @@ func renderFormat(ev *pb.Event, wh *pb.Webhook, o options) ([]byte, error) {
 	switch f := wh.GetFormat(); f {
 	case FormatEnvelope:
 	case FormatRefiner:
-		return renderRefiner(ev, wh)
+		return renderRefiner(ev, wh, o)
 	case FormatScreeb:
 		return renderScreeb(ev, o)
 	case FormatUserpilot:

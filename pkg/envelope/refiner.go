@@ -1,6 +1,7 @@
 package envelope
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
 
@@ -64,12 +65,101 @@ type refinerResponse struct {
 	Tags                 []refinerRef `json:"tags"`
 }
 
-func renderRefiner(ev *pb.Event, wh *pb.Webhook) ([]byte, error) {
+// WithRespondent gives the renderer what fan-out remembers of the event's user (the answers of
+// every survey they answered, this event's included), for the Refiner format's `attributes`.
+// Without it `attributes` holds the user's traits only (Send Test, tools rendering one event).
+func WithRespondent(r *pb.Respondent) Option { return func(o *options) { o.respondent = r } }
+
+// Answer is one survey answer as Refiner shows it in `response.data` and `attributes`: the
+// question's id (else its title) and the answer as JSON text, or a list of texts.
+type Answer struct {
+	Key   string
+	Value json.RawMessage
+}
+
+// RefinerAnswers lists the answers ev carries, as the Refiner format's `response.data` shows
+// them, leaving out questions without an answer: what fan-out remembers of the user.
+func RefinerAnswers(ev *pb.Event) []Answer {
+	var out []Answer
+	items := allItems(ev)
+	seen := map[string]bool{}
+	for i, it := range items {
+		k := questionKey(it.GetQuestion(), i)
+		if seen[k] {
+			continue
+		}
+		seen[k] = true // as answersByQuestion: the first item of a key is the one shown
+		if len(it.GetAnswer().GetFields()) == 0 {
+			continue
+		}
+		v, err := json.Marshal(refinerAnswer(it.GetAnswer()))
+		if err != nil {
+			continue
+		}
+		out = append(out, Answer{k, v})
+	}
+	return out
+}
+
+// refinerAnswer is an answer as Refiner's `response.data` holds it: text, or a list of texts.
+func refinerAnswer(a *pb.Answer) any {
+	if len(a.GetFields()) > 1 {
+		ts := make([]string, len(a.Fields))
+		for i, f := range a.Fields {
+			ts[i] = fieldText(f)
+		}
+		return ts
+	}
+	return answerText(a)
+}
+
+// refinerAttributes is Refiner's `attributes`: the user's traits (or the chosen ones), then every
+// remembered answer whose key no trait uses (a trait is what the producer says about the user now;
+// an answer with the same name is older news), oldest first.
+func refinerAttributes(traits json.RawMessage, r *pb.Respondent) json.RawMessage {
+	if len(r.GetAnswers()) == 0 {
+		return objectOrEmpty(traits)
+	}
+	var named map[string]json.RawMessage
+	if len(traits) > 0 && json.Unmarshal(traits, &named) != nil {
+		named = nil
+	}
+	out := object{}
+	if named != nil {
+		// Keep the producer's order of traits: decode them in order.
+		dec := json.NewDecoder(bytes.NewReader(traits))
+		if _, err := dec.Token(); err == nil {
+			for dec.More() {
+				t, err := dec.Token()
+				if err != nil {
+					break
+				}
+				var v json.RawMessage
+				if err := dec.Decode(&v); err != nil {
+					break
+				}
+				out = append(out, member{t.(string), v})
+			}
+		}
+	}
+	for _, a := range r.GetAnswers() {
+		if _, taken := named[a.GetKey()]; !taken && json.Valid(a.GetValue()) {
+			out = append(out, member{a.GetKey(), json.RawMessage(a.GetValue())})
+		}
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return objectOrEmpty(traits)
+	}
+	return b
+}
+
+func renderRefiner(ev *pb.Event, wh *pb.Webhook, o options) ([]byte, error) {
 	u := ev.GetUser()
 	b := refinerBody{
 		UUID: u.GetAnonymousId(), ProjectUUID: ProjectUUID(ev.GetProjectId()), RemoteID: nullString(u.GetId()), Email: u.GetEmail(),
 		FirstSeenAt: nullTime(u.GetFirstSeenMs(), refinerTime), LastSeenAt: nullTime(u.GetLastSeenMs(), refinerTime),
-		Attributes: objectOrEmpty(chosenTraits(u.GetTraits(), wh.GetUserProperties())), Segments: []refinerRef{},
+		Attributes: refinerAttributes(chosenTraits(u.GetTraits(), wh.GetUserProperties()), o.respondent), Segments: []refinerRef{},
 		TriggeredEvent: eventName(FormatRefiner, ev.GetEventType()),
 	}
 	if b.UUID == "" && u.GetId() != "" {
@@ -126,17 +216,8 @@ func refinerResp(ev *pb.Event) *refinerResponse {
 		FirstDataReceptionAt: nullTime(first, refinerTime), LastDataReceptionAt: nullTime(last, refinerTime),
 		CompletedAt: nullTime(completed, refinerTime), DismissedAt: nullTime(dismissed, refinerTime),
 		ReceivedAt: nullTime(completed, refinerTime),
-		Data: answersByQuestion(items, func(a *pb.Answer) any {
-			if len(a.GetFields()) > 1 {
-				ts := make([]string, len(a.Fields))
-				for i, f := range a.Fields {
-					ts[i] = fieldText(f)
-				}
-				return ts
-			}
-			return answerText(a)
-		}),
-		Tags: []refinerRef{},
+		Data:       answersByQuestion(items, refinerAnswer),
+		Tags:       []refinerRef{},
 	}
 	for _, t := range r.GetTags() {
 		out.Tags = append(out.Tags, refinerRef{UUID: refinerUUID(ev.GetProjectId(), "tag", t), Name: t})

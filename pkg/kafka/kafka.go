@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,6 +72,9 @@ type Topics struct {
 	RetryPrefix          string `env:"TOPIC_RETRY_PREFIX" envDefault:"deliveries-retry-"`
 	Dead                 string `env:"TOPIC_DELIVERIES_DEAD" envDefault:"deliveries-dead"`
 	Attempts             string `env:"TOPIC_DELIVERY_ATTEMPTS" envDefault:"delivery-attempts"`
+	// Respondents is fan-out's per-user state (compacted), partition p holding the users of
+	// `events` partition p: it needs at least as many partitions as Events.
+	Respondents string `env:"TOPIC_RESPONDENTS" envDefault:"respondents"`
 }
 
 // Retry names the retry tier topic for a delay: 1m → "deliveries-retry-1m", 200ms → "…-200ms".
@@ -225,6 +229,26 @@ func learnBatchLimit(ctx context.Context, adm *kadm.Client, cfg Config, topics [
 	}
 	learnedLimits.Store(limitKey(cfg), int32(max(limit-batchOverhead, 1024)))
 	return nil
+}
+
+// SamePartition makes a producer write records of the named topics to the partition each record
+// names (Record.Partition) instead of hashing its key; other topics keep the key partitioner.
+// A service that keeps state per input partition uses it to put that state on the same partition
+// number of a state topic, whatever the keys look like.
+func SamePartition(topics ...string) kgo.Opt {
+	return kgo.RecordPartitioner(samePartition{topics: topics, keyed: kgo.StickyKeyPartitioner(nil), manual: kgo.ManualPartitioner()})
+}
+
+type samePartition struct {
+	topics        []string
+	keyed, manual kgo.Partitioner
+}
+
+func (p samePartition) ForTopic(t string) kgo.TopicPartitioner {
+	if slices.Contains(p.topics, t) {
+		return p.manual.ForTopic(t)
+	}
+	return p.keyed.ForTopic(t)
 }
 
 // InstanceID is a process-unique suffix for transactional ids and worker names:

@@ -5,7 +5,9 @@
 // transaction, so an event is fanned out exactly once even when the process dies mid-batch. It is
 // also where events are de-duplicated: within SURVEYHOOKS_DEDUP_WINDOW, only the first record of a
 // (project, event_id) on its `events` partition is fanned out, decided inside the same transaction
-// (dedup.go; docs/architecture.md explains the design). Filters
+// (dedup.go; docs/architecture.md explains the design). For projects with a Refiner-format webhook
+// it remembers every answer received for each user (respondents.go), on the compacted
+// `respondents` topic written in the same transaction, for Refiner's `attributes`. Filters
 // and transforms are compiled once per webhook revision (renderers.go), never per event. It never
 // sends HTTP and never drops an event without counting it.
 package fanout
@@ -74,6 +76,12 @@ type Stats struct {
 	Duplicates atomic.Int64 // repeats of a (project, event_id) within the window, not fanned out (committed batches)
 	// EvictedEarly counts ids forgotten before the window ended (FANOUT_DEDUP_MAX_IDS).
 	EvictedEarly atomic.Int64
+	// RespondentRecords counts records produced to `respondents` (a user's answers changed, or
+	// an erasure), in committed and aborted batches alike.
+	RespondentRecords atomic.Int64
+	// RespondentAnswersSkipped counts answers too long to remember (maxAnswerBytes).
+	RespondentAnswersSkipped atomic.Int64
+	Erasures                 atomic.Int64 // erasure requests handled
 }
 
 // byResult is Stats as the fan-out metric's series.
@@ -83,6 +91,8 @@ func (s *Stats) byResult() map[string]int64 {
 		"preview": s.Previews.Load(), "filtered": s.Filtered.Load() - s.FilterErrs.Load(), "filter_error": s.FilterErrs.Load(),
 		"bad_config": s.BadConfig.Load(), "render_error": s.RenderErrs.Load(), "unreadable": s.Unreadable.Load(),
 		"duplicate": s.Duplicates.Load(), "dedup_evicted_early": s.EvictedEarly.Load(),
+		"respondent_records": s.RespondentRecords.Load(), "respondent_answer_skipped": s.RespondentAnswersSkipped.Load(),
+		"erasure": s.Erasures.Load(),
 	}
 }
 
@@ -136,7 +146,16 @@ func (f *FanOut) Run(ctx context.Context) error {
 		return err
 	}
 	defer admCl.Close()
-	dd := newDeduper(f.cfg, f.log, &f.Stats, kadm.NewClient(admCl))
+	adm := kadm.NewClient(admCl)
+	if err := checkRespondentPartitions(ctx, adm, f.cfg.Kafka.Topics); err != nil {
+		return err
+	}
+	dd := newDeduper(f.cfg, f.log, &f.Stats, adm)
+	rs := newRespondents(f.cfg.Kafka, f.log, &f.Stats, adm)
+	lost := func(ctx context.Context, cl *kgo.Client, ps map[string][]int32) {
+		dd.drop(ctx, cl, ps)
+		rs.drop(ctx, cl, ps)
+	}
 	met, err := NewMetrics(f.deps.Telemetry)
 	if err != nil {
 		return err
@@ -151,8 +170,11 @@ func (f *FanOut) Run(ctx context.Context) error {
 	g.Go(func() error {
 		loop := &kafka.TxnLoop{
 			Config: f.cfg.Kafka, Group: f.cfg.Group, Topics: []string{f.cfg.Kafka.Topics.Events}, Logger: f.log,
-			Assigned: joined, Telemetry: f.deps.Telemetry, Ended: dd.ended,
-			Opts: []kgo.Opt{kgo.OnPartitionsRevoked(dd.drop), kgo.OnPartitionsLost(dd.drop),
+			Assigned: joined, Telemetry: f.deps.Telemetry,
+			Ended: func(committed bool) { dd.ended(committed); rs.ended(committed) },
+			Opts: []kgo.Opt{kgo.OnPartitionsRevoked(lost), kgo.OnPartitionsLost(lost),
+				// A user's state goes to the partition number of their `events` partition.
+				kafka.SamePartition(f.cfg.Kafka.Topics.Respondents),
 				// Every polled batch is a transaction (several round trips, a marker per
 				// partition) and a registry freshness check: at low rates, wait up to the loop's
 				// FetchMaxWait for a fuller batch instead of committing one event at a time.
@@ -167,13 +189,24 @@ func (f *FanOut) Run(ctx context.Context) error {
 				if err := reg.WaitFresh(ctx); err != nil {
 					return fmt.Errorf("catching up on webhooks: %w", err)
 				}
+				// Only partitions holding events of projects with a Refiner-format webhook need
+				// their users' state: every other project pays nothing for it.
+				need := map[int32]bool{}
+				for _, r := range recs {
+					if !need[r.Partition] && hasRefinerWebhook(reg, eventProject(r.Value)) {
+						need[r.Partition] = true
+					}
+				}
+				if err := rs.prepare(ctx, need); err != nil {
+					return err
+				}
 				now := time.Now().UnixMilli()
 				for _, r := range recs {
 					if dd.first(windows[r.Partition], r) {
-						f.fanOut(r, reg, now, produce)
+						f.fanOut(r, reg, rs, need[r.Partition], now, produce)
 					}
 				}
-				return nil
+				return rs.flush(produce)
 			},
 		}
 		return loop.Run(ctx)
@@ -182,10 +215,19 @@ func (f *FanOut) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-func (f *FanOut) fanOut(r *kgo.Record, reg *registry.Registry, now int64, produce func(*kgo.Record)) {
-	f.Stats.Events.Add(1)
+// fanOut produces ev's deliveries. remember says whether r's partition has its users' state at
+// hand (some project on it has a Refiner-format webhook).
+func (f *FanOut) fanOut(r *kgo.Record, reg *registry.Registry, rs *respondents, remember bool, now int64, produce func(*kgo.Record)) {
 	ev := &pb.Event{}
-	if err := proto.Unmarshal(r.Value, ev); err != nil || ev.EventId == "" {
+	err := proto.Unmarshal(r.Value, ev)
+	if err == nil && ev.EventType == EraseEventType {
+		// Not an event of the catalogue: nothing is delivered, and it is not counted as one.
+		f.Stats.Erasures.Add(1)
+		rs.erase(r.Partition, ev)
+		return
+	}
+	f.Stats.Events.Add(1)
+	if err != nil || ev.EventId == "" {
 		f.Stats.Unreadable.Add(1)
 		f.log.Error("unreadable event skipped", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
 		return
@@ -194,16 +236,20 @@ func (f *FanOut) fanOut(r *kgo.Record, reg *registry.Registry, now int64, produc
 		f.Stats.Previews.Add(1)
 		return
 	}
+	opts := []envelope.Option{envelope.WithProject(reg.Project(ev.ProjectId))} // formats that show its name (Screeb)
+	if remember && hasRefinerWebhook(reg, ev.ProjectId) {
+		// Before rendering: Refiner's attributes carry this event's answers too.
+		opts = append(opts, envelope.WithRespondent(rs.update(r.Partition, ev)))
+	}
 	matched := 0
 	// Taken before reading the webhooks: a renderer compiled from a configuration that changes
 	// meanwhile is used for this event but not cached (renderers.get).
 	gen := f.renderers.generation()
-	project := envelope.WithProject(reg.Project(ev.ProjectId)) // formats that show its name (Screeb)
 	for _, wh := range reg.Webhooks(ev.ProjectId) {
 		if !Matches(wh, ev.EventType) {
 			continue
 		}
-		body, ok := f.render(ev, wh, gen, project)
+		body, ok := f.render(ev, wh, gen, opts)
 		if !ok {
 			continue
 		}
@@ -228,10 +274,10 @@ func (f *FanOut) fanOut(r *kgo.Record, reg *registry.Registry, now int64, produc
 
 // render applies wh's filter and renders ev's body for it; false when the webhook does not get
 // the event (filtered out, or counted as an error).
-func (f *FanOut) render(ev *pb.Event, wh *pb.Webhook, gen uint64, project envelope.Option) ([]byte, bool) {
+func (f *FanOut) render(ev *pb.Event, wh *pb.Webhook, gen uint64, opts []envelope.Option) ([]byte, bool) {
 	if wh.Filter == "" && wh.Transform == "" {
 		// The common case: no expression, nothing compiled, nothing cached.
-		body, err := envelope.Render(ev, wh, project)
+		body, err := envelope.Render(ev, wh, opts...)
 		if err != nil {
 			f.Stats.RenderErrs.Add(1)
 			f.log.Error("rendering body failed", "event_id", ev.EventId, "webhook_id", wh.Id, "err", err)
@@ -260,7 +306,7 @@ func (f *FanOut) render(ev *pb.Event, wh *pb.Webhook, gen uint64, project envelo
 		f.Stats.Filtered.Add(1)
 		return nil, false
 	}
-	body, err := c.r.Render(ev, project)
+	body, err := c.r.Render(ev, opts...)
 	if err != nil {
 		f.Stats.RenderErrs.Add(1)
 		if c.warnOnce() {
@@ -292,4 +338,31 @@ var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
 func DeliveryID(eventID, webhookID string) string {
 	h := sha256.Sum256([]byte(eventID + "\x00" + webhookID))
 	return "msg_" + idEncoding.EncodeToString(h[:16])
+}
+
+// hasRefinerWebhook reports whether the project has a webhook in the Refiner format, enabled or
+// not (a webhook switched off and on again should find its users' answers): only then does fan-out
+// remember its users' answers.
+func hasRefinerWebhook(reg *registry.Registry, projectID string) bool {
+	if projectID == "" {
+		return false
+	}
+	return slices.ContainsFunc(reg.Webhooks(projectID), func(wh *pb.Webhook) bool { return wh.Format == envelope.FormatRefiner })
+}
+
+// checkRespondentPartitions refuses to start when `respondents` has fewer partitions than
+// `events`: the users of `events` partition p are kept on `respondents` partition p.
+func checkRespondentPartitions(ctx context.Context, adm *kadm.Client, t kafka.Topics) error {
+	ds, err := adm.ListTopics(ctx, t.Events, t.Respondents)
+	if err == nil {
+		err = ds.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("describing %s and %s: %w", t.Events, t.Respondents, err)
+	}
+	if e, r := len(ds[t.Events].Partitions), len(ds[t.Respondents].Partitions); r < e {
+		return fmt.Errorf("topic %s has %d partitions, fewer than %s (%d): give it as many (its partition p holds the users of %s partition p)",
+			t.Respondents, r, t.Events, e, t.Events)
+	}
+	return nil
 }
