@@ -283,14 +283,24 @@ func (s *Store) InsertAttempts(ctx context.Context, attempts []*pb.Attempt, src 
 	return nil
 }
 
+// storedIDsChunk bounds the ids of one StoredAttemptIDs query: clickhouse-go binds arguments into
+// the query text, and ClickHouse refuses a query longer than max_query_size (256 KiB by default).
+const storedIDsChunk = 2000
+
 // StoredAttemptIDs returns which of the attempts' ids the log already holds. It looks only at the
-// days the attempts started on (an attempt's started_at is part of its identity too: every copy of
-// an attempt carries the same one), so it reads a few parts, not the whole table.
+// seconds the attempts started in (an attempt's started_at is part of its identity too: every copy
+// of an attempt carries the same one), so it reads a few parts, not the whole table.
 func (s *Store) StoredAttemptIDs(ctx context.Context, attempts []*pb.Attempt) (map[string]bool, error) {
 	out := map[string]bool{}
-	if len(attempts) == 0 {
-		return out, nil
+	for start := 0; start < len(attempts); start += storedIDsChunk {
+		if err := s.storedAttemptIDs(ctx, attempts[start:min(start+storedIDsChunk, len(attempts))], out); err != nil {
+			return nil, err
+		}
 	}
+	return out, nil
+}
+
+func (s *Store) storedAttemptIDs(ctx context.Context, attempts []*pb.Attempt, out map[string]bool) error {
 	ids := make([]string, 0, len(attempts))
 	lo, hi := attempts[0].StartedAtMs, attempts[0].StartedAtMs
 	for _, a := range attempts {
@@ -301,17 +311,17 @@ func (s *Store) StoredAttemptIDs(ctx context.Context, attempts []*pb.Attempt) (m
 		WHERE started_at >= ? AND started_at <= ? AND has(?, attempt_id)`,
 		time.UnixMilli(lo).Truncate(time.Second), time.UnixMilli(hi).Truncate(time.Second).Add(time.Second), ids)
 	if err != nil {
-		return nil, fmt.Errorf("reading stored attempt ids: %w", err)
+		return fmt.Errorf("reading stored attempt ids: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var id string
 		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("reading stored attempt ids: %w", err)
+			return fmt.Errorf("reading stored attempt ids: %w", err)
 		}
 		out[id] = true
 	}
-	return out, rows.Err()
+	return rows.Err()
 }
 
 const deadColumns = `id, delivery_id, event_id, webhook_id, project_id, event_type, attempt, outcome, status_code, error,

@@ -144,3 +144,38 @@ func TestSinkStoresAnAttemptProducedTwiceOnce(t *testing.T) {
 	}
 	require.EqualValues(t, 3, total, "the rollup counts each attempt once")
 }
+
+// A full batch (SINK_BATCH_SIZE, 10,000 by default) of attempts with ids as long as the workers'
+// is stored: looking up which ids ClickHouse already holds must not outgrow its query size limit.
+func TestSinkStoresFullBatches(t *testing.T) {
+	kcfg := kafkatest.Start(t)
+	var cfg Config
+	require.NoError(t, config.Defaults(&cfg))
+	cfg.Kafka, cfg.ClickHouseAddr, cfg.Database = kcfg, chtest.Addr(t), chtest.Database(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	require.NoError(t, kafka.EnsureTopics(ctx, kcfg))
+	cl, err := kafka.NewClient(kcfg)
+	require.NoError(t, err)
+	defer cl.Close()
+	n := cfg.BatchSize + cfg.BatchSize/5
+	now := time.Now().UnixMilli()
+	recs := make([]*kgo.Record, 0, n)
+	for i := range n {
+		a := &pb.Attempt{AttemptId: fmt.Sprintf("att_%024x", i), DeliveryId: "d", EventId: "e", WebhookId: "wh_3", ProjectId: "p3",
+			EventType: "nps.scored", Attempt: 1, StartedAtMs: now,
+			Outcome: &pb.Outcome{Class: pb.OutcomeClass_OUTCOME_CLASS_SUCCESS, Disposition: pb.Disposition_DISPOSITION_DELIVERED, StatusCode: 200}}
+		v, _ := proto.Marshal(a)
+		recs = append(recs, &kgo.Record{Topic: kcfg.Topics.Attempts, Key: []byte("wh_3"), Value: v})
+	}
+	require.NoError(t, cl.ProduceSync(ctx, recs...).FirstErr())
+
+	sk := New(cfg, nil)
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- sk.Run(sctx) }()
+	defer func() { stop(); <-done }()
+	require.Eventually(t, func() bool { return sk.Stats.Attempts.Load() == int64(n) }, 100*time.Second, 100*time.Millisecond,
+		"stored %d of %d (failed inserts %d)", sk.Stats.Attempts.Load(), n, sk.Stats.InsertFails.Load())
+	require.Zero(t, sk.Stats.InsertFails.Load())
+}

@@ -299,12 +299,12 @@ func (rc *faultReceiver) duplicatesBetween(from, to time.Time) (n int) {
 	return n
 }
 
-// answeredAt lists when the requests of pair were answered.
-func (rc *faultReceiver) answeredAt(pair string) (at []time.Time) {
+// answeredAt lists when the requests of the given pairs were answered.
+func (rc *faultReceiver) answeredAt(pairs map[string]bool) (at []time.Time) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	for _, r := range rc.reqs {
-		if r.pair == pair {
+		if pairs[r.pair] {
 			at = append(at, r.end)
 		}
 	}
