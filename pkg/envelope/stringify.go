@@ -2,6 +2,7 @@ package envelope
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -422,21 +423,12 @@ func appendUnicodeEscape(b []byte, r rune) []byte {
 }
 
 func (w *jsWriter) hex4(i int) (rune, bool) {
+	var b [2]byte
 	if i+4 > len(w.in) {
 		return 0, false
 	}
-	var r rune
-	for _, c := range w.in[i : i+4] {
-		switch {
-		case c >= '0' && c <= '9':
-			r = r<<4 | rune(c-'0')
-		case c >= 'a' && c <= 'f':
-			r = r<<4 | rune(c-'a'+10)
-		case c >= 'A' && c <= 'F':
-			r = r<<4 | rune(c-'A'+10)
-		default:
-			return 0, false
-		}
+	if _, err := hex.Decode(b[:], w.in[i:i+4]); err != nil {
+		return 0, false
 	}
-	return r, true
+	return rune(b[0])<<8 | rune(b[1]), true
 }

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -1177,23 +1178,14 @@ func (s *strictScanner) str(key bool) ([]byte, bool, *httpapi.Error) {
 
 // hex4 reads the four hex digits of a \u escape starting at i.
 func (s *strictScanner) hex4(i int) (rune, bool) {
+	var b [2]byte
 	if i+4 > len(s.data) {
 		return 0, false
 	}
-	var r rune
-	for _, c := range s.data[i : i+4] {
-		switch {
-		case c >= '0' && c <= '9':
-			r = r<<4 | rune(c-'0')
-		case c >= 'a' && c <= 'f':
-			r = r<<4 | rune(c-'a'+10)
-		case c >= 'A' && c <= 'F':
-			r = r<<4 | rune(c-'A'+10)
-		default:
-			return 0, false
-		}
+	if _, err := hex.Decode(b[:], s.data[i:i+4]); err != nil {
+		return 0, false
 	}
-	return r, true
+	return rune(b[0])<<8 | rune(b[1]), true
 }
 
 // duplicateKey names the repeated key k of the object at base by its full path.
