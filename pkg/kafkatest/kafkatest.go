@@ -5,6 +5,7 @@ package kafkatest
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -44,4 +45,28 @@ func Client(t testing.TB, ctx context.Context, cfg kafka.Config, opts ...kgo.Opt
 	}
 	t.Cleanup(cl.Close)
 	return cl
+}
+
+// Tail reads topic from its start (committed records only) in the background and calls fn for each
+// record, from one goroutine, until the test ends: what a test watches an output topic with.
+func Tail(t testing.TB, cfg kafka.Config, topic string, fn func(*kgo.Record)) {
+	t.Helper()
+	cl, err := kafka.NewClient(cfg, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.FetchMaxWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatalf("creating a Kafka client for %s: %v", topic, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			fs := cl.PollFetches(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			fs.EachRecord(fn)
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done; cl.Close() })
 }

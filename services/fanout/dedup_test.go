@@ -38,29 +38,14 @@ func newDedupStack(t *testing.T) *dedupStack {
 		v, _ := proto.Marshal(&pb.Webhook{Id: "wh_" + p, ProjectId: p, Enabled: true, EventTypes: []string{"*"}})
 		require.NoError(t, cl.ProduceSync(ctx, &kgo.Record{Topic: cfg.Topics.Webhooks, Key: []byte("wh_" + p), Value: v}).FirstErr())
 	}
-	rd, err := kafka.NewClient(cfg, kgo.ConsumeTopics(cfg.Topics.Deliveries), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.FetchMaxWait(50*time.Millisecond))
-	require.NoError(t, err)
-	rctx, rcancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			fs := rd.PollFetches(rctx)
-			if rctx.Err() != nil {
-				return
-			}
-			fs.EachRecord(func(r *kgo.Record) {
-				d := &pb.Delivery{}
-				if proto.Unmarshal(r.Value, d) == nil {
-					s.mu.Lock()
-					s.got[d.ProjectId+"/"+d.EventId]++
-					s.mu.Unlock()
-				}
-			})
+	kafkatest.Tail(t, cfg, cfg.Topics.Deliveries, func(r *kgo.Record) {
+		d := &pb.Delivery{}
+		if proto.Unmarshal(r.Value, d) == nil {
+			s.mu.Lock()
+			s.got[d.ProjectId+"/"+d.EventId]++
+			s.mu.Unlock()
 		}
-	}()
-	t.Cleanup(func() { rcancel(); <-done; rd.Close() })
+	})
 	return s
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/surveyhooks/surveyhooks/pkg/config"
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
+	"github.com/surveyhooks/surveyhooks/pkg/kafkatest"
 	"github.com/surveyhooks/surveyhooks/pkg/proctest"
 	"github.com/surveyhooks/surveyhooks/pkg/secrets"
 	"github.com/surveyhooks/surveyhooks/pkg/service"
@@ -155,8 +156,7 @@ func stats(t testing.TB, addr string) map[string]int64 {
 
 // topicReader collects the committed records of a topic from its start.
 type topicReader struct {
-	t  testing.TB
-	cl *kgo.Client
+	t testing.TB
 
 	mu   sync.Mutex
 	recs []*kgo.Record
@@ -164,25 +164,12 @@ type topicReader struct {
 
 func readTopic(t testing.TB, kcfg kafka.Config, topic string) *topicReader {
 	t.Helper()
-	cl, err := kafka.NewClient(kcfg, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.FetchMaxWait(50*time.Millisecond))
-	require.NoError(t, err)
-	r := &topicReader{t: t, cl: cl}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			f := cl.PollFetches(ctx)
-			if ctx.Err() != nil {
-				return
-			}
-			r.mu.Lock()
-			r.recs = append(r.recs, f.Records()...)
-			r.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-done; cl.Close() })
+	r := &topicReader{t: t}
+	kafkatest.Tail(t, kcfg, topic, func(rec *kgo.Record) {
+		r.mu.Lock()
+		r.recs = append(r.recs, rec)
+		r.mu.Unlock()
+	})
 	return r
 }
 
