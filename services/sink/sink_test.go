@@ -154,10 +154,7 @@ func TestSinkStoresFullBatches(t *testing.T) {
 	cfg.Kafka, cfg.ClickHouseAddr, cfg.Database = kcfg, chtest.Addr(t), chtest.Database(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	require.NoError(t, kafka.EnsureTopics(ctx, kcfg))
-	cl, err := kafka.NewClient(kcfg)
-	require.NoError(t, err)
-	defer cl.Close()
+	cl := kafkatest.Client(t, ctx, kcfg)
 	n := cfg.BatchSize + cfg.BatchSize/5
 	now := time.Now().UnixMilli()
 	recs := make([]*kgo.Record, 0, n)
