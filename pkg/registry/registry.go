@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -36,7 +37,7 @@ type Registry struct {
 
 	mu        sync.RWMutex
 	projects  map[string]*pb.Project
-	byKeyHash map[string]*pb.Project
+	byKeyHash map[string]keyRef
 	webhooks  map[string]*pb.Webhook
 	byProject map[string][]*pb.Webhook
 	consumed  map[tp]int64 // next offset to read per partition
@@ -59,7 +60,7 @@ func New(cfg kafka.Config, log *slog.Logger) (*Registry, error) {
 	}
 	return &Registry{
 		cfg: cfg, log: log, cl: cl, adm: kadm.NewClient(cl),
-		projects: map[string]*pb.Project{}, byKeyHash: map[string]*pb.Project{},
+		projects: map[string]*pb.Project{}, byKeyHash: map[string]keyRef{},
 		webhooks: map[string]*pb.Webhook{}, byProject: map[string][]*pb.Webhook{},
 		consumed: map[tp]int64{}, progress: make(chan struct{}),
 	}, nil
@@ -100,7 +101,9 @@ func (r *Registry) apply(rec *kgo.Record) {
 	switch rec.Topic {
 	case r.cfg.Topics.Projects:
 		if old := r.projects[key]; old != nil {
-			delete(r.byKeyHash, hex.EncodeToString(old.ApiKeyHash))
+			for _, k := range Keys(old) {
+				delete(r.byKeyHash, hex.EncodeToString(k.Hash))
+			}
 		}
 		if rec.Value == nil {
 			delete(r.projects, key)
@@ -112,7 +115,11 @@ func (r *Registry) apply(rec *kgo.Record) {
 			return
 		}
 		r.projects[key] = p
-		r.byKeyHash[hex.EncodeToString(p.ApiKeyHash)] = p
+		for _, k := range Keys(p) {
+			if len(k.Hash) > 0 {
+				r.byKeyHash[hex.EncodeToString(k.Hash)] = keyRef{p, k}
+			}
+		}
 	case r.cfg.Topics.Webhooks:
 		old := r.webhooks[key]
 		var cur *pb.Webhook
@@ -188,12 +195,33 @@ func (r *Registry) Project(id string) *pb.Project {
 	return r.projects[id]
 }
 
-// ProjectByAPIKey returns the project whose API key is key, or nil.
+// ProjectByAPIKey returns the project whose API key is key, or nil: an unknown, revoked or
+// expired key has none.
 func (r *Registry) ProjectByAPIKey(key string) *pb.Project {
+	p, _ := r.APIKey(key, time.Now())
+	return p
+}
+
+// ProjectForScope returns the project whose valid API key is key when that key has scope, or nil.
+func (r *Registry) ProjectForScope(key, scope string) *pb.Project {
+	p, k := r.APIKey(key, time.Now())
+	if p == nil || !slices.Contains(k.Scopes, scope) {
+		return nil
+	}
+	return p
+}
+
+// APIKey returns key's project and its record when the key is valid at now (known, not revoked,
+// not expired), or nils.
+func (r *Registry) APIKey(key string, now time.Time) (*pb.Project, *pb.ApiKey) {
 	h := hex.EncodeToString(secrets.HashAPIKey(key))
 	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.byKeyHash[h]
+	ref, ok := r.byKeyHash[h]
+	r.mu.RUnlock()
+	if !ok || !KeyValid(ref.key, now) {
+		return nil, nil
+	}
+	return ref.project, ref.key
 }
 
 // Webhook returns the webhook with id, or nil.
@@ -219,4 +247,43 @@ func (r *Registry) Projects() []*pb.Project {
 		out = append(out, p)
 	}
 	return out
+}
+
+type keyRef struct {
+	project *pb.Project
+	key     *pb.ApiKey
+}
+
+// The scopes a key may hold.
+const (
+	ScopeIngest = "ingest" // POST /v1/events
+	ScopeRead   = "read"   // GET on the API
+	ScopeManage = "manage" // every other API call, keys included
+)
+
+// AllScopes are the scopes of a project's first key.
+var AllScopes = []string{ScopeIngest, ScopeRead, ScopeManage}
+
+// PrimaryKeyID is the id under which a project's first key (the one returned at its creation) is
+// listed.
+const PrimaryKeyID = "key_primary"
+
+// Keys returns every key of p, its first key (with every scope) first; the first key is built
+// from the project's own fields, so it is a new value each call.
+func Keys(p *pb.Project) []*pb.ApiKey {
+	out := make([]*pb.ApiKey, 0, 1+len(p.Keys))
+	if len(p.ApiKeyHash) > 0 {
+		first := &pb.ApiKey{Id: PrimaryKeyID, Name: "primary", Hash: p.ApiKeyHash, Prefix: p.ApiKeyPrefix,
+			Scopes: AllScopes, CreatedAtMs: p.CreatedAtMs, RevokedAtMs: p.ApiKeyRevokedAtMs}
+		out = append(out, first)
+	}
+	return append(out, p.Keys...)
+}
+
+// KeyValid reports whether k may be used at now.
+func KeyValid(k *pb.ApiKey, now time.Time) bool {
+	if k.RevokedAtMs != 0 {
+		return false
+	}
+	return k.ExpiresAtMs == 0 || now.UnixMilli() < k.ExpiresAtMs
 }
