@@ -362,6 +362,12 @@ func TestIdempotencyKeyReplaysTheStoredAnswer(t *testing.T) {
 	require.Equal(t, k1.str("key"), k2.str("key"))
 	require.Len(t, s.must(http.StatusOK, "GET", keys, adminToken, nil).list(), 2)
 
+	// The admin token's own writes have their own keys: a retried project creation makes one project.
+	p1 := s.doH("POST", "/v1/projects", adminToken, map[string]string{"Idempotency-Key": "k"}, map[string]any{"name": "C"})
+	p2 := s.doH("POST", "/v1/projects", adminToken, map[string]string{"Idempotency-Key": "k"}, map[string]any{"name": "C"})
+	require.Equal(t, http.StatusCreated, p2.status)
+	require.Equal(t, p1.str("id"), p2.str("id"))
+
 	// Reads ignore the header; an overlong key is refused naming it.
 	s.doH("GET", "/v1/webhooks", keyA, idem, nil)
 	long := map[string]string{"Idempotency-Key": string(bytes.Repeat([]byte("k"), 256))}
