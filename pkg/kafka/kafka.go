@@ -71,6 +71,8 @@ type Topics struct {
 	RetryPrefix          string `env:"TOPIC_RETRY_PREFIX" envDefault:"deliveries-retry-"`
 	Dead                 string `env:"TOPIC_DELIVERIES_DEAD" envDefault:"deliveries-dead"`
 	Attempts             string `env:"TOPIC_DELIVERY_ATTEMPTS" envDefault:"delivery-attempts"`
+	// Idempotency holds the API's stored answers to writes with an Idempotency-Key (sealed).
+	Idempotency string `env:"TOPIC_IDEMPOTENCY" envDefault:"idempotency-keys"`
 }
 
 // Retry names the retry tier topic for a delay: 1m → "deliveries-retry-1m", 200ms → "…-200ms".

@@ -88,7 +88,7 @@ type Server struct {
 	tests *testWaiters
 	logs  *logStore
 	locks stripedLocks
-	idem  idempotency
+	idem  *idempotency
 	// portal serves /portal/ and /console/; inproc is the router its calls go through.
 	portal *portal.Portal
 	inproc http.Handler
@@ -132,6 +132,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 	}
 	regRun := registry.Start(gctx, s.reg, caughtUp)
 	g.Go(regRun.Wait)
+	g.Go(func() error { return s.idem.run(gctx) })
 	if err := regRun.CaughtUp(gctx); err != nil {
 		return fail(fmt.Errorf("loading projects and webhooks: %w", err))
 	}
@@ -176,8 +177,13 @@ func newServer(cfg Config, log *slog.Logger, hooks ...kgo.Opt) (*Server, error) 
 	}
 	s := &Server{cfg: cfg, log: log, reg: reg, kcl: kcl, box: box,
 		logs: &logStore{addr: cfg.ClickHouseAddr, database: cfg.ClickHouseDatabase, log: log}}
+	if s.idem, err = newIdempotency(cfg.Kafka, box, log); err != nil {
+		kcl.Close()
+		return nil, err
+	}
 	if s.portal, err = s.newPortal(); err != nil {
 		kcl.Close()
+		s.idem.cl.Close()
 		return nil, err
 	}
 	s.inproc = s.handler()

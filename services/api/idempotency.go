@@ -2,13 +2,23 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
+	"encoding/json"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
+	"github.com/surveyhooks/surveyhooks/pkg/kafka"
+	"github.com/surveyhooks/surveyhooks/pkg/secrets"
 )
 
 // IdempotencyHeader makes an API write safe to retry (Stripe's and Svix's semantics): the first
@@ -18,17 +28,19 @@ import (
 // still running gets 409.
 //
 // Keys are kept per project (the admin token's own endpoints have their own space) for
-// idempotencyTTL, at most idempotencyMax per project, oldest first out. They are kept in the
-// memory of the API process that answered: a retry that reaches another API process, or this
-// one after a restart, is executed again. Run one API process, or route a project's writes to
-// one process, where replays must be exact across processes.
+// idempotencyTTL, at most idempotencyMax per project, oldest first out. Every stored answer is
+// also written, sealed (it may hold a secret shown once), to the `idempotency-keys` topic
+// (compacted, deleted after 25 h), which every API process reads: a retry that reaches another
+// process, or this one after a restart, gets the same answer. A key this process does not know
+// is looked up after catching up with that topic. Two first attempts running at the same moment
+// on two processes both run (the topic is not a lock); on one process the second gets 409.
 const IdempotencyHeader = "Idempotency-Key"
 
 const (
 	idempotencyTTL = 24 * time.Hour
 	idempotencyMax = 1000
 	// idempotencyMaxBody bounds a stored answer; a larger one is not stored (a repeat runs again).
-	idempotencyMaxBody = 1 << 20
+	idempotencyMaxBody = 64 << 10
 )
 
 type idemEntry struct {
@@ -46,6 +58,154 @@ type idemEntry struct {
 type idempotency struct {
 	mu     sync.Mutex
 	spaces map[string]*idemSpace
+
+	// The shared copy: cl reads the topic from its start; consumed and progress let a lookup
+	// wait until everything written before it has been read.
+	topic    string
+	box      *secrets.Box
+	cl       *kgo.Client
+	adm      *kadm.Client
+	log      *slog.Logger
+	consumed map[int32]int64
+	progress chan struct{}
+}
+
+// storedAnswer is the sealed value of an `idempotency-keys` record.
+type storedAnswer struct {
+	Fingerprint []byte            `json:"fp"`
+	Status      int               `json:"status"`
+	Header      map[string]string `json:"header"`
+	Body        []byte            `json:"body"`
+	AtMs        int64             `json:"at_ms"`
+}
+
+func newIdempotency(cfg kafka.Config, box *secrets.Box, log *slog.Logger) (*idempotency, error) {
+	cl, err := kafka.NewClient(cfg, kgo.ConsumeTopics(cfg.Topics.Idempotency),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(50*time.Millisecond))
+	if err != nil {
+		return nil, err
+	}
+	return &idempotency{spaces: map[string]*idemSpace{}, topic: cfg.Topics.Idempotency, box: box, cl: cl,
+		adm: kadm.NewClient(cl), log: log, consumed: map[int32]int64{}, progress: make(chan struct{})}, nil
+}
+
+// run reads the topic until ctx is done, then closes the client.
+func (st *idempotency) run(ctx context.Context) error {
+	defer st.cl.Close()
+	for {
+		fs := st.cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		fs.EachError(func(t string, p int32, err error) {
+			st.log.Warn("idempotency keys fetch error", "topic", t, "partition", p, "err", err)
+		})
+		st.mu.Lock()
+		fs.EachRecord(st.apply)
+		close(st.progress)
+		st.progress = make(chan struct{})
+		st.mu.Unlock()
+	}
+}
+
+// apply takes in one record; st.mu is held.
+func (st *idempotency) apply(rec *kgo.Record) {
+	st.consumed[rec.Partition] = rec.Offset + 1
+	space, key, ok := strings.Cut(string(rec.Key), "\x00")
+	if !ok || rec.Value == nil || time.Since(rec.Timestamp) >= idempotencyTTL {
+		return
+	}
+	plain, err := st.box.Open(rec.Value)
+	var a storedAnswer
+	if err == nil {
+		err = json.Unmarshal([]byte(plain), &a)
+	}
+	if err != nil || len(a.Fingerprint) != 32 {
+		st.log.Warn("unreadable idempotency record skipped", "offset", rec.Offset, "partition", rec.Partition, "err", err)
+		return
+	}
+	sp := st.space(space)
+	if e := sp.byKey[key]; e != nil && e.done {
+		return // answered here already
+	}
+	e := &idemEntry{key: key, at: time.UnixMilli(a.AtMs), done: true, status: a.Status, body: a.Body, header: http.Header{}}
+	copy(e.fingerprint[:], a.Fingerprint)
+	for k, v := range a.Header {
+		e.header.Set(k, v)
+	}
+	sp.prune(time.Now())
+	sp.byKey[key] = e
+	sp.order = append(sp.order, e)
+}
+
+// space returns the store of one project; st.mu is held.
+func (st *idempotency) space(name string) *idemSpace {
+	sp := st.spaces[name]
+	if sp == nil {
+		sp = &idemSpace{byKey: map[string]*idemEntry{}}
+		st.spaces[name] = sp
+	}
+	return sp
+}
+
+// waitFresh returns once every record written to the topic before the call has been read. A
+// partition whose records have all expired (its start offset is its end) has nothing to wait for.
+func (st *idempotency) waitFresh(ctx context.Context) error {
+	ends, err := st.adm.ListEndOffsets(ctx, st.topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("listing end offsets of %s: %w", st.topic, err)
+	}
+	starts, err := st.adm.ListStartOffsets(ctx, st.topic)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("listing start offsets of %s: %w", st.topic, err)
+	}
+	var want []kadm.ListedOffset
+	ends.Each(func(o kadm.ListedOffset) {
+		if s, ok := starts.Lookup(o.Topic, o.Partition); !ok || s.Offset < o.Offset {
+			want = append(want, o)
+		}
+	})
+	for _, o := range want {
+		for {
+			st.mu.Lock()
+			done := st.consumed[o.Partition] >= o.Offset
+			ch := st.progress
+			st.mu.Unlock()
+			if done {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-ch:
+			}
+		}
+	}
+	return nil
+}
+
+// share writes a stored answer to the topic, for the other processes.
+func (st *idempotency) share(ctx context.Context, kcl *kgo.Client, space string, e *idemEntry) {
+	a := storedAnswer{Fingerprint: e.fingerprint[:], Status: e.status, Body: e.body, AtMs: e.at.UnixMilli(), Header: map[string]string{}}
+	for k := range e.header {
+		a.Header[k] = e.header.Get(k)
+	}
+	plain, err := json.Marshal(a)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		err = kcl.ProduceSync(ctx, &kgo.Record{Topic: st.topic, Key: []byte(space + "\x00" + e.key),
+			Value: st.box.Seal(string(plain))}).FirstErr()
+	}
+	if err != nil {
+		st.log.Warn("idempotency key kept in this process only", "project_id", space, "err", err)
+	}
 }
 
 type idemSpace struct {
@@ -93,17 +253,22 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, space string
 	var fp [32]byte
 	h.Sum(fp[:0])
 
-	now := time.Now()
-	st := &s.idem
+	st := s.idem
 	st.mu.Lock()
-	if st.spaces == nil {
-		st.spaces = map[string]*idemSpace{}
+	known := st.space(space).byKey[key] != nil
+	st.mu.Unlock()
+	if !known {
+		// Another process may have answered it: read what the topic holds so far.
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		err := st.waitFresh(ctx)
+		cancel()
+		if err != nil { // answer from what this process knows rather than not at all
+			s.log.Warn("idempotency keys not caught up; using this process's", "project_id", space, "err", err)
+		}
 	}
-	sp := st.spaces[space]
-	if sp == nil {
-		sp = &idemSpace{byKey: map[string]*idemEntry{}}
-		st.spaces[space] = sp
-	}
+	now := time.Now()
+	st.mu.Lock()
+	sp := st.space(space)
 	sp.prune(now)
 	if e := sp.byKey[key]; e != nil {
 		st.mu.Unlock()
@@ -133,11 +298,11 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, space string
 	next(rec, r)
 
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	if rec.status >= 500 || rec.status == 0 || rec.overflow {
 		if sp.byKey[key] == e {
 			delete(sp.byKey, key) // not stored: a repeat runs again
 		}
+		st.mu.Unlock()
 		return
 	}
 	e.status, e.body, e.done = rec.status, rec.buf.Bytes(), true
@@ -147,6 +312,8 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, space string
 			e.header.Set(k, v)
 		}
 	}
+	st.mu.Unlock()
+	st.share(r.Context(), s.kcl, space, e)
 }
 
 // teeWriter passes the answer through and keeps a copy of it.

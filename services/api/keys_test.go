@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/surveyhooks/surveyhooks/pkg/config"
 	"github.com/surveyhooks/surveyhooks/services/api"
@@ -316,9 +317,10 @@ func TestRevokedKeyIsRefusedByEveryProcess(t *testing.T) {
 
 // Issue 16, point 4: Idempotency-Key on API writes — the same key and body get the stored answer
 // (nothing is done twice), the same key with another body gets 422 naming the header; keys are
-// per project.
+// per project, and shared by every API process.
 func TestIdempotencyKeyReplaysTheStoredAnswer(t *testing.T) {
 	s := startStack(t)
+	s2 := s.second()
 	pa, keyA := s.project("A")
 	_, keyB := s.project("B")
 	hook := map[string]any{"name": "h", "url": "https://example.com/h", "events": []string{"*"}}
@@ -330,14 +332,26 @@ func TestIdempotencyKeyReplaysTheStoredAnswer(t *testing.T) {
 	require.Equal(t, http.StatusCreated, again.status)
 	require.Equal(t, "true", again.header.Get("Idempotent-Replayed"))
 	require.Equal(t, first.raw, again.raw)
+	// A retry that reaches another API process gets the same answer.
+	other2 := s2.doH("POST", "/v1/webhooks", keyA, idem, hook)
+	require.Equal(t, http.StatusCreated, other2.status)
+	require.Equal(t, "true", other2.header.Get("Idempotent-Replayed"))
+	require.Equal(t, first.raw, other2.raw)
 	require.Len(t, s.must(http.StatusOK, "GET", "/v1/webhooks", keyA, nil).list(), 1, "the webhook was created once")
+	// The stored answer holds the webhook's secret: it is sealed on the topic.
+	require.NotEmpty(t, first.str("secret"))
+	for _, rec := range s.records(s.cfg.Kafka.Topics.Idempotency, func(rs []*kgo.Record) bool { return len(rs) > 0 }) {
+		require.NotContains(t, string(rec.Value), first.str("secret"))
+		require.NotContains(t, string(rec.Value), "example.com")
+	}
 
 	other := map[string]any{"name": "other", "url": "https://example.com/h", "events": []string{"*"}}
 	r := s.doH("POST", "/v1/webhooks", keyA, idem, other)
 	require.Equal(t, http.StatusUnprocessableEntity, r.status)
 	require.Equal(t, "Idempotency-Key", r.errField())
-	r = s.doH("DELETE", "/v1/webhooks/"+first.str("id"), keyA, idem, nil) // another path is another request
+	r = s2.doH("DELETE", "/v1/webhooks/"+first.str("id"), keyA, idem, nil) // another path is another request
 	require.Equal(t, http.StatusUnprocessableEntity, r.status)
+	require.Equal(t, "Idempotency-Key", r.errField())
 
 	// Another project's use of the same key is its own.
 	b := s.doH("POST", "/v1/webhooks", keyB, idem, hook)
