@@ -5,11 +5,13 @@
 package registry
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +40,7 @@ type Registry struct {
 	mu        sync.RWMutex
 	projects  map[string]*pb.Project
 	byKeyHash map[string]keyRef
+	keys      map[string]map[string]*pb.ApiKey // project id → key id → key record
 	webhooks  map[string]*pb.Webhook
 	byProject map[string][]*pb.Webhook
 	consumed  map[tp]int64 // next offset to read per partition
@@ -60,7 +63,7 @@ func New(cfg kafka.Config, log *slog.Logger) (*Registry, error) {
 	}
 	return &Registry{
 		cfg: cfg, log: log, cl: cl, adm: kadm.NewClient(cl),
-		projects: map[string]*pb.Project{}, byKeyHash: map[string]keyRef{},
+		projects: map[string]*pb.Project{}, byKeyHash: map[string]keyRef{}, keys: map[string]map[string]*pb.ApiKey{},
 		webhooks: map[string]*pb.Webhook{}, byProject: map[string][]*pb.Webhook{},
 		consumed: map[tp]int64{}, progress: make(chan struct{}),
 	}, nil
@@ -100,10 +103,12 @@ func (r *Registry) apply(rec *kgo.Record) {
 	r.consumed[tp{rec.Topic, rec.Partition}] = rec.Offset + 1
 	switch rec.Topic {
 	case r.cfg.Topics.Projects:
+		if projectID, keyID, ok := strings.Cut(key, "/"); ok {
+			r.applyKey(projectID, keyID, rec)
+			return
+		}
 		if old := r.projects[key]; old != nil {
-			for _, k := range Keys(old) {
-				delete(r.byKeyHash, hex.EncodeToString(k.Hash))
-			}
+			delete(r.byKeyHash, hex.EncodeToString(old.ApiKeyHash))
 		}
 		if rec.Value == nil {
 			delete(r.projects, key)
@@ -115,10 +120,8 @@ func (r *Registry) apply(rec *kgo.Record) {
 			return
 		}
 		r.projects[key] = p
-		for _, k := range Keys(p) {
-			if len(k.Hash) > 0 {
-				r.byKeyHash[hex.EncodeToString(k.Hash)] = keyRef{p, k}
-			}
+		if len(p.ApiKeyHash) > 0 {
+			r.byKeyHash[hex.EncodeToString(p.ApiKeyHash)] = keyRef{projectID: p.Id}
 		}
 	case r.cfg.Topics.Webhooks:
 		old := r.webhooks[key]
@@ -143,6 +146,32 @@ func (r *Registry) apply(rec *kgo.Record) {
 		for _, fn := range r.listeners {
 			fn(old, cur)
 		}
+	}
+}
+
+// applyKey takes in a key record ("<project>/<key>" on the projects topic); r.mu is held.
+func (r *Registry) applyKey(projectID, keyID string, rec *kgo.Record) {
+	byID := r.keys[projectID]
+	if old := byID[keyID]; old != nil && len(old.Hash) > 0 {
+		delete(r.byKeyHash, hex.EncodeToString(old.Hash))
+	}
+	if rec.Value == nil {
+		delete(byID, keyID)
+		return
+	}
+	k := &pb.ApiKey{}
+	if err := proto.Unmarshal(rec.Value, k); err != nil {
+		r.log.Error("unreadable key record skipped", "key", string(rec.Key), "offset", rec.Offset, "err", err)
+		return
+	}
+	k.Id = keyID
+	if byID == nil {
+		byID = map[string]*pb.ApiKey{}
+		r.keys[projectID] = byID
+	}
+	byID[keyID] = k
+	if keyID != PrimaryKeyID && len(k.Hash) > 0 {
+		r.byKeyHash[hex.EncodeToString(k.Hash)] = keyRef{projectID: projectID, key: k}
 	}
 }
 
@@ -212,17 +241,64 @@ func (r *Registry) ProjectForScope(key, scope string) *pb.Project {
 }
 
 // APIKey returns key's project and its record when the key is valid at now (known, not revoked,
-// not expired), or nils.
+// not expired, of a known project), or nils.
 func (r *Registry) APIKey(key string, now time.Time) (*pb.Project, *pb.ApiKey) {
 	h := hex.EncodeToString(secrets.HashAPIKey(key))
 	r.mu.RLock()
+	defer r.mu.RUnlock()
 	ref, ok := r.byKeyHash[h]
-	r.mu.RUnlock()
-	if !ok || !KeyValid(ref.key, now) {
+	if !ok {
 		return nil, nil
 	}
-	return ref.project, ref.key
+	p, k := r.projects[ref.projectID], ref.key
+	if p == nil {
+		return nil, nil
+	}
+	if k == nil {
+		k = r.primary(p)
+	}
+	if !KeyValid(k, now) {
+		return nil, nil
+	}
+	return p, k
 }
+
+// Keys returns every key of the project, its first key (listed as PrimaryKeyID, with every
+// scope) first, the others by creation. The values are shared and must not be modified.
+func (r *Registry) Keys(projectID string) []*pb.ApiKey {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []*pb.ApiKey
+	if p := r.projects[projectID]; p != nil && len(p.ApiKeyHash) > 0 {
+		out = append(out, r.primary(p))
+	}
+	var rest []*pb.ApiKey
+	for id, k := range r.keys[projectID] {
+		if id != PrimaryKeyID {
+			rest = append(rest, k)
+		}
+	}
+	slices.SortFunc(rest, func(a, b *pb.ApiKey) int {
+		if a.CreatedAtMs != b.CreatedAtMs {
+			return cmp.Compare(a.CreatedAtMs, b.CreatedAtMs)
+		}
+		return strings.Compare(a.Id, b.Id)
+	})
+	return append(out, rest...)
+}
+
+// primary is p's first key, with its revocation record applied; r.mu is held.
+func (r *Registry) primary(p *pb.Project) *pb.ApiKey {
+	k := &pb.ApiKey{Id: PrimaryKeyID, Name: "primary", Hash: p.ApiKeyHash, Prefix: p.ApiKeyPrefix,
+		Scopes: AllScopes, CreatedAtMs: p.CreatedAtMs}
+	if rev := r.keys[p.Id][PrimaryKeyID]; rev != nil {
+		k.RevokedAtMs = rev.RevokedAtMs
+	}
+	return k
+}
+
+// KeyRecord is the key of an API key's record on the projects topic.
+func KeyRecord(projectID, keyID string) string { return projectID + "/" + keyID }
 
 // Webhook returns the webhook with id, or nil.
 func (r *Registry) Webhook(id string) *pb.Webhook {
@@ -249,9 +325,10 @@ func (r *Registry) Projects() []*pb.Project {
 	return out
 }
 
+// keyRef is what a key hash finds: its project, and its record (nil: the project's first key).
 type keyRef struct {
-	project *pb.Project
-	key     *pb.ApiKey
+	projectID string
+	key       *pb.ApiKey
 }
 
 // The scopes a key may hold.
@@ -267,18 +344,6 @@ var AllScopes = []string{ScopeIngest, ScopeRead, ScopeManage}
 // PrimaryKeyID is the id under which a project's first key (the one returned at its creation) is
 // listed.
 const PrimaryKeyID = "key_primary"
-
-// Keys returns every key of p, its first key (with every scope) first; the first key is built
-// from the project's own fields, so it is a new value each call.
-func Keys(p *pb.Project) []*pb.ApiKey {
-	out := make([]*pb.ApiKey, 0, 1+len(p.Keys))
-	if len(p.ApiKeyHash) > 0 {
-		first := &pb.ApiKey{Id: PrimaryKeyID, Name: "primary", Hash: p.ApiKeyHash, Prefix: p.ApiKeyPrefix,
-			Scopes: AllScopes, CreatedAtMs: p.CreatedAtMs, RevokedAtMs: p.ApiKeyRevokedAtMs}
-		out = append(out, first)
-	}
-	return append(out, p.Keys...)
-}
 
 // KeyValid reports whether k may be used at now.
 func KeyValid(k *pb.ApiKey, now time.Time) bool {

@@ -163,7 +163,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, p *pb.Project)
 	}
 	now := time.Now()
 	out := []keyOut{}
-	for _, k := range registry.Keys(p) {
+	for _, k := range s.reg.Keys(p.Id) {
 		out = append(out, viewKey(k, now))
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"data": out})
@@ -213,26 +213,23 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p *pb.Project
 	secret := secrets.NewAPIKey()
 	k := &pb.ApiKey{Id: ids.New("key_"), Name: in.Name, Hash: secrets.HashAPIKey(secret), Prefix: secret[:10],
 		Scopes: scopes, CreatedAtMs: now.UnixMilli(), ExpiresAtMs: expires}
-	unlock := s.locks.lock(p.Id)
-	defer unlock()
-	cur := s.reg.Project(p.Id)
-	if cur == nil {
-		return notFound("project", p.Id)
-	}
-	next := proto.Clone(cur).(*pb.Project)
-	next.Keys = pruneKeys(next.Keys, now)
 	usable := 0
-	for _, old := range registry.Keys(next) {
-		if registry.KeyValid(old, now) {
+	for _, old := range s.reg.Keys(p.Id) {
+		switch {
+		case registry.KeyValid(old, now):
 			usable++
+		case old.Id != registry.PrimaryKeyID && stale(old, now):
+			// Revoked or expired long ago: its record goes, so rotations do not pile up.
+			if err := s.write(r.Context(), s.cfg.Kafka.Topics.Projects, registry.KeyRecord(p.Id, old.Id), nil); err != nil {
+				return err
+			}
 		}
 	}
 	if usable >= maxKeys {
 		return httpapi.Errorf(http.StatusConflict, "too_many_keys", "",
 			"a project holds at most %d usable keys; revoke one first", maxKeys)
 	}
-	next.Keys = append(next.Keys, k)
-	if err := s.write(r.Context(), s.cfg.Kafka.Topics.Projects, next.Id, next); err != nil {
+	if err := s.write(r.Context(), s.cfg.Kafka.Topics.Projects, registry.KeyRecord(p.Id, k.Id), k); err != nil {
 		return err
 	}
 	s.log.Info("api key created", "project_id", p.Id, "key_id", k.Id, "prefix", k.Prefix, "scopes", scopes)
@@ -248,51 +245,38 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, p *pb.Project
 	}
 	id := r.PathValue("key_id")
 	now := time.Now()
-	unlock := s.locks.lock(p.Id)
+	unlock := s.locks.lock(registry.KeyRecord(p.Id, id))
 	defer unlock()
-	cur := s.reg.Project(p.Id)
+	var cur *pb.ApiKey
+	for _, k := range s.reg.Keys(p.Id) {
+		if k.Id == id {
+			cur = k
+		}
+	}
 	if cur == nil {
-		return notFound("project", p.Id)
+		return notFound("key", id)
 	}
-	next := proto.Clone(cur).(*pb.Project)
-	var revoked *pb.ApiKey
-	if id == registry.PrimaryKeyID && len(next.ApiKeyHash) > 0 {
-		if next.ApiKeyRevokedAtMs == 0 {
-			next.ApiKeyRevokedAtMs = now.UnixMilli()
+	if cur.RevokedAtMs == 0 {
+		// The record of a key is the key with its revocation time; the first key's record carries
+		// only that (its hash lives in the project's own record).
+		next := &pb.ApiKey{RevokedAtMs: now.UnixMilli()}
+		if id != registry.PrimaryKeyID {
+			next = proto.Clone(cur).(*pb.ApiKey)
+			next.RevokedAtMs = now.UnixMilli()
 		}
-	} else {
-		for _, k := range next.Keys {
-			if k.Id == id {
-				if k.RevokedAtMs == 0 {
-					k.RevokedAtMs = now.UnixMilli()
-				}
-				revoked = k
-			}
-		}
-		if revoked == nil {
-			return notFound("key", id)
-		}
-	}
-	if !proto.Equal(cur, next) {
-		if err := s.write(r.Context(), s.cfg.Kafka.Topics.Projects, next.Id, next); err != nil {
+		if err := s.write(r.Context(), s.cfg.Kafka.Topics.Projects, registry.KeyRecord(p.Id, id), next); err != nil {
 			return err
 		}
 		s.log.Info("api key revoked", "project_id", p.Id, "key_id", id)
+		cur = proto.Clone(cur).(*pb.ApiKey)
+		cur.RevokedAtMs = next.RevokedAtMs
 	}
-	for _, k := range registry.Keys(next) {
-		if k.Id == id {
-			revoked = k
-		}
-	}
-	httpapi.WriteJSON(w, http.StatusOK, viewKey(revoked, now))
+	httpapi.WriteJSON(w, http.StatusOK, viewKey(cur, now))
 	return nil
 }
 
-// pruneKeys drops keys revoked or expired longer than keptRevoked ago, so a project record
-// stays small however often its keys are rotated.
-func pruneKeys(keys []*pb.ApiKey, now time.Time) []*pb.ApiKey {
+// stale reports whether k was revoked or expired more than keptRevoked ago.
+func stale(k *pb.ApiKey, now time.Time) bool {
 	cut := now.Add(-keptRevoked).UnixMilli()
-	return slices.DeleteFunc(keys, func(k *pb.ApiKey) bool {
-		return (k.RevokedAtMs != 0 && k.RevokedAtMs < cut) || (k.ExpiresAtMs != 0 && k.ExpiresAtMs < cut)
-	})
+	return (k.RevokedAtMs != 0 && k.RevokedAtMs < cut) || (k.ExpiresAtMs != 0 && k.ExpiresAtMs < cut)
 }

@@ -24,19 +24,14 @@ const (
 // Project is a tenant: its webhooks, its events and its API key. Keyed by id on the compacted
 // `projects` topic.
 type Project struct {
-	state        protoimpl.MessageState `protogen:"open.v1"`
-	Id           string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Name         string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	ApiKeyHash   []byte                 `protobuf:"bytes,3,opt,name=api_key_hash,json=apiKeyHash,proto3" json:"api_key_hash,omitempty"` // SHA-256 of the API key; the key itself is never stored
-	CreatedAtMs  int64                  `protobuf:"varint,4,opt,name=created_at_ms,json=createdAtMs,proto3" json:"created_at_ms,omitempty"`
-	ApiKeyPrefix string                 `protobuf:"bytes,5,opt,name=api_key_prefix,json=apiKeyPrefix,proto3" json:"api_key_prefix,omitempty"` // first characters of the key, for operators to recognise it
-	// keys are the project's further API keys (the key above is the first one, with every scope).
-	// Revocation and expiry are read from here by every process, so a revoked key is refused
-	// everywhere as soon as this record is applied.
-	Keys              []*ApiKey `protobuf:"bytes,50,rep,name=keys,proto3" json:"keys,omitempty"`
-	ApiKeyRevokedAtMs int64     `protobuf:"varint,51,opt,name=api_key_revoked_at_ms,json=apiKeyRevokedAtMs,proto3" json:"api_key_revoked_at_ms,omitempty"` // when the first key (api_key_hash) was revoked; 0: it was not
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	ApiKeyHash    []byte                 `protobuf:"bytes,3,opt,name=api_key_hash,json=apiKeyHash,proto3" json:"api_key_hash,omitempty"` // SHA-256 of the API key; the key itself is never stored
+	CreatedAtMs   int64                  `protobuf:"varint,4,opt,name=created_at_ms,json=createdAtMs,proto3" json:"created_at_ms,omitempty"`
+	ApiKeyPrefix  string                 `protobuf:"bytes,5,opt,name=api_key_prefix,json=apiKeyPrefix,proto3" json:"api_key_prefix,omitempty"` // first characters of the key, for operators to recognise it
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Project) Reset() {
@@ -104,21 +99,12 @@ func (x *Project) GetApiKeyPrefix() string {
 	return ""
 }
 
-func (x *Project) GetKeys() []*ApiKey {
-	if x != nil {
-		return x.Keys
-	}
-	return nil
-}
-
-func (x *Project) GetApiKeyRevokedAtMs() int64 {
-	if x != nil {
-		return x.ApiKeyRevokedAtMs
-	}
-	return 0
-}
-
-// ApiKey is one named key of a project: only its hash is stored.
+// ApiKey is one named key of a project, a record of its own on the compacted `projects` topic,
+// keyed "<project id>/<key id>", so creating and revoking keys never rewrite one another (nor the
+// project). Only its hash is stored. The project's first key (Project.api_key_hash) is listed as
+// "key_primary"; its revocation is a record "<project id>/key_primary" with revoked_at_ms set.
+// Every process reads these records (pkg/registry): a revoked key is refused as soon as its
+// record is applied.
 type ApiKey struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"` // "key_…", how the key is listed and revoked
@@ -509,16 +495,14 @@ var File_surveyhooks_v1_config_proto protoreflect.FileDescriptor
 
 const file_surveyhooks_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x1bsurveyhooks/v1/config.proto\x12\x0esurveyhooks.v1\"\xf7\x01\n" +
+	"\x1bsurveyhooks/v1/config.proto\x12\x0esurveyhooks.v1\"\x99\x01\n" +
 	"\aProject\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
 	"\fapi_key_hash\x18\x03 \x01(\fR\n" +
 	"apiKeyHash\x12\"\n" +
 	"\rcreated_at_ms\x18\x04 \x01(\x03R\vcreatedAtMs\x12$\n" +
-	"\x0eapi_key_prefix\x18\x05 \x01(\tR\fapiKeyPrefix\x12*\n" +
-	"\x04keys\x182 \x03(\v2\x16.surveyhooks.v1.ApiKeyR\x04keys\x120\n" +
-	"\x15api_key_revoked_at_ms\x183 \x01(\x03R\x11apiKeyRevokedAtMs\"\xdc\x01\n" +
+	"\x0eapi_key_prefix\x18\x05 \x01(\tR\fapiKeyPrefix\"\xdc\x01\n" +
 	"\x06ApiKey\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -588,15 +572,14 @@ var file_surveyhooks_v1_config_proto_goTypes = []any{
 	nil,             // 5: surveyhooks.v1.Webhook.HeadersEntry
 }
 var file_surveyhooks_v1_config_proto_depIdxs = []int32{
-	1, // 0: surveyhooks.v1.Project.keys:type_name -> surveyhooks.v1.ApiKey
-	4, // 1: surveyhooks.v1.Webhook.event_toggles:type_name -> surveyhooks.v1.Webhook.EventTogglesEntry
-	3, // 2: surveyhooks.v1.Webhook.secrets:type_name -> surveyhooks.v1.Secret
-	5, // 3: surveyhooks.v1.Webhook.headers:type_name -> surveyhooks.v1.Webhook.HeadersEntry
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	4, // 0: surveyhooks.v1.Webhook.event_toggles:type_name -> surveyhooks.v1.Webhook.EventTogglesEntry
+	3, // 1: surveyhooks.v1.Webhook.secrets:type_name -> surveyhooks.v1.Secret
+	5, // 2: surveyhooks.v1.Webhook.headers:type_name -> surveyhooks.v1.Webhook.HeadersEntry
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_surveyhooks_v1_config_proto_init() }
