@@ -1,5 +1,6 @@
 // Package registry materialises the compacted `projects` and `webhooks` topics into memory: every
-// service that needs to know which projects and webhooks exist reads them here. It offers
+// service that needs to know which projects, API keys and webhooks exist reads them here, and
+// every API key check (revocation, expiry, scopes) is answered from it. It offers
 // read-your-writes through WaitFresh (catch up to the topics' end offsets as of now) and
 // WaitFor (catch up to one produced record). It never writes to Kafka.
 package registry
