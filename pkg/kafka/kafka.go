@@ -75,6 +75,8 @@ type Topics struct {
 	// Respondents is fan-out's per-user state (compacted), partition p holding the users of
 	// `events` partition p: it needs at least as many partitions as Events.
 	Respondents string `env:"TOPIC_RESPONDENTS" envDefault:"respondents"`
+	// Idempotency holds the API's stored answers to writes with an Idempotency-Key (sealed).
+	Idempotency string `env:"TOPIC_IDEMPOTENCY" envDefault:"idempotency-keys"`
 }
 
 // Retry names the retry tier topic for a delay: 1m → "deliveries-retry-1m", 200ms → "…-200ms".

@@ -29,6 +29,10 @@ func Specs(t Topics, retry []time.Duration) []TopicSpec {
 		{t.Deliveries, week}, {t.Attempts, week},
 		{t.Dead, map[string]*string{"cleanup.policy": s("delete"), "retention.ms": s(fmt.Sprint((30 * 24 * time.Hour).Milliseconds()))}},
 	}
+	// Answers to Idempotency-Key writes are kept 24 h: compacted (the latest per key) and deleted
+	// after a day and an hour.
+	specs = append(specs, TopicSpec{t.Idempotency, map[string]*string{"cleanup.policy": s("compact,delete"),
+		"retention.ms": s(fmt.Sprint((25 * time.Hour).Milliseconds()))}})
 	for _, d := range retry {
 		specs = append(specs, TopicSpec{t.Retry(d), week})
 	}

@@ -1,16 +1,20 @@
 // Package registry materialises the compacted `projects` and `webhooks` topics into memory: every
-// service that needs to know which projects and webhooks exist reads them here. It offers
+// service that needs to know which projects, API keys and webhooks exist reads them here, and
+// every API key check (revocation, expiry, scopes) is answered from it. It offers
 // read-your-writes through WaitFresh (catch up to the topics' end offsets as of now) and
 // WaitFor (catch up to one produced record). It never writes to Kafka.
 package registry
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -36,7 +40,8 @@ type Registry struct {
 
 	mu        sync.RWMutex
 	projects  map[string]*pb.Project
-	byKeyHash map[string]*pb.Project
+	byKeyHash map[string]keyRef
+	keys      map[string]map[string]*pb.ApiKey // project id → key id → key record
 	webhooks  map[string]*pb.Webhook
 	byProject map[string][]*pb.Webhook
 	consumed  map[tp]int64 // next offset to read per partition
@@ -59,7 +64,7 @@ func New(cfg kafka.Config, log *slog.Logger) (*Registry, error) {
 	}
 	return &Registry{
 		cfg: cfg, log: log, cl: cl, adm: kadm.NewClient(cl),
-		projects: map[string]*pb.Project{}, byKeyHash: map[string]*pb.Project{},
+		projects: map[string]*pb.Project{}, byKeyHash: map[string]keyRef{}, keys: map[string]map[string]*pb.ApiKey{},
 		webhooks: map[string]*pb.Webhook{}, byProject: map[string][]*pb.Webhook{},
 		consumed: map[tp]int64{}, progress: make(chan struct{}),
 	}, nil
@@ -99,6 +104,10 @@ func (r *Registry) apply(rec *kgo.Record) {
 	r.consumed[tp{rec.Topic, rec.Partition}] = rec.Offset + 1
 	switch rec.Topic {
 	case r.cfg.Topics.Projects:
+		if projectID, keyID, ok := strings.Cut(key, "/"); ok {
+			r.applyKey(projectID, keyID, rec)
+			return
+		}
 		if old := r.projects[key]; old != nil {
 			delete(r.byKeyHash, hex.EncodeToString(old.ApiKeyHash))
 		}
@@ -112,7 +121,9 @@ func (r *Registry) apply(rec *kgo.Record) {
 			return
 		}
 		r.projects[key] = p
-		r.byKeyHash[hex.EncodeToString(p.ApiKeyHash)] = p
+		if len(p.ApiKeyHash) > 0 {
+			r.byKeyHash[hex.EncodeToString(p.ApiKeyHash)] = keyRef{projectID: p.Id}
+		}
 	case r.cfg.Topics.Webhooks:
 		old := r.webhooks[key]
 		var cur *pb.Webhook
@@ -136,6 +147,32 @@ func (r *Registry) apply(rec *kgo.Record) {
 		for _, fn := range r.listeners {
 			fn(old, cur)
 		}
+	}
+}
+
+// applyKey takes in a key record ("<project>/<key>" on the projects topic); r.mu is held.
+func (r *Registry) applyKey(projectID, keyID string, rec *kgo.Record) {
+	byID := r.keys[projectID]
+	if old := byID[keyID]; old != nil && len(old.Hash) > 0 {
+		delete(r.byKeyHash, hex.EncodeToString(old.Hash))
+	}
+	if rec.Value == nil {
+		delete(byID, keyID)
+		return
+	}
+	k := &pb.ApiKey{}
+	if err := proto.Unmarshal(rec.Value, k); err != nil {
+		r.log.Error("unreadable key record skipped", "key", string(rec.Key), "offset", rec.Offset, "err", err)
+		return
+	}
+	k.Id = keyID
+	if byID == nil {
+		byID = map[string]*pb.ApiKey{}
+		r.keys[projectID] = byID
+	}
+	byID[keyID] = k
+	if keyID != PrimaryKeyID && len(k.Hash) > 0 {
+		r.byKeyHash[hex.EncodeToString(k.Hash)] = keyRef{projectID: projectID, key: k}
 	}
 }
 
@@ -188,13 +225,81 @@ func (r *Registry) Project(id string) *pb.Project {
 	return r.projects[id]
 }
 
-// ProjectByAPIKey returns the project whose API key is key, or nil.
+// ProjectByAPIKey returns the project whose API key is key, or nil: an unknown, revoked or
+// expired key has none.
 func (r *Registry) ProjectByAPIKey(key string) *pb.Project {
+	p, _ := r.APIKey(key, time.Now())
+	return p
+}
+
+// ProjectForScope returns the project whose valid API key is key when that key has scope, or nil.
+func (r *Registry) ProjectForScope(key, scope string) *pb.Project {
+	p, k := r.APIKey(key, time.Now())
+	if p == nil || !slices.Contains(k.Scopes, scope) {
+		return nil
+	}
+	return p
+}
+
+// APIKey returns key's project and its record when the key is valid at now (known, not revoked,
+// not expired, of a known project), or nils.
+func (r *Registry) APIKey(key string, now time.Time) (*pb.Project, *pb.ApiKey) {
 	h := hex.EncodeToString(secrets.HashAPIKey(key))
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.byKeyHash[h]
+	ref, ok := r.byKeyHash[h]
+	if !ok {
+		return nil, nil
+	}
+	p, k := r.projects[ref.projectID], ref.key
+	if p == nil {
+		return nil, nil
+	}
+	if k == nil {
+		k = r.primary(p)
+	}
+	if !KeyValid(k, now) {
+		return nil, nil
+	}
+	return p, k
 }
+
+// Keys returns every key of the project, its first key (listed as PrimaryKeyID, with every
+// scope) first, the others by creation. The values are shared and must not be modified.
+func (r *Registry) Keys(projectID string) []*pb.ApiKey {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []*pb.ApiKey
+	if p := r.projects[projectID]; p != nil && len(p.ApiKeyHash) > 0 {
+		out = append(out, r.primary(p))
+	}
+	var rest []*pb.ApiKey
+	for id, k := range r.keys[projectID] {
+		if id != PrimaryKeyID {
+			rest = append(rest, k)
+		}
+	}
+	slices.SortFunc(rest, func(a, b *pb.ApiKey) int {
+		if a.CreatedAtMs != b.CreatedAtMs {
+			return cmp.Compare(a.CreatedAtMs, b.CreatedAtMs)
+		}
+		return strings.Compare(a.Id, b.Id)
+	})
+	return append(out, rest...)
+}
+
+// primary is p's first key, with its revocation record applied; r.mu is held.
+func (r *Registry) primary(p *pb.Project) *pb.ApiKey {
+	k := &pb.ApiKey{Id: PrimaryKeyID, Name: "primary", Hash: p.ApiKeyHash, Prefix: p.ApiKeyPrefix,
+		Scopes: AllScopes, CreatedAtMs: p.CreatedAtMs}
+	if rev := r.keys[p.Id][PrimaryKeyID]; rev != nil {
+		k.RevokedAtMs = rev.RevokedAtMs
+	}
+	return k
+}
+
+// KeyRecord is the key of an API key's record on the projects topic.
+func KeyRecord(projectID, keyID string) string { return projectID + "/" + keyID }
 
 // Webhook returns the webhook with id, or nil.
 func (r *Registry) Webhook(id string) *pb.Webhook {
@@ -219,4 +324,32 @@ func (r *Registry) Projects() []*pb.Project {
 		out = append(out, p)
 	}
 	return out
+}
+
+// keyRef is what a key hash finds: its project, and its record (nil: the project's first key).
+type keyRef struct {
+	projectID string
+	key       *pb.ApiKey
+}
+
+// The scopes a key may hold.
+const (
+	ScopeIngest = "ingest" // POST /v1/events
+	ScopeRead   = "read"   // GET on the API
+	ScopeManage = "manage" // every other API call, keys included
+)
+
+// AllScopes are the scopes of a project's first key.
+var AllScopes = []string{ScopeIngest, ScopeRead, ScopeManage}
+
+// PrimaryKeyID is the id under which a project's first key (the one returned at its creation) is
+// listed.
+const PrimaryKeyID = "key_primary"
+
+// KeyValid reports whether k may be used at now.
+func KeyValid(k *pb.ApiKey, now time.Time) bool {
+	if k.RevokedAtMs != 0 {
+		return false
+	}
+	return k.ExpiresAtMs == 0 || now.UnixMilli() < k.ExpiresAtMs
 }

@@ -10,7 +10,6 @@ package api
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -89,6 +88,7 @@ type Server struct {
 	tests *testWaiters
 	logs  *logStore
 	locks stripedLocks
+	idem  *idempotency
 	// portal serves /portal/ and /console/; inproc is the router its calls go through.
 	portal *portal.Portal
 	inproc http.Handler
@@ -132,6 +132,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 	}
 	regRun := registry.Start(gctx, s.reg, caughtUp)
 	g.Go(regRun.Wait)
+	g.Go(func() error { return s.idem.run(gctx) })
 	if err := regRun.CaughtUp(gctx); err != nil {
 		return fail(fmt.Errorf("loading projects and webhooks: %w", err))
 	}
@@ -176,8 +177,13 @@ func newServer(cfg Config, log *slog.Logger, hooks ...kgo.Opt) (*Server, error) 
 	}
 	s := &Server{cfg: cfg, log: log, reg: reg, kcl: kcl, box: box,
 		logs: &logStore{addr: cfg.ClickHouseAddr, database: cfg.ClickHouseDatabase, log: log}}
+	if s.idem, err = newIdempotency(cfg.Kafka, box, log); err != nil {
+		kcl.Close()
+		return nil, err
+	}
 	if s.portal, err = s.newPortal(); err != nil {
 		kcl.Close()
+		s.idem.cl.Close()
 		return nil, err
 	}
 	s.inproc = s.handler()
@@ -200,6 +206,9 @@ func (s *Server) routes() []route {
 		{"POST", "/v1/projects/{id}/portal-sessions", s.admin(s.createPortalSession)},
 		{"POST", "/v1/projects/{id}/erasures", s.admin(s.createErasure)},
 		{"GET", "/v1/projects/{id}/erasures/{erasure_id}", s.admin(s.getErasure)},
+		{"POST", "/v1/projects/{id}/keys", s.projectAdmin(s.createKey)},
+		{"GET", "/v1/projects/{id}/keys", s.projectAdmin(s.listKeys)},
+		{"DELETE", "/v1/projects/{id}/keys/{key_id}", s.projectAdmin(s.revokeKey)},
 
 		{"POST", "/v1/webhooks", s.project(s.createWebhook)},
 		{"GET", "/v1/webhooks", s.project(s.listWebhooks)},
@@ -275,32 +284,29 @@ type projectHandlerFunc func(w http.ResponseWriter, r *http.Request, p *pb.Proje
 // admin authorises with the admin token, compared in constant time.
 func (s *Server) admin(h handlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		tok := httpapi.BearerToken(r)
-		if tok == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.AdminToken)) != 1 {
+		if !s.isAdmin(httpapi.BearerToken(r)) {
 			httpapi.WriteError(w, httpapi.Errorf(http.StatusUnauthorized, "unauthorized", "",
 				"an admin token is required: Authorization: Bearer <SURVEYHOOKS_ADMIN_TOKEN>"))
 			return
 		}
-		s.serve(w, r, h)
+		s.idempotent(w, r, "admin", func(w http.ResponseWriter, r *http.Request) { s.serve(w, r, h) })
 	}
 }
 
-// project authorises with a project API key and hands the handler that project: every handler
-// below reads and writes only what belongs to it. The key is looked up by its SHA-256, so no
-// comparison leaks how much of a key matched.
+// project authorises with a project API key holding the call's scope, or the admin token naming
+// the project in X-Surveyhooks-Project (authProject), and hands the handler that project: every
+// handler below reads and writes only what belongs to it. Keys are looked up by their SHA-256, so
+// no comparison leaks how much of a key matched.
 func (s *Server) project(h projectHandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		tok := httpapi.BearerToken(r)
-		p := portalProjectOf(r) // a portal page's call, in process
-		if p == nil && tok != "" {
-			p = s.reg.ProjectByAPIKey(tok)
-		}
-		if p == nil {
-			httpapi.WriteError(w, httpapi.Errorf(http.StatusUnauthorized, "unauthorized", "",
-				"a valid project API key is required: Authorization: Bearer <api_key>"))
+		p, err := s.authProject(r)
+		if err != nil {
+			s.serve(w, r, func(http.ResponseWriter, *http.Request) error { return err })
 			return
 		}
-		s.serve(w, r, func(w http.ResponseWriter, r *http.Request) error { return h(w, r, p) })
+		s.idempotent(w, r, p.Id, func(w http.ResponseWriter, r *http.Request) {
+			s.serve(w, r, func(w http.ResponseWriter, r *http.Request) error { return h(w, r, p) })
+		})
 	}
 }
 

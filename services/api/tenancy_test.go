@@ -28,6 +28,7 @@ func TestAProjectKeySeesAndChangesOnlyItsOwnProject(t *testing.T) {
 		Body: []byte(`{}`), Attempt: 1, LastOutcome: &pb.Outcome{Class: pb.OutcomeClass_OUTCOME_CLASS_HTTP_PERMANENT,
 			StatusCode: 404, AtMs: t0.UnixMilli()}})
 	deadA := "msg_a.1"
+	keyIDA := s.must(http.StatusCreated, "POST", "/v1/projects/"+pa+"/keys", keyA, map[string]any{"name": "a2", "scopes": []string{"read"}}).str("id")
 	// A can see its own data, so a 404 for B below is tenancy, not absence.
 	s.must(http.StatusOK, "GET", "/v1/attempts/att_a", keyA, nil)
 	s.must(http.StatusOK, "GET", "/v1/events/evt_a/attempts", keyA, nil)
@@ -66,6 +67,13 @@ func TestAProjectKeySeesAndChangesOnlyItsOwnProject(t *testing.T) {
 			r := s.must(http.StatusBadRequest, "POST", "/v1/projects/"+pb_+"/portal-sessions", adminToken,
 				map[string]any{"webhook_ids": []string{wA}})
 			require.Equal(t, "webhook_ids[0]", r.errField())
+		},
+		"GET /v1/projects/{id}/keys":  notFound("GET", "/v1/projects/"+pa+"/keys", nil),
+		"POST /v1/projects/{id}/keys": notFound("POST", "/v1/projects/"+pa+"/keys", map[string]any{"name": "mine now", "scopes": []string{"manage"}}),
+		"DELETE /v1/projects/{id}/keys/{key_id}": func(t *testing.T) {
+			notFound("DELETE", "/v1/projects/"+pa+"/keys/key_primary", nil)(t)
+			// Nor can B revoke A's key through its own project's path.
+			s.must(http.StatusNotFound, "DELETE", "/v1/projects/"+pb_+"/keys/"+keyIDA, keyB, nil)
 		},
 		"POST /v1/webhooks": func(t *testing.T) {
 			r := s.must(http.StatusCreated, "POST", "/v1/webhooks", keyB, map[string]any{"name": "b2",
@@ -116,6 +124,10 @@ func TestAProjectKeySeesAndChangesOnlyItsOwnProject(t *testing.T) {
 	}
 
 	// A is untouched.
+	for _, k := range s.must(http.StatusOK, "GET", "/v1/projects/"+pa+"/keys", keyA, nil).list() {
+		require.Equal(t, "active", k["status"], "%v", k)
+	}
+	require.Len(t, s.must(http.StatusOK, "GET", "/v1/projects/"+pa+"/keys", keyA, nil).list(), 2)
 	wh := s.must(http.StatusOK, "GET", "/v1/webhooks/"+wA, keyA, nil)
 	require.EqualValues(t, 1, wh.body["revision"])
 	require.Equal(t, "hook", wh.str("name"))

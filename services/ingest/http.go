@@ -2,9 +2,11 @@ package ingest
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/surveyhooks/surveyhooks/pkg/dedup"
 	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
+	"github.com/surveyhooks/surveyhooks/pkg/registry"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
 
@@ -70,9 +73,17 @@ func (in *Ingest) accept(r *http.Request) (int, *accepted, error) {
 	if key == "" {
 		return 0, nil, unauthorized()
 	}
-	project := in.projectByKey(r.Context(), key)
-	if project == nil {
-		return 0, nil, unauthorized()
+	// The admin token acts for any project: each event names its project_id.
+	admin := in.cfg.AdminToken != "" && subtle.ConstantTimeCompare([]byte(key), []byte(in.cfg.AdminToken)) == 1
+	var project *pb.Project
+	if !admin {
+		var k *pb.ApiKey
+		if project, k = in.projectByKey(r.Context(), key); project == nil {
+			return 0, nil, unauthorized()
+		}
+		if !slices.Contains(k.Scopes, registry.ScopeIngest) {
+			return 0, nil, httpapi.Errorf(http.StatusForbidden, "forbidden", "", "this API key (%s) lacks the %q scope", k.Prefix, registry.ScopeIngest)
+		}
 	}
 	ct := r.Header.Get("Content-Type")
 	if mt, _, err := mime.ParseMediaType(ct); err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
@@ -104,10 +115,20 @@ func (in *Ingest) accept(r *http.Request) (int, *accepted, error) {
 			p = "events[" + strconv.Itoa(i) + "]."
 		}
 		ev := d.ev
-		if d.projectID != "" && d.projectID != project.Id {
+		switch {
+		case admin && d.projectID == "":
+			return 0, nil, bad(p+"project_id", "project_id is required with the admin token")
+		case admin:
+			if in.projectByID(r.Context(), d.projectID) == nil {
+				return 0, nil, bad(p+"project_id", "project %q does not exist", d.projectID)
+			}
+			ev.ProjectId = d.projectID
+		case d.projectID != "" && d.projectID != project.Id:
 			return 0, nil, bad(p+"project_id", "project_id %q is not the project of the API key; leave it out", d.projectID)
+		default:
+			ev.ProjectId = project.Id
 		}
-		ev.ProjectId, ev.Source = project.Id, "http"
+		ev.Source = "http"
 		if ev.EventId == "" {
 			ev.EventId = newEventID()
 		}
@@ -171,15 +192,24 @@ func (in *Ingest) accept(r *http.Request) (int, *accepted, error) {
 // produceTimeout bounds how long a request waits for Kafka before it is answered 503.
 const produceTimeout = 10 * time.Second
 
-// projectByKey finds the key's project. A key unknown here may belong to a project created a
-// moment ago: the registry catches up once (shared by concurrent requests) before the answer is
-// 401.
-func (in *Ingest) projectByKey(ctx context.Context, key string) *pb.Project {
-	if p := in.reg.ProjectByAPIKey(key); p != nil {
+// projectByKey finds the key's project and the key, when it is valid (not revoked, not expired).
+// A key unknown here may belong to a project created a moment ago: the registry catches up once
+// (shared by concurrent requests) before the answer is 401.
+func (in *Ingest) projectByKey(ctx context.Context, key string) (*pb.Project, *pb.ApiKey) {
+	if p, k := in.reg.APIKey(key, time.Now()); p != nil {
+		return p, k
+	}
+	in.catchUp(ctx)
+	return in.reg.APIKey(key, time.Now())
+}
+
+// projectByID is the project with id, catching up once as projectByKey does.
+func (in *Ingest) projectByID(ctx context.Context, id string) *pb.Project {
+	if p := in.reg.Project(id); p != nil {
 		return p
 	}
 	in.catchUp(ctx)
-	return in.reg.ProjectByAPIKey(key)
+	return in.reg.Project(id)
 }
 
 // catchUp waits (bounded) until the registry has read everything written before the call.

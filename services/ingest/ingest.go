@@ -57,6 +57,8 @@ type Config struct {
 	// RecentIDs bounds the event ids this process remembers to answer a repeat with
 	// "duplicate": true at once (about 80 bytes each); 0 turns the answer off.
 	RecentIDs int `env:"INGEST_RECENT_IDS" envDefault:"100000"`
+	// AdminToken, when set, may post events for any project, each naming its `project_id`.
+	AdminToken string `env:"SURVEYHOOKS_ADMIN_TOKEN"`
 }
 
 // Validate reports the first configuration error, naming the variable.
@@ -75,6 +77,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("SURVEYHOOKS_DEDUP_WINDOW: must be between 1s and 168h (the events topic keeps 7 days), got %v", c.DedupWindow)
 	case c.RecentIDs < 0:
 		return errors.New("INGEST_RECENT_IDS: must not be negative")
+	case c.AdminToken != "" && len(c.AdminToken) < 16:
+		return errors.New("SURVEYHOOKS_ADMIN_TOKEN: at least 16 characters")
 	}
 	return c.Kafka.Validate()
 }

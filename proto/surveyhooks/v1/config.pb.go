@@ -99,6 +99,112 @@ func (x *Project) GetApiKeyPrefix() string {
 	return ""
 }
 
+// ApiKey is one named key of a project, a record of its own on the compacted `projects` topic,
+// keyed "<project id>/<key id>", so creating and revoking keys never rewrite one another (nor the
+// project). Only its hash is stored. The project's first key (Project.api_key_hash) is listed as
+// "key_primary"; its revocation is a record "<project id>/key_primary" with revoked_at_ms set.
+// Every process reads these records (pkg/registry): a revoked key is refused as soon as its
+// record is applied.
+type ApiKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"` // "key_…", how the key is listed and revoked
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Hash          []byte                 `protobuf:"bytes,3,opt,name=hash,proto3" json:"hash,omitempty"`     // SHA-256 of the key
+	Prefix        string                 `protobuf:"bytes,4,opt,name=prefix,proto3" json:"prefix,omitempty"` // first characters of the key
+	Scopes        []string               `protobuf:"bytes,5,rep,name=scopes,proto3" json:"scopes,omitempty"` // "ingest", "read", "manage"
+	CreatedAtMs   int64                  `protobuf:"varint,6,opt,name=created_at_ms,json=createdAtMs,proto3" json:"created_at_ms,omitempty"`
+	ExpiresAtMs   int64                  `protobuf:"varint,7,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"` // 0: never
+	RevokedAtMs   int64                  `protobuf:"varint,8,opt,name=revoked_at_ms,json=revokedAtMs,proto3" json:"revoked_at_ms,omitempty"` // 0: not revoked
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApiKey) Reset() {
+	*x = ApiKey{}
+	mi := &file_surveyhooks_v1_config_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApiKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApiKey) ProtoMessage() {}
+
+func (x *ApiKey) ProtoReflect() protoreflect.Message {
+	mi := &file_surveyhooks_v1_config_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApiKey.ProtoReflect.Descriptor instead.
+func (*ApiKey) Descriptor() ([]byte, []int) {
+	return file_surveyhooks_v1_config_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ApiKey) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ApiKey) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ApiKey) GetHash() []byte {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
+}
+
+func (x *ApiKey) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *ApiKey) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *ApiKey) GetCreatedAtMs() int64 {
+	if x != nil {
+		return x.CreatedAtMs
+	}
+	return 0
+}
+
+func (x *ApiKey) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
+func (x *ApiKey) GetRevokedAtMs() int64 {
+	if x != nil {
+		return x.RevokedAtMs
+	}
+	return 0
+}
+
 // Webhook is one subscriber endpoint. Keyed by id on the compacted `webhooks` topic; a delete is a
 // tombstone. Secrets are sealed (AES-GCM) before they reach the topic.
 type Webhook struct {
@@ -136,7 +242,7 @@ type Webhook struct {
 
 func (x *Webhook) Reset() {
 	*x = Webhook{}
-	mi := &file_surveyhooks_v1_config_proto_msgTypes[1]
+	mi := &file_surveyhooks_v1_config_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -148,7 +254,7 @@ func (x *Webhook) String() string {
 func (*Webhook) ProtoMessage() {}
 
 func (x *Webhook) ProtoReflect() protoreflect.Message {
-	mi := &file_surveyhooks_v1_config_proto_msgTypes[1]
+	mi := &file_surveyhooks_v1_config_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -161,7 +267,7 @@ func (x *Webhook) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Webhook.ProtoReflect.Descriptor instead.
 func (*Webhook) Descriptor() ([]byte, []int) {
-	return file_surveyhooks_v1_config_proto_rawDescGZIP(), []int{1}
+	return file_surveyhooks_v1_config_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Webhook) GetId() string {
@@ -336,7 +442,7 @@ type Secret struct {
 
 func (x *Secret) Reset() {
 	*x = Secret{}
-	mi := &file_surveyhooks_v1_config_proto_msgTypes[2]
+	mi := &file_surveyhooks_v1_config_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -348,7 +454,7 @@ func (x *Secret) String() string {
 func (*Secret) ProtoMessage() {}
 
 func (x *Secret) ProtoReflect() protoreflect.Message {
-	mi := &file_surveyhooks_v1_config_proto_msgTypes[2]
+	mi := &file_surveyhooks_v1_config_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -361,7 +467,7 @@ func (x *Secret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Secret.ProtoReflect.Descriptor instead.
 func (*Secret) Descriptor() ([]byte, []int) {
-	return file_surveyhooks_v1_config_proto_rawDescGZIP(), []int{2}
+	return file_surveyhooks_v1_config_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Secret) GetSealed() []byte {
@@ -396,7 +502,16 @@ const file_surveyhooks_v1_config_proto_rawDesc = "" +
 	"\fapi_key_hash\x18\x03 \x01(\fR\n" +
 	"apiKeyHash\x12\"\n" +
 	"\rcreated_at_ms\x18\x04 \x01(\x03R\vcreatedAtMs\x12$\n" +
-	"\x0eapi_key_prefix\x18\x05 \x01(\tR\fapiKeyPrefix\"\xd2\a\n" +
+	"\x0eapi_key_prefix\x18\x05 \x01(\tR\fapiKeyPrefix\"\xdc\x01\n" +
+	"\x06ApiKey\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04hash\x18\x03 \x01(\fR\x04hash\x12\x16\n" +
+	"\x06prefix\x18\x04 \x01(\tR\x06prefix\x12\x16\n" +
+	"\x06scopes\x18\x05 \x03(\tR\x06scopes\x12\"\n" +
+	"\rcreated_at_ms\x18\x06 \x01(\x03R\vcreatedAtMs\x12\"\n" +
+	"\rexpires_at_ms\x18\a \x01(\x03R\vexpiresAtMs\x12\"\n" +
+	"\rrevoked_at_ms\x18\b \x01(\x03R\vrevokedAtMs\"\xd2\a\n" +
 	"\aWebhook\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -447,18 +562,19 @@ func file_surveyhooks_v1_config_proto_rawDescGZIP() []byte {
 	return file_surveyhooks_v1_config_proto_rawDescData
 }
 
-var file_surveyhooks_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_surveyhooks_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_surveyhooks_v1_config_proto_goTypes = []any{
 	(*Project)(nil), // 0: surveyhooks.v1.Project
-	(*Webhook)(nil), // 1: surveyhooks.v1.Webhook
-	(*Secret)(nil),  // 2: surveyhooks.v1.Secret
-	nil,             // 3: surveyhooks.v1.Webhook.EventTogglesEntry
-	nil,             // 4: surveyhooks.v1.Webhook.HeadersEntry
+	(*ApiKey)(nil),  // 1: surveyhooks.v1.ApiKey
+	(*Webhook)(nil), // 2: surveyhooks.v1.Webhook
+	(*Secret)(nil),  // 3: surveyhooks.v1.Secret
+	nil,             // 4: surveyhooks.v1.Webhook.EventTogglesEntry
+	nil,             // 5: surveyhooks.v1.Webhook.HeadersEntry
 }
 var file_surveyhooks_v1_config_proto_depIdxs = []int32{
-	3, // 0: surveyhooks.v1.Webhook.event_toggles:type_name -> surveyhooks.v1.Webhook.EventTogglesEntry
-	2, // 1: surveyhooks.v1.Webhook.secrets:type_name -> surveyhooks.v1.Secret
-	4, // 2: surveyhooks.v1.Webhook.headers:type_name -> surveyhooks.v1.Webhook.HeadersEntry
+	4, // 0: surveyhooks.v1.Webhook.event_toggles:type_name -> surveyhooks.v1.Webhook.EventTogglesEntry
+	3, // 1: surveyhooks.v1.Webhook.secrets:type_name -> surveyhooks.v1.Secret
+	5, // 2: surveyhooks.v1.Webhook.headers:type_name -> surveyhooks.v1.Webhook.HeadersEntry
 	3, // [3:3] is the sub-list for method output_type
 	3, // [3:3] is the sub-list for method input_type
 	3, // [3:3] is the sub-list for extension type_name
@@ -477,7 +593,7 @@ func file_surveyhooks_v1_config_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_surveyhooks_v1_config_proto_rawDesc), len(file_surveyhooks_v1_config_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
