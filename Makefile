@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 MODULES := proto pkg deploy services/ingest services/fanout services/delivery services/sink services/api services/surveyhooks services/loadgen
-GO_TEST_FLAGS ?= -count=1 -timeout 10m -p 2
+GO_TEST_FLAGS ?= -count=1 -timeout 20m -p 2
 
 # A current ClickHouse in-process for the attempt-log conformance suite: libchdb from npm, pinned and
 # checked, loaded by chdb-go (purego: no cgo) only in tests built with -tags chdb.
