@@ -303,24 +303,31 @@ func (w *Worker) deliver(ctx context.Context, t *task) time.Duration {
 			judge(dec.Breaker.verdict())
 		}
 	}
+	a := attemptRecord(in, dec, w.name, start)
+	if sc := t.span.SpanContext(); sc.HasTraceID() {
+		a.TraceId = sc.TraceID().String() // the attempt log links to the event's trace
+	}
+	w.apply(t, a, dec)
+	return res.Latency
+}
+
+// attemptRecord is the attempt log's record of one decided attempt that started at start.
+func attemptRecord(in input, dec decision, worker string, start time.Time) *pb.Attempt {
+	d, wh := in.Delivery, in.Webhook
 	a := &pb.Attempt{AttemptId: ids.New("att_"), DeliveryId: d.DeliveryId, EventId: d.EventId, WebhookId: d.WebhookId,
 		ProjectId: d.ProjectId, EventType: d.EventType, Attempt: d.Attempt, Tier: d.Tier, StartedAtMs: start.UnixMilli(),
-		Worker: w.name, Test: d.Test, RequestBody: d.Body, Outcome: dec.Outcome}
+		Worker: worker, Test: d.Test, RequestBody: d.Body, Outcome: dec.Outcome}
 	if wh != nil && dec.Outcome.Class != pb.OutcomeClass_OUTCOME_CLASS_WEBHOOK_DISABLED {
 		a.RequestUrl = wh.Url
 	}
-	if in.Sent != nil {
+	if res := in.Sent; res != nil {
 		a.LatencyUs = res.Latency.Microseconds()
 		a.RequestHeaders = recordHeaders(res.RequestHeaders)
 		a.ResponseHeaders = recordHeaders(res.ResponseHeaders)
 		a.ResponseBody = res.ResponseBody
 		a.ResponseTruncated = res.ResponseTruncated
 	}
-	if sc := t.span.SpanContext(); sc.HasTraceID() {
-		a.TraceId = sc.TraceID().String() // the attempt log links to the event's trace
-	}
-	w.apply(t, a, dec)
-	return res.Latency
+	return a
 }
 
 // apply produces what the decision emits — the attempt, and the retry, dead letter or disabled
