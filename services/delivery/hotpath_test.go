@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/surveyhooks/surveyhooks/pkg/telemetry"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 	"github.com/surveyhooks/surveyhooks/services/delivery/sender"
@@ -46,9 +44,7 @@ func BenchmarkDeliveryHotPath(b *testing.B) {
 		in.Sent, in.Now = &res, time.Now()
 		dec = decide(in)
 		a := attemptRecord(in, dec, "delivery-bench", start)
-		boundAttempt(a, 512<<10)
-		v, _ := proto.Marshal(a)
-		return len(v)
+		return len(marshalAttempt(a, 512<<10))
 	}
 	ctx := context.Background()
 	sendNow := func(start time.Time) sender.Result {

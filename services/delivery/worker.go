@@ -350,15 +350,16 @@ func (w *Worker) apply(t *task, a *pb.Attempt, dec decision) {
 	if dec.Disable != nil {
 		add(topics.Webhooks, dec.Disable.Id, dec.Disable)
 	}
-	boundAttempt(a, w.cfg.MaxAttemptBytes)
-	add(topics.Attempts, d.WebhookId, a)
+	recs = append(recs, &kgo.Record{Topic: topics.Attempts, Key: []byte(d.WebhookId), Value: marshalAttempt(a, w.cfg.MaxAttemptBytes)})
 	if d.Test {
 		last := recs[len(recs)-1]
 		last.Headers = []kgo.RecordHeader{{Key: "surveyhooks-test", Value: []byte("1")}} // Send Test waits for it
 	}
 	w.met.Done(t.ctx, outcomeName(out.Class), time.Duration(a.LatencyUs)*time.Microsecond)
-	t.span.SetAttributes(attribute.String("surveyhooks.outcome", outcomeName(out.Class)),
-		attribute.String("surveyhooks.delivery_id", d.DeliveryId), attribute.Int("surveyhooks.attempt", int(d.Attempt)))
+	if t.span.IsRecording() {
+		t.span.SetAttributes(attribute.String("surveyhooks.outcome", outcomeName(out.Class)),
+			attribute.String("surveyhooks.delivery_id", d.DeliveryId), attribute.Int("surveyhooks.attempt", int(d.Attempt)))
+	}
 	if w.log.Enabled(t.ctx, slog.LevelDebug) {
 		w.log.DebugContext(t.ctx, "attempt", "delivery_id", d.DeliveryId, "webhook_id", d.WebhookId, "attempt", d.Attempt,
 			"outcome", outcomeName(out.Class), "status", out.StatusCode, "disposition", out.Disposition.String())
@@ -454,5 +455,17 @@ func tooLarge(err error) bool {
 
 // outcomeName is an outcome class as a short metric label: "success", "http_5xx", "timeout", …
 func outcomeName(c pb.OutcomeClass) string {
+	if n, ok := outcomeNames[c]; ok {
+		return n
+	}
 	return strings.ToLower(strings.TrimPrefix(c.String(), "OUTCOME_CLASS_"))
 }
+
+// outcomeNames spells every known class once, instead of once per attempt.
+var outcomeNames = func() map[pb.OutcomeClass]string {
+	m := make(map[pb.OutcomeClass]string, len(pb.OutcomeClass_name))
+	for c, name := range pb.OutcomeClass_name {
+		m[pb.OutcomeClass(c)] = strings.ToLower(strings.TrimPrefix(name, "OUTCOME_CLASS_"))
+	}
+	return m
+}()
