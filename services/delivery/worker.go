@@ -62,7 +62,7 @@ func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender
 	cl, err := kafka.NewClient(cfg.Kafka, append(hooks,
 		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) { joined() }),
 		kgo.ConsumerGroup(cfg.Group), kgo.ConsumeTopics(topic), kgo.DisableAutoCommit(),
-		kgo.ProducerBatchMaxBytes(maxBatchBytes),
+		kgo.ProducerBatchMaxBytes(maxBatchBytes), kgo.ProducerLinger(producerLinger),
 		// The slots already bound what is buffered (a held delivery has at most three records
 		// unacknowledged): Produce must never block the fetch loop, or moving a flooded endpoint's
 		// deliveries aside would stall every endpoint until Kafka acknowledged them.
@@ -447,6 +447,13 @@ const smallRecord = 16 << 10
 // (message.max.bytes, 1,048,588 bytes), so a batch is never refused for its neighbours' sake: only
 // a record too large on its own is.
 const maxBatchBytes = 1_000_000
+
+// producerLinger is how long the worker's attempt, retry and dead-letter records wait for
+// company before a produce request goes out. Longer than the clients' 2 ms: at 4,000 attempts/s
+// to one partition, a produce to an in-process kfake cost 33 µs of CPU per record (client and
+// broker) with 2 ms and 20 µs with 10 ms. Nothing waits on these records but the offset commit
+// and a Send Test's caller; the request to the endpoint has already been made.
+const producerLinger = 10 * time.Millisecond
 
 // tooLarge reports a produce error that no retry of the same record can fix.
 func tooLarge(err error) bool {
