@@ -48,22 +48,28 @@ func Key(secret string) ([]byte, error) {
 }
 
 // Standard returns the `webhook-signature` value for id, timestamp and body: one "v1,<base64>"
-// entry per key, space-separated (several during a secret rotation).
+// entry per key, space-separated (several during a secret rotation). It runs on every attempt:
+// the signed prefix, the MAC and its encoding stay in fixed buffers.
 func Standard(id string, ts time.Time, body []byte, keys [][]byte) string {
+	var buf [96]byte
+	prefix := append(buf[:0], id...) // "<id>.<unix>."
+	prefix = append(prefix, '.')
+	prefix = strconv.AppendInt(prefix, ts.Unix(), 10)
+	prefix = append(prefix, '.')
 	var sb strings.Builder
-	unix := strconv.FormatInt(ts.Unix(), 10)
+	sb.Grow(len(keys) * (len("v1,") + base64.StdEncoding.EncodedLen(sha256.Size) + 1))
+	var sum [sha256.Size]byte
+	var enc [44]byte // base64 of a SHA-256 MAC
 	for i, k := range keys {
 		m := hmac.New(sha256.New, k)
-		m.Write([]byte(id))
-		m.Write([]byte{'.'})
-		m.Write([]byte(unix))
-		m.Write([]byte{'.'})
+		m.Write(prefix)
 		m.Write(body)
+		base64.StdEncoding.Encode(enc[:], m.Sum(sum[:0]))
 		if i > 0 {
 			sb.WriteByte(' ')
 		}
 		sb.WriteString("v1,")
-		sb.WriteString(base64.StdEncoding.EncodeToString(m.Sum(nil)))
+		sb.Write(enc[:])
 	}
 	return sb.String()
 }
@@ -74,7 +80,10 @@ func Standard(id string, ts time.Time, body []byte, keys [][]byte) string {
 func AskUsers(body []byte, secret string) string {
 	m := hmac.New(sha256.New, []byte(secret))
 	m.Write(body)
-	return hex.EncodeToString(m.Sum(nil))
+	var sum [sha256.Size]byte
+	var enc [2 * sha256.Size]byte
+	hex.Encode(enc[:], m.Sum(sum[:0]))
+	return string(enc[:])
 }
 
 // VerifyStandard checks a Standard Webhooks request: one of the signature entries must match,

@@ -67,3 +67,14 @@ func TestCustomerChosenSecretKeysBothSignaturesWithItsOwnBytes(t *testing.T) {
 	_, err = signature.Key("whsec_not base64!")
 	require.Error(t, err, "a whsec_ secret is always base64")
 }
+
+func BenchmarkSignBothWays(b *testing.B) {
+	key, _ := signature.Key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	body := make([]byte, 400)
+	ts := time.Unix(1614265330, 0)
+	b.ReportAllocs()
+	for b.Loop() {
+		signature.Standard("msg_p5jXN8AQM9LWM0D4loKWxJek", ts, body, [][]byte{key})
+		signature.AskUsers(body, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	}
+}

@@ -38,6 +38,7 @@ type Metrics struct {
 	overflow      metric.Int64Counter
 	tierDepth     metric.Int64ObservableGauge
 	tierOldestAge metric.Float64ObservableGauge
+	outcomeAttrs  map[string]metric.MeasurementOption // by outcome name; read-only once built
 }
 
 // NewMetrics creates the delivery instruments on tel's meter; nil without telemetry.
@@ -45,7 +46,11 @@ func NewMetrics(tel *telemetry.Telemetry) (*Metrics, error) {
 	if tel == nil {
 		return nil, nil
 	}
-	m := &Metrics{meter: tel.MeterProvider().Meter("github.com/surveyhooks/surveyhooks/services/delivery")}
+	m := &Metrics{meter: tel.MeterProvider().Meter("github.com/surveyhooks/surveyhooks/services/delivery"),
+		outcomeAttrs: map[string]metric.MeasurementOption{}}
+	for _, name := range outcomeNames {
+		m.outcomeAttrs[name] = outcomeAttrs(name)
+	}
 	var err error
 	wrap := func(name string, err error) error { return fmt.Errorf("creating instrument %s: %w", name, err) }
 	if m.deliveries, err = m.meter.Int64Counter(MetricDeliveries, metric.WithUnit("{delivery}"),
@@ -81,9 +86,18 @@ func (m *Metrics) Done(ctx context.Context, outcome string, took time.Duration) 
 	if m == nil {
 		return
 	}
-	attrs := metric.WithAttributeSet(attribute.NewSet(attribute.String(attrOutcome, outcome)))
+	attrs, ok := m.outcomeAttrs[outcome]
+	if !ok {
+		attrs = outcomeAttrs(outcome)
+	}
 	m.deliveries.Add(ctx, 1, attrs)
 	m.latency.Record(ctx, took.Seconds(), attrs)
+}
+
+// outcomeAttrs is the label set of an outcome; built once per class (an attribute set costs
+// several allocations).
+func outcomeAttrs(outcome string) metric.MeasurementOption {
+	return metric.WithAttributeSet(attribute.NewSet(attribute.String(attrOutcome, outcome)))
 }
 
 // Held moves the in-flight gauge by delta.

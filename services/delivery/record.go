@@ -64,13 +64,24 @@ func recordHeaders(h http.Header) map[string]string {
 
 // redactedValue is a header's value for the log, hiding credentials.
 func redactedValue(name string, v []string) string {
-	lk := strings.ToLower(name)
 	switch {
-	case lk == "authorization", lk == "proxy-authorization", lk == "cookie", lk == "set-cookie",
-		strings.Contains(lk, "token"), strings.Contains(lk, "secret"), strings.Contains(lk, "api-key"), strings.Contains(lk, "apikey"):
+	case strings.EqualFold(name, "authorization"), strings.EqualFold(name, "proxy-authorization"),
+		strings.EqualFold(name, "cookie"), strings.EqualFold(name, "set-cookie"),
+		containsFold(name, "token"), containsFold(name, "secret"), containsFold(name, "api-key"), containsFold(name, "apikey"):
 		return "[redacted]"
 	}
 	return strings.Join(v, ", ")
+}
+
+// containsFold reports whether s contains the lower-case ASCII word sub, in any case, without
+// the copy strings.ToLower makes of every header name.
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return true
+		}
+	}
+	return false
 }
 
 // boundAttempt makes a's encoding at most limit bytes, so that it is always writable to the
@@ -106,4 +117,13 @@ func boundAttempt(a *pb.Attempt, limit int) bool {
 		a.Outcome.Error = a.Outcome.Error[:1024]
 	}
 	return true
+}
+
+// marshalAttempt bounds a to limit bytes (boundAttempt) and encodes it. boundAttempt measured a:
+// unless it cut something after, the encoding reuses that size instead of walking the header
+// maps (reflection, an allocation per entry) once more.
+func marshalAttempt(a *pb.Attempt, limit int) []byte {
+	cut := boundAttempt(a, limit)
+	v, _ := proto.MarshalOptions{UseCachedSize: !cut}.Marshal(a)
+	return v
 }

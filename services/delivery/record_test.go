@@ -83,3 +83,21 @@ func TestRecordedHeadersAreCappedAndMarked(t *testing.T) {
 	}
 	require.Equal(t, "[redacted]", recordHeaders(http.Header{"Authorization": {"Bearer x"}})["Authorization"], "credentials never reach the log")
 }
+
+func TestMarshalAttemptEncodesWhatProtoMarshalDoes(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		body int
+	}{{"unchanged", 100}, {"cut to the limit", 100 << 10}} {
+		t.Run(c.name, func(t *testing.T) {
+			a := &pb.Attempt{AttemptId: "att_1", DeliveryId: "d1", RequestBody: bytes.Repeat([]byte("q"), c.body),
+				RequestHeaders: map[string]string{"Webhook-Id": "d1", "Content-Type": "application/json"},
+				Outcome:        &pb.Outcome{Class: pb.OutcomeClass_OUTCOME_CLASS_SUCCESS, Error: strings.Repeat("e", 10)}}
+			v := marshalAttempt(a, 64<<10)
+			require.LessOrEqual(t, len(v), 64<<10)
+			got := &pb.Attempt{}
+			require.NoError(t, proto.Unmarshal(v, got))
+			require.True(t, proto.Equal(a, got))
+		})
+	}
+}

@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,7 +28,8 @@ func newSecretCache(box *secrets.Box) *secretCache {
 	return &secretCache{box: box, m: map[string]*openSecrets{}}
 }
 
-// open returns the webhook's unexpired secrets, newest first.
+// open returns the webhook's unexpired secrets, newest first. The slice may be shared: read it
+// only.
 func (c *secretCache) open(wh *pb.Webhook, now time.Time) ([]string, error) {
 	c.mu.Lock()
 	os := c.m[wh.Id]
@@ -45,6 +47,9 @@ func (c *secretCache) open(wh *pb.Webhook, now time.Time) ([]string, error) {
 		c.mu.Lock()
 		c.m[wh.Id] = os
 		c.mu.Unlock()
+	}
+	if !slices.ContainsFunc(os.expires, func(e int64) bool { return e != 0 }) {
+		return os.plain, nil // none expires (the common case): no copy per attempt
 	}
 	out := make([]string, 0, len(os.plain))
 	for i, p := range os.plain {

@@ -62,7 +62,7 @@ func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender
 	cl, err := kafka.NewClient(cfg.Kafka, append(hooks,
 		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) { joined() }),
 		kgo.ConsumerGroup(cfg.Group), kgo.ConsumeTopics(topic), kgo.DisableAutoCommit(),
-		kgo.ProducerBatchMaxBytes(maxBatchBytes),
+		kgo.ProducerBatchMaxBytes(maxBatchBytes), kgo.ProducerLinger(producerLinger),
 		// The slots already bound what is buffered (a held delivery has at most three records
 		// unacknowledged): Produce must never block the fetch loop, or moving a flooded endpoint's
 		// deliveries aside would stall every endpoint until Kafka acknowledged them.
@@ -312,24 +312,31 @@ func (w *Worker) deliver(ctx context.Context, t *task) time.Duration {
 			judge(dec.Breaker.verdict())
 		}
 	}
+	a := attemptRecord(in, dec, w.name, start)
+	if sc := t.span.SpanContext(); sc.HasTraceID() {
+		a.TraceId = sc.TraceID().String() // the attempt log links to the event's trace
+	}
+	w.apply(t, a, dec)
+	return res.Latency
+}
+
+// attemptRecord is the attempt log's record of one decided attempt that started at start.
+func attemptRecord(in input, dec decision, worker string, start time.Time) *pb.Attempt {
+	d, wh := in.Delivery, in.Webhook
 	a := &pb.Attempt{AttemptId: ids.New("att_"), DeliveryId: d.DeliveryId, EventId: d.EventId, WebhookId: d.WebhookId,
 		ProjectId: d.ProjectId, EventType: d.EventType, Attempt: d.Attempt, Tier: d.Tier, StartedAtMs: start.UnixMilli(),
-		Worker: w.name, Test: d.Test, RequestBody: d.Body, Outcome: dec.Outcome}
+		Worker: worker, Test: d.Test, RequestBody: d.Body, Outcome: dec.Outcome}
 	if wh != nil && dec.Outcome.Class != pb.OutcomeClass_OUTCOME_CLASS_WEBHOOK_DISABLED {
 		a.RequestUrl = wh.Url
 	}
-	if in.Sent != nil {
+	if res := in.Sent; res != nil {
 		a.LatencyUs = res.Latency.Microseconds()
 		a.RequestHeaders = recordHeaders(res.RequestHeaders)
 		a.ResponseHeaders = recordHeaders(res.ResponseHeaders)
 		a.ResponseBody = res.ResponseBody
 		a.ResponseTruncated = res.ResponseTruncated
 	}
-	if sc := t.span.SpanContext(); sc.HasTraceID() {
-		a.TraceId = sc.TraceID().String() // the attempt log links to the event's trace
-	}
-	w.apply(t, a, dec)
-	return res.Latency
+	return a
 }
 
 // apply produces what the decision emits — the attempt, and the retry, dead letter or disabled
@@ -352,15 +359,16 @@ func (w *Worker) apply(t *task, a *pb.Attempt, dec decision) {
 	if dec.Disable != nil {
 		add(topics.Webhooks, dec.Disable.Id, dec.Disable)
 	}
-	boundAttempt(a, w.cfg.MaxAttemptBytes)
-	add(topics.Attempts, d.WebhookId, a)
+	recs = append(recs, &kgo.Record{Topic: topics.Attempts, Key: []byte(d.WebhookId), Value: marshalAttempt(a, w.cfg.MaxAttemptBytes)})
 	if d.Test {
 		last := recs[len(recs)-1]
 		last.Headers = []kgo.RecordHeader{{Key: "surveyhooks-test", Value: []byte("1")}} // Send Test waits for it
 	}
 	w.met.Done(t.ctx, outcomeName(out.Class), time.Duration(a.LatencyUs)*time.Microsecond)
-	t.span.SetAttributes(attribute.String("surveyhooks.outcome", outcomeName(out.Class)),
-		attribute.String("surveyhooks.delivery_id", d.DeliveryId), attribute.Int("surveyhooks.attempt", int(d.Attempt)))
+	if t.span.IsRecording() {
+		t.span.SetAttributes(attribute.String("surveyhooks.outcome", outcomeName(out.Class)),
+			attribute.String("surveyhooks.delivery_id", d.DeliveryId), attribute.Int("surveyhooks.attempt", int(d.Attempt)))
+	}
 	if w.log.Enabled(t.ctx, slog.LevelDebug) {
 		w.log.DebugContext(t.ctx, "attempt", "delivery_id", d.DeliveryId, "webhook_id", d.WebhookId, "attempt", d.Attempt,
 			"outcome", outcomeName(out.Class), "status", out.StatusCode, "disposition", out.Disposition.String())
@@ -449,6 +457,13 @@ const smallRecord = 16 << 10
 // a record too large on its own is.
 const maxBatchBytes = 1_000_000
 
+// producerLinger is how long the worker's attempt, retry and dead-letter records wait for
+// company before a produce request goes out. Longer than the clients' 2 ms: at 4,000 attempts/s
+// to one partition, a produce to an in-process kfake cost 33 µs of CPU per record (client and
+// broker) with 2 ms and 20 µs with 10 ms. Nothing waits on these records but the offset commit
+// and a Send Test's caller; the request to the endpoint has already been made.
+const producerLinger = 10 * time.Millisecond
+
 // tooLarge reports a produce error that no retry of the same record can fix.
 func tooLarge(err error) bool {
 	return errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge)
@@ -456,5 +471,17 @@ func tooLarge(err error) bool {
 
 // outcomeName is an outcome class as a short metric label: "success", "http_5xx", "timeout", …
 func outcomeName(c pb.OutcomeClass) string {
+	if n, ok := outcomeNames[c]; ok {
+		return n
+	}
 	return strings.ToLower(strings.TrimPrefix(c.String(), "OUTCOME_CLASS_"))
 }
+
+// outcomeNames spells every known class once, instead of once per attempt.
+var outcomeNames = func() map[pb.OutcomeClass]string {
+	m := make(map[pb.OutcomeClass]string, len(pb.OutcomeClass_name))
+	for c, name := range pb.OutcomeClass_name {
+		m[pb.OutcomeClass(c)] = strings.ToLower(strings.TrimPrefix(name, "OUTCOME_CLASS_"))
+	}
+	return m
+}()

@@ -97,6 +97,12 @@ type Request struct {
 	Timestamp time.Time         // the attempt's time (webhook-timestamp)
 }
 
+// fixedHeaders are the headers every request carries, canonical as http.Header.Set makes them,
+// in the order Send fills them (the last two only when there is a secret).
+var fixedHeaders = [...]string{"Content-Type", "User-Agent",
+	http.CanonicalHeaderKey(signature.HeaderID), http.CanonicalHeaderKey(signature.HeaderTimestamp),
+	http.CanonicalHeaderKey(signature.HeaderSignature), http.CanonicalHeaderKey(signature.HeaderAskUsers)}
+
 // Result is what happened.
 type Result struct {
 	StatusCode        int
@@ -111,30 +117,31 @@ type Result struct {
 // Send makes one attempt. It never returns an error of its own: failures are in Result.Err.
 func (s *Sender) Send(ctx context.Context, req Request) Result {
 	var res Result
-	u, err := url.Parse(req.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
+	defer cancel()
+	// NewRequestWithContext parses the URL (once: the checks read hr.URL); it fails only on a URL
+	// that does not parse.
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, req.URL, bytesReader(req.Body))
+	if err != nil || (hr.URL.Scheme != "http" && hr.URL.Scheme != "https") || hr.URL.Host == "" {
 		res.Err = fmt.Errorf("%w: url %q", ErrInvalidRequest, req.URL)
 		return res
 	}
-	if err := s.guard.CheckHost(u.Hostname()); err != nil {
+	if err := s.guard.CheckHost(hr.URL.Hostname()); err != nil {
 		res.Err = err
 		return res
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
-	defer cancel()
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, req.URL, bytesReader(req.Body))
-	if err != nil {
-		res.Err = fmt.Errorf("%w: %v", ErrInvalidRequest, err)
-		return res
-	}
-	h := hr.Header
+	// Room for the webhook's headers, ours and traceparent, so the map never grows.
+	h := make(http.Header, len(req.Headers)+len(fixedHeaders)+1)
+	hr.Header = h
 	for k, v := range req.Headers {
 		h.Set(k, v)
 	}
-	h.Set("Content-Type", "application/json")
-	h.Set("User-Agent", s.opts.UserAgent)
-	h.Set(signature.HeaderID, req.MessageID)
-	h.Set(signature.HeaderTimestamp, strconv.FormatInt(req.Timestamp.Unix(), 10))
+	// Our headers, set as h.Set would (canonical names, one value each, replacing the webhook's)
+	// with their values in one allocation instead of one each.
+	vals := make([]string, len(fixedHeaders))
+	vals[0], vals[1], vals[2] = "application/json", s.opts.UserAgent, req.MessageID
+	vals[3] = strconv.FormatInt(req.Timestamp.Unix(), 10)
+	n := 4
 	if len(req.Secrets) > 0 {
 		keys := make([][]byte, 0, len(req.Secrets))
 		for _, sec := range req.Secrets {
@@ -142,8 +149,12 @@ func (s *Sender) Send(ctx context.Context, req Request) Result {
 				keys = append(keys, k)
 			}
 		}
-		h.Set(signature.HeaderSignature, signature.Standard(req.MessageID, req.Timestamp, req.Body, keys))
-		h.Set(signature.HeaderAskUsers, signature.AskUsers(req.Body, req.Secrets[0]))
+		vals[4] = signature.Standard(req.MessageID, req.Timestamp, req.Body, keys)
+		vals[5] = signature.AskUsers(req.Body, req.Secrets[0])
+		n = 6
+	}
+	for i, k := range fixedHeaders[:n] {
+		h[k] = vals[i : i+1 : i+1]
 	}
 	var endSpan func(*http.Response, error)
 	if s.opts.StartSpan != nil {
@@ -172,7 +183,10 @@ func (s *Sender) Send(ctx context.Context, req Request) Result {
 	}
 	// Whatever else the transport does with the body, it is read no longer than the attempt.
 	defer context.AfterFunc(ctx, func() { _ = resp.Body.Close() })()
-	body, rerr := io.ReadAll(io.LimitReader(resp.Body, s.opts.MaxResponseBytes+1))
+	body, rerr := []byte{}, error(nil) // an empty answer (the common case) costs no read buffer
+	if resp.Body != http.NoBody {
+		body, rerr = io.ReadAll(io.LimitReader(resp.Body, s.opts.MaxResponseBytes+1))
+	}
 	if int64(len(body)) > s.opts.MaxResponseBytes {
 		body, res.ResponseTruncated = body[:s.opts.MaxResponseBytes], true
 		// Drain a little more so the connection can be reused; give up on huge bodies.
