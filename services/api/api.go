@@ -210,6 +210,7 @@ func (s *Server) routes() []route {
 		{"GET", "/v1/projects/{id}/keys", s.projectAdmin(s.listKeys)},
 		{"DELETE", "/v1/projects/{id}/keys/{key_id}", s.projectAdmin(s.revokeKey)},
 
+		{"GET", "/v1/event-types", s.anyCredential(s.listEventTypes)},
 		{"POST", "/v1/webhooks", s.project(s.createWebhook)},
 		{"GET", "/v1/webhooks", s.project(s.listWebhooks)},
 		{"GET", "/v1/webhooks/{id}", s.project(s.getWebhook)},

@@ -81,6 +81,9 @@ func TestAProjectKeySeesAndChangesOnlyItsOwnProject(t *testing.T) {
 			require.NotEqual(t, pa, r.str("project_id"))
 			s.must(http.StatusNoContent, "DELETE", "/v1/webhooks/"+r.str("id"), keyB, nil)
 		},
+		"GET /v1/event-types": func(t *testing.T) { // the code's catalogue: nothing of any project
+			require.NotContains(t, string(s.must(http.StatusOK, "GET", "/v1/event-types", keyB, nil).raw), pa)
+		},
 		"GET /v1/webhooks":                      onlyB("/v1/webhooks", []any{wB}),
 		"GET /v1/webhooks/{id}":                 notFound("GET", "/v1/webhooks/"+wA, nil),
 		"PATCH /v1/webhooks/{id}":               notFound("PATCH", "/v1/webhooks/"+wA, map[string]any{"name": "taken"}),
