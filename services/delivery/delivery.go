@@ -49,8 +49,10 @@ type Config struct {
 	PerEndpointConcurrency int `env:"DELIVERY_PER_ENDPOINT_CONCURRENCY" envDefault:"50"`
 	// PerEndpointQueue bounds the deliveries waiting behind one webhook's running requests; what
 	// does not fit (or would wait longer than Timeout) is moved to a retry tier, attempt unchanged
-	// (docs/architecture.md, "Delivery worker").
-	PerEndpointQueue int `env:"DELIVERY_PER_ENDPOINT_QUEUE" envDefault:"1000"`
+	// (docs/architecture.md, "Delivery worker"). A slow endpoint's queue is bounded by Timeout
+	// first; this bound is for a fast one's burst, which it should absorb rather than send a
+	// minute later: half the default slots.
+	PerEndpointQueue int `env:"DELIVERY_PER_ENDPOINT_QUEUE" envDefault:"5000"`
 	// Timeout is how long an endpoint has to answer (a 2xx within it is success).
 	Timeout time.Duration `env:"DELIVERY_TIMEOUT" envDefault:"30s"`
 	// MaxResponseBytes of each response body are kept in the attempt log.
