@@ -80,8 +80,12 @@ func (p *Proc) Alive() bool {
 	}
 }
 
-// Signal sends sig; from then on the process's exit counts as asked for.
+// Signal sends sig; from then on the process's exit counts as asked for. A process that has
+// exited already keeps its exit its own, and the error wraps os.ErrProcessDone.
 func (p *Proc) Signal(sig os.Signal) error {
+	if !p.Alive() {
+		return fmt.Errorf("signalling %s: %w", p.Name, os.ErrProcessDone)
+	}
 	p.asked.Store(true)
 	if err := p.cmd.Process.Signal(sig); err != nil {
 		return fmt.Errorf("signalling %s: %w", p.Name, err)

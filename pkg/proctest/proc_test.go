@@ -68,6 +68,8 @@ func TestStackReportsAProcessThatExitedOnItsOwn(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 3, p.ExitCode())
 	require.True(t, p.ExitedOnItsOwn())
+	require.ErrorIs(t, p.Kill(), os.ErrProcessDone)
+	require.True(t, p.ExitedOnItsOwn(), "signalling it afterwards does not make its exit asked for")
 	exits := s.ExitedOnTheirOwn()
 	require.Len(t, exits, 1)
 	require.Contains(t, exits[0], "crash: exit status 3")
