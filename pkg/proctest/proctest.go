@@ -1,6 +1,8 @@
 // Package proctest is the harness the end-to-end tests, the component tests and the bench share
-// for processes and HTTP: free loopback addresses and waiting for an HTTP endpoint to answer. It
-// never listens beyond 127.0.0.1 and leaves nothing open.
+// for processes and HTTP: free loopback addresses, waiting for an HTTP endpoint to answer, and
+// built binaries run as processes (start with an environment, signal, kill -9, wait for the exit
+// code, restart as started, read the log). It never listens beyond 127.0.0.1, and a process it
+// starts never outlives the one that started it.
 package proctest
 
 import (

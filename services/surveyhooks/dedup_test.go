@@ -74,8 +74,8 @@ func TestARepeatWithinTheWindowIsDeliveredOnceAcrossIngestProcessesAndKills(t *t
 
 	s.kill9("fanout")
 	s.kill9("ingest")
-	s.start("fanout")
-	s.start("ingest")
+	s.restart("fanout")
+	s.restart("ingest")
 	proctest.WaitHTTPOK(t, l.ingest+"/healthz", 60*time.Second)
 	postAll(l.ingest)
 

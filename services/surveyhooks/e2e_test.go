@@ -4,16 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -42,19 +41,14 @@ var buildOnce = sync.OnceValues(func() (string, error) {
 		return "", err
 	}
 	binDir = dir
-	for _, pkg := range []string{
+	return dir, proctest.Build(context.Background(), ".", dir,
 		"github.com/surveyhooks/surveyhooks/services/surveyhooks/cmd/surveyhooks",
 		"github.com/surveyhooks/surveyhooks/services/ingest/cmd/ingest",
 		"github.com/surveyhooks/surveyhooks/services/fanout/cmd/fanout",
 		"github.com/surveyhooks/surveyhooks/services/delivery/cmd/delivery",
 		"github.com/surveyhooks/surveyhooks/services/sink/cmd/sink",
 		"github.com/surveyhooks/surveyhooks/services/api/cmd/api",
-	} {
-		if out, err := exec.Command("go", "build", "-o", dir+"/", pkg).CombinedOutput(); err != nil {
-			return "", fmt.Errorf("building %s: %v: %s", pkg, err, out)
-		}
-	}
-	return dir, nil
+	)
 })
 
 func TestMain(m *testing.M) {
@@ -65,20 +59,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// proc is one running service binary; its output goes to a log file shown when the test fails.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-}
-
+// stack is the pipeline of an end-to-end test: proctest's, failing the test when a process cannot be
+// started or killed, and showing the end of every log when the test failed.
 type stack struct {
-	t      *testing.T
-	bin    string
-	env    []string
-	mu     sync.Mutex
-	procs  map[string]*proc
-	logDir string
+	t *testing.T
+	*proctest.Stack
 }
 
 // start starts the service binary of the same name (kafka: the all-in-one broker).
@@ -95,46 +80,32 @@ func (s *stack) start(name string, extraEnv ...string) {
 // stack's environment (os/exec keeps the last of duplicate variables).
 func (s *stack) startAs(name, bin string, extraEnv ...string) {
 	s.t.Helper()
-	logPath := filepath.Join(s.logDir, fmt.Sprintf("%s-%d.log", name, time.Now().UnixNano()))
-	f, err := os.Create(logPath)
+	_, err := s.StartAs(name, bin, extraEnv...)
 	require.NoError(s.t, err)
-	defer f.Close()
-	cmd := exec.Command(filepath.Join(s.bin, bin))
-	cmd.Env = append(append(os.Environ(), s.env...), extraEnv...)
-	cmd.Stdout, cmd.Stderr = f, f
-	require.NoError(s.t, cmd.Start())
-	s.mu.Lock()
-	s.procs[name] = &proc{name: name, cmd: cmd, log: logPath}
-	s.mu.Unlock()
 }
 
+// kill9 kills name without warning and waits until it is gone. One that exited already is left
+// to ExitedOnTheirOwn.
 func (s *stack) kill9(name string) {
-	s.mu.Lock()
-	p := s.procs[name]
-	s.mu.Unlock()
-	require.NoError(s.t, p.cmd.Process.Signal(syscall.SIGKILL))
-	_, _ = p.cmd.Process.Wait()
+	s.t.Helper()
+	if err := s.Kill(name); !errors.Is(err, os.ErrProcessDone) {
+		require.NoError(s.t, err)
+	}
+}
+
+// restart starts a killed process again, as it was started.
+func (s *stack) restart(name string) {
+	s.t.Helper()
+	_, err := s.Restart(name)
+	require.NoError(s.t, err)
 }
 
 func (s *stack) stopAll() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, p := range s.procs {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	}
-	for _, p := range s.procs {
-		done := make(chan struct{})
-		go func() { _, _ = p.cmd.Process.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = p.cmd.Process.Kill()
-		}
-	}
+	s.StopAll(15*time.Second, "kafka")
 	if s.t.Failed() {
-		entries, _ := os.ReadDir(s.logDir)
+		entries, _ := os.ReadDir(s.LogDir)
 		for _, e := range entries {
-			b, _ := os.ReadFile(filepath.Join(s.logDir, e.Name()))
+			b, _ := os.ReadFile(filepath.Join(s.LogDir, e.Name()))
 			if len(b) > 6000 {
 				b = b[len(b)-6000:]
 			}
@@ -294,7 +265,7 @@ func TestEventsFromHTTPAndKafkaArriveSignedAndLoggedAcrossAKilledWorker(t *testi
 	}()
 	require.Eventually(t, func() bool { return rc.count(ids...) > 20 }, 60*time.Second, 10*time.Millisecond)
 	s.kill9("delivery")
-	s.start("delivery")
+	s.restart("delivery")
 	require.Eventually(t, func() bool { return rc.count(ids...) == n }, 90*time.Second, 100*time.Millisecond,
 		"every event must arrive after the worker was killed and restarted")
 	require.Eventually(t, func() bool { return rowsFor(ids...) >= n }, 60*time.Second, 200*time.Millisecond,

@@ -87,8 +87,7 @@ func TestFaultsUnderLoad(t *testing.T) {
 	ch := startClickHouse(t)
 	l := newLifecycle(t, "CLICKHOUSE_ADDR="+ch.addr, "KAFKA_PARTITIONS=6", "SURVEYHOOKS_RETRY_SCHEDULE=1s,2s,3s",
 		"SINK_FLUSH_INTERVAL=200ms", "DELIVERY_DRAIN_TIMEOUT=10s")
-	ps := newProcs(l)
-	ps.start("kafka", "surveyhooks")
+	l.run("kafka", "surveyhooks")
 	services := map[string]string{"ingest": "ingest", "fanout": "fanout", "sink": "sink", "api": "api",
 		"delivery-1": "delivery", "delivery-2": "delivery"}
 	for name, bin := range services {
@@ -98,7 +97,7 @@ func TestFaultsUnderLoad(t *testing.T) {
 		if name != "delivery-2" {
 			env = append(env, "KAFKA_GROUP_INSTANCE_ID="+name)
 		}
-		ps.start(name, bin, env...)
+		l.run(name, bin, env...)
 	}
 	for name := range services {
 		require.Eventually(t, func() bool { code, _ := opsGet(l.opsURL(name, "/readyz")); return code == 200 },
@@ -168,9 +167,9 @@ func TestFaultsUnderLoad(t *testing.T) {
 		}
 		killedAt := time.Now()
 		inFlight, finished := rc.around(killedAt, time.Second)
-		ps.kill9(st.target)
+		l.kill9(st.target)
 		time.Sleep(st.down)
-		ps.restart(st.target)
+		l.restart(st.target)
 		restarted := time.Now()
 		fmu.Lock()
 		lastRestart = restarted
@@ -229,7 +228,7 @@ func TestFaultsUnderLoad(t *testing.T) {
 	}
 	retried := load.retriedPairs()
 	dupBound += retried
-	exits := ps.exitedOnTheirOwn()
+	exits := l.ExitedOnTheirOwn()
 
 	// Every attempt the receiver answered is in ClickHouse exactly once.
 	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{ch.addr}, Auth: clickhouse.Auth{Database: l.db}})

@@ -1,23 +1,19 @@
 package surveyhooks_test
 
 // Helpers of the fault test (fault_test.go): a ClickHouse server of its own that can be taken
-// down and brought back on the same port, service processes watched for exiting on their own,
-// and a receiver that keeps a timeline of every request.
+// down and brought back on the same port, and a receiver that keeps a timeline of every request.
+// (The stack's processes are proctest's, which notes those that exit on their own.)
 
 import (
 	"encoding/json"
-	"fmt"
 	"hash/fnv"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -74,111 +70,6 @@ func (c *chServer) up() {
 		}
 		return err == nil
 	}, 60*time.Second, 200*time.Millisecond, "ClickHouse did not listen again on %s", c.addr)
-}
-
-// watched is one service process of the fault test. Its only waiter is the goroutine started with
-// it, which records an exit that the test did not cause.
-type watched struct {
-	name, bin string
-	env       []string
-	cmd       *exec.Cmd
-	log       string
-	killed    atomic.Bool
-	done      chan struct{}
-}
-
-// procs starts and kills the fault test's processes and remembers who exited on its own.
-type procs struct {
-	l        *lifecycle
-	mu       sync.Mutex
-	live     map[string]*watched
-	dead     map[string]*watched // killed, to be restarted
-	selfExit []string            // "name: exit status …: log tail"
-}
-
-func newProcs(l *lifecycle) *procs {
-	p := &procs{l: l, live: map[string]*watched{}, dead: map[string]*watched{}}
-	l.t.Cleanup(p.stopAll)
-	return p
-}
-
-func (p *procs) start(name, bin string, env ...string) {
-	p.l.t.Helper()
-	p.l.run(name, bin, env...)
-	p.l.mu.Lock()
-	sp := p.l.procs[name]
-	delete(p.l.procs, name) // this helper is its only waiter
-	p.l.mu.Unlock()
-	w := &watched{name: name, bin: bin, env: env, cmd: sp.cmd, log: sp.log, done: make(chan struct{})}
-	go func() {
-		err := w.cmd.Wait()
-		if !w.killed.Load() {
-			b, _ := os.ReadFile(w.log)
-			if len(b) > 3000 {
-				b = b[len(b)-3000:]
-			}
-			p.mu.Lock()
-			p.selfExit = append(p.selfExit, fmt.Sprintf("%s: %v\n%s", name, err, b))
-			p.mu.Unlock()
-		}
-		close(w.done)
-	}()
-	p.mu.Lock()
-	p.live[name] = w
-	p.mu.Unlock()
-}
-
-// kill9 kills name without warning and waits until it is gone.
-func (p *procs) kill9(name string) {
-	p.mu.Lock()
-	w := p.live[name]
-	delete(p.live, name)
-	p.mu.Unlock()
-	require.NotNil(p.l.t, w, "no live process %s", name)
-	w.killed.Store(true)
-	_ = w.cmd.Process.Signal(syscall.SIGKILL)
-	<-w.done
-	p.mu.Lock()
-	p.dead[name] = w
-	p.mu.Unlock()
-}
-
-// restart starts a killed process again, as it was started.
-func (p *procs) restart(name string) {
-	p.mu.Lock()
-	w := p.dead[name]
-	delete(p.dead, name)
-	p.mu.Unlock()
-	require.NotNil(p.l.t, w, "%s was not killed", name)
-	p.start(name, w.bin, w.env...)
-}
-
-func (p *procs) exitedOnTheirOwn() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]string(nil), p.selfExit...)
-}
-
-func (p *procs) stopAll() {
-	p.mu.Lock()
-	var ws []*watched
-	for _, w := range p.live {
-		w.killed.Store(true)
-		ws = append(ws, w)
-	}
-	p.live = map[string]*watched{}
-	p.mu.Unlock()
-	for _, w := range ws {
-		_ = w.cmd.Process.Signal(syscall.SIGTERM)
-	}
-	for _, w := range ws {
-		select {
-		case <-w.done:
-		case <-time.After(15 * time.Second):
-			_ = w.cmd.Process.Kill()
-			<-w.done
-		}
-	}
 }
 
 // request is one request the fault receiver answered.

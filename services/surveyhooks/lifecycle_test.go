@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -59,7 +58,7 @@ func newLifecycle(t *testing.T, extraEnv ...string) *lifecycle {
 		"CLICKHOUSE_ADDR=" + chAddr, "SINK_CLICKHOUSE_DATABASE=" + db, "API_CLICKHOUSE_DATABASE=" + db,
 		"SINK_FLUSH_INTERVAL=200ms", "SURVEYHOOKS_OPS_ADDR=off",
 	}
-	s := &stack{t: t, bin: bin, procs: map[string]*proc{}, logDir: t.TempDir(), env: append(env, extraEnv...)}
+	s := &stack{t: t, Stack: proctest.NewStack(bin, t.TempDir(), append(env, extraEnv...))}
 	t.Cleanup(s.stopAll)
 	return &lifecycle{stack: s, kafkaAddr: kafkaAddr, chAddr: chAddr, db: db, ingest: "http://" + ingestAddr, api: "http://" + apiAddr,
 		admin: admin, ops: map[string]string{}}
@@ -96,26 +95,20 @@ type stopped struct {
 // to exit (then kills it and fails the test).
 func (l *lifecycle) sigterm(name string, within time.Duration) stopped {
 	l.t.Helper()
-	l.mu.Lock()
-	p := l.procs[name]
-	delete(l.procs, name) // stopAll must not wait for it again
-	l.mu.Unlock()
+	p := l.Take(name) // stopAll must not stop it again
 	require.NotNil(l.t, p, "no process %s", name)
 	readyzURL := l.opsURL(name, "/readyz")
 	start := time.Now()
-	require.NoError(l.t, p.cmd.Process.Signal(syscall.SIGTERM))
-	exited := make(chan error, 1)
-	go func() { exited <- p.cmd.Wait() }()
+	require.NoError(l.t, p.Signal(syscall.SIGTERM))
 
 	var st stopped
-	var waitErr error
 	poll := time.NewTicker(20 * time.Millisecond)
 	defer poll.Stop()
 	deadline := time.After(within)
 wait:
 	for {
 		select {
-		case waitErr = <-exited:
+		case <-p.Done():
 			break wait
 		case <-poll.C:
 			if code, body := opsGet(readyzURL); code != 0 {
@@ -124,23 +117,18 @@ wait:
 				}
 			}
 		case <-deadline:
-			_ = p.cmd.Process.Kill()
-			<-exited
+			_ = p.Kill()
 			l.t.Fatalf("%s did not exit within %s of SIGTERM", name, within)
 		}
 	}
 	st.took = time.Since(start)
-	st.code = p.cmd.ProcessState.ExitCode()
+	st.code = p.ExitCode()
 	var ee *exec.ExitError
-	if waitErr != nil && !errors.As(waitErr, &ee) {
+	if waitErr := p.Wait(); waitErr != nil && !errors.As(waitErr, &ee) {
 		l.t.Fatalf("waiting for %s: %v", name, waitErr)
 	}
-	b, _ := os.ReadFile(p.log)
-	st.log = string(b)
-	if len(b) > 4000 {
-		b = b[len(b)-4000:]
-	}
-	st.logTail = string(b)
+	st.log = p.ReadLog()
+	st.logTail = p.Tail(4000)
 	return st
 }
 

@@ -247,10 +247,10 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 			return err
 		}
 	}
-	if err := stack.WaitHTTP(ctx, b.st.Proc("ingest"), "http://"+addrs["ingest"]+"/healthz", 60*time.Second); err != nil {
+	if err := b.st.Proc("ingest").WaitHTTP(ctx, "http://"+addrs["ingest"]+"/healthz", 60*time.Second); err != nil {
 		return err
 	}
-	if err := stack.WaitHTTP(ctx, b.st.Proc("api"), "http://"+addrs["api"]+"/healthz", 60*time.Second); err != nil {
+	if err := b.st.Proc("api").WaitHTTP(ctx, "http://"+addrs["api"]+"/healthz", 60*time.Second); err != nil {
 		return err
 	}
 	b.api = newAPIClient("http://"+addrs["api"], admin)
