@@ -137,6 +137,14 @@ func ProjectKey(material []byte, projectID string) []byte {
 	return mac.Sum(nil)
 }
 
+// HashValue is what the hash action writes for a value whose text is text: lower-case hex
+// HMAC-SHA256 under the project key. Erasure uses it to find a respondent's hashed identifiers.
+func HashValue(key []byte, text string) string {
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte(text))
+	return hex.EncodeToString(mac.Sum(nil))
+}
+
 // ErrNoKey is returned by Apply when a rule hashes and no key was given.
 var ErrNoKey = errors.New("a masking rule hashes but no project key is configured")
 
@@ -232,9 +240,7 @@ func (r rule) replace(n *node, key []byte) bool {
 	var out string
 	switch r.action {
 	case Hash:
-		mac := hmac.New(sha256.New, key)
-		mac.Write([]byte(text))
-		out = hex.EncodeToString(mac.Sum(nil))
+		out = HashValue(key, text)
 	case Mask:
 		out = maskText(text, r.keep)
 	}

@@ -90,4 +90,21 @@ func TestStorageRuleKeepsTheEmailOutOfTheAttemptLogButNotFromTheReceiver(t *test
 	s.must(http.StatusAccepted, "POST", "/v1/dead-letters/"+dl["id"].(string)+"/replay", key, nil)
 	require.Eventually(t, func() bool { return len(rc.withID("msg_masked")) == 2 }, 10*time.Second, 20*time.Millisecond)
 	require.Equal(t, body, rc.withID("msg_masked")[1].body)
+
+	// Erasure by e-mail finds the rows that hold it only hashed (written in another case, too).
+	require.Eventually(t, func() bool {
+		items, _, err := st.ListAttempts(s.ctx, attemptlog.AttemptQuery{ProjectID: pid, WebhookID: wh, Limit: 10})
+		return err == nil && len(items) == 2
+	}, 10*time.Second, 50*time.Millisecond, "the replay's attempt is stored")
+	er := s.must(http.StatusAccepted, "POST", "/v1/projects/"+pid+"/erasures", adminToken, map[string]any{"email": "Ada@Example.com"}).str("id")
+	var job reply
+	require.Eventually(t, func() bool {
+		job = s.must(http.StatusOK, "GET", "/v1/projects/"+pid+"/erasures/"+er, adminToken, nil)
+		return job.str("status") != "running"
+	}, 60*time.Second, 100*time.Millisecond)
+	require.Equal(t, "done", job.str("status"), "%s", job)
+	erased := job.body["erased"].(map[string]any)
+	require.EqualValues(t, 2, erased["attempts"])
+	// A replayed dead letter is two row versions (ReplacingMergeTree), both removed.
+	require.Positive(t, erased["dead_letters"])
 }
