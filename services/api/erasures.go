@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"net/http"
 	"slices"
@@ -110,11 +109,10 @@ func (s *Server) getErasure(w http.ResponseWriter, r *http.Request) error {
 // erasure finds rows where an identifier is stored only hashed. E-mail addresses are hashed as
 // given and in lower case (a hash, unlike the clear address, is matched exactly).
 func (s *Server) maskedIdentifiers(projectID string, who attemptlog.Respondent) []string {
-	material, err := base64.StdEncoding.DecodeString(s.cfg.EncryptionKey)
-	if err != nil || len(material) == 0 {
+	key := s.maskingKey(projectID)
+	if key == nil {
 		return nil
 	}
-	key := masking.ProjectKey(material, projectID)
 	var out []string
 	for _, v := range []string{who.UserID, who.AnonymousID, who.Email, strings.ToLower(who.Email)} {
 		if v != "" {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/base64"
 	"errors"
 
 	"github.com/surveyhooks/surveyhooks/pkg/masking"
@@ -42,4 +43,14 @@ func validateMasking(field string, rules []*pb.MaskingRule) error {
 		return invalid(fe.Field, "%s", fe.Msg)
 	}
 	return err
+}
+
+// maskingKey is the project's key for "hash" rules, as fan-out and the sink derive it; nil when
+// the key material does not decode (Validate refuses that at start).
+func (s *Server) maskingKey(projectID string) []byte {
+	material, err := base64.StdEncoding.DecodeString(s.cfg.EncryptionKey)
+	if err != nil || len(material) == 0 {
+		return nil
+	}
+	return masking.ProjectKey(material, projectID)
 }

@@ -108,3 +108,18 @@ func TestStorageRuleKeepsTheEmailOutOfTheAttemptLogButNotFromTheReceiver(t *test
 	// A replayed dead letter is two row versions (ReplacingMergeTree), both removed.
 	require.Positive(t, erased["dead_letters"])
 }
+
+func TestSendTestAppliesTheWebhooksMaskingRules(t *testing.T) {
+	s := startStack(t, withDelivery())
+	rc := newReceiver(t, http.StatusOK)
+	_, key := s.project("Acme")
+	id := s.webhook(key, map[string]any{"url": rc.URL, "masking": []map[string]any{
+		{"path": "payload.user.email", "action": "mask", "keep": 4}, {"path": "payload.user.name", "action": "drop"}}}).str("id")
+	r := s.must(http.StatusOK, "POST", "/v1/webhooks/"+id+"/test", key, nil)
+	require.Equal(t, "success", r.str("outcome"), "%s", r)
+	got := rc.withID(r.str("delivery_id"))
+	require.Len(t, got, 1)
+	require.Contains(t, string(got[0].body), `"email":"test***"`)
+	require.NotContains(t, string(got[0].body), "test@example.com")
+	require.NotContains(t, string(got[0].body), "Test User")
+}

@@ -161,6 +161,9 @@ func (s *Sink) Run(ctx context.Context) error {
 	s.reg = reg
 	store, err := s.openStore(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
 		return err
 	}
 	defer store.Close()
