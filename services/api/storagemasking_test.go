@@ -1,8 +1,11 @@
 package api_test
 
 import (
+	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -122,4 +125,26 @@ func TestSendTestAppliesTheWebhooksMaskingRules(t *testing.T) {
 	require.Contains(t, string(got[0].body), `"email":"test***"`)
 	require.NotContains(t, string(got[0].body), "test@example.com")
 	require.NotContains(t, string(got[0].body), "Test User")
+}
+
+func TestPortalShowsAWebhooksMaskingRules(t *testing.T) {
+	s := startStack(t)
+	pa, key := s.project("Acme")
+	wh := s.webhook(key, map[string]any{"url": "https://example.com/a", "masking": []map[string]any{
+		{"path": "payload.user.email", "action": "mask", "keep": 3}, {"path": "payload.answers[*].value", "action": "hash"}}}).str("id")
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	client := &http.Client{Jar: jar}
+	get := func(path string) string {
+		resp, err := client.Get(s.base + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		require.Equal(t, http.StatusOK, resp.StatusCode, string(b))
+		return string(b)
+	}
+	get(strings.TrimPrefix(s.portalLink(pa, map[string]any{}), s.base))
+	page := get("/portal/webhooks/" + wh)
+	require.Contains(t, page, "<code>payload.user.email</code>: mask, keep 3")
+	require.Contains(t, page, "<code>payload.answers[*].value</code>: hash")
 }
