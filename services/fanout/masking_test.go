@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"regexp"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -81,4 +82,9 @@ func TestHashRuleWithoutAKeySendsNothing(t *testing.T) {
 	require.Len(t, ds, 1)
 	require.Equal(t, "wh_clear", ds[0].WebhookId)
 	require.EqualValues(t, 1, p.f.Stats.BadConfig.Load())
+}
+
+func TestABadEncryptionKeyStopsFanOutNamingTheVariable(t *testing.T) {
+	cfg := fanout.Config{Group: "g", DedupWindow: time.Hour, DedupMaxIDs: 1000, EncryptionKey: "c2hvcnQ="}
+	require.ErrorContains(t, cfg.Validate(), "SURVEYHOOKS_ENCRYPTION_KEY")
 }
