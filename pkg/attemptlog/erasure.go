@@ -16,6 +16,9 @@ type Respondent struct {
 	UserID      string `json:"user_id,omitempty"`
 	AnonymousID string `json:"anonymous_id,omitempty"`
 	Email       string `json:"email,omitempty"`
+	// Also lists further exact string values that identify the respondent in stored bodies: the
+	// hashes masking rules wrote for their identifiers (matched case-sensitively, never logged).
+	Also []string `json:"-"`
 }
 
 // Erased is what an erasure removed.
@@ -56,6 +59,13 @@ func (r Respondent) tokens() []token {
 		if plain != string(escaped) {
 			out = append(out, token{plain, id.anyCase})
 		}
+	}
+	if len(out) == 0 {
+		return nil // Also alone does not name anyone
+	}
+	for _, v := range r.Also {
+		lit, _ := json.Marshal(v)
+		out = append(out, token{string(lit), false})
 	}
 	return out
 }

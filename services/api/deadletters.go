@@ -48,10 +48,19 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request, p *pb.P
 
 // replayOf is the delivery a replay of dead letter id sends: the same delivery id (the webhook-id
 // header, so receivers de-duplicate) and event id, the same rendered body, a fresh retry budget.
-func replayOf(d *pb.Delivery, id string) *pb.Delivery {
+// When the project's storage masking rules masked the stored body, the unmasked body the sink
+// sealed is opened and sent: the webhook gets what it was entitled to, not the stored copy.
+func (s *Server) replayOf(d *pb.Delivery, id string) (*pb.Delivery, error) {
 	out := proto.Clone(d).(*pb.Delivery)
 	out.Attempt, out.Tier, out.NotBeforeMs, out.LastOutcome, out.ReplayOf = 1, 0, 0, nil, id
-	return out
+	if d.StorageMasked {
+		body, err := s.box.Open(d.SealedBody)
+		if err != nil {
+			return nil, fmt.Errorf("opening the sealed body of dead letter %s: %w", id, err)
+		}
+		out.Body, out.SealedBody, out.StorageMasked = []byte(body), nil, false
+	}
+	return out, nil
 }
 
 // replayable says why a dead letter cannot be sent now, or nil: a replay to a deleted or disabled
@@ -67,6 +76,9 @@ func (s *Server) replayable(d *pb.Delivery, p *pb.Project) error {
 			reason = " (" + wh.DisabledReason + ")"
 		}
 		return httpapi.Errorf(http.StatusConflict, "webhook_disabled", "", "webhook %s is disabled%s; enable it, then replay", d.WebhookId, reason)
+	case d.StorageMasked && len(d.SealedBody) == 0:
+		return httpapi.Errorf(http.StatusConflict, "body_not_kept", "",
+			"the project's storage masking rules masked this dead letter and the sink had no SURVEYHOOKS_ENCRYPTION_KEY to keep its body sealed: it cannot be replayed")
 	}
 	return nil
 }
@@ -117,7 +129,11 @@ func (s *Server) replayDeadLetter(w http.ResponseWriter, r *http.Request, p *pb.
 	if err := s.replayable(d, p); err != nil {
 		return err
 	}
-	if err := s.send(r.Context(), []*pb.Delivery{replayOf(d, id)}); err != nil {
+	rd, err := s.replayOf(d, id)
+	if err != nil {
+		return err
+	}
+	if err := s.send(r.Context(), []*pb.Delivery{rd}); err != nil {
 		return err
 	}
 	if err := st.MarkReplayed(r.Context(), p.Id, []string{id}); err != nil {
@@ -187,8 +203,12 @@ func (s *Server) replayDeadLetters(w http.ResponseWriter, r *http.Request, p *pb
 				out.Skipped++
 				continue
 			}
+			rd, err := s.replayOf(d, it.ID)
+			if err != nil {
+				return err
+			}
 			ids = append(ids, it.ID)
-			ds = append(ds, replayOf(d, it.ID))
+			ds = append(ds, rd)
 		}
 		if len(ds) > 0 {
 			if err := s.send(r.Context(), ds); err != nil {

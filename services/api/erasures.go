@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
 	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
+	"github.com/surveyhooks/surveyhooks/pkg/masking"
 )
 
 // erasureTimeout bounds one erasure job: on 18.16 it waits for ClickHouse mutations.
@@ -57,6 +59,7 @@ func (s *Server) createErasure(w http.ResponseWriter, r *http.Request) error {
 		return s.logs.failed(r.Context(), st, err)
 	}
 	s.log.Info("erasure requested", "project_id", p.Id, "erasure_id", job.ID)
+	in.Also = s.maskedIdentifiers(p.Id, in)
 	go s.runErasure(st, job, in)
 	httpapi.WriteJSON(w, http.StatusAccepted, job)
 	return nil
@@ -99,4 +102,22 @@ func (s *Server) getErasure(w http.ResponseWriter, r *http.Request) error {
 	}
 	httpapi.WriteJSON(w, http.StatusOK, job)
 	return nil
+}
+
+// maskedIdentifiers are the respondent's identifiers as a "hash" masking rule of this project
+// writes them (a webhook's rule in what it was sent, a storage rule in what was stored), so that
+// erasure finds rows where an identifier is stored only hashed. E-mail addresses are hashed as
+// given and in lower case (a hash, unlike the clear address, is matched exactly).
+func (s *Server) maskedIdentifiers(projectID string, who attemptlog.Respondent) []string {
+	key := s.maskingKey(projectID)
+	if key == nil {
+		return nil
+	}
+	var out []string
+	for _, v := range []string{who.UserID, who.AnonymousID, who.Email, strings.ToLower(who.Email)} {
+		if v != "" {
+			out = append(out, masking.HashValue(key, v))
+		}
+	}
+	return slices.Compact(out)
 }

@@ -110,6 +110,7 @@ func startStack(t *testing.T, opts ...option) *stack {
 		var scfg sink.Config
 		require.NoError(t, config.Defaults(&scfg))
 		scfg.Kafka, scfg.ClickHouseAddr, scfg.Database = kcfg, cfg.ClickHouseAddr, cfg.ClickHouseDatabase
+		scfg.EncryptionKey = cfg.EncryptionKey
 		scfg.FlushInterval = 100 * time.Millisecond
 		s.run("sink", func(ctx context.Context) error { return sink.Run(ctx, scfg, quiet) })
 	}

@@ -154,6 +154,14 @@ func (s *stack) deliver(projectID, webhookID, id string) *pb.Delivery {
 	return d
 }
 
+// produceDelivery queues d on `deliveries`, as fan-out would.
+func (s *stack) produceDelivery(d *pb.Delivery) {
+	s.t.Helper()
+	v, err := proto.Marshal(d)
+	require.NoError(s.t, err)
+	require.NoError(s.t, s.kcl.ProduceSync(s.ctx, &kgo.Record{Topic: s.cfg.Kafka.Topics.Deliveries, Key: []byte(d.WebhookId), Value: v}).FirstErr())
+}
+
 // deadLetters waits until the dead-letter list (query q) has n entries.
 func (s *stack) deadLetters(key, q string, n int) []map[string]any {
 	s.t.Helper()

@@ -29,10 +29,13 @@ type projectOut struct {
 	APIKey       string    `json:"api_key,omitempty"` // only in the answer to the creation
 	APIKeyPrefix string    `json:"api_key_prefix"`
 	CreatedAt    time.Time `json:"created_at"`
+	// StorageMasking is what the sink applies to bodies before storing them (docs/privacy.md).
+	StorageMasking []maskingRule `json:"storage_masking"`
 }
 
 func viewProject(p *pb.Project) projectOut {
-	return projectOut{ID: p.Id, UUID: envelope.ProjectUUID(p.Id), Name: p.Name, APIKeyPrefix: p.ApiKeyPrefix, CreatedAt: time.UnixMilli(p.CreatedAtMs).UTC()}
+	return projectOut{ID: p.Id, UUID: envelope.ProjectUUID(p.Id), Name: p.Name, APIKeyPrefix: p.ApiKeyPrefix,
+		CreatedAt: time.UnixMilli(p.CreatedAtMs).UTC(), StorageMasking: maskingOut(p.StorageMasking)}
 }
 
 func (s *Server) createProject(w http.ResponseWriter, r *http.Request) error {
@@ -44,7 +47,8 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var in struct {
-		Name string `json:"name"`
+		Name           string        `json:"name"`
+		StorageMasking []maskingRule `json:"storage_masking"`
 	}
 	if err := httpapi.DecodeStrict(body, &in); err != nil {
 		return err
@@ -53,9 +57,13 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) error {
 	if in.Name == "" || len(in.Name) > 200 {
 		return invalid("name", "name is required, at most 200 characters")
 	}
+	rules := maskingIn(in.StorageMasking)
+	if err := validateMasking("storage_masking", rules); err != nil {
+		return err
+	}
 	key := secrets.NewAPIKey()
 	p := &pb.Project{Id: ids.New("prj_"), Name: in.Name, ApiKeyHash: secrets.HashAPIKey(key),
-		ApiKeyPrefix: key[:10], CreatedAtMs: time.Now().UnixMilli()}
+		ApiKeyPrefix: key[:10], CreatedAtMs: time.Now().UnixMilli(), StorageMasking: rules}
 	if err := s.write(r.Context(), s.cfg.Kafka.Topics.Projects, p.Id, p); err != nil {
 		return err
 	}
@@ -74,6 +82,47 @@ func (s *Server) getProject(w http.ResponseWriter, r *http.Request) error {
 	if p == nil {
 		return notFound("project", r.PathValue("id"))
 	}
+	httpapi.WriteJSON(w, http.StatusOK, viewProject(p))
+	return nil
+}
+
+// setStorageMasking replaces the project's storage masking rules (PUT with
+// {"storage_masking": [...]}; an empty list removes them). Rows already stored keep what they were
+// stored with.
+func (s *Server) setStorageMasking(w http.ResponseWriter, r *http.Request) error {
+	if err := onlyParams(r); err != nil {
+		return err
+	}
+	body, err := readObject(r)
+	if err != nil {
+		return err
+	}
+	var in struct {
+		StorageMasking *[]maskingRule `json:"storage_masking"`
+	}
+	if err := httpapi.DecodeStrict(body, &in); err != nil {
+		return err
+	}
+	if in.StorageMasking == nil {
+		return invalid("storage_masking", "storage_masking is required: a list of rules, [] for none")
+	}
+	rules := maskingIn(*in.StorageMasking)
+	if err := validateMasking("storage_masking", rules); err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	unlock := s.locks.lock(id)
+	defer unlock()
+	cur := s.reg.Project(id)
+	if cur == nil {
+		return notFound("project", id)
+	}
+	p := proto.Clone(cur).(*pb.Project)
+	p.StorageMasking = rules
+	if err := s.write(r.Context(), s.cfg.Kafka.Topics.Projects, p.Id, p); err != nil {
+		return err
+	}
+	s.log.Info("project storage masking set", "project_id", p.Id, "rules", len(rules))
 	httpapi.WriteJSON(w, http.StatusOK, viewProject(p))
 	return nil
 }

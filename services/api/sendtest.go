@@ -17,6 +17,7 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
 	"github.com/surveyhooks/surveyhooks/pkg/ids"
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
+	"github.com/surveyhooks/surveyhooks/pkg/masking"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
 
@@ -150,6 +151,12 @@ func (s *Server) sendTest(w http.ResponseWriter, r *http.Request, p *pb.Project)
 	body, err := envelope.Render(ev, wh, envelope.WithProject(p))
 	if err != nil {
 		return fmt.Errorf("rendering test event: %w", err)
+	}
+	// The webhook's masking rules apply to a test as fan-out applies them to events.
+	if m, err := masking.Compile("masking", wh.Masking); err == nil && m != nil {
+		if body, err = m.Apply(body, s.maskingKey(p.Id)); err != nil {
+			return fmt.Errorf("masking test event: %w", err)
+		}
 	}
 	d := &pb.Delivery{DeliveryId: ids.New("msg_"), EventId: ev.EventId, WebhookId: wh.Id, ProjectId: p.Id,
 		EventType: envelope.TestEventType, Body: body, Attempt: 1, CreatedAtMs: now.UnixMilli(),

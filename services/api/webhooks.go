@@ -58,6 +58,7 @@ type webhookSpec struct {
 	RetryClientErrors bool              `json:"retry_client_errors"`
 	RetryPolicy       string            `json:"retry_policy"`
 	Headers           map[string]string `json:"headers"`
+	Masking           []maskingRule     `json:"masking"`
 	// Secret is taken on creation only (rotation has its own endpoint); never part of a stored spec.
 	Secret *string `json:"secret,omitempty"`
 }
@@ -68,7 +69,7 @@ func specOf(wh *pb.Webhook) webhookSpec {
 		EventToggles: wh.EventToggles, Enabled: &enabled, UserProperties: wh.UserProperties,
 		CompanyProperties: wh.CompanyProperties, PayloadVersion: wh.PayloadVersion, Filter: wh.Filter,
 		Transform: wh.Transform, Format: wh.Format, RateLimitPerS: wh.RateLimitPerS, Headers: wh.Headers,
-		RetryClientErrors: wh.RetryClientErrors, RetryPolicy: wh.RetryPolicy}
+		RetryClientErrors: wh.RetryClientErrors, RetryPolicy: wh.RetryPolicy, Masking: maskingOut(wh.Masking)}
 }
 
 type secretOut struct {
@@ -99,6 +100,7 @@ type webhookOut struct {
 	RetryClientErrors bool              `json:"retry_client_errors"`
 	RetryPolicy       string            `json:"retry_policy"`
 	Headers           map[string]string `json:"headers"`
+	Masking           []maskingRule     `json:"masking"`
 	Revision          int64             `json:"revision"`
 	CreatedAt         time.Time         `json:"created_at"`
 	UpdatedAt         time.Time         `json:"updated_at"`
@@ -118,6 +120,7 @@ func (s *Server) view(wh *pb.Webhook) webhookOut {
 	if out.Headers == nil {
 		out.Headers = map[string]string{}
 	}
+	out.Masking = maskingOut(wh.Masking)
 	now := time.Now().UnixMilli()
 	for _, sc := range wh.Secrets {
 		if sc.ExpiresAtMs != 0 && sc.ExpiresAtMs <= now {
@@ -191,6 +194,7 @@ func (s *Server) apply(wh *pb.Webhook, spec webhookSpec) error {
 	if wh.RetryPolicy == "" {
 		wh.RetryPolicy = "default"
 	}
+	wh.Masking = maskingIn(spec.Masking)
 	wh.Headers = nil
 	if len(spec.Headers) > 0 {
 		wh.Headers = make(map[string]string, len(spec.Headers))
@@ -255,6 +259,9 @@ func validateWebhook(wh *pb.Webhook) error {
 			wh.PayloadVersion, strings.Join(envelope.Versions, ", "))
 	}
 	if err := validateExpressions(wh); err != nil {
+		return err
+	}
+	if err := validateMasking("masking", wh.Masking); err != nil {
 		return err
 	}
 	if wh.RateLimitPerS < 0 || wh.RateLimitPerS > 100000 {

@@ -158,6 +158,12 @@ func TestInvalidWebhooksAreRefusedNamingTheField(t *testing.T) {
 		{"transform that does not parse", map[string]any{"transform": `{"a": `}, "transform", "invalid_field"},
 		{"transform that is not an object", map[string]any{"transform": `"text"`}, "transform", "invalid_field"},
 		{"bad secret", map[string]any{"secret": "hunter2"}, "secret", "invalid_field"},
+		{"masking path with an empty segment", map[string]any{"masking": []map[string]any{{"path": "payload.user.email", "action": "hash"},
+			{"path": "payload..email", "action": "drop"}}}, "masking[1].path", "invalid_field"},
+		{"masking path with an index", map[string]any{"masking": []map[string]any{{"path": "items[0].value", "action": "drop"}}}, "masking[0].path", "invalid_field"},
+		{"masking without a path", map[string]any{"masking": []map[string]any{{"action": "drop"}}}, "masking[0].path", "invalid_field"},
+		{"unknown masking action", map[string]any{"masking": []map[string]any{{"path": "payload.user.email", "action": "encrypt"}}}, "masking[0].action", "invalid_field"},
+		{"masking keep out of range", map[string]any{"masking": []map[string]any{{"path": "payload.user.email", "action": "mask", "keep": 100}}}, "masking[0].keep", "invalid_field"},
 		{"unknown field", map[string]any{"colour": "red"}, "colour", "unknown_field"},
 	}
 	for _, c := range cases {
@@ -185,6 +191,29 @@ func TestInvalidWebhooksAreRefusedNamingTheField(t *testing.T) {
 	require.Equal(t, "invalid_json", s.must(http.StatusBadRequest, "POST", "/v1/webhooks", key, "[1]").errCode())
 	require.Equal(t, "invalid_json", s.must(http.StatusBadRequest, "POST", "/v1/webhooks", key, "{").errCode())
 	require.Empty(t, s.must(http.StatusOK, "GET", "/v1/webhooks", key, nil).list(), "nothing invalid was stored")
+}
+
+func TestMaskingRulesAreStoredShownAndReplacedByPatch(t *testing.T) {
+	s := startStack(t)
+	_, key := s.project("Acme")
+	r := s.webhook(key, map[string]any{"url": "https://example.com/h", "events": []string{"nps.scored"},
+		"masking": []map[string]any{{"path": "payload.user.email", "action": "hash"},
+			{"path": "payload.response.items[*].answer.fields[*].value", "action": "mask", "keep": 2}}})
+	id := r.str("id")
+	want := []any{map[string]any{"path": "payload.user.email", "action": "hash"},
+		map[string]any{"path": "payload.response.items[*].answer.fields[*].value", "action": "mask", "keep": float64(2)}}
+	require.Equal(t, want, r.body["masking"])
+	require.Equal(t, want, s.must(http.StatusOK, "GET", "/v1/webhooks/"+id, key, nil).body["masking"])
+	wh := decode(t, s.lastRecord(s.cfg.Kafka.Topics.Webhooks, id, func(*kgo.Record) bool { return true }).Value, &pb.Webhook{})
+	require.Len(t, wh.Masking, 2)
+	require.Equal(t, "hash", wh.Masking[0].Action)
+
+	got := s.must(http.StatusOK, "PATCH", "/v1/webhooks/"+id, key, map[string]any{"masking": []map[string]any{{"path": "payload.user.id", "action": "drop"}}})
+	require.Equal(t, []any{map[string]any{"path": "payload.user.id", "action": "drop"}}, got.body["masking"])
+	require.Equal(t, "masking[0].action", s.must(http.StatusBadRequest, "PATCH", "/v1/webhooks/"+id, key,
+		map[string]any{"masking": []map[string]any{{"path": "payload.user.id", "action": "shred"}}}).errField())
+	got = s.must(http.StatusOK, "PATCH", "/v1/webhooks/"+id, key, map[string]any{"masking": nil})
+	require.Equal(t, []any{}, got.body["masking"])
 }
 
 func TestPatchMergesLikeAJSONMergePatch(t *testing.T) {

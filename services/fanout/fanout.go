@@ -7,8 +7,9 @@
 // (project, event_id) on its `events` partition is fanned out, decided inside the same transaction
 // (dedup.go; docs/architecture.md explains the design). For projects with a Refiner-format webhook
 // it remembers every answer received for each user (respondents.go), on the compacted
-// `respondents` topic written in the same transaction, for Refiner's `attributes`. Filters
-// and transforms are compiled once per webhook revision (renderers.go), never per event. It never
+// `respondents` topic written in the same transaction, for Refiner's `attributes`. Filters,
+// transforms and masking rules are compiled once per webhook revision (renderers.go), never per
+// event; masking (pkg/masking) is applied last, to the body as queued. It never
 // sends HTTP and never drops an event without counting it.
 package fanout
 
@@ -16,6 +17,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base32"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +32,7 @@ import (
 
 	"github.com/surveyhooks/surveyhooks/pkg/envelope"
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
+	"github.com/surveyhooks/surveyhooks/pkg/masking"
 	"github.com/surveyhooks/surveyhooks/pkg/registry"
 	"github.com/surveyhooks/surveyhooks/pkg/service"
 	"github.com/surveyhooks/surveyhooks/pkg/telemetry"
@@ -47,6 +50,10 @@ type Config struct {
 	// DedupMaxIDs bounds the ids remembered per `events` partition (about 80 bytes each); past it
 	// the oldest are forgotten early, counted as dedup_evicted_early.
 	DedupMaxIDs int `env:"FANOUT_DEDUP_MAX_IDS" envDefault:"2000000"`
+	// EncryptionKey (32 bytes, standard base64; the key api and delivery seal secrets with) is
+	// the material each project's masking key is derived from (masking.ProjectKey). Optional:
+	// without it, a webhook with a "hash" masking rule gets nothing (counted as bad_config).
+	EncryptionKey string `env:"SURVEYHOOKS_ENCRYPTION_KEY"`
 }
 
 // Validate reports the first configuration error, naming the variable.
@@ -58,6 +65,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("SURVEYHOOKS_DEDUP_WINDOW: must be between 1s and 168h (the events topic keeps 7 days), got %v", c.DedupWindow)
 	case c.DedupMaxIDs < 1000:
 		return errors.New("FANOUT_DEDUP_MAX_IDS: must be at least 1000")
+	}
+	if c.EncryptionKey != "" {
+		if _, err := maskingMaterial(c.EncryptionKey); err != nil {
+			return fmt.Errorf("SURVEYHOOKS_ENCRYPTION_KEY: %w", err)
+		}
 	}
 	return c.Kafka.Validate()
 }
@@ -106,6 +118,7 @@ type FanOut struct {
 	cfg       Config
 	log       *slog.Logger
 	renderers *renderers
+	material  []byte // masking key material, decoded EncryptionKey; nil when unset
 	deps      service.Deps
 	Stats     Stats
 }
@@ -122,7 +135,23 @@ func New(cfg Config, log *slog.Logger, opts ...service.Option) *FanOut {
 	if cfg.DedupMaxIDs == 0 {
 		cfg.DedupMaxIDs = 2_000_000
 	}
-	return &FanOut{cfg: cfg, log: log, renderers: newRenderers(), deps: service.Apply(opts)}
+	material, _ := maskingMaterial(cfg.EncryptionKey) // Validate reports a bad key
+	return &FanOut{cfg: cfg, log: log, renderers: newRenderers(), material: material, deps: service.Apply(opts)}
+}
+
+// maskingMaterial decodes the encryption key: 32 bytes, standard base64; nil when unset.
+func maskingMaterial(keyB64 string) ([]byte, error) {
+	if keyB64 == "" {
+		return nil, nil
+	}
+	k, err := base64.StdEncoding.DecodeString(keyB64)
+	if err != nil {
+		return nil, errors.New("must be standard base64")
+	}
+	if len(k) != 32 {
+		return nil, fmt.Errorf("must decode to 32 bytes, got %d", len(k))
+	}
+	return k, nil
 }
 
 // fetchMinBytes is how much a fetch of `events` waits for (up to the loop's FetchMaxWait, 50 ms):
@@ -275,8 +304,8 @@ func (f *FanOut) fanOut(r *kgo.Record, reg *registry.Registry, rs *respondents, 
 // render applies wh's filter and renders ev's body for it; false when the webhook does not get
 // the event (filtered out, or counted as an error).
 func (f *FanOut) render(ev *pb.Event, wh *pb.Webhook, gen uint64, opts []envelope.Option) ([]byte, bool) {
-	if wh.Filter == "" && wh.Transform == "" {
-		// The common case: no expression, nothing compiled, nothing cached.
+	if wh.Filter == "" && wh.Transform == "" && len(wh.Masking) == 0 {
+		// The common case: no expression or rule, nothing compiled, nothing cached.
 		body, err := envelope.Render(ev, wh, opts...)
 		if err != nil {
 			f.Stats.RenderErrs.Add(1)
@@ -315,7 +344,28 @@ func (f *FanOut) render(ev *pb.Event, wh *pb.Webhook, gen uint64, opts []envelop
 		}
 		return nil, false
 	}
-	return body, true
+	if c.mask == nil {
+		return body, true
+	}
+	var key []byte
+	if c.mask.NeedsKey() && f.material != nil {
+		key = masking.ProjectKey(f.material, ev.ProjectId)
+	}
+	masked, err := c.mask.Apply(body, key)
+	if err != nil {
+		// Never send in clear what a rule says to hide.
+		if errors.Is(err, masking.ErrNoKey) {
+			f.Stats.BadConfig.Add(1)
+		} else {
+			f.Stats.RenderErrs.Add(1)
+		}
+		if c.warnOnce() {
+			f.log.Error("masking the body failed: nothing sent (logged once per webhook revision)",
+				"event_id", ev.EventId, "webhook_id", wh.Id, "revision", wh.Revision, "err", err)
+		}
+		return nil, false
+	}
+	return masked, true
 }
 
 // Matches reports whether webhook wh wants events of eventType: it is enabled, subscribes to the

@@ -27,7 +27,10 @@ type pipeline struct {
 	f   *fanout.FanOut
 }
 
-func startPipeline(t *testing.T) *pipeline {
+// testEncryptionKey is the pipeline's SURVEYHOOKS_ENCRYPTION_KEY (32 bytes, base64).
+const testEncryptionKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+
+func startPipeline(t *testing.T, opts ...func(*fanout.Config)) *pipeline {
 	cfg := kafkatest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	t.Cleanup(cancel)
@@ -36,7 +39,11 @@ func startPipeline(t *testing.T) *pipeline {
 	require.NoError(t, err)
 	t.Cleanup(rd.Close)
 
-	f := fanout.New(fanout.Config{Kafka: cfg, Group: "fanout-test"}, nil)
+	fcfg := fanout.Config{Kafka: cfg, Group: "fanout-test", EncryptionKey: testEncryptionKey}
+	for _, o := range opts {
+		o(&fcfg)
+	}
+	f := fanout.New(fcfg, nil)
 	fctx, fcancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- f.Run(fctx) }()

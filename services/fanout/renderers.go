@@ -5,12 +5,13 @@ import (
 	"sync/atomic"
 
 	"github.com/surveyhooks/surveyhooks/pkg/envelope"
+	"github.com/surveyhooks/surveyhooks/pkg/masking"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
 
-// renderers caches each webhook's compiled Renderer (filter and transform), so that expressions
-// are compiled once per webhook revision, never per event. It holds at most one entry per webhook
-// that has a filter or transform: an entry is dropped when its webhook changes or is deleted.
+// renderers caches each webhook's compiled Renderer (filter and transform) and masking rules, so
+// that expressions and rules are compiled once per webhook revision, never per event. It holds at
+// most one entry per webhook that has a filter, transform or masking rule: an entry is dropped when its webhook changes or is deleted.
 type renderers struct {
 	mu  sync.Mutex
 	m   map[string]*compiled // by webhook id
@@ -21,6 +22,7 @@ type renderers struct {
 type compiled struct {
 	src    *pb.Webhook // the exact configuration compiled: the registry replaces it on every change
 	r      *envelope.Renderer
+	mask   *masking.Masker // nil: no rule
 	err    error
 	warned atomic.Bool
 }
@@ -51,7 +53,11 @@ func (c *renderers) get(wh *pb.Webhook, gen uint64) *compiled {
 		return e
 	}
 	r, err := envelope.NewRenderer(wh)
-	e = &compiled{src: wh, r: r, err: err}
+	var m *masking.Masker
+	if err == nil {
+		m, err = masking.Compile("masking", wh.Masking)
+	}
+	e = &compiled{src: wh, r: r, mask: m, err: err}
 	c.mu.Lock()
 	if c.gen == gen {
 		c.m[wh.Id] = e

@@ -8,7 +8,9 @@
 // produce, or read again after a rebalance — is stored once: attempt_id is the identity, and
 // attempts whose id ClickHouse (or the batch) already holds are dropped before the insert, so
 // neither the rows nor the rollup count an attempt twice. It never drops a record silently:
-// unreadable ones are counted and logged.
+// unreadable ones are counted and logged. A project's storage masking rules (storagemask.go)
+// apply to the bodies before they are stored; a masked dead letter keeps its body sealed for
+// replay.
 package sink
 
 import (
@@ -25,6 +27,8 @@ import (
 
 	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
+	"github.com/surveyhooks/surveyhooks/pkg/registry"
+	"github.com/surveyhooks/surveyhooks/pkg/secrets"
 	"github.com/surveyhooks/surveyhooks/pkg/service"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
@@ -47,6 +51,11 @@ type Config struct {
 	ProjectRetention map[string]int `env:"SINK_PROJECT_RETENTION" envSeparator:"," envKeyValSeparator:"="`
 	// Group is the consumer group of the sink processes.
 	Group string `env:"SINK_GROUP" envDefault:"surveyhooks-sink"`
+	// EncryptionKey (32 bytes, standard base64; api's and delivery's key) keys the "hash"
+	// storage masking rules per project and seals dead letters' unmasked bodies for replay.
+	// Optional: without it a project's hash rule stores no body at all, and its dead letters
+	// cannot be replayed.
+	EncryptionKey string `env:"SURVEYHOOKS_ENCRYPTION_KEY"`
 }
 
 // Validate reports the first configuration error, naming the variable.
@@ -64,6 +73,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("SINK_PROJECT_RETENTION: %w", c.retention().Validate())
 	case c.Database == "":
 		return errors.New("SINK_CLICKHOUSE_DATABASE: must not be empty")
+	}
+	if c.EncryptionKey != "" {
+		if _, err := secrets.NewBox(c.EncryptionKey); err != nil {
+			return fmt.Errorf("SURVEYHOOKS_ENCRYPTION_KEY: %w", err)
+		}
 	}
 	return c.Kafka.Validate()
 }
@@ -94,6 +108,8 @@ type Sink struct {
 	mu     sync.Mutex
 	stored map[string]map[int32]int64 // topic → partition → highest offset in ClickHouse
 	deps   service.Deps
+	reg    *registry.Registry // projects' storage masking rules
+	masks  *storageMasker
 	met    *Metrics
 }
 
@@ -107,7 +123,8 @@ func New(cfg Config, log *slog.Logger, opts ...service.Option) *Sink {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Sink{cfg: cfg, log: log, stored: map[string]map[int32]int64{}, deps: service.Apply(opts)}
+	return &Sink{cfg: cfg, log: log, stored: map[string]map[int32]int64{}, deps: service.Apply(opts),
+		masks: newStorageMasker(cfg.EncryptionKey, log)}
 }
 
 type batch struct {
@@ -134,8 +151,19 @@ func (s *Sink) Run(ctx context.Context) error {
 		return err
 	}
 	s.met = met
+	reg, err := registry.New(s.cfg.Kafka, s.log)
+	if err != nil {
+		return err
+	}
+	rctx, stopRegistry := context.WithCancel(ctx)
+	running := registry.Start(rctx, reg, nil)
+	defer func() { stopRegistry(); _ = running.Wait() }()
+	s.reg = reg
 	store, err := s.openStore(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
 		return err
 	}
 	defer store.Close()
@@ -175,6 +203,12 @@ func (s *Sink) Run(ctx context.Context) error {
 				s.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
 			}
 		})
+		if fs.NumRecords() > 0 {
+			// Read-your-writes: a storage rule set before these records were fetched applies.
+			if err := reg.WaitFresh(ctx); err != nil {
+				return nil // ctx done
+			}
+		}
 		var split bool
 		fs.EachRecord(func(r *kgo.Record) { split = s.add(b, r) || split })
 		if b.len() > 0 && (split || b.len() >= s.cfg.BatchSize || time.Since(b.started) >= s.cfg.FlushInterval) {
@@ -260,6 +294,7 @@ func (s *Sink) add(b *batch, r *kgo.Record) (flushFirst bool) {
 			s.log.Error("unreadable attempt skipped", "partition", r.Partition, "offset", r.Offset, "err", err)
 			return false
 		}
+		s.masks.attempt(s.reg.Project(a.ProjectId), a)
 		b.attempts, b.asrc = append(b.attempts, a), append(b.asrc, src)
 		day := time.UnixMilli(a.StartedAtMs).UTC().Format("20060102")
 		if b.day == "" {
@@ -273,7 +308,8 @@ func (s *Sink) add(b *batch, r *kgo.Record) (flushFirst bool) {
 			s.log.Error("unreadable dead letter skipped", "partition", r.Partition, "offset", r.Offset, "err", err)
 			return false
 		}
-		b.dead, b.draw, b.dsrc = append(b.dead, d), append(b.draw, r.Value), append(b.dsrc, src)
+		raw := s.masks.deadLetter(s.reg.Project(d.ProjectId), d, r.Value)
+		b.dead, b.draw, b.dsrc = append(b.dead, d), append(b.draw, raw), append(b.dsrc, src)
 	}
 	return false
 }

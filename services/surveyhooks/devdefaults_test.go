@@ -12,6 +12,8 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/config"
 	"github.com/surveyhooks/surveyhooks/services/api"
 	"github.com/surveyhooks/surveyhooks/services/delivery"
+	"github.com/surveyhooks/surveyhooks/services/fanout"
+	"github.com/surveyhooks/surveyhooks/services/sink"
 )
 
 // TestDevDefaultsFillTheServicesConfigsNotTheProcessEnvironment: what production must set (admin
@@ -40,6 +42,14 @@ func TestDevDefaultsFillTheServicesConfigsNotTheProcessEnvironment(t *testing.T)
 	require.Equal(t, "127.0.0.0/8,::1/128", dcfg.AllowDestinations)
 	var acfg api.Config
 	require.NoError(t, config.LoadEnv(&acfg, e))
+	// Fan-out and the sink derive the masking keys from it (docs/privacy.md, Masking).
+	var fcfg fanout.Config
+	require.NoError(t, config.LoadEnv(&fcfg, e))
+	require.Equal(t, e.Get("SURVEYHOOKS_ENCRYPTION_KEY"), fcfg.EncryptionKey)
+	require.NoError(t, fcfg.Validate())
+	var scfg sink.Config
+	require.NoError(t, config.LoadEnv(&scfg, e))
+	require.Equal(t, e.Get("SURVEYHOOKS_ENCRYPTION_KEY"), scfg.EncryptionKey)
 
 	again := config.Environ()
 	require.NoError(t, devDefaults(Config{DataDir: dir}, again, log))

@@ -24,14 +24,16 @@ const (
 // Project is a tenant: its webhooks, its events and its API key. Keyed by id on the compacted
 // `projects` topic.
 type Project struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	ApiKeyHash    []byte                 `protobuf:"bytes,3,opt,name=api_key_hash,json=apiKeyHash,proto3" json:"api_key_hash,omitempty"` // SHA-256 of the API key; the key itself is never stored
-	CreatedAtMs   int64                  `protobuf:"varint,4,opt,name=created_at_ms,json=createdAtMs,proto3" json:"created_at_ms,omitempty"`
-	ApiKeyPrefix  string                 `protobuf:"bytes,5,opt,name=api_key_prefix,json=apiKeyPrefix,proto3" json:"api_key_prefix,omitempty"` // first characters of the key, for operators to recognise it
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Id           string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name         string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	ApiKeyHash   []byte                 `protobuf:"bytes,3,opt,name=api_key_hash,json=apiKeyHash,proto3" json:"api_key_hash,omitempty"` // SHA-256 of the API key; the key itself is never stored
+	CreatedAtMs  int64                  `protobuf:"varint,4,opt,name=created_at_ms,json=createdAtMs,proto3" json:"created_at_ms,omitempty"`
+	ApiKeyPrefix string                 `protobuf:"bytes,5,opt,name=api_key_prefix,json=apiKeyPrefix,proto3" json:"api_key_prefix,omitempty"` // first characters of the key, for operators to recognise it
+	// Masking rules the sink applies to bodies before storing them in ClickHouse (pkg/masking).
+	StorageMasking []*MaskingRule `protobuf:"bytes,60,rep,name=storage_masking,json=storageMasking,proto3" json:"storage_masking,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Project) Reset() {
@@ -97,6 +99,13 @@ func (x *Project) GetApiKeyPrefix() string {
 		return x.ApiKeyPrefix
 	}
 	return ""
+}
+
+func (x *Project) GetStorageMasking() []*MaskingRule {
+	if x != nil {
+		return x.StorageMasking
+	}
+	return nil
 }
 
 // ApiKey is one named key of a project, a record of its own on the compacted `projects` topic,
@@ -235,7 +244,9 @@ type Webhook struct {
 	RetryClientErrors bool `protobuf:"varint,22,opt,name=retry_client_errors,json=retryClientErrors,proto3" json:"retry_client_errors,omitempty"`
 	// Retry policy preset: "" or "default" (the rule above), "screeb", "askusers", "segmanta" — each
 	// as that platform's document describes it (services/delivery/policy.go, README "Delivery").
-	RetryPolicy   string `protobuf:"bytes,30,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
+	RetryPolicy string `protobuf:"bytes,30,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
+	// Masking rules applied by fan-out to the rendered body before it is queued (pkg/masking).
+	Masking       []*MaskingRule `protobuf:"bytes,60,rep,name=masking,proto3" json:"masking,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -431,6 +442,76 @@ func (x *Webhook) GetRetryPolicy() string {
 	return ""
 }
 
+func (x *Webhook) GetMasking() []*MaskingRule {
+	if x != nil {
+		return x.Masking
+	}
+	return nil
+}
+
+// MaskingRule hides one field of a JSON body: path in pkg/masking's path language (dotted keys,
+// "[*]" over arrays), action "hash" (keyed HMAC-SHA256, per project), "mask" (keep `keep`
+// characters, then "***") or "drop" (remove it).
+type MaskingRule struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Action        string                 `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	Keep          int32                  `protobuf:"varint,3,opt,name=keep,proto3" json:"keep,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MaskingRule) Reset() {
+	*x = MaskingRule{}
+	mi := &file_surveyhooks_v1_config_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MaskingRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MaskingRule) ProtoMessage() {}
+
+func (x *MaskingRule) ProtoReflect() protoreflect.Message {
+	mi := &file_surveyhooks_v1_config_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MaskingRule.ProtoReflect.Descriptor instead.
+func (*MaskingRule) Descriptor() ([]byte, []int) {
+	return file_surveyhooks_v1_config_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *MaskingRule) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *MaskingRule) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *MaskingRule) GetKeep() int32 {
+	if x != nil {
+		return x.Keep
+	}
+	return 0
+}
+
 type Secret struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Sealed        []byte                 `protobuf:"bytes,1,opt,name=sealed,proto3" json:"sealed,omitempty"` // AES-GCM sealed "whsec_…" string
@@ -442,7 +523,7 @@ type Secret struct {
 
 func (x *Secret) Reset() {
 	*x = Secret{}
-	mi := &file_surveyhooks_v1_config_proto_msgTypes[3]
+	mi := &file_surveyhooks_v1_config_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -454,7 +535,7 @@ func (x *Secret) String() string {
 func (*Secret) ProtoMessage() {}
 
 func (x *Secret) ProtoReflect() protoreflect.Message {
-	mi := &file_surveyhooks_v1_config_proto_msgTypes[3]
+	mi := &file_surveyhooks_v1_config_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -467,7 +548,7 @@ func (x *Secret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Secret.ProtoReflect.Descriptor instead.
 func (*Secret) Descriptor() ([]byte, []int) {
-	return file_surveyhooks_v1_config_proto_rawDescGZIP(), []int{3}
+	return file_surveyhooks_v1_config_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Secret) GetSealed() []byte {
@@ -495,14 +576,15 @@ var File_surveyhooks_v1_config_proto protoreflect.FileDescriptor
 
 const file_surveyhooks_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x1bsurveyhooks/v1/config.proto\x12\x0esurveyhooks.v1\"\x99\x01\n" +
+	"\x1bsurveyhooks/v1/config.proto\x12\x0esurveyhooks.v1\"\xdf\x01\n" +
 	"\aProject\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
 	"\fapi_key_hash\x18\x03 \x01(\fR\n" +
 	"apiKeyHash\x12\"\n" +
 	"\rcreated_at_ms\x18\x04 \x01(\x03R\vcreatedAtMs\x12$\n" +
-	"\x0eapi_key_prefix\x18\x05 \x01(\tR\fapiKeyPrefix\"\xdc\x01\n" +
+	"\x0eapi_key_prefix\x18\x05 \x01(\tR\fapiKeyPrefix\x12D\n" +
+	"\x0fstorage_masking\x18< \x03(\v2\x1b.surveyhooks.v1.MaskingRuleR\x0estorageMasking\"\xdc\x01\n" +
 	"\x06ApiKey\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -511,7 +593,7 @@ const file_surveyhooks_v1_config_proto_rawDesc = "" +
 	"\x06scopes\x18\x05 \x03(\tR\x06scopes\x12\"\n" +
 	"\rcreated_at_ms\x18\x06 \x01(\x03R\vcreatedAtMs\x12\"\n" +
 	"\rexpires_at_ms\x18\a \x01(\x03R\vexpiresAtMs\x12\"\n" +
-	"\rrevoked_at_ms\x18\b \x01(\x03R\vrevokedAtMs\"\xd2\a\n" +
+	"\rrevoked_at_ms\x18\b \x01(\x03R\vrevokedAtMs\"\x89\b\n" +
 	"\aWebhook\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -538,13 +620,18 @@ const file_surveyhooks_v1_config_proto_rawDesc = "" +
 	"\brevision\x18\x14 \x01(\x03R\brevision\x12>\n" +
 	"\aheaders\x18\x15 \x03(\v2$.surveyhooks.v1.Webhook.HeadersEntryR\aheaders\x12.\n" +
 	"\x13retry_client_errors\x18\x16 \x01(\bR\x11retryClientErrors\x12!\n" +
-	"\fretry_policy\x18\x1e \x01(\tR\vretryPolicy\x1a?\n" +
+	"\fretry_policy\x18\x1e \x01(\tR\vretryPolicy\x125\n" +
+	"\amasking\x18< \x03(\v2\x1b.surveyhooks.v1.MaskingRuleR\amasking\x1a?\n" +
 	"\x11EventTogglesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\bR\x05value:\x028\x01\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"h\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"M\n" +
+	"\vMaskingRule\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\x12\x12\n" +
+	"\x04keep\x18\x03 \x01(\x05R\x04keep\"h\n" +
 	"\x06Secret\x12\x16\n" +
 	"\x06sealed\x18\x01 \x01(\fR\x06sealed\x12\"\n" +
 	"\rcreated_at_ms\x18\x02 \x01(\x03R\vcreatedAtMs\x12\"\n" +
@@ -562,24 +649,27 @@ func file_surveyhooks_v1_config_proto_rawDescGZIP() []byte {
 	return file_surveyhooks_v1_config_proto_rawDescData
 }
 
-var file_surveyhooks_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_surveyhooks_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_surveyhooks_v1_config_proto_goTypes = []any{
-	(*Project)(nil), // 0: surveyhooks.v1.Project
-	(*ApiKey)(nil),  // 1: surveyhooks.v1.ApiKey
-	(*Webhook)(nil), // 2: surveyhooks.v1.Webhook
-	(*Secret)(nil),  // 3: surveyhooks.v1.Secret
-	nil,             // 4: surveyhooks.v1.Webhook.EventTogglesEntry
-	nil,             // 5: surveyhooks.v1.Webhook.HeadersEntry
+	(*Project)(nil),     // 0: surveyhooks.v1.Project
+	(*ApiKey)(nil),      // 1: surveyhooks.v1.ApiKey
+	(*Webhook)(nil),     // 2: surveyhooks.v1.Webhook
+	(*MaskingRule)(nil), // 3: surveyhooks.v1.MaskingRule
+	(*Secret)(nil),      // 4: surveyhooks.v1.Secret
+	nil,                 // 5: surveyhooks.v1.Webhook.EventTogglesEntry
+	nil,                 // 6: surveyhooks.v1.Webhook.HeadersEntry
 }
 var file_surveyhooks_v1_config_proto_depIdxs = []int32{
-	4, // 0: surveyhooks.v1.Webhook.event_toggles:type_name -> surveyhooks.v1.Webhook.EventTogglesEntry
-	3, // 1: surveyhooks.v1.Webhook.secrets:type_name -> surveyhooks.v1.Secret
-	5, // 2: surveyhooks.v1.Webhook.headers:type_name -> surveyhooks.v1.Webhook.HeadersEntry
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	3, // 0: surveyhooks.v1.Project.storage_masking:type_name -> surveyhooks.v1.MaskingRule
+	5, // 1: surveyhooks.v1.Webhook.event_toggles:type_name -> surveyhooks.v1.Webhook.EventTogglesEntry
+	4, // 2: surveyhooks.v1.Webhook.secrets:type_name -> surveyhooks.v1.Secret
+	6, // 3: surveyhooks.v1.Webhook.headers:type_name -> surveyhooks.v1.Webhook.HeadersEntry
+	3, // 4: surveyhooks.v1.Webhook.masking:type_name -> surveyhooks.v1.MaskingRule
+	5, // [5:5] is the sub-list for method output_type
+	5, // [5:5] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_surveyhooks_v1_config_proto_init() }
@@ -593,7 +683,7 @@ func file_surveyhooks_v1_config_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_surveyhooks_v1_config_proto_rawDesc), len(file_surveyhooks_v1_config_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -170,8 +170,13 @@ type Delivery struct {
 	ReplayOf        string                 `protobuf:"bytes,13,opt,name=replay_of,json=replayOf,proto3" json:"replay_of,omitempty"`            // on a replay, the dead letter it came from
 	EventTimeMs     int64                  `protobuf:"varint,14,opt,name=event_time_ms,json=eventTimeMs,proto3" json:"event_time_ms,omitempty"`
 	WebhookRevision int64                  `protobuf:"varint,15,opt,name=webhook_revision,json=webhookRevision,proto3" json:"webhook_revision,omitempty"` // the webhook revision it was rendered for
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Only in the attempt log (ClickHouse dead_letters), never on a topic: when the project's
+	// storage masking rules masked body, the unmasked body sealed (AES-GCM, SURVEYHOOKS_ENCRYPTION_KEY)
+	// for a replay; storage_masked says body is the masked copy (without sealed_body: not replayable).
+	SealedBody    []byte `protobuf:"bytes,60,opt,name=sealed_body,json=sealedBody,proto3" json:"sealed_body,omitempty"`
+	StorageMasked bool   `protobuf:"varint,61,opt,name=storage_masked,json=storageMasked,proto3" json:"storage_masked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Delivery) Reset() {
@@ -307,6 +312,20 @@ func (x *Delivery) GetWebhookRevision() int64 {
 		return x.WebhookRevision
 	}
 	return 0
+}
+
+func (x *Delivery) GetSealedBody() []byte {
+	if x != nil {
+		return x.SealedBody
+	}
+	return nil
+}
+
+func (x *Delivery) GetStorageMasked() bool {
+	if x != nil {
+		return x.StorageMasked
+	}
+	return false
 }
 
 type Outcome struct {
@@ -602,7 +621,7 @@ var File_surveyhooks_v1_delivery_proto protoreflect.FileDescriptor
 
 const file_surveyhooks_v1_delivery_proto_rawDesc = "" +
 	"\n" +
-	"\x1dsurveyhooks/v1/delivery.proto\x12\x0esurveyhooks.v1\"\xe9\x03\n" +
+	"\x1dsurveyhooks/v1/delivery.proto\x12\x0esurveyhooks.v1\"\xb1\x04\n" +
 	"\bDelivery\x12\x1f\n" +
 	"\vdelivery_id\x18\x01 \x01(\tR\n" +
 	"deliveryId\x12\x19\n" +
@@ -623,7 +642,10 @@ const file_surveyhooks_v1_delivery_proto_rawDesc = "" +
 	"\x04test\x18\f \x01(\bR\x04test\x12\x1b\n" +
 	"\treplay_of\x18\r \x01(\tR\breplayOf\x12\"\n" +
 	"\revent_time_ms\x18\x0e \x01(\x03R\veventTimeMs\x12)\n" +
-	"\x10webhook_revision\x18\x0f \x01(\x03R\x0fwebhookRevision\"\xee\x01\n" +
+	"\x10webhook_revision\x18\x0f \x01(\x03R\x0fwebhookRevision\x12\x1f\n" +
+	"\vsealed_body\x18< \x01(\fR\n" +
+	"sealedBody\x12%\n" +
+	"\x0estorage_masked\x18= \x01(\bR\rstorageMasked\"\xee\x01\n" +
 	"\aOutcome\x122\n" +
 	"\x05class\x18\x01 \x01(\x0e2\x1c.surveyhooks.v1.OutcomeClassR\x05class\x12=\n" +
 	"\vdisposition\x18\x02 \x01(\x0e2\x1b.surveyhooks.v1.DispositionR\vdisposition\x12\x1f\n" +

@@ -79,9 +79,17 @@ type webhook struct {
 	RateLimitPerS     float64           `json:"rate_limit_per_s"`
 	RetryClientErrors bool              `json:"retry_client_errors"`
 	Headers           map[string]string `json:"headers"`
+	Masking           []maskingRule     `json:"masking"`
 	Revision          int64             `json:"revision"`
 	CreatedAt         time.Time         `json:"created_at"`
 	UpdatedAt         time.Time         `json:"updated_at"`
+}
+
+// maskingRule is one of a webhook's masking rules, shown read-only (the API edits them).
+type maskingRule struct {
+	Path   string `json:"path"`
+	Action string `json:"action"`
+	Keep   int    `json:"keep"`
 }
 
 type attempt struct {
