@@ -1,9 +1,11 @@
 // Package signature signs webhook requests and verifies them, the two ways receivers expect:
-// Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>`) and
+// Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>` with an
+// HMAC secret, or `v1a,<base64>` with an ed25519 key) and
 // Ask Users' `X-Webhook-Signature: <hex HMAC-SHA256 of the raw body>`. It never logs.
 package signature
 
 import (
+	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -70,6 +72,26 @@ func Standard(id string, ts time.Time, body []byte, keys [][]byte) string {
 		}
 		sb.WriteString("v1,")
 		sb.Write(enc[:])
+	}
+	return sb.String()
+}
+
+// Asymmetric returns the v1a entries of `webhook-signature`: "v1a,<base64 ed25519 signature of
+// "{id}.{timestamp}.{body}">" per key, space-separated (several during a key rotation).
+func Asymmetric(id string, ts time.Time, body []byte, keys []ed25519.PrivateKey) string {
+	msg := make([]byte, 0, len(id)+24+len(body))
+	msg = append(msg, id...)
+	msg = append(msg, '.')
+	msg = strconv.AppendInt(msg, ts.Unix(), 10)
+	msg = append(msg, '.')
+	msg = append(msg, body...)
+	var sb strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			sb.WriteByte(' ')
+		}
+		sb.WriteString("v1a,")
+		sb.WriteString(base64.StdEncoding.EncodeToString(ed25519.Sign(k, msg)))
 	}
 	return sb.String()
 }

@@ -7,6 +7,7 @@ package sender
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/surveyhooks/surveyhooks/pkg/secrets"
 	"github.com/surveyhooks/surveyhooks/pkg/signature"
 )
 
@@ -92,7 +94,7 @@ type Request struct {
 	MessageID string // the `webhook-id`: the same on every retry
 	URL       string
 	Body      []byte
-	Secrets   []string          // active "whsec_…" secrets, newest first
+	Secrets   []string          // active "whsec_…" (or custom) secrets and "whsk_…" keys, newest first
 	Headers   map[string]string // extra headers configured on the webhook
 	Timestamp time.Time         // the attempt's time (webhook-timestamp)
 }
@@ -144,14 +146,36 @@ func (s *Sender) Send(ctx context.Context, req Request) Result {
 	n := 4
 	if len(req.Secrets) > 0 {
 		keys := make([][]byte, 0, len(req.Secrets))
+		var edKeys []ed25519.PrivateKey
+		hmacSecret := ""
 		for _, sec := range req.Secrets {
+			if strings.HasPrefix(sec, secrets.SigningKeyPrefix) { // v1a: ed25519
+				if k, err := secrets.ParseSigningKey(sec); err == nil {
+					edKeys = append(edKeys, k)
+				}
+				continue
+			}
 			if k, err := signature.Key(sec); err == nil {
 				keys = append(keys, k)
+				if hmacSecret == "" {
+					hmacSecret = sec
+				}
 			}
 		}
-		vals[4] = signature.Standard(req.MessageID, req.Timestamp, req.Body, keys)
-		vals[5] = signature.AskUsers(req.Body, req.Secrets[0])
-		n = 6
+		sig := signature.Standard(req.MessageID, req.Timestamp, req.Body, keys)
+		if len(edKeys) > 0 {
+			asym := signature.Asymmetric(req.MessageID, req.Timestamp, req.Body, edKeys)
+			if sig != "" {
+				asym += " " + sig
+			}
+			sig = asym
+		}
+		vals[4] = sig
+		n = 5
+		if hmacSecret != "" { // Ask Users' header is an HMAC: a v1a-only webhook has no secret for it
+			vals[5] = signature.AskUsers(req.Body, hmacSecret)
+			n = 6
+		}
 	}
 	for i, k := range fixedHeaders[:n] {
 		h[k] = vals[i : i+1 : i+1]
