@@ -8,6 +8,8 @@ package sender
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +19,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -45,6 +48,13 @@ type Options struct {
 	// starts the client span and sets the traceparent header the subscriber and the attempt log
 	// see) and returns the function that ends the span with the outcome.
 	StartSpan func(*http.Request) (end func(*http.Response, error))
+	// Proxy, when set, carries every request: "http://host:port" tunnels with CONNECT,
+	// "socks5://host:port" through SOCKS5 (see ParseProxyURL). The guard still judges the final
+	// destination, resolved here; the proxy's own address must be public or in Allow.
+	Proxy *url.URL
+	// RootCAs, when set, replaces the system roots that receivers' certificates are checked
+	// against (tests; a private CA in front of every receiver). Nil: the system roots.
+	RootCAs *x509.CertPool
 }
 
 // Sender sends webhook requests. It is safe for concurrent use.
@@ -52,6 +62,11 @@ type Sender struct {
 	opts   Options
 	client *http.Client
 	guard  *Guard
+	tr     *http.Transport
+	// mtls holds one client per client certificate: Go's pool shares a connection between
+	// requests to one host, so connections made with a certificate must stay apart.
+	mu   sync.Mutex
+	mtls map[string]*http.Client
 }
 
 // New returns a Sender with one shared, pooled transport.
@@ -81,22 +96,56 @@ func New(opts Options) *Sender {
 		ExpectContinueTimeout:  time.Second,
 		ResponseHeaderTimeout:  opts.Timeout,
 		MaxResponseHeaderBytes: opts.MaxResponseHeaderBytes,
-		Proxy:                  nil, // a proxy would bypass the dial-time guard
+		Proxy:                  nil, // the transport's own proxying would bypass the guard: see proxyDialer
+		TLSClientConfig:        &tls.Config{RootCAs: opts.RootCAs, MinVersion: tls.VersionTLS12},
 	}
-	return &Sender{opts: opts, guard: g, client: &http.Client{
+	if opts.Proxy != nil {
+		tr.DialContext = newProxyDialer(opts.Proxy, g, d).DialContext
+	}
+	return &Sender{opts: opts, guard: g, tr: tr, client: newClient(tr), mtls: map[string]*http.Client{}}
+}
+
+func newClient(tr http.RoundTripper) *http.Client {
+	return &http.Client{
 		Transport:     tr,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}}
+	}
+}
+
+// clientFor returns the client that presents cert (the shared one without a certificate).
+func (s *Sender) clientFor(cert *ClientCert) *http.Client {
+	if cert == nil {
+		return s.client
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.mtls[cert.ID]
+	if c == nil {
+		tr := s.tr.Clone()
+		tr.TLSClientConfig.Certificates = []tls.Certificate{cert.Certificate}
+		c = newClient(tr)
+		s.mtls[cert.ID] = c
+	}
+	return c
+}
+
+// ClientCert is a TLS client certificate to present (mTLS).
+type ClientCert struct {
+	// ID names the certificate and key (e.g. their hash): requests with the same ID share
+	// connections.
+	ID          string
+	Certificate tls.Certificate
 }
 
 // Request is one attempt to send.
 type Request struct {
-	MessageID string // the `webhook-id`: the same on every retry
-	URL       string
-	Body      []byte
-	Secrets   []string          // active "whsec_…" (or custom) secrets and "whsk_…" keys, newest first
-	Headers   map[string]string // extra headers configured on the webhook
-	Timestamp time.Time         // the attempt's time (webhook-timestamp)
+	MessageID  string // the `webhook-id`: the same on every retry
+	URL        string
+	Body       []byte
+	Secrets    []string          // active "whsec_…" (or custom) secrets and "whsk_…" keys, newest first
+	Headers    map[string]string // extra headers configured on the webhook
+	Timestamp  time.Time         // the attempt's time (webhook-timestamp)
+	ClientCert *ClientCert       // presented to a receiver that asks for one; nil: none
 }
 
 // fixedHeaders are the headers every request carries, canonical as http.Header.Set makes them,
@@ -186,7 +235,7 @@ func (s *Sender) Send(ctx context.Context, req Request) Result {
 	}
 	res.RequestHeaders = h
 	start := time.Now()
-	resp, err := s.client.Do(hr)
+	resp, err := s.clientFor(req.ClientCert).Do(hr)
 	if endSpan != nil {
 		endSpan(resp, err)
 	}
