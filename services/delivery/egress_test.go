@@ -2,11 +2,19 @@ package delivery_test
 
 import (
 	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/pem"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -174,4 +182,95 @@ func TestPrivateDestinationIsRefusedThroughTheProxyToo(t *testing.T) {
 	}
 	require.Empty(t, proxy.tunnels(), "the proxy must not be asked for a refused destination")
 	require.Empty(t, hit)
+}
+
+// testCA is a certificate authority made in the test.
+type testCA struct {
+	cert *x509.Certificate
+	key  ed25519.PrivateKey
+	pem  []byte
+}
+
+func newTestCA(t *testing.T) *testCA {
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "surveyhooks test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, key)
+	require.NoError(t, err)
+	cert, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// issue returns a PEM certificate and PEM PKCS #8 key signed by the CA.
+func (ca *testCA) issue(t *testing.T, cn string, usage x509.ExtKeyUsage, ips ...net.IP) (certPEM, keyPEM []byte) {
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IPAddresses: ips,
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
+	require.NoError(t, err)
+	k, err := x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: k})
+}
+
+// TestClientCertificateIsPresentedToAReceiverThatRequiresIt: a TLS receiver on 127.0.0.1 demands
+// a client certificate signed by its CA. The webhook with one configured is delivered (through the
+// egress proxy too) and the receiver sees that certificate; a webhook without one is refused by
+// the receiver's TLS handshake and never reaches its handler.
+func TestClientCertificateIsPresentedToAReceiverThatRequiresIt(t *testing.T) {
+	ca := newTestCA(t)
+	serverCert, serverKey := ca.issue(t, "receiver", x509.ExtKeyUsageServerAuth, net.IPv4(127, 0, 0, 1))
+	pair, err := tls.X509KeyPair(serverCert, serverKey)
+	require.NoError(t, err)
+	clients := x509.NewCertPool()
+	clients.AddCert(ca.cert)
+	type hit struct{ webhook, clientCN string }
+	got := make(chan hit, 4)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- hit{r.URL.Path, r.TLS.PeerCertificates[0].Subject.CommonName}
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clients}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(caFile, ca.pem, 0o600))
+	proxy := startConnectProxy(t, "127.0.0.1:0")
+	h := newHarness(t, []time.Duration{time.Minute}, func(c *delivery.Config) {
+		c.RootCAsFile = caFile // trust the test CA for the receiver's certificate
+		c.ProxyURL = proxy.URL
+	})
+	clientCert, clientKey := ca.issue(t, "surveyhooks-client", x509.ExtKeyUsageClientAuth)
+	h.webhook("wh_mtls", srv.URL+"/mtls", func(wh *pb.Webhook) {
+		wh.ClientCertificate = string(clientCert)
+		wh.ClientKeySealed = h.box.Seal(string(clientKey))
+	})
+	h.webhook("wh_nocert", srv.URL+"/nocert")
+	h.start()
+	h.deliver("wh_mtls", 2, "m")
+	h.deliver("wh_nocert", 1, "c")
+	as := attempts(h, 3)
+	byWebhook := map[string][]*pb.Attempt{}
+	for _, a := range as {
+		byWebhook[a.WebhookId] = append(byWebhook[a.WebhookId], a)
+	}
+	require.Len(t, byWebhook["wh_mtls"], 2)
+	for _, a := range byWebhook["wh_mtls"] {
+		require.Equal(t, pb.OutcomeClass_OUTCOME_CLASS_SUCCESS, a.Outcome.Class, a.Outcome)
+	}
+	require.Len(t, byWebhook["wh_nocert"], 1)
+	require.NotEqual(t, pb.OutcomeClass_OUTCOME_CLASS_SUCCESS, byWebhook["wh_nocert"][0].Outcome.Class)
+	require.Equal(t, pb.Disposition_DISPOSITION_RETRY, byWebhook["wh_nocert"][0].Outcome.Disposition)
+	close(got)
+	var hits []hit
+	for h := range got {
+		hits = append(hits, h)
+	}
+	require.Equal(t, []hit{{"/mtls", "surveyhooks-client"}, {"/mtls", "surveyhooks-client"}}, hits)
+	require.NotEmpty(t, proxy.tunnels(), "TLS went through the proxy's tunnels")
 }
