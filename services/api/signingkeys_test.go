@@ -3,10 +3,16 @@ package api_test
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/pem"
+	"math/big"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -71,4 +77,63 @@ func TestV1aWebhookShowsOnlyItsPublicKey(t *testing.T) {
 	require.Equal(t, "v1a", moved.str("signature_scheme"))
 	require.True(t, strings.HasPrefix(moved.str("public_key"), "whpk_"))
 	require.Len(t, moved.body["secrets"], 2)
+}
+
+func selfSigned(t *testing.T, cn string) (certPEM, keyPEM string) {
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour).Truncate(time.Second),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, key)
+	require.NoError(t, err)
+	k, err := x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: k}))
+}
+
+// TestClientCertificateIsStoredWithItsKeySealedAndNeverShown: a webhook's mTLS certificate is
+// shown with its expiry; its key is checked against it, sealed in the topic and in no answer.
+func TestClientCertificateIsStoredWithItsKeySealedAndNeverShown(t *testing.T) {
+	s := startStack(t)
+	_, key := s.project("Acme")
+	cert, certKey := selfSigned(t, "acme-client")
+	r := s.webhook(key, map[string]any{"url": "https://example.com/h", "client_certificate": cert, "client_key": certKey})
+	id := r.str("id")
+	require.Equal(t, strings.TrimSpace(cert), r.str("client_certificate"))
+	require.NotEmpty(t, r.str("client_certificate_expires_at"))
+	keyBody := strings.Split(certKey, "\n")[1]
+	require.NotContains(t, string(r.raw), keyBody)
+	require.NotContains(t, string(s.must(http.StatusOK, "GET", "/v1/webhooks/"+id, key, nil).raw), keyBody)
+	rec := s.lastRecord(s.cfg.Kafka.Topics.Webhooks, id, func(*kgo.Record) bool { return true })
+	require.False(t, bytes.Contains(rec.Value, []byte(keyBody)), "the client key must be sealed in the topic")
+	wh := decode(t, rec.Value, &pb.Webhook{})
+	opened, err := s.box.Open(wh.ClientKeySealed)
+	require.NoError(t, err)
+	require.Equal(t, certKey, opened)
+
+	// A PATCH that leaves the certificate alone keeps the key; null removes both.
+	s.must(http.StatusOK, "PATCH", "/v1/webhooks/"+id, key, map[string]any{"name": "renamed"})
+	got := s.must(http.StatusOK, "PATCH", "/v1/webhooks/"+id, key, map[string]any{"client_certificate": nil})
+	require.NotContains(t, got.body, "client_certificate")
+
+	// Bad input names the field, and never echoes the key.
+	other, otherKey := selfSigned(t, "other")
+	for _, c := range []struct {
+		body  map[string]any
+		field string
+	}{
+		{map[string]any{"client_certificate": cert}, "client_key"},
+		{map[string]any{"client_certificate": cert, "client_key": otherKey}, "client_key"},
+		{map[string]any{"client_certificate": "not a certificate", "client_key": certKey}, "client_certificate"},
+		{map[string]any{"client_key": certKey}, "client_key"},
+	} {
+		c.body["url"] = "https://example.com/h"
+		bad := s.must(http.StatusBadRequest, "POST", "/v1/webhooks", key, c.body)
+		require.Equal(t, c.field, bad.errField(), c.body)
+		require.NotContains(t, string(bad.raw), keyBody)
+		require.NotContains(t, string(bad.raw), strings.Split(otherKey, "\n")[1])
+	}
+	_ = other
 }

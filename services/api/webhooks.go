@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"cmp"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/textproto"
@@ -61,6 +65,10 @@ type webhookSpec struct {
 	// SignatureScheme is "v1" (HMAC, the default) or "v1a" (ed25519); it is chosen at creation and
 	// changed only by a rotation, which makes the new scheme's key.
 	SignatureScheme string `json:"signature_scheme"`
+	// ClientCertificate (PEM) is presented to receivers that ask for one (mTLS); ClientKey, its PEM
+	// private key, is taken with it and sealed — never part of a stored spec, never shown.
+	ClientCertificate string  `json:"client_certificate"`
+	ClientKey         *string `json:"client_key,omitempty"`
 	// Secret is taken on creation only (rotation has its own endpoint); never part of a stored spec.
 	Secret *string `json:"secret,omitempty"`
 }
@@ -72,7 +80,61 @@ func specOf(wh *pb.Webhook) webhookSpec {
 		CompanyProperties: wh.CompanyProperties, PayloadVersion: wh.PayloadVersion, Filter: wh.Filter,
 		Transform: wh.Transform, Format: wh.Format, RateLimitPerS: wh.RateLimitPerS, Headers: wh.Headers,
 		RetryClientErrors: wh.RetryClientErrors, RetryPolicy: wh.RetryPolicy,
-		SignatureScheme: cmp.Or(wh.SignatureScheme, schemeV1)}
+		SignatureScheme: cmp.Or(wh.SignatureScheme, schemeV1), ClientCertificate: wh.ClientCertificate}
+}
+
+// Bounds of an mTLS client certificate (a chain) and its key, in PEM.
+const (
+	maxClientCertificate = 16 << 10
+	maxClientKey         = 8 << 10
+)
+
+// applyClientCertificate sets, keeps or removes the webhook's client certificate. A new
+// certificate needs its key; the key is checked against it and sealed.
+func (s *Server) applyClientCertificate(wh *pb.Webhook, spec webhookSpec) error {
+	cert := strings.TrimSpace(spec.ClientCertificate)
+	switch {
+	case cert == "":
+		if spec.ClientKey != nil && *spec.ClientKey != "" {
+			return invalid("client_key", "client_key is given only with client_certificate")
+		}
+		wh.ClientCertificate, wh.ClientKeySealed = "", nil
+		return nil
+	case spec.ClientKey == nil:
+		if cert != wh.ClientCertificate {
+			return invalid("client_key", "client_key (PEM private key) must be given with a new client_certificate")
+		}
+		return nil
+	}
+	if len(cert) > maxClientCertificate {
+		return invalid("client_certificate", "client_certificate must be at most %d bytes", maxClientCertificate)
+	}
+	if _, err := clientCertificateExpiry(cert); err != nil {
+		return invalid("client_certificate", "client_certificate must be a PEM certificate: %v", err)
+	}
+	key := *spec.ClientKey
+	if len(key) > maxClientKey {
+		return invalid("client_key", "client_key must be at most %d bytes", maxClientKey)
+	}
+	if _, err := tls.X509KeyPair([]byte(cert), []byte(key)); err != nil {
+		// Never echo the key: say what is wrong, not what was given.
+		return invalid("client_key", "client_key must be the PEM private key of client_certificate")
+	}
+	wh.ClientCertificate, wh.ClientKeySealed = cert, s.box.Seal(key)
+	return nil
+}
+
+// clientCertificateExpiry is the NotAfter of the first certificate in a PEM chain.
+func clientCertificateExpiry(certPEM string) (time.Time, error) {
+	block, _ := pem.Decode([]byte(certPEM))
+	if block == nil || block.Type != "CERTIFICATE" {
+		return time.Time{}, errors.New("no CERTIFICATE block")
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return c.NotAfter.UTC(), nil
 }
 
 // Signature schemes (Standard Webhooks): v1 signs with an HMAC secret, v1a with an ed25519 key.
@@ -120,32 +182,35 @@ type secretOut struct {
 }
 
 type webhookOut struct {
-	ID                string            `json:"id"`
-	ProjectID         string            `json:"project_id"`
-	Name              string            `json:"name"`
-	Description       string            `json:"description"`
-	URL               string            `json:"url"`
-	Events            []string          `json:"events"`
-	EventToggles      map[string]bool   `json:"event_toggles"`
-	Enabled           bool              `json:"enabled"`
-	DisabledReason    string            `json:"disabled_reason,omitempty"`
-	Secret            string            `json:"secret,omitempty"` // only right after it was created or rotated
-	SignatureScheme   string            `json:"signature_scheme"`
-	PublicKey         string            `json:"public_key,omitempty"` // v1a: the newest key's "whpk_…"
-	Secrets           []secretOut       `json:"secrets"`
-	UserProperties    []string          `json:"user_properties"`
-	CompanyProperties []string          `json:"company_properties"`
-	PayloadVersion    string            `json:"payload_version"`
-	Filter            string            `json:"filter"`
-	Transform         string            `json:"transform"`
-	Format            string            `json:"format"`
-	RateLimitPerS     float64           `json:"rate_limit_per_s"`
-	RetryClientErrors bool              `json:"retry_client_errors"`
-	RetryPolicy       string            `json:"retry_policy"`
-	Headers           map[string]string `json:"headers"`
-	Revision          int64             `json:"revision"`
-	CreatedAt         time.Time         `json:"created_at"`
-	UpdatedAt         time.Time         `json:"updated_at"`
+	ID              string          `json:"id"`
+	ProjectID       string          `json:"project_id"`
+	Name            string          `json:"name"`
+	Description     string          `json:"description"`
+	URL             string          `json:"url"`
+	Events          []string        `json:"events"`
+	EventToggles    map[string]bool `json:"event_toggles"`
+	Enabled         bool            `json:"enabled"`
+	DisabledReason  string          `json:"disabled_reason,omitempty"`
+	Secret          string          `json:"secret,omitempty"` // only right after it was created or rotated
+	SignatureScheme string          `json:"signature_scheme"`
+	PublicKey       string          `json:"public_key,omitempty"` // v1a: the newest key's "whpk_…"
+	// ClientCertificate is public (the key never leaves the box); with its expiry.
+	ClientCertificate          string            `json:"client_certificate,omitempty"`
+	ClientCertificateExpiresAt *time.Time        `json:"client_certificate_expires_at,omitempty"`
+	Secrets                    []secretOut       `json:"secrets"`
+	UserProperties             []string          `json:"user_properties"`
+	CompanyProperties          []string          `json:"company_properties"`
+	PayloadVersion             string            `json:"payload_version"`
+	Filter                     string            `json:"filter"`
+	Transform                  string            `json:"transform"`
+	Format                     string            `json:"format"`
+	RateLimitPerS              float64           `json:"rate_limit_per_s"`
+	RetryClientErrors          bool              `json:"retry_client_errors"`
+	RetryPolicy                string            `json:"retry_policy"`
+	Headers                    map[string]string `json:"headers"`
+	Revision                   int64             `json:"revision"`
+	CreatedAt                  time.Time         `json:"created_at"`
+	UpdatedAt                  time.Time         `json:"updated_at"`
 }
 
 // view is what a client sees of a webhook: never a secret, only each unexpired secret's metadata.
@@ -161,6 +226,12 @@ func (s *Server) view(wh *pb.Webhook) webhookOut {
 	}
 	if out.Headers == nil {
 		out.Headers = map[string]string{}
+	}
+	if wh.ClientCertificate != "" {
+		out.ClientCertificate = wh.ClientCertificate
+		if exp, err := clientCertificateExpiry(wh.ClientCertificate); err == nil {
+			out.ClientCertificateExpiresAt = &exp
+		}
 	}
 	now := time.Now().UnixMilli()
 	for _, sc := range wh.Secrets {
@@ -256,6 +327,9 @@ func (s *Server) apply(wh *pb.Webhook, spec webhookSpec) error {
 			}
 			wh.Headers[ck] = v
 		}
+	}
+	if err := s.applyClientCertificate(wh, spec); err != nil {
+		return err
 	}
 	return validateWebhook(wh)
 }
