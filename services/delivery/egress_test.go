@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/surveyhooks/surveyhooks/pkg/config"
 	"github.com/surveyhooks/surveyhooks/pkg/secrets"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 	"github.com/surveyhooks/surveyhooks/services/delivery"
@@ -273,4 +275,101 @@ func TestClientCertificateIsPresentedToAReceiverThatRequiresIt(t *testing.T) {
 	}
 	require.Equal(t, []hit{{"/mtls", "surveyhooks-client"}, {"/mtls", "surveyhooks-client"}}, hits)
 	require.NotEmpty(t, proxy.tunnels(), "TLS went through the proxy's tunnels")
+}
+
+// startSOCKS5 is a minimal SOCKS5 server (RFC 1928: no authentication, CONNECT) on 127.0.0.1
+// that records each connection's target as the client named it.
+func startSOCKS5(t *testing.T) (url string, targets func() []string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	var mu sync.Mutex
+	var seen []string
+	serve := func(c net.Conn) {
+		defer c.Close()
+		buf := make([]byte, 262)
+		if _, err := io.ReadFull(c, buf[:2]); err != nil || buf[0] != 5 {
+			return
+		}
+		if _, err := io.ReadFull(c, buf[:buf[1]]); err != nil {
+			return
+		}
+		_, _ = c.Write([]byte{5, 0}) // no authentication
+		if _, err := io.ReadFull(c, buf[:4]); err != nil || buf[1] != 1 {
+			return
+		}
+		var host string
+		switch buf[3] {
+		case 1: // IPv4
+			_, _ = io.ReadFull(c, buf[:4])
+			host = net.IP(buf[:4]).String()
+		case 3: // a name
+			_, _ = io.ReadFull(c, buf[:1])
+			n := int(buf[0])
+			_, _ = io.ReadFull(c, buf[:n])
+			host = string(buf[:n])
+		case 4: // IPv6
+			_, _ = io.ReadFull(c, buf[:16])
+			host = net.IP(buf[:16]).String()
+		}
+		_, _ = io.ReadFull(c, buf[:2])
+		target := net.JoinHostPort(host, strconv.Itoa(int(buf[0])<<8|int(buf[1])))
+		mu.Lock()
+		seen = append(seen, target)
+		mu.Unlock()
+		up, err := net.Dial("tcp", target)
+		if err != nil {
+			_, _ = c.Write([]byte{5, 5, 0, 1, 0, 0, 0, 0, 0, 0})
+			return
+		}
+		defer up.Close()
+		_, _ = c.Write([]byte{5, 0, 0, 1, 0, 0, 0, 0, 0, 0})
+		go func() { _, _ = io.Copy(up, c); up.Close() }()
+		_, _ = io.Copy(c, up)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serve(c)
+		}
+	}()
+	return "socks5://" + ln.Addr().String(), func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(seen)
+	}
+}
+
+// TestRequestsGoThroughASOCKS5Proxy: with a socks5:// DELIVERY_PROXY_URL the request reaches the
+// receiver through the SOCKS5 server, which is handed the checked address, not the name.
+func TestRequestsGoThroughASOCKS5Proxy(t *testing.T) {
+	got := make(chan received, 1)
+	srv := httptest.NewServer(receiver(t, got))
+	t.Cleanup(srv.Close)
+	proxyURL, targets := startSOCKS5(t)
+	h := newHarness(t, []time.Duration{time.Second}, func(c *delivery.Config) { c.ProxyURL = proxyURL })
+	port := srv.URL[strings.LastIndexByte(srv.URL, ':')+1:]
+	h.webhook("wh_socks", "http://localhost:"+port+"/")
+	h.start()
+	h.deliver("wh_socks", 1, "s")
+	select {
+	case <-got:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the request did not arrive; attempts: %v", attempts(h, 1))
+	}
+	require.Equal(t, []string{"127.0.0.1:" + port}, targets())
+}
+
+func TestProxyURLIsValidatedNamingTheVariable(t *testing.T) {
+	for _, bad := range []string{"ftp://proxy:21", "http://proxy", "socks5://:1080", "http://proxy:3128/path", "::"} {
+		var cfg delivery.Config
+		require.NoError(t, config.Defaults(&cfg))
+		cfg.EncryptionKey = base64.StdEncoding.EncodeToString(make([]byte, 32))
+		cfg.ProxyURL = bad
+		err := cfg.Validate()
+		require.ErrorContains(t, err, "DELIVERY_PROXY_URL", bad)
+	}
 }
