@@ -1,8 +1,10 @@
 // Package sender makes the outbound webhook request: it signs the body (Standard Webhooks and Ask
-// Users headers), POSTs it through a transport that refuses private, loopback and other internal
-// addresses at dial time (so neither DNS nor redirects can get around it), reads at most a capped
-// response body and response headers. What a result means is the delivery worker's decision, not
-// the sender's. It never follows redirects and never logs; secrets only pass through to the HMAC.
+// Users headers; or ed25519 `v1a` with "whsk_" keys), POSTs it — directly or through an egress
+// proxy, with the webhook's client certificate when it has one — through a transport that refuses
+// private, loopback and other internal addresses at dial time (so neither DNS, redirects nor the
+// proxy can get around it), reads at most a capped response body and response headers. What a
+// result means is the delivery worker's decision, not the sender's. It never follows redirects
+// and never logs; secrets and keys only pass through to the HMAC, the signer and TLS.
 package sender
 
 import (
@@ -149,7 +151,8 @@ type Request struct {
 }
 
 // fixedHeaders are the headers every request carries, canonical as http.Header.Set makes them,
-// in the order Send fills them (the last two only when there is a secret).
+// in the order Send fills them (webhook-signature only when there is a secret or key,
+// X-Webhook-Signature only when there is an HMAC secret).
 var fixedHeaders = [...]string{"Content-Type", "User-Agent",
 	http.CanonicalHeaderKey(signature.HeaderID), http.CanonicalHeaderKey(signature.HeaderTimestamp),
 	http.CanonicalHeaderKey(signature.HeaderSignature), http.CanonicalHeaderKey(signature.HeaderAskUsers)}
