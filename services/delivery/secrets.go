@@ -58,7 +58,7 @@ func (c *secretCache) open(wh *pb.Webhook, now time.Time) ([]string, *sender.Cli
 				return nil, nil, fmt.Errorf("loading the webhook's client certificate: %w", err)
 			}
 			// Connections with this certificate are pooled apart, per webhook and revision.
-			os.cert = &sender.ClientCert{ID: wh.Id + "@" + strconv.FormatInt(wh.Revision, 10), Certificate: pair}
+			os.cert = &sender.ClientCert{Owner: wh.Id, Version: strconv.FormatInt(wh.Revision, 10), Certificate: pair}
 		}
 		c.mu.Lock()
 		c.m[wh.Id] = os

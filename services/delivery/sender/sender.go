@@ -68,7 +68,13 @@ type Sender struct {
 	// mtls holds one client per client certificate: Go's pool shares a connection between
 	// requests to one host, so connections made with a certificate must stay apart.
 	mu   sync.Mutex
-	mtls map[string]*http.Client
+	mtls map[string]mtlsClient // by ClientCert.Owner
+}
+
+type mtlsClient struct {
+	version string
+	client  *http.Client
+	tr      *http.Transport
 }
 
 // New returns a Sender with one shared, pooled transport.
@@ -104,7 +110,7 @@ func New(opts Options) *Sender {
 	if opts.Proxy != nil {
 		tr.DialContext = newProxyDialer(opts.Proxy, g, d).DialContext
 	}
-	return &Sender{opts: opts, guard: g, tr: tr, client: newClient(tr), mtls: map[string]*http.Client{}}
+	return &Sender{opts: opts, guard: g, tr: tr, client: newClient(tr), mtls: map[string]mtlsClient{}}
 }
 
 func newClient(tr http.RoundTripper) *http.Client {
@@ -121,22 +127,26 @@ func (s *Sender) clientFor(cert *ClientCert) *http.Client {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c := s.mtls[cert.ID]
-	if c == nil {
+	c, ok := s.mtls[cert.Owner]
+	if !ok || c.version != cert.Version {
+		if ok {
+			c.tr.CloseIdleConnections() // the previous certificate's connections
+		}
 		tr := s.tr.Clone()
 		tr.TLSClientConfig.Certificates = []tls.Certificate{cert.Certificate}
-		c = newClient(tr)
-		s.mtls[cert.ID] = c
+		c = mtlsClient{version: cert.Version, client: newClient(tr), tr: tr}
+		s.mtls[cert.Owner] = c
 	}
-	return c
+	return c.client
 }
 
 // ClientCert is a TLS client certificate to present (mTLS).
 type ClientCert struct {
-	// ID names the certificate and key (e.g. their hash): requests with the same ID share
-	// connections.
-	ID          string
-	Certificate tls.Certificate
+	// Owner (the webhook) and Version (of its certificate, e.g. the webhook's revision) name it:
+	// requests with the same Owner and Version share connections; a new Version replaces the
+	// Owner's previous one, so the pool holds one per webhook.
+	Owner, Version string
+	Certificate    tls.Certificate
 }
 
 // Request is one attempt to send.
