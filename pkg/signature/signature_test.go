@@ -1,11 +1,13 @@
 package signature_test
 
 import (
+	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,5 +78,26 @@ func BenchmarkSignBothWays(b *testing.B) {
 	for b.Loop() {
 		signature.Standard("msg_p5jXN8AQM9LWM0D4loKWxJek", ts, body, [][]byte{key})
 		signature.AskUsers(body, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	}
+}
+
+// v1a entries verify with crypto/ed25519 over "{id}.{timestamp}.{body}", one per key, in order.
+func TestAsymmetricSignsTheStandardWebhooksContentPerKey(t *testing.T) {
+	k1 := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
+	seed := make([]byte, ed25519.SeedSize)
+	seed[0] = 1
+	k2 := ed25519.NewKeyFromSeed(seed)
+	body := []byte(`{"test": 2432232314}`)
+	got := signature.Asymmetric("msg_p5jXN8AQM9LWM0D4loKWxJek", time.Unix(1614265330, 0), body, []ed25519.PrivateKey{k1, k2})
+	entries := strings.Fields(got)
+	require.Len(t, entries, 2)
+	signed := []byte("msg_p5jXN8AQM9LWM0D4loKWxJek.1614265330." + string(body))
+	for i, k := range []ed25519.PrivateKey{k1, k2} {
+		b64, ok := strings.CutPrefix(entries[i], "v1a,")
+		require.True(t, ok, entries[i])
+		sig, err := base64.StdEncoding.DecodeString(b64)
+		require.NoError(t, err)
+		require.True(t, ed25519.Verify(k.Public().(ed25519.PublicKey), signed, sig))
+		require.False(t, ed25519.Verify(k.Public().(ed25519.PublicKey), append(signed, ' '), sig))
 	}
 }
