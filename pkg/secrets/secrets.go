@@ -164,3 +164,16 @@ func ParseSigningKey(private string) (ed25519.PrivateKey, error) {
 	}
 	return ed25519.PrivateKey(b), nil
 }
+
+// ParsePublicKey decodes a "whpk_…" public key.
+func ParsePublicKey(public string) (ed25519.PublicKey, error) {
+	raw, ok := strings.CutPrefix(public, PublicKeyPrefix)
+	if !ok {
+		return nil, errors.New("not a \"whpk_\" public key")
+	}
+	b, err := base64.StdEncoding.DecodeString(raw)
+	if err != nil || len(b) != ed25519.PublicKeySize {
+		return nil, errors.New("a \"whpk_\" public key must be base64 of 32 bytes")
+	}
+	return ed25519.PublicKey(b), nil
+}

@@ -132,6 +132,34 @@ func VerifyStandard(secret, id, timestamp, signatures string, body []byte, toler
 	return ErrInvalid
 }
 
+// VerifyAsymmetric checks a v1a request with a "whpk_…" public key: one of the `v1a,` entries
+// must verify, and the timestamp must be within tolerance of now (0 skips the time check).
+func VerifyAsymmetric(publicKey, id, timestamp, signatures string, body []byte, tolerance time.Duration) error {
+	pub, err := secrets.ParsePublicKey(publicKey)
+	if err != nil {
+		return err
+	}
+	sec, err := strconv.ParseInt(timestamp, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%s %q is not a Unix time", HeaderTimestamp, timestamp)
+	}
+	ts := time.Unix(sec, 0)
+	if tolerance > 0 && (time.Since(ts) > tolerance || time.Until(ts) > tolerance) {
+		return fmt.Errorf("%s %s is outside the tolerance of %s", HeaderTimestamp, timestamp, tolerance)
+	}
+	signed := append([]byte(id+"."+timestamp+"."), body...)
+	for _, s := range strings.Fields(signatures) {
+		b64, ok := strings.CutPrefix(s, "v1a,")
+		if !ok {
+			continue
+		}
+		if sig, err := base64.StdEncoding.DecodeString(b64); err == nil && ed25519.Verify(pub, signed, sig) {
+			return nil
+		}
+	}
+	return ErrInvalid
+}
+
 // VerifyAskUsers checks an `X-Webhook-Signature` value.
 func VerifyAskUsers(secret string, body []byte, sig string) error {
 	if hmac.Equal([]byte(AskUsers(body, secret)), []byte(strings.ToLower(sig))) {

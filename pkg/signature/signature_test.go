@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/surveyhooks/surveyhooks/pkg/secrets"
 	"github.com/surveyhooks/surveyhooks/pkg/signature"
 )
 
@@ -100,4 +101,18 @@ func TestAsymmetricSignsTheStandardWebhooksContentPerKey(t *testing.T) {
 		require.True(t, ed25519.Verify(k.Public().(ed25519.PublicKey), signed, sig))
 		require.False(t, ed25519.Verify(k.Public().(ed25519.PublicKey), append(signed, ' '), sig))
 	}
+}
+
+func TestVerifyAsymmetricAcceptsItsKeysSignatureOnly(t *testing.T) {
+	private, public := secrets.NewSigningKey()
+	k, err := secrets.ParseSigningKey(private)
+	require.NoError(t, err)
+	ts := time.Now()
+	body := []byte(`{"a":1}`)
+	sig := signature.Asymmetric("msg_1", ts, body, []ed25519.PrivateKey{k})
+	unix := strconv.FormatInt(ts.Unix(), 10)
+	require.NoError(t, signature.VerifyAsymmetric(public, "msg_1", unix, "v1,xyz= "+sig, body, time.Minute))
+	require.ErrorIs(t, signature.VerifyAsymmetric(public, "msg_2", unix, sig, body, time.Minute), signature.ErrInvalid)
+	_, other := secrets.NewSigningKey()
+	require.ErrorIs(t, signature.VerifyAsymmetric(other, "msg_1", unix, sig, body, time.Minute), signature.ErrInvalid)
 }
