@@ -1,11 +1,13 @@
-// Package secrets makes and protects credentials: webhook signing secrets ("whsec_…"), project
-// API keys (only their SHA-256 is stored), and the AES-GCM box that seals signing secrets before
-// they reach the `webhooks` topic. Nothing here logs or formats a secret.
+// Package secrets makes and protects credentials: webhook signing secrets ("whsec_…") and ed25519
+// signing keys ("whsk_…", v1a), project API keys (only their SHA-256 is stored), and the AES-GCM
+// box that seals signing secrets and keys before they reach the `webhooks` topic. Nothing here
+// logs or formats a secret.
 package secrets
 
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -125,4 +127,53 @@ func (b *Box) Open(sealed []byte) (string, error) {
 		return "", errors.New("sealed secret does not open with this key (wrong SURVEYHOOKS_ENCRYPTION_KEY?)")
 	}
 	return string(out), nil
+}
+
+// Prefixes of Standard Webhooks' asymmetric (v1a, ed25519) keys.
+const (
+	SigningKeyPrefix = "whsk_" // the private key: sealed, never shown
+	PublicKeyPrefix  = "whpk_" // the public key: shown by the API, given to receivers
+)
+
+// NewSigningKey returns a new ed25519 key pair for v1a signatures: "whsk_" + base64 of the
+// 64-byte private key, and "whpk_" + base64 of the 32-byte public key.
+func NewSigningKey() (private, public string) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	return SigningKeyPrefix + base64.StdEncoding.EncodeToString(priv),
+		PublicKeyPrefix + base64.StdEncoding.EncodeToString(pub)
+}
+
+// PublicKeyOf returns the "whpk_…" public key of a "whsk_…" private key.
+func PublicKeyOf(private string) (string, error) {
+	priv, err := ParseSigningKey(private)
+	if err != nil {
+		return "", err
+	}
+	return PublicKeyPrefix + base64.StdEncoding.EncodeToString(priv.Public().(ed25519.PublicKey)), nil
+}
+
+// ParseSigningKey decodes a "whsk_…" private key.
+func ParseSigningKey(private string) (ed25519.PrivateKey, error) {
+	raw, ok := strings.CutPrefix(private, SigningKeyPrefix)
+	if !ok {
+		return nil, errors.New("not a \"whsk_\" signing key")
+	}
+	b, err := base64.StdEncoding.DecodeString(raw)
+	if err != nil || len(b) != ed25519.PrivateKeySize {
+		return nil, errors.New("a \"whsk_\" signing key must be base64 of 64 bytes")
+	}
+	return ed25519.PrivateKey(b), nil
+}
+
+// ParsePublicKey decodes a "whpk_…" public key.
+func ParsePublicKey(public string) (ed25519.PublicKey, error) {
+	raw, ok := strings.CutPrefix(public, PublicKeyPrefix)
+	if !ok {
+		return nil, errors.New("not a \"whpk_\" public key")
+	}
+	b, err := base64.StdEncoding.DecodeString(raw)
+	if err != nil || len(b) != ed25519.PublicKeySize {
+		return nil, errors.New("a \"whpk_\" public key must be base64 of 32 bytes")
+	}
+	return ed25519.PublicKey(b), nil
 }

@@ -69,3 +69,16 @@ func TestBoxSealsAndOpensAndRefusesTheWrongKey(t *testing.T) {
 	_, err = secrets.NewBox("c2hvcnQ=")
 	require.ErrorContains(t, err, "32 bytes")
 }
+
+func TestSigningKeyPairsMatchAndParse(t *testing.T) {
+	private, public := secrets.NewSigningKey()
+	require.True(t, strings.HasPrefix(private, "whsk_"))
+	require.True(t, strings.HasPrefix(public, "whpk_"))
+	got, err := secrets.PublicKeyOf(private)
+	require.NoError(t, err)
+	require.Equal(t, public, got)
+	_, err = secrets.ParseSigningKey("whsk_c2hvcnQ=")
+	require.Error(t, err)
+	_, err = secrets.ParseSigningKey(secrets.NewWebhookSecret())
+	require.Error(t, err)
+}

@@ -1,9 +1,11 @@
 // Package signature signs webhook requests and verifies them, the two ways receivers expect:
-// Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>`) and
+// Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>` with an
+// HMAC secret, or `v1a,<base64>` with an ed25519 key) and
 // Ask Users' `X-Webhook-Signature: <hex HMAC-SHA256 of the raw body>`. It never logs.
 package signature
 
 import (
+	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -74,6 +76,26 @@ func Standard(id string, ts time.Time, body []byte, keys [][]byte) string {
 	return sb.String()
 }
 
+// Asymmetric returns the v1a entries of `webhook-signature`: "v1a,<base64 ed25519 signature of
+// "{id}.{timestamp}.{body}">" per key, space-separated (several during a key rotation).
+func Asymmetric(id string, ts time.Time, body []byte, keys []ed25519.PrivateKey) string {
+	msg := make([]byte, 0, len(id)+24+len(body))
+	msg = append(msg, id...)
+	msg = append(msg, '.')
+	msg = strconv.AppendInt(msg, ts.Unix(), 10)
+	msg = append(msg, '.')
+	msg = append(msg, body...)
+	var sb strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			sb.WriteByte(' ')
+		}
+		sb.WriteString("v1a,")
+		sb.WriteString(base64.StdEncoding.EncodeToString(ed25519.Sign(k, msg)))
+	}
+	return sb.String()
+}
+
 // AskUsers returns the `X-Webhook-Signature` value: hex HMAC-SHA256 of the raw body, keyed with
 // the whole secret string as UTF-8 ("whsec_" included), as Ask Users' recipes key it, whatever the
 // kind of secret.
@@ -104,6 +126,34 @@ func VerifyStandard(secret, id, timestamp, signatures string, body []byte, toler
 	want := Standard(id, ts, body, [][]byte{key})
 	for _, s := range strings.Fields(signatures) {
 		if hmac.Equal([]byte(s), []byte(want)) {
+			return nil
+		}
+	}
+	return ErrInvalid
+}
+
+// VerifyAsymmetric checks a v1a request with a "whpk_…" public key: one of the `v1a,` entries
+// must verify, and the timestamp must be within tolerance of now (0 skips the time check).
+func VerifyAsymmetric(publicKey, id, timestamp, signatures string, body []byte, tolerance time.Duration) error {
+	pub, err := secrets.ParsePublicKey(publicKey)
+	if err != nil {
+		return err
+	}
+	sec, err := strconv.ParseInt(timestamp, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%s %q is not a Unix time", HeaderTimestamp, timestamp)
+	}
+	ts := time.Unix(sec, 0)
+	if tolerance > 0 && (time.Since(ts) > tolerance || time.Until(ts) > tolerance) {
+		return fmt.Errorf("%s %s is outside the tolerance of %s", HeaderTimestamp, timestamp, tolerance)
+	}
+	signed := append([]byte(id+"."+timestamp+"."), body...)
+	for _, s := range strings.Fields(signatures) {
+		b64, ok := strings.CutPrefix(s, "v1a,")
+		if !ok {
+			continue
+		}
+		if sig, err := base64.StdEncoding.DecodeString(b64); err == nil && ed25519.Verify(pub, signed, sig) {
 			return nil
 		}
 	}

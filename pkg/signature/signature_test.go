@@ -1,16 +1,19 @@
 package signature_test
 
 import (
+	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/surveyhooks/surveyhooks/pkg/secrets"
 	"github.com/surveyhooks/surveyhooks/pkg/signature"
 )
 
@@ -77,4 +80,39 @@ func BenchmarkSignBothWays(b *testing.B) {
 		signature.Standard("msg_p5jXN8AQM9LWM0D4loKWxJek", ts, body, [][]byte{key})
 		signature.AskUsers(body, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
 	}
+}
+
+// v1a entries verify with crypto/ed25519 over "{id}.{timestamp}.{body}", one per key, in order.
+func TestAsymmetricSignsTheStandardWebhooksContentPerKey(t *testing.T) {
+	k1 := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
+	seed := make([]byte, ed25519.SeedSize)
+	seed[0] = 1
+	k2 := ed25519.NewKeyFromSeed(seed)
+	body := []byte(`{"test": 2432232314}`)
+	got := signature.Asymmetric("msg_p5jXN8AQM9LWM0D4loKWxJek", time.Unix(1614265330, 0), body, []ed25519.PrivateKey{k1, k2})
+	entries := strings.Fields(got)
+	require.Len(t, entries, 2)
+	signed := []byte("msg_p5jXN8AQM9LWM0D4loKWxJek.1614265330." + string(body))
+	for i, k := range []ed25519.PrivateKey{k1, k2} {
+		b64, ok := strings.CutPrefix(entries[i], "v1a,")
+		require.True(t, ok, entries[i])
+		sig, err := base64.StdEncoding.DecodeString(b64)
+		require.NoError(t, err)
+		require.True(t, ed25519.Verify(k.Public().(ed25519.PublicKey), signed, sig))
+		require.False(t, ed25519.Verify(k.Public().(ed25519.PublicKey), append(signed, ' '), sig))
+	}
+}
+
+func TestVerifyAsymmetricAcceptsItsKeysSignatureOnly(t *testing.T) {
+	private, public := secrets.NewSigningKey()
+	k, err := secrets.ParseSigningKey(private)
+	require.NoError(t, err)
+	ts := time.Now()
+	body := []byte(`{"a":1}`)
+	sig := signature.Asymmetric("msg_1", ts, body, []ed25519.PrivateKey{k})
+	unix := strconv.FormatInt(ts.Unix(), 10)
+	require.NoError(t, signature.VerifyAsymmetric(public, "msg_1", unix, "v1,xyz= "+sig, body, time.Minute))
+	require.ErrorIs(t, signature.VerifyAsymmetric(public, "msg_2", unix, sig, body, time.Minute), signature.ErrInvalid)
+	_, other := secrets.NewSigningKey()
+	require.ErrorIs(t, signature.VerifyAsymmetric(other, "msg_1", unix, sig, body, time.Minute), signature.ErrInvalid)
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
+	"github.com/surveyhooks/surveyhooks/pkg/secrets"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 	"github.com/surveyhooks/surveyhooks/services/api/portal"
 )
@@ -171,6 +172,9 @@ func (b portalBackend) RevealSecret(projectID, webhookID string) (string, error)
 			secret, err := b.s.box.Open(sc.Sealed)
 			if err != nil {
 				return "", fmt.Errorf("opening the secret of webhook %s: %w", webhookID, err)
+			}
+			if strings.HasPrefix(secret, secrets.SigningKeyPrefix) { // v1a: only the public key is ever shown
+				return secrets.PublicKeyOf(secret)
 			}
 			b.s.log.Info("webhook secret revealed in the portal", "project_id", projectID, "webhook_id", webhookID)
 			return secret, nil

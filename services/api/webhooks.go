@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"cmp"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/textproto"
@@ -59,6 +63,13 @@ type webhookSpec struct {
 	RetryPolicy       string            `json:"retry_policy"`
 	Headers           map[string]string `json:"headers"`
 	Masking           []maskingRule     `json:"masking"`
+	// SignatureScheme is "v1" (HMAC, the default) or "v1a" (ed25519); it is chosen at creation and
+	// changed only by a rotation, which makes the new scheme's key.
+	SignatureScheme string `json:"signature_scheme"`
+	// ClientCertificate (PEM) is presented to receivers that ask for one (mTLS); ClientKey, its PEM
+	// private key, is taken with it and sealed — never part of a stored spec, never shown.
+	ClientCertificate string  `json:"client_certificate"`
+	ClientKey         *string `json:"client_key,omitempty"`
 	// Secret is taken on creation only (rotation has its own endpoint); never part of a stored spec.
 	Secret *string `json:"secret,omitempty"`
 }
@@ -69,41 +80,139 @@ func specOf(wh *pb.Webhook) webhookSpec {
 		EventToggles: wh.EventToggles, Enabled: &enabled, UserProperties: wh.UserProperties,
 		CompanyProperties: wh.CompanyProperties, PayloadVersion: wh.PayloadVersion, Filter: wh.Filter,
 		Transform: wh.Transform, Format: wh.Format, RateLimitPerS: wh.RateLimitPerS, Headers: wh.Headers,
-		RetryClientErrors: wh.RetryClientErrors, RetryPolicy: wh.RetryPolicy, Masking: maskingOut(wh.Masking)}
+		RetryClientErrors: wh.RetryClientErrors, RetryPolicy: wh.RetryPolicy,
+		SignatureScheme: cmp.Or(wh.SignatureScheme, schemeV1), ClientCertificate: wh.ClientCertificate, Masking: maskingOut(wh.Masking)}
+}
+
+// Bounds of an mTLS client certificate (a chain) and its key, in PEM.
+const (
+	maxClientCertificate = 16 << 10
+	maxClientKey         = 8 << 10
+)
+
+// applyClientCertificate sets, keeps or removes the webhook's client certificate. A new
+// certificate needs its key; the key is checked against it and sealed.
+func (s *Server) applyClientCertificate(wh *pb.Webhook, spec webhookSpec) error {
+	cert := strings.TrimSpace(spec.ClientCertificate)
+	switch {
+	case cert == "":
+		if spec.ClientKey != nil && *spec.ClientKey != "" {
+			return invalid("client_key", "client_key is given only with client_certificate")
+		}
+		wh.ClientCertificate, wh.ClientKeySealed = "", nil
+		return nil
+	case spec.ClientKey == nil:
+		if cert != wh.ClientCertificate {
+			return invalid("client_key", "client_key (PEM private key) must be given with a new client_certificate")
+		}
+		return nil
+	}
+	if len(cert) > maxClientCertificate {
+		return invalid("client_certificate", "client_certificate must be at most %d bytes", maxClientCertificate)
+	}
+	if _, err := clientCertificateExpiry(cert); err != nil {
+		return invalid("client_certificate", "client_certificate must be a PEM certificate: %v", err)
+	}
+	key := *spec.ClientKey
+	if len(key) > maxClientKey {
+		return invalid("client_key", "client_key must be at most %d bytes", maxClientKey)
+	}
+	if _, err := tls.X509KeyPair([]byte(cert), []byte(key)); err != nil {
+		// Never echo the key: say what is wrong, not what was given.
+		return invalid("client_key", "client_key must be the PEM private key of client_certificate")
+	}
+	wh.ClientCertificate, wh.ClientKeySealed = cert, s.box.Seal(key)
+	return nil
+}
+
+// clientCertificateExpiry is the NotAfter of the first certificate in a PEM chain.
+func clientCertificateExpiry(certPEM string) (time.Time, error) {
+	block, _ := pem.Decode([]byte(certPEM))
+	if block == nil || block.Type != "CERTIFICATE" {
+		return time.Time{}, errors.New("no CERTIFICATE block")
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return c.NotAfter.UTC(), nil
+}
+
+// Signature schemes (Standard Webhooks): v1 signs with an HMAC secret, v1a with an ed25519 key.
+const (
+	schemeV1  = "v1"
+	schemeV1a = "v1a"
+)
+
+// newSigningSecret makes what a new or rotated secret of the scheme seals: a "whsec_…" secret
+// (or the one given) for v1, a "whsk_…" private key for v1a. shown is what the answer may
+// carry: the secret for v1, the "whpk_…" public key for v1a — never the private key.
+func newSigningSecret(scheme string, given *string) (sealed, shown string, err error) {
+	if scheme == schemeV1a {
+		if given != nil {
+			return "", "", invalid("secret", "a v1a webhook's ed25519 key pair is generated: secret applies to v1 only")
+		}
+		private, public := secrets.NewSigningKey()
+		return private, public, nil
+	}
+	secret := secrets.NewWebhookSecret()
+	if given != nil {
+		if err := secrets.ValidateWebhookSecret(*given); err != nil {
+			return "", "", invalid("secret", "secret %v", err)
+		}
+		secret = *given
+	}
+	return secret, secret, nil
+}
+
+func validScheme(scheme string) (string, error) {
+	switch scheme {
+	case "", schemeV1:
+		return "", nil // stored as the default
+	case schemeV1a:
+		return schemeV1a, nil
+	}
+	return "", invalid("signature_scheme", "signature_scheme must be %q (HMAC-SHA256) or %q (ed25519)", schemeV1, schemeV1a)
 }
 
 type secretOut struct {
 	Fingerprint string     `json:"fingerprint"`
+	PublicKey   string     `json:"public_key,omitempty"` // v1a: the "whpk_…" key receivers verify with
 	CreatedAt   time.Time  `json:"created_at"`
 	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
 }
 
 type webhookOut struct {
-	ID                string            `json:"id"`
-	ProjectID         string            `json:"project_id"`
-	Name              string            `json:"name"`
-	Description       string            `json:"description"`
-	URL               string            `json:"url"`
-	Events            []string          `json:"events"`
-	EventToggles      map[string]bool   `json:"event_toggles"`
-	Enabled           bool              `json:"enabled"`
-	DisabledReason    string            `json:"disabled_reason,omitempty"`
-	Secret            string            `json:"secret,omitempty"` // only right after it was created or rotated
-	Secrets           []secretOut       `json:"secrets"`
-	UserProperties    []string          `json:"user_properties"`
-	CompanyProperties []string          `json:"company_properties"`
-	PayloadVersion    string            `json:"payload_version"`
-	Filter            string            `json:"filter"`
-	Transform         string            `json:"transform"`
-	Format            string            `json:"format"`
-	RateLimitPerS     float64           `json:"rate_limit_per_s"`
-	RetryClientErrors bool              `json:"retry_client_errors"`
-	RetryPolicy       string            `json:"retry_policy"`
-	Headers           map[string]string `json:"headers"`
-	Masking           []maskingRule     `json:"masking"`
-	Revision          int64             `json:"revision"`
-	CreatedAt         time.Time         `json:"created_at"`
-	UpdatedAt         time.Time         `json:"updated_at"`
+	ID              string          `json:"id"`
+	ProjectID       string          `json:"project_id"`
+	Name            string          `json:"name"`
+	Description     string          `json:"description"`
+	URL             string          `json:"url"`
+	Events          []string        `json:"events"`
+	EventToggles    map[string]bool `json:"event_toggles"`
+	Enabled         bool            `json:"enabled"`
+	DisabledReason  string          `json:"disabled_reason,omitempty"`
+	Secret          string          `json:"secret,omitempty"` // only right after it was created or rotated
+	SignatureScheme string          `json:"signature_scheme"`
+	PublicKey       string          `json:"public_key,omitempty"` // v1a: the newest key's "whpk_…"
+	// ClientCertificate is public (the key never leaves the box); with its expiry.
+	ClientCertificate          string            `json:"client_certificate,omitempty"`
+	ClientCertificateExpiresAt *time.Time        `json:"client_certificate_expires_at,omitempty"`
+	Secrets                    []secretOut       `json:"secrets"`
+	UserProperties             []string          `json:"user_properties"`
+	CompanyProperties          []string          `json:"company_properties"`
+	PayloadVersion             string            `json:"payload_version"`
+	Filter                     string            `json:"filter"`
+	Transform                  string            `json:"transform"`
+	Format                     string            `json:"format"`
+	RateLimitPerS              float64           `json:"rate_limit_per_s"`
+	RetryClientErrors          bool              `json:"retry_client_errors"`
+	RetryPolicy                string            `json:"retry_policy"`
+	Headers                    map[string]string `json:"headers"`
+	Masking                    []maskingRule     `json:"masking"`
+	Revision                   int64             `json:"revision"`
+	CreatedAt                  time.Time         `json:"created_at"`
+	UpdatedAt                  time.Time         `json:"updated_at"`
 }
 
 // view is what a client sees of a webhook: never a secret, only each unexpired secret's metadata.
@@ -113,7 +222,7 @@ func (s *Server) view(wh *pb.Webhook) webhookOut {
 		DisabledReason: wh.DisabledReason, Secrets: []secretOut{}, UserProperties: nonNil(wh.UserProperties),
 		CompanyProperties: nonNil(wh.CompanyProperties), PayloadVersion: wh.PayloadVersion, Filter: wh.Filter,
 		Transform: wh.Transform, Format: wh.Format, RateLimitPerS: wh.RateLimitPerS, Headers: wh.Headers,
-		RetryClientErrors: wh.RetryClientErrors, RetryPolicy: cmp.Or(wh.RetryPolicy, "default"), Revision: wh.Revision, CreatedAt: time.UnixMilli(wh.CreatedAtMs).UTC(), UpdatedAt: time.UnixMilli(wh.UpdatedAtMs).UTC()}
+		RetryClientErrors: wh.RetryClientErrors, RetryPolicy: cmp.Or(wh.RetryPolicy, "default"), SignatureScheme: cmp.Or(wh.SignatureScheme, schemeV1), Revision: wh.Revision, CreatedAt: time.UnixMilli(wh.CreatedAtMs).UTC(), UpdatedAt: time.UnixMilli(wh.UpdatedAtMs).UTC()}
 	if out.EventToggles == nil {
 		out.EventToggles = map[string]bool{}
 	}
@@ -121,12 +230,22 @@ func (s *Server) view(wh *pb.Webhook) webhookOut {
 		out.Headers = map[string]string{}
 	}
 	out.Masking = maskingOut(wh.Masking)
+	if wh.ClientCertificate != "" {
+		out.ClientCertificate = wh.ClientCertificate
+		if exp, err := clientCertificateExpiry(wh.ClientCertificate); err == nil {
+			out.ClientCertificateExpiresAt = &exp
+		}
+	}
 	now := time.Now().UnixMilli()
 	for _, sc := range wh.Secrets {
 		if sc.ExpiresAtMs != 0 && sc.ExpiresAtMs <= now {
 			continue // no longer signs
 		}
-		so := secretOut{Fingerprint: s.fingerprint(sc.Sealed), CreatedAt: time.UnixMilli(sc.CreatedAtMs).UTC()}
+		fp, public := s.fingerprint(sc.Sealed)
+		so := secretOut{Fingerprint: fp, PublicKey: public, CreatedAt: time.UnixMilli(sc.CreatedAtMs).UTC()}
+		if out.PublicKey == "" {
+			out.PublicKey = public
+		}
 		if sc.ExpiresAtMs > 0 {
 			t := time.UnixMilli(sc.ExpiresAtMs).UTC()
 			so.ExpiresAt = &t
@@ -136,15 +255,22 @@ func (s *Server) view(wh *pb.Webhook) webhookOut {
 	return out
 }
 
-// fingerprint tells secrets apart without revealing them: the first 6 bytes of the secret's
-// SHA-256, which a subscriber can compute from the secret it holds.
-func (s *Server) fingerprint(sealed []byte) string {
+// fingerprint tells secrets apart without revealing them: the first 6 bytes of the SHA-256 of
+// what the subscriber holds — the secret, or for a v1a key the "whpk_…" public key, which is
+// returned too.
+func (s *Server) fingerprint(sealed []byte) (fingerprint, public string) {
 	secret, err := s.box.Open(sealed)
 	if err != nil {
-		return "unreadable"
+		return "unreadable", ""
+	}
+	if strings.HasPrefix(secret, secrets.SigningKeyPrefix) {
+		if public, err = secrets.PublicKeyOf(secret); err != nil {
+			return "unreadable", ""
+		}
+		secret = public
 	}
 	sum := sha256.Sum256([]byte(secret))
-	return "sha256:" + hex.EncodeToString(sum[:6])
+	return "sha256:" + hex.EncodeToString(sum[:6]), public
 }
 
 func nonNil(s []string) []string {
@@ -205,6 +331,9 @@ func (s *Server) apply(wh *pb.Webhook, spec webhookSpec) error {
 			}
 			wh.Headers[ck] = v
 		}
+	}
+	if err := s.applyClientCertificate(wh, spec); err != nil {
+		return err
 	}
 	return validateWebhook(wh)
 }
@@ -355,15 +484,15 @@ func (s *Server) createWebhook(w http.ResponseWriter, r *http.Request, p *pb.Pro
 	if err := httpapi.DecodeStrict(body, &in); err != nil {
 		return err
 	}
-	secret := secrets.NewWebhookSecret()
-	if in.Secret != nil {
-		if err := secrets.ValidateWebhookSecret(*in.Secret); err != nil {
-			return invalid("secret", "secret %v", err)
-		}
-		secret = *in.Secret
-	}
 	now := time.Now().UnixMilli()
 	wh := &pb.Webhook{Id: ids.New("wh_"), ProjectId: p.Id, CreatedAtMs: now, UpdatedAtMs: now, Revision: 1}
+	if wh.SignatureScheme, err = validScheme(in.SignatureScheme); err != nil {
+		return err
+	}
+	secret, shown, err := newSigningSecret(wh.SignatureScheme, in.Secret)
+	if err != nil {
+		return err
+	}
 	if err := s.apply(wh, in); err != nil {
 		return err
 	}
@@ -373,7 +502,9 @@ func (s *Server) createWebhook(w http.ResponseWriter, r *http.Request, p *pb.Pro
 	}
 	s.log.Info("webhook created", "project_id", p.Id, "webhook_id", wh.Id)
 	out := s.view(wh)
-	out.Secret = secret
+	if wh.SignatureScheme != schemeV1a {
+		out.Secret = shown
+	}
 	w.Header().Set("Location", "/v1/webhooks/"+wh.Id)
 	httpapi.WriteJSON(w, http.StatusCreated, out)
 	return nil
@@ -490,6 +621,11 @@ func (s *Server) patchWebhook(w http.ResponseWriter, r *http.Request, p *pb.Proj
 		if err := httpapi.DecodeStrict(merged, &spec); err != nil {
 			return err
 		}
+		if scheme, err := validScheme(spec.SignatureScheme); err != nil {
+			return err
+		} else if scheme != wh.SignatureScheme {
+			return invalid("signature_scheme", "signature_scheme changes through POST /v1/webhooks/{id}/secrets/rotate, which makes the new scheme's key")
+		}
 		return s.apply(wh, spec)
 	})
 	if err != nil {
@@ -532,18 +668,12 @@ func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request, p *pb.Proj
 	var in struct {
 		Secret            *string `json:"secret"`
 		ExpirePreviousInS *int64  `json:"expire_previous_in_s"`
+		SignatureScheme   *string `json:"signature_scheme"` // default: the webhook's current scheme
 	}
 	if len(bytes.TrimSpace(body)) > 0 {
 		if err := httpapi.DecodeStrict(body, &in); err != nil {
 			return err
 		}
-	}
-	secret := secrets.NewWebhookSecret()
-	if in.Secret != nil {
-		if err := secrets.ValidateWebhookSecret(*in.Secret); err != nil {
-			return invalid("secret", "secret %v", err)
-		}
-		secret = *in.Secret
 	}
 	expireIn := defaultExpirePrevious
 	if in.ExpirePreviousInS != nil {
@@ -553,7 +683,20 @@ func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request, p *pb.Proj
 		}
 		expireIn = time.Duration(*in.ExpirePreviousInS) * time.Second
 	}
+	var shown string
 	wh, err := s.modify(r, p, func(wh *pb.Webhook) error {
+		if in.SignatureScheme != nil {
+			scheme, err := validScheme(*in.SignatureScheme)
+			if err != nil {
+				return err
+			}
+			wh.SignatureScheme = scheme // the previous secrets keep signing in their scheme until they expire
+		}
+		var secret string
+		var err error
+		if secret, shown, err = newSigningSecret(wh.SignatureScheme, in.Secret); err != nil {
+			return err
+		}
 		now := time.Now().UnixMilli()
 		until := now + expireIn.Milliseconds()
 		kept := []*pb.Secret{{Sealed: s.box.Seal(secret), CreatedAtMs: now}}
@@ -573,7 +716,9 @@ func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request, p *pb.Proj
 	}
 	s.log.Info("webhook secret rotated", "project_id", p.Id, "webhook_id", wh.Id, "secrets", len(wh.Secrets))
 	out := s.view(wh)
-	out.Secret = secret
+	if wh.SignatureScheme != schemeV1a {
+		out.Secret = shown
+	}
 	httpapi.WriteJSON(w, http.StatusOK, out)
 	return nil
 }

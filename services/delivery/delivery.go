@@ -20,10 +20,12 @@ package delivery
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -43,6 +45,14 @@ type Config struct {
 	EncryptionKey string `env:"SURVEYHOOKS_ENCRYPTION_KEY"`
 	// AllowDestinations lists CIDRs the SSRF guard lets through (e.g. 127.0.0.0/8 for development).
 	AllowDestinations string `env:"SURVEYHOOKS_ALLOW_DESTINATIONS"`
+	// ProxyURL sends every outbound request through an egress proxy (a static egress IP):
+	// "http://[user:pass@]host:port" (HTTP CONNECT) or "socks5://[user:pass@]host:port". The SSRF
+	// guard still judges each destination (resolved before the proxy is asked for it); the
+	// proxy's own address must be public or in SURVEYHOOKS_ALLOW_DESTINATIONS.
+	ProxyURL string `env:"DELIVERY_PROXY_URL"`
+	// RootCAsFile, when set, is a PEM file of the CAs receivers' certificates are checked against
+	// instead of the system roots (a private CA; the mTLS tests' own CA).
+	RootCAsFile string `env:"DELIVERY_ROOT_CAS_FILE"`
 	// MaxInFlight bounds deliveries held by this process (running or queued behind their endpoint).
 	MaxInFlight int `env:"DELIVERY_MAX_IN_FLIGHT" envDefault:"10000"`
 	// PerEndpointConcurrency bounds concurrent requests to one webhook.
@@ -85,6 +95,12 @@ func (c Config) Validate() error {
 	}
 	if _, err := sender.ParseAllowList(c.AllowDestinations); err != nil {
 		return fmt.Errorf("SURVEYHOOKS_ALLOW_DESTINATIONS: %w", err)
+	}
+	if _, err := sender.ParseProxyURL(c.ProxyURL); err != nil {
+		return fmt.Errorf("DELIVERY_PROXY_URL: %w", err)
+	}
+	if _, err := rootCAs(c.RootCAsFile); err != nil {
+		return fmt.Errorf("DELIVERY_ROOT_CAS_FILE: %w", err)
 	}
 	switch {
 	case c.MaxInFlight < 1:
@@ -141,8 +157,20 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 	if err := regRun.CaughtUp(ctx); err != nil {
 		return fmt.Errorf("loading webhooks: %w", err)
 	}
+	proxy, err := sender.ParseProxyURL(cfg.ProxyURL)
+	if err != nil {
+		return fmt.Errorf("DELIVERY_PROXY_URL: %w", err)
+	}
+	if proxy != nil {
+		log.Info("outbound requests go through a proxy", "proxy", proxy.Redacted())
+	}
+	roots, err := rootCAs(cfg.RootCAsFile)
+	if err != nil {
+		return fmt.Errorf("DELIVERY_ROOT_CAS_FILE: %w", err)
+	}
 	snd := sender.New(sender.Options{Timeout: cfg.Timeout, MaxResponseBytes: cfg.MaxResponseBytes,
-		MaxResponseHeaderBytes: cfg.MaxResponseHeaderBytes, Allow: allow, StartSpan: telemetry.StartClientSpan})
+		MaxResponseHeaderBytes: cfg.MaxResponseHeaderBytes, Allow: allow, StartSpan: telemetry.StartClientSpan,
+		Proxy: proxy, RootCAs: roots})
 	w, err := NewWorker(cfg, reg, box, snd, log, opts...)
 	if err != nil {
 		return err
@@ -169,6 +197,22 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 	stopRegistry() // the worker needed webhooks until its last in-flight delivery finished
 	_ = regRun.Wait()
 	return err
+}
+
+// rootCAs reads a PEM file of CA certificates; "" means the system roots (nil).
+func rootCAs(file string) (*x509.CertPool, error) {
+	if file == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", file)
+	}
+	return pool, nil
 }
 
 func prefixes(ps []netip.Prefix) []string {

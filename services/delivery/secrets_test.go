@@ -17,14 +17,14 @@ func TestSecretCacheLeavesOutExpiredSecretsOnly(t *testing.T) {
 	now := time.Now()
 	c := newSecretCache(box)
 	wh := &pb.Webhook{Id: "wh_1", Revision: 1, Secrets: []*pb.Secret{{Sealed: box.Seal("new")}, {Sealed: box.Seal("old")}}}
-	got, err := c.open(wh, now)
+	got, _, err := c.open(wh, now)
 	require.NoError(t, err)
 	require.Equal(t, []string{"new", "old"}, got, "none expires: all, newest first")
 
 	wh = &pb.Webhook{Id: "wh_1", Revision: 2, Secrets: []*pb.Secret{{Sealed: box.Seal("new")},
 		{Sealed: box.Seal("rotating"), ExpiresAtMs: now.Add(time.Hour).UnixMilli()},
 		{Sealed: box.Seal("old"), ExpiresAtMs: now.Add(-time.Second).UnixMilli()}}}
-	got, err = c.open(wh, now)
+	got, _, err = c.open(wh, now)
 	require.NoError(t, err)
 	require.Equal(t, []string{"new", "rotating"}, got, "the expired one is left out")
 }

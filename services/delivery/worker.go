@@ -282,7 +282,7 @@ func (w *Worker) deliver(ctx context.Context, t *task) time.Duration {
 		}
 		start = time.Now()
 		var judge func(error) // the breaker's callback, when it let the request through
-		keys, err := w.secrets.open(wh, start)
+		keys, cert, err := w.secrets.open(wh, start)
 		switch {
 		case err != nil:
 			res.Err = fmt.Errorf("%w: %w", errSecret, err)
@@ -294,7 +294,7 @@ func (w *Worker) deliver(ctx context.Context, t *task) time.Duration {
 		}
 		if err == nil && !in.BreakerOpen {
 			res = w.snd.Send(t.ctx, sender.Request{MessageID: d.DeliveryId, URL: wh.Url, Body: d.Body, Secrets: keys,
-				Headers: wh.Headers, Timestamp: start})
+				Headers: wh.Headers, Timestamp: start, ClientCert: cert})
 		}
 		if ctx.Err() != nil {
 			if judge != nil {

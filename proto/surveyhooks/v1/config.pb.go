@@ -246,9 +246,16 @@ type Webhook struct {
 	// as that platform's document describes it (services/delivery/policy.go, README "Delivery").
 	RetryPolicy string `protobuf:"bytes,30,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
 	// Masking rules applied by fan-out to the rendered body before it is queued (pkg/masking).
-	Masking       []*MaskingRule `protobuf:"bytes,60,rep,name=masking,proto3" json:"masking,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Masking []*MaskingRule `protobuf:"bytes,60,rep,name=masking,proto3" json:"masking,omitempty"`
+	// Standard Webhooks signature scheme: "" or "v1" (HMAC-SHA256 with the secrets), "v1a" (ed25519:
+	// each Secret then seals a "whsk_…" private key, and the API shows its "whpk_…" public key).
+	SignatureScheme string `protobuf:"bytes,70,opt,name=signature_scheme,json=signatureScheme,proto3" json:"signature_scheme,omitempty"`
+	// mTLS: an optional PEM client certificate (chain) presented to the receiver, and its PEM
+	// private key, AES-GCM sealed like the secrets.
+	ClientCertificate string `protobuf:"bytes,71,opt,name=client_certificate,json=clientCertificate,proto3" json:"client_certificate,omitempty"`
+	ClientKeySealed   []byte `protobuf:"bytes,72,opt,name=client_key_sealed,json=clientKeySealed,proto3" json:"client_key_sealed,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Webhook) Reset() {
@@ -449,6 +456,27 @@ func (x *Webhook) GetMasking() []*MaskingRule {
 	return nil
 }
 
+func (x *Webhook) GetSignatureScheme() string {
+	if x != nil {
+		return x.SignatureScheme
+	}
+	return ""
+}
+
+func (x *Webhook) GetClientCertificate() string {
+	if x != nil {
+		return x.ClientCertificate
+	}
+	return ""
+}
+
+func (x *Webhook) GetClientKeySealed() []byte {
+	if x != nil {
+		return x.ClientKeySealed
+	}
+	return nil
+}
+
 // MaskingRule hides one field of a JSON body: path in pkg/masking's path language (dotted keys,
 // "[*]" over arrays), action "hash" (keyed HMAC-SHA256, per project), "mask" (keep `keep`
 // characters, then "***") or "drop" (remove it).
@@ -593,7 +621,7 @@ const file_surveyhooks_v1_config_proto_rawDesc = "" +
 	"\x06scopes\x18\x05 \x03(\tR\x06scopes\x12\"\n" +
 	"\rcreated_at_ms\x18\x06 \x01(\x03R\vcreatedAtMs\x12\"\n" +
 	"\rexpires_at_ms\x18\a \x01(\x03R\vexpiresAtMs\x12\"\n" +
-	"\rrevoked_at_ms\x18\b \x01(\x03R\vrevokedAtMs\"\x89\b\n" +
+	"\rrevoked_at_ms\x18\b \x01(\x03R\vrevokedAtMs\"\x8f\t\n" +
 	"\aWebhook\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -621,7 +649,10 @@ const file_surveyhooks_v1_config_proto_rawDesc = "" +
 	"\aheaders\x18\x15 \x03(\v2$.surveyhooks.v1.Webhook.HeadersEntryR\aheaders\x12.\n" +
 	"\x13retry_client_errors\x18\x16 \x01(\bR\x11retryClientErrors\x12!\n" +
 	"\fretry_policy\x18\x1e \x01(\tR\vretryPolicy\x125\n" +
-	"\amasking\x18< \x03(\v2\x1b.surveyhooks.v1.MaskingRuleR\amasking\x1a?\n" +
+	"\amasking\x18< \x03(\v2\x1b.surveyhooks.v1.MaskingRuleR\amasking\x12)\n" +
+	"\x10signature_scheme\x18F \x01(\tR\x0fsignatureScheme\x12-\n" +
+	"\x12client_certificate\x18G \x01(\tR\x11clientCertificate\x12*\n" +
+	"\x11client_key_sealed\x18H \x01(\fR\x0fclientKeySealed\x1a?\n" +
 	"\x11EventTogglesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\bR\x05value:\x028\x01\x1a:\n" +

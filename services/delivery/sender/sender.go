@@ -1,12 +1,17 @@
 // Package sender makes the outbound webhook request: it signs the body (Standard Webhooks and Ask
-// Users headers), POSTs it through a transport that refuses private, loopback and other internal
-// addresses at dial time (so neither DNS nor redirects can get around it), reads at most a capped
-// response body and response headers. What a result means is the delivery worker's decision, not
-// the sender's. It never follows redirects and never logs; secrets only pass through to the HMAC.
+// Users headers; or ed25519 `v1a` with "whsk_" keys), POSTs it — directly or through an egress
+// proxy, with the webhook's client certificate when it has one — through a transport that refuses
+// private, loopback and other internal addresses at dial time (so neither DNS, redirects nor the
+// proxy can get around it), reads at most a capped response body and response headers. What a
+// result means is the delivery worker's decision, not the sender's. It never follows redirects
+// and never logs; secrets and keys only pass through to the HMAC, the signer and TLS.
 package sender
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -16,10 +21,12 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 	"unicode/utf8"
 
+	"github.com/surveyhooks/surveyhooks/pkg/secrets"
 	"github.com/surveyhooks/surveyhooks/pkg/signature"
 )
 
@@ -43,6 +50,13 @@ type Options struct {
 	// starts the client span and sets the traceparent header the subscriber and the attempt log
 	// see) and returns the function that ends the span with the outcome.
 	StartSpan func(*http.Request) (end func(*http.Response, error))
+	// Proxy, when set, carries every request: "http://host:port" tunnels with CONNECT,
+	// "socks5://host:port" through SOCKS5 (see ParseProxyURL). The guard still judges the final
+	// destination, resolved here; the proxy's own address must be public or in Allow.
+	Proxy *url.URL
+	// RootCAs, when set, replaces the system roots that receivers' certificates are checked
+	// against (tests; a private CA in front of every receiver). Nil: the system roots.
+	RootCAs *x509.CertPool
 }
 
 // Sender sends webhook requests. It is safe for concurrent use.
@@ -50,6 +64,17 @@ type Sender struct {
 	opts   Options
 	client *http.Client
 	guard  *Guard
+	tr     *http.Transport
+	// mtls holds one client per client certificate: Go's pool shares a connection between
+	// requests to one host, so connections made with a certificate must stay apart.
+	mu   sync.Mutex
+	mtls map[string]mtlsClient // by ClientCert.Owner
+}
+
+type mtlsClient struct {
+	version string
+	client  *http.Client
+	tr      *http.Transport
 }
 
 // New returns a Sender with one shared, pooled transport.
@@ -79,26 +104,65 @@ func New(opts Options) *Sender {
 		ExpectContinueTimeout:  time.Second,
 		ResponseHeaderTimeout:  opts.Timeout,
 		MaxResponseHeaderBytes: opts.MaxResponseHeaderBytes,
-		Proxy:                  nil, // a proxy would bypass the dial-time guard
+		Proxy:                  nil, // the transport's own proxying would bypass the guard: see proxyDialer
+		TLSClientConfig:        &tls.Config{RootCAs: opts.RootCAs, MinVersion: tls.VersionTLS12},
 	}
-	return &Sender{opts: opts, guard: g, client: &http.Client{
+	if opts.Proxy != nil {
+		tr.DialContext = newProxyDialer(opts.Proxy, g, d).DialContext
+	}
+	return &Sender{opts: opts, guard: g, tr: tr, client: newClient(tr), mtls: map[string]mtlsClient{}}
+}
+
+func newClient(tr http.RoundTripper) *http.Client {
+	return &http.Client{
 		Transport:     tr,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}}
+	}
+}
+
+// clientFor returns the client that presents cert (the shared one without a certificate).
+func (s *Sender) clientFor(cert *ClientCert) *http.Client {
+	if cert == nil {
+		return s.client
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.mtls[cert.Owner]
+	if !ok || c.version != cert.Version {
+		if ok {
+			c.tr.CloseIdleConnections() // the previous certificate's connections
+		}
+		tr := s.tr.Clone()
+		tr.TLSClientConfig.Certificates = []tls.Certificate{cert.Certificate}
+		c = mtlsClient{version: cert.Version, client: newClient(tr), tr: tr}
+		s.mtls[cert.Owner] = c
+	}
+	return c.client
+}
+
+// ClientCert is a TLS client certificate to present (mTLS).
+type ClientCert struct {
+	// Owner (the webhook) and Version (of its certificate, e.g. the webhook's revision) name it:
+	// requests with the same Owner and Version share connections; a new Version replaces the
+	// Owner's previous one, so the pool holds one per webhook.
+	Owner, Version string
+	Certificate    tls.Certificate
 }
 
 // Request is one attempt to send.
 type Request struct {
-	MessageID string // the `webhook-id`: the same on every retry
-	URL       string
-	Body      []byte
-	Secrets   []string          // active "whsec_…" secrets, newest first
-	Headers   map[string]string // extra headers configured on the webhook
-	Timestamp time.Time         // the attempt's time (webhook-timestamp)
+	MessageID  string // the `webhook-id`: the same on every retry
+	URL        string
+	Body       []byte
+	Secrets    []string          // active "whsec_…" (or custom) secrets and "whsk_…" keys, newest first
+	Headers    map[string]string // extra headers configured on the webhook
+	Timestamp  time.Time         // the attempt's time (webhook-timestamp)
+	ClientCert *ClientCert       // presented to a receiver that asks for one; nil: none
 }
 
 // fixedHeaders are the headers every request carries, canonical as http.Header.Set makes them,
-// in the order Send fills them (the last two only when there is a secret).
+// in the order Send fills them (webhook-signature only when there is a secret or key,
+// X-Webhook-Signature only when there is an HMAC secret).
 var fixedHeaders = [...]string{"Content-Type", "User-Agent",
 	http.CanonicalHeaderKey(signature.HeaderID), http.CanonicalHeaderKey(signature.HeaderTimestamp),
 	http.CanonicalHeaderKey(signature.HeaderSignature), http.CanonicalHeaderKey(signature.HeaderAskUsers)}
@@ -144,14 +208,36 @@ func (s *Sender) Send(ctx context.Context, req Request) Result {
 	n := 4
 	if len(req.Secrets) > 0 {
 		keys := make([][]byte, 0, len(req.Secrets))
+		var edKeys []ed25519.PrivateKey
+		hmacSecret := ""
 		for _, sec := range req.Secrets {
+			if strings.HasPrefix(sec, secrets.SigningKeyPrefix) { // v1a: ed25519
+				if k, err := secrets.ParseSigningKey(sec); err == nil {
+					edKeys = append(edKeys, k)
+				}
+				continue
+			}
 			if k, err := signature.Key(sec); err == nil {
 				keys = append(keys, k)
+				if hmacSecret == "" {
+					hmacSecret = sec
+				}
 			}
 		}
-		vals[4] = signature.Standard(req.MessageID, req.Timestamp, req.Body, keys)
-		vals[5] = signature.AskUsers(req.Body, req.Secrets[0])
-		n = 6
+		sig := signature.Standard(req.MessageID, req.Timestamp, req.Body, keys)
+		if len(edKeys) > 0 {
+			asym := signature.Asymmetric(req.MessageID, req.Timestamp, req.Body, edKeys)
+			if sig != "" {
+				asym += " " + sig
+			}
+			sig = asym
+		}
+		vals[4] = sig
+		n = 5
+		if hmacSecret != "" { // Ask Users' header is an HMAC: a v1a-only webhook has no secret for it
+			vals[5] = signature.AskUsers(req.Body, hmacSecret)
+			n = 6
+		}
 	}
 	for i, k := range fixedHeaders[:n] {
 		h[k] = vals[i : i+1 : i+1]
@@ -162,7 +248,7 @@ func (s *Sender) Send(ctx context.Context, req Request) Result {
 	}
 	res.RequestHeaders = h
 	start := time.Now()
-	resp, err := s.client.Do(hr)
+	resp, err := s.clientFor(req.ClientCert).Do(hr)
 	if endSpan != nil {
 		endSpan(resp, err)
 	}

@@ -1,7 +1,9 @@
 // Command receiver is a subscriber endpoint for trying surveyhooks by hand: it prints every webhook
-// it receives and, given the webhook's secret, says whether both signatures verify.
+// it receives and, given the webhook's secret (or, for a v1a webhook, its public key), says whether
+// the signatures verify.
 //
 //	go run ./services/surveyhooks/cmd/receiver -addr 127.0.0.1:9999 -secret whsec_…
+//	go run ./services/surveyhooks/cmd/receiver -addr 127.0.0.1:9999 -public-key whpk_…
 package main
 
 import (
@@ -20,6 +22,7 @@ import (
 func main() {
 	addr := flag.String("addr", "127.0.0.1:9999", "listen address")
 	secret := flag.String("secret", "", "the webhook's secret (whsec_…), to verify signatures")
+	publicKey := flag.String("public-key", "", "a v1a webhook's public key (whpk_…), to verify its ed25519 signatures")
 	status := flag.Int("status", http.StatusOK, "status code to answer with")
 	flag.Parse()
 	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -32,6 +35,10 @@ func main() {
 			fmt.Printf("standard-webhooks signature: %s\n", verdict(signature.VerifyStandard(*secret,
 				r.Header.Get("webhook-id"), r.Header.Get("webhook-timestamp"), r.Header.Get("webhook-signature"), body, 5*time.Minute)))
 			fmt.Printf("X-Webhook-Signature:         %s\n", verdict(signature.VerifyAskUsers(*secret, body, r.Header.Get("X-Webhook-Signature"))))
+		}
+		if *publicKey != "" {
+			fmt.Printf("standard-webhooks v1a signature: %s\n", verdict(signature.VerifyAsymmetric(*publicKey,
+				r.Header.Get("webhook-id"), r.Header.Get("webhook-timestamp"), r.Header.Get("webhook-signature"), body, 5*time.Minute)))
 		}
 		var pretty bytes.Buffer
 		if json.Indent(&pretty, body, "", "  ") == nil {
