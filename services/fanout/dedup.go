@@ -14,7 +14,6 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/surveyhooks/surveyhooks/pkg/dedup"
-	"github.com/surveyhooks/surveyhooks/pkg/kafka"
 )
 
 // deduper decides, per `events` partition, whether a record is the first occurrence of its
@@ -184,43 +183,13 @@ func (d *deduper) rebuild(ctx context.Context, p int32, since, end int64) (*dedu
 	if begin < 0 || begin >= end {
 		return w, 0, nil
 	}
-	cl, err := kafka.NewClient(d.cfg.Kafka,
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {p: kgo.NewOffset().At(begin)}}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.KeepControlRecords(), // markers move the position past aborted records
-		kgo.FetchMaxWait(50*time.Millisecond))
+	n, err := readCommitted(ctx, d.cfg.Kafka, topic, p, begin, end, func(r *kgo.Record) {
+		if k, ok := eventKey(r.Value); ok && !w.Contains(k, r.Timestamp.UnixMilli()) {
+			w.Add(k, r.Timestamp.UnixMilli())
+		}
+	})
 	if err != nil {
 		return nil, 0, err
-	}
-	defer cl.Close()
-	n, pos := 0, begin
-	for pos < end {
-		fetches := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return nil, 0, err
-		}
-		if err := fetches.Err(); err != nil {
-			return nil, 0, err
-		}
-		caughtUp := false
-		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-			for _, r := range fp.Records {
-				pos = max(pos, r.Offset+1)
-				if r.Offset >= end || r.Attrs.IsControl() {
-					continue
-				}
-				n++
-				if k, ok := eventKey(r.Value); ok && !w.Contains(k, r.Timestamp.UnixMilli()) {
-					w.Add(k, r.Timestamp.UnixMilli())
-				}
-			}
-			if fp.LastStableOffset >= 0 && pos >= fp.LastStableOffset {
-				caughtUp = true
-			}
-		})
-		if caughtUp {
-			break
-		}
 	}
 	return w, n, nil
 }

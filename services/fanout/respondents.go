@@ -161,46 +161,16 @@ func (s *respondents) rebuild(ctx context.Context, p int32) (map[string][]byte, 
 	if begin >= end {
 		return state, 0, nil
 	}
-	cl, err := kafka.NewClient(s.cfg,
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{s.topic: {p: kgo.NewOffset().At(begin)}}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.KeepControlRecords(), // markers move the position past aborted records
-		kgo.FetchMaxWait(50*time.Millisecond))
+	n, err := readCommitted(ctx, s.cfg, s.topic, p, begin, end, func(r *kgo.Record) {
+		if r.Value == nil {
+			delete(state, string(r.Key))
+		} else {
+			// A copy: the value is a slice of the whole fetched batch.
+			state[string(r.Key)] = bytes.Clone(r.Value)
+		}
+	})
 	if err != nil {
 		return nil, 0, err
-	}
-	defer cl.Close()
-	n, pos := 0, begin
-	for pos < end {
-		fetches := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return nil, 0, err
-		}
-		if err := fetches.Err(); err != nil {
-			return nil, 0, err
-		}
-		caughtUp := false
-		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-			for _, r := range fp.Records {
-				pos = max(pos, r.Offset+1)
-				if r.Offset >= end || r.Attrs.IsControl() {
-					continue
-				}
-				n++
-				if r.Value == nil {
-					delete(state, string(r.Key))
-				} else {
-					// A copy: the value is a slice of the whole fetched batch.
-					state[string(r.Key)] = bytes.Clone(r.Value)
-				}
-			}
-			if fp.LastStableOffset >= 0 && pos >= fp.LastStableOffset {
-				caughtUp = true
-			}
-		})
-		if caughtUp {
-			break
-		}
 	}
 	return state, n, nil
 }
