@@ -10,10 +10,15 @@ set -euo pipefail
 cmd=${1:-}; dir=${2:-${SURVEYHOOKS_CLICKHOUSE_DIR:-}}
 here=$(cd "$(dirname "$0")" && pwd)
 
+# Ports below the kernel's ephemeral range (ip_local_port_range, 32768+ by default): an outgoing
+# connection can take an ephemeral port as its source while the server is down, and the server
+# could then not listen on it again (the fault test stops ClickHouse for 30 s and restarts it).
 free_port() {
-  local p
+  local p lo
+  lo=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  [ "$lo" -gt 12000 ] 2>/dev/null || lo=32768
   for _ in $(seq 1 200); do
-    p=$(( 20000 + RANDOM % 30000 ))
+    p=$(( 10000 + RANDOM % (lo - 10000) ))
     if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo "$p"; return 0; fi
   done
   echo "local.sh: no free port found" >&2; return 1
