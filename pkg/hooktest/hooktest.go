@@ -200,12 +200,13 @@ type Request struct {
 // Delivered reports whether the request was answered 2xx.
 func (r Request) Delivered() bool { return r.Status >= 200 && r.Status < 300 }
 
-// Answer is what an endpoint answers one request: Status after Delay (a client that hangs up
-// meanwhile gets nothing), with Header.
+// Answer is what an endpoint answers one request: Status (200 when zero) after Delay (a client
+// that hangs up meanwhile gets nothing), with Header and Body.
 type Answer struct {
 	Status int
 	Delay  time.Duration
 	Header http.Header
+	Body   []byte
 }
 
 // Sample is one delivery the endpoint accepted.
@@ -260,6 +261,17 @@ func (e *Endpoint) Records() []Request {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return append([]Request(nil), e.done...)
+}
+
+// RecordsSince returns the recorded requests that ended after the first i, in the order they
+// ended: a caller that keeps i reads each record once.
+func (e *Endpoint) RecordsSince(i int) []Request {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if i >= len(e.done) {
+		return nil
+	}
+	return append([]Request(nil), e.done[max(i, 0):]...)
 }
 
 // Open returns the recorded requests being served now.
@@ -401,6 +413,7 @@ func (e *Endpoint) serveRequest(w http.ResponseWriter, r *http.Request, s *Serve
 			e.accept(body, time.Now())
 		}
 		w.WriteHeader(a.Status)
+		_, _ = w.Write(a.Body)
 		return a.Status
 	}
 	switch e.Mode() {

@@ -2,10 +2,8 @@ package api_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/surveyhooks/surveyhooks/pkg/apitest"
 	"github.com/surveyhooks/surveyhooks/pkg/config"
 	"github.com/surveyhooks/surveyhooks/pkg/proctest"
 	"github.com/surveyhooks/surveyhooks/services/fanout"
@@ -151,17 +150,7 @@ func withPipeline(t *testing.T, s *stack) string {
 
 func postEvent(t *testing.T, ingestURL, key string, ev map[string]any) {
 	t.Helper()
-	b, err := json.Marshal(ev)
-	require.NoError(t, err)
-	req, err := http.NewRequest(http.MethodPost, ingestURL+"/v1/events", bytes.NewReader(b))
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", raw)
+	apitest.Call(t, http.MethodPost, ingestURL+"/v1/events", key, ev, http.StatusAccepted)
 }
 
 var uuidPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
