@@ -5,9 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -18,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/surveyhooks/surveyhooks/pkg/apitest"
 	"github.com/surveyhooks/surveyhooks/pkg/chtest"
 	"github.com/surveyhooks/surveyhooks/pkg/config"
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
@@ -193,37 +192,21 @@ func (r reply) list() []map[string]any {
 	return out
 }
 
-// do sends a request; body is JSON-encoded unless it is a string (sent as is) or nil.
+// do sends a request; body is JSON-encoded unless it is a string (sent as is) or nil. Every
+// answer must be a JSON object (or empty) and match the OpenAPI document.
 func (s *stack) do(method, path, token string, body any) reply {
 	s.t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = bytes.NewBufferString(b)
-	default:
-		j, err := json.Marshal(b)
-		require.NoError(s.t, err)
-		rd = bytes.NewReader(j)
-	}
-	req, err := http.NewRequestWithContext(s.ctx, method, s.base+path, rd)
+	return s.doH(method, path, token, nil, body)
+}
+
+// doH is do with extra request headers.
+func (s *stack) doH(method, path, token string, hdr map[string]string, body any) reply {
+	s.t.Helper()
+	r, err := apitest.Do(s.ctx, nil, apitest.Request{Method: method, URL: s.base + path, Token: token, Header: hdr, Body: body})
 	require.NoError(s.t, err)
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(s.t, err)
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	require.NoError(s.t, err)
-	out := reply{status: resp.StatusCode, header: resp.Header, raw: raw}
-	if len(bytes.TrimSpace(raw)) > 0 {
-		if err := json.Unmarshal(raw, &out.body); err != nil {
-			s.t.Errorf("%s %s: answer is not a JSON object: %s", method, path, raw)
-		}
+	out := reply{status: r.Status, header: r.Header, raw: r.Raw, body: r.Body}
+	if len(bytes.TrimSpace(r.Raw)) > 0 && r.Body == nil {
+		s.t.Errorf("%s %s: answer is not a JSON object: %s", method, path, r.Raw)
 	}
 	if err := documented(s.t, method, path, out); err != nil {
 		s.t.Error(err)

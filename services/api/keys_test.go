@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"testing"
 	"time"
@@ -12,47 +11,13 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/surveyhooks/surveyhooks/pkg/apitest"
 	"github.com/surveyhooks/surveyhooks/pkg/config"
 	"github.com/surveyhooks/surveyhooks/pkg/proctest"
 	"github.com/surveyhooks/surveyhooks/services/api"
 	"github.com/surveyhooks/surveyhooks/services/fanout"
 	"github.com/surveyhooks/surveyhooks/services/ingest"
 )
-
-// doH is do with extra request headers.
-func (s *stack) doH(method, path, token string, hdr map[string]string, body any) reply {
-	s.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		j, err := json.Marshal(body)
-		require.NoError(s.t, err)
-		rd = bytes.NewReader(j)
-	}
-	req, err := http.NewRequestWithContext(s.ctx, method, s.base+path, rd)
-	require.NoError(s.t, err)
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(s.t, err)
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	require.NoError(s.t, err)
-	out := reply{status: resp.StatusCode, header: resp.Header, raw: raw}
-	if len(bytes.TrimSpace(raw)) > 0 {
-		require.NoError(s.t, json.Unmarshal(raw, &out.body), "%s %s: %s", method, path, raw)
-	}
-	if err := documented(s.t, method, path, out); err != nil {
-		s.t.Error(err)
-	}
-	return out
-}
 
 // startIngest runs an ingest process (that knows the admin token) on the stack's cluster, and
 // fan-out when asked; it returns ingest's base URL.
@@ -83,18 +48,10 @@ func startIngest(t *testing.T, s *stack, withFanout bool) string {
 // post sends events to ingest and returns the status and the decoded answer.
 func post(t *testing.T, ingestURL, token string, body any) (int, map[string]any) {
 	t.Helper()
-	b, err := json.Marshal(body)
+	r, err := apitest.Do(context.Background(), nil, apitest.Request{Method: http.MethodPost, URL: ingestURL + "/v1/events", Token: token, Body: body})
 	require.NoError(t, err)
-	req, err := http.NewRequest(http.MethodPost, ingestURL+"/v1/events", bytes.NewReader(b))
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	var out map[string]any
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
-	return resp.StatusCode, out
+	require.NotNil(t, r.Body, "ingest's answer is not a JSON object: %s", r)
+	return r.Status, r.Body
 }
 
 func errField(body map[string]any) string {

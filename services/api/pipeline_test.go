@@ -3,9 +3,7 @@ package api_test
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,43 +13,44 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/surveyhooks/surveyhooks/pkg/hooktest"
 	"github.com/surveyhooks/surveyhooks/pkg/signature"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 	"github.com/surveyhooks/surveyhooks/services/api"
 )
 
-// receiver is a subscriber endpoint that answers with a status the test sets.
+// receiver is a subscriber endpoint (a recording hooktest endpoint serving every path) that
+// answers status to every request, with a short body.
 type receiver struct {
-	*httptest.Server
+	URL    string
 	status atomic.Int32
-	mu     sync.Mutex
-	got    []received
+	hook   *hooktest.Endpoint
 }
 
+// received is one request the receiver got.
 type received struct {
 	header http.Header
 	body   []byte
 }
 
 func newReceiver(t *testing.T, status int) *receiver {
-	rc := &receiver{}
+	rc := &receiver{hook: hooktest.NewEndpoint("every path", hooktest.Fast)}
 	rc.status.Store(int32(status))
-	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		rc.mu.Lock()
-		rc.got = append(rc.got, received{r.Header.Clone(), b})
-		rc.mu.Unlock()
-		w.WriteHeader(int(rc.status.Load()))
-		_, _ = w.Write([]byte("receiver says hi"))
-	}))
-	t.Cleanup(rc.Close)
+	rc.hook.Record(true)
+	rc.hook.AnswerWith(func(*hooktest.Request) hooktest.Answer {
+		return hooktest.Answer{Status: int(rc.status.Load()), Body: []byte("receiver says hi")}
+	})
+	rc.URL = hooktest.StartT(t, hooktest.Options{Default: rc.hook}).URL()
 	return rc
 }
 
+// requests returns the requests answered so far, in order.
 func (rc *receiver) requests() []received {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	return append([]received(nil), rc.got...)
+	var out []received
+	for _, r := range rc.hook.Records() {
+		out = append(out, received{header: r.Header, body: r.Body})
+	}
+	return out
 }
 
 // withID returns the requests carrying webhook-id id.

@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -26,12 +25,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/surveyhooks/surveyhooks/pkg/config"
-	"github.com/surveyhooks/surveyhooks/pkg/proctest"
+	"github.com/surveyhooks/surveyhooks/pkg/apitest"
 	"github.com/surveyhooks/surveyhooks/pkg/signature"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
-	"github.com/surveyhooks/surveyhooks/services/fanout"
-	"github.com/surveyhooks/surveyhooks/services/ingest"
 )
 
 // The portal and the console are tested in Debian's chromium, headless, against the whole
@@ -236,35 +232,20 @@ func (s *stack) portalLink(projectID string, body map[string]any) string {
 // withPipeline adds ingest and fan-out, so events posted over HTTP reach the receiver.
 func (s *stack) withPipeline() string {
 	s.t.Helper()
-	var icfg ingest.Config
-	require.NoError(s.t, config.Defaults(&icfg))
-	icfg.Kafka, icfg.Addr = s.cfg.Kafka, proctest.Addr(s.t)
-	s.run("ingest", func(ctx context.Context) error { return ingest.Run(ctx, icfg, quiet) })
-	var fcfg fanout.Config
-	require.NoError(s.t, config.Defaults(&fcfg))
-	fcfg.Kafka = s.cfg.Kafka
-	s.run("fanout", func(ctx context.Context) error { return fanout.Run(ctx, fcfg, quiet) })
-	return "http://" + icfg.Addr
+	return startIngest(s.t, s, true)
 }
 
-// sendEvents posts events to ingest with the project key.
+// sendEvents posts events to ingest with the project key, once ingest knows the key.
 func sendEvents(t *testing.T, ingestURL, key string, events ...map[string]any) {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{"events": events})
-	var resp *http.Response
+	var r apitest.Reply
 	require.Eventually(t, func() bool {
-		req, _ := http.NewRequest("POST", ingestURL+"/v1/events", bytes.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+key)
-		req.Header.Set("Content-Type", "application/json")
 		var err error
-		resp, err = http.DefaultClient.Do(req)
-		if err != nil {
-			return false // ingest still starting
-		}
-		resp.Body.Close()
-		return resp.StatusCode != http.StatusServiceUnavailable && resp.StatusCode != http.StatusUnauthorized
+		r, err = apitest.Do(context.Background(), nil, apitest.Request{Method: "POST", URL: ingestURL + "/v1/events",
+			Token: key, Body: map[string]any{"events": events}})
+		return err == nil && r.Status != http.StatusServiceUnavailable && r.Status != http.StatusUnauthorized
 	}, 30*time.Second, 100*time.Millisecond)
-	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	require.Equal(t, http.StatusAccepted, r.Status, "%s", r)
 }
 
 func npsEvent(user string) map[string]any {

@@ -2,10 +2,8 @@ package api_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,10 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/surveyhooks/surveyhooks/pkg/config"
-	"github.com/surveyhooks/surveyhooks/pkg/proctest"
-	"github.com/surveyhooks/surveyhooks/services/fanout"
-	"github.com/surveyhooks/surveyhooks/services/ingest"
+	"github.com/surveyhooks/surveyhooks/pkg/apitest"
 )
 
 // nodeReceiver is a subscriber endpoint written in Node.js from the documents alone: it checks
@@ -129,39 +124,12 @@ func waitNode(t *testing.T, base, path string) nodeDelivery {
 // travel the real pipeline to the receivers. It returns ingest's base URL.
 func withPipeline(t *testing.T, s *stack) string {
 	t.Helper()
-	var icfg ingest.Config
-	require.NoError(t, config.Defaults(&icfg))
-	icfg.Kafka, icfg.Addr = s.cfg.Kafka, proctest.Addr(t)
-	s.run("ingest", func(ctx context.Context) error { return ingest.Run(ctx, icfg, quiet) })
-	var fcfg fanout.Config
-	require.NoError(t, config.Defaults(&fcfg))
-	fcfg.Kafka = s.cfg.Kafka
-	s.run("fanout", func(ctx context.Context) error { return fanout.Run(ctx, fcfg, quiet) })
-	base := "http://" + icfg.Addr
-	require.Eventually(t, func() bool {
-		resp, err := http.Get(base + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 30*time.Second, 20*time.Millisecond, "ingest did not start listening")
-	return base
+	return startIngest(t, s, true)
 }
 
 func postEvent(t *testing.T, ingestURL, key string, ev map[string]any) {
 	t.Helper()
-	b, err := json.Marshal(ev)
-	require.NoError(t, err)
-	req, err := http.NewRequest(http.MethodPost, ingestURL+"/v1/events", bytes.NewReader(b))
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", raw)
+	apitest.Call(t, http.MethodPost, ingestURL+"/v1/events", key, ev, http.StatusAccepted)
 }
 
 var uuidPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)

@@ -6,13 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/surveyhooks/surveyhooks/pkg/hooktest"
 	"github.com/surveyhooks/surveyhooks/pkg/proctest"
 )
 
@@ -35,15 +35,13 @@ func TestARepeatWithinTheWindowIsDeliveredOnceAcrossIngestProcessesAndKills(t *t
 	for _, u := range []string{l.ingest, second, l.api} {
 		proctest.WaitHTTPOK(t, u+"/healthz", 60*time.Second)
 	}
-	rc := &receiver{got: map[string]int{}, ids: map[string]string{}}
-	srv := httptest.NewServer(rc)
-	t.Cleanup(srv.Close)
+	srv := hooktest.StartT(t, hooktest.Options{})
+	hook := srv.Endpoint("hook", hooktest.Fast)
+	hook.Record(true)
 	project := call(t, "POST", l.api+"/v1/projects", l.admin, map[string]any{"name": "Acme"}, 201)
 	apiKey, projectID := project["api_key"].(string), project["id"].(string)
-	wh := call(t, "POST", l.api+"/v1/webhooks", apiKey, map[string]any{"name": "crm", "url": srv.URL + "/hook", "events": []string{"nps.scored"}}, 201)
-	rc.mu.Lock()
-	rc.secret = wh["secret"].(string)
-	rc.mu.Unlock()
+	wh := call(t, "POST", l.api+"/v1/webhooks", apiKey, map[string]any{"name": "crm", "url": srv.URL() + "/hook", "events": []string{"nps.scored"}}, 201)
+	hook.Verify(wh["secret"].(string))
 
 	ids := make([]string, 40)
 	events := make([]map[string]any, len(ids))
@@ -70,7 +68,7 @@ func TestARepeatWithinTheWindowIsDeliveredOnceAcrossIngestProcessesAndKills(t *t
 	require.Zero(t, postAll(l.ingest))
 	require.Equal(t, len(ids), postAll(l.ingest), "the process that wrote them recognises the repeats at once")
 	postAll(second) // another process: answered 202 (it does not know them), still not delivered twice
-	require.Eventually(t, func() bool { return rc.count(ids...) == len(ids) }, 60*time.Second, 50*time.Millisecond)
+	require.Eventually(t, func() bool { return accepted(hook, ids...) == len(ids) }, 60*time.Second, 50*time.Millisecond)
 
 	s.kill9("fanout")
 	s.kill9("ingest")
@@ -94,13 +92,12 @@ func TestARepeatWithinTheWindowIsDeliveredOnceAcrossIngestProcessesAndKills(t *t
 		"user": map[string]any{"id": "u0"}, "nps": map[string]any{"score": 1}})
 	msgs = append(msgs, kafkago.Message{Value: v})
 	require.NoError(t, w.WriteMessages(ctx, msgs...))
-	require.Eventually(t, func() bool { return rc.count("marker") == 1 }, 90*time.Second, 50*time.Millisecond)
+	require.Eventually(t, func() bool { return accepted(hook, "marker") == 1 }, 90*time.Second, 50*time.Millisecond)
 	time.Sleep(time.Second) // a repeat, if any, would be close behind
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	require.Empty(t, rc.bad)
+	requireSignedByBoth(t, hook)
+	got := acceptedTimes(hook)
 	for _, id := range ids {
-		require.Equal(t, 1, rc.got[id], "%s must be delivered once", id)
+		require.Equal(t, 1, got[id], "%s must be delivered once", id)
 	}
 }
 

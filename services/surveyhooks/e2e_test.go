@@ -1,14 +1,10 @@
 package surveyhooks_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,8 +16,9 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/surveyhooks/surveyhooks/pkg/apitest"
+	"github.com/surveyhooks/surveyhooks/pkg/hooktest"
 	"github.com/surveyhooks/surveyhooks/pkg/proctest"
-	"github.com/surveyhooks/surveyhooks/pkg/signature"
 )
 
 // binaries builds every service's command once per test binary run (the end-to-end tests share
@@ -114,73 +111,45 @@ func (s *stack) stopAll() {
 	}
 }
 
-func call(t *testing.T, method, url, token string, body any, want int) map[string]any {
-	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
+// call sends a JSON request to one of the services and requires the status (apitest.Call).
+var call = apitest.Call
+
+// acceptedTimes counts how many times ep accepted (answered 2xx) each event id.
+func acceptedTimes(ep *hooktest.Endpoint) map[string]int {
+	got := map[string]int{}
+	for _, r := range ep.Records() {
+		if r.Delivered() {
+			got[r.EventID]++
+		}
 	}
-	req, _ := http.NewRequest(method, url, rd)
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	require.Equal(t, want, resp.StatusCode, "%s %s: %s", method, url, raw)
-	out := map[string]any{}
-	_ = json.Unmarshal(raw, &out)
-	return out
+	return got
 }
 
-// receiver is a subscriber endpoint that verifies both signatures of every request.
-type receiver struct {
-	secret string
-	mu     sync.Mutex
-	got    map[string]int // event_id → deliveries
-	ids    map[string]string
-	bad    []string
-}
-
-func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(r.Body)
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	err := signature.VerifyStandard(rc.secret, r.Header.Get("webhook-id"), r.Header.Get("webhook-timestamp"),
-		r.Header.Get("webhook-signature"), body, 5*time.Minute)
-	if err == nil {
-		err = signature.VerifyAskUsers(rc.secret, body, r.Header.Get("X-Webhook-Signature"))
-	}
-	var env struct {
-		EventID   string `json:"event_id"`
-		EventType string `json:"event_type"`
-	}
-	if err == nil {
-		err = json.Unmarshal(body, &env)
-	}
-	if err != nil {
-		rc.bad = append(rc.bad, err.Error())
-		w.WriteHeader(http.StatusBadRequest)
-		return
-	}
-	if prev, ok := rc.ids[env.EventID]; ok && prev != r.Header.Get("webhook-id") {
-		rc.bad = append(rc.bad, "event "+env.EventID+" arrived with two different webhook-ids")
-	}
-	rc.ids[env.EventID] = r.Header.Get("webhook-id")
-	rc.got[env.EventID]++
-	w.WriteHeader(http.StatusOK)
-}
-
-func (rc *receiver) count(ids ...string) (n int) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
+// accepted counts the ids among ids that ep accepted at least once.
+func accepted(ep *hooktest.Endpoint, ids ...string) (n int) {
+	got := acceptedTimes(ep)
 	for _, id := range ids {
-		if rc.got[id] > 0 {
+		if got[id] > 0 {
 			n++
 		}
 	}
 	return n
+}
+
+// requireSignedByBoth checks that ep (verifying, recording headers) refused nothing, that every
+// request carried Ask Users' signature beside the Standard Webhooks one (checked by ep), and that
+// every retry of an event carried the same webhook-id.
+func requireSignedByBoth(t *testing.T, ep *hooktest.Endpoint) {
+	t.Helper()
+	require.Empty(t, ep.Refused(), "every request must carry valid signatures")
+	ids := map[string]string{}
+	for _, r := range ep.Records() {
+		require.NotEmpty(t, r.Header.Get("X-Webhook-Signature"), "request %d without Ask Users' signature", r.Seq)
+		if prev, ok := ids[r.EventID]; ok {
+			require.Equal(t, prev, r.WebhookID, "event %s arrived with two different webhook-ids", r.EventID)
+		}
+		ids[r.EventID] = r.WebhookID
+	}
 }
 
 func TestEventsFromHTTPAndKafkaArriveSignedAndLoggedAcrossAKilledWorker(t *testing.T) {
@@ -196,19 +165,18 @@ func TestEventsFromHTTPAndKafkaArriveSignedAndLoggedAcrossAKilledWorker(t *testi
 	proctest.WaitHTTPOK(t, l.ingest+"/healthz", 60*time.Second)
 	proctest.WaitHTTPOK(t, l.api+"/healthz", 60*time.Second)
 
-	rc := &receiver{got: map[string]int{}, ids: map[string]string{}}
-	srv := httptest.NewServer(rc)
-	t.Cleanup(srv.Close)
+	srv := hooktest.StartT(t, hooktest.Options{})
+	hook := srv.Endpoint("hook", hooktest.Fast)
+	hook.Record(true)
 
 	project := call(t, "POST", l.api+"/v1/projects", l.admin, map[string]any{"name": "Acme"}, 201)
 	apiKey, projectID := project["api_key"].(string), project["id"].(string)
 	require.NotEmpty(t, apiKey)
 	wh := call(t, "POST", l.api+"/v1/webhooks", apiKey, map[string]any{
-		"name": "crm", "url": srv.URL + "/hook", "events": []string{"survey.completed", "nps.scored"}}, 201)
-	rc.mu.Lock()
-	rc.secret = wh["secret"].(string)
-	rc.mu.Unlock()
-	require.True(t, strings.HasPrefix(rc.secret, "whsec_"))
+		"name": "crm", "url": srv.URL() + "/hook", "events": []string{"survey.completed", "nps.scored"}}, 201)
+	secret := wh["secret"].(string)
+	require.True(t, strings.HasPrefix(secret, "whsec_"))
+	hook.Verify(secret)
 
 	// One event over HTTP…
 	posted := call(t, "POST", l.ingest+"/v1/events", apiKey, map[string]any{
@@ -227,11 +195,9 @@ func TestEventsFromHTTPAndKafkaArriveSignedAndLoggedAcrossAKilledWorker(t *testi
 	require.NoError(t, w.WriteMessages(ctx, kafkago.Message{Key: []byte(projectID), Value: v,
 		Headers: []kafkago.Header{{Key: "content-type", Value: []byte("application/json")}}}))
 
-	require.Eventually(t, func() bool { return rc.count(httpID, "kafka-evt-1") == 2 }, 60*time.Second, 50*time.Millisecond,
+	require.Eventually(t, func() bool { return accepted(hook, httpID, "kafka-evt-1") == 2 }, 60*time.Second, 50*time.Millisecond,
 		"both events should reach the receiver")
-	rc.mu.Lock()
-	require.Empty(t, rc.bad, "every request must carry both valid signatures")
-	rc.mu.Unlock()
+	requireSignedByBoth(t, hook)
 
 	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{l.chAddr}, Auth: clickhouse.Auth{Database: l.db}})
 	require.NoError(t, err)
@@ -263,14 +229,12 @@ func TestEventsFromHTTPAndKafkaArriveSignedAndLoggedAcrossAKilledWorker(t *testi
 			time.Sleep(20 * time.Millisecond)
 		}
 	}()
-	require.Eventually(t, func() bool { return rc.count(ids...) > 20 }, 60*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return accepted(hook, ids...) > 20 }, 60*time.Second, 10*time.Millisecond)
 	s.kill9("delivery")
 	s.restart("delivery")
-	require.Eventually(t, func() bool { return rc.count(ids...) == n }, 90*time.Second, 100*time.Millisecond,
+	require.Eventually(t, func() bool { return accepted(hook, ids...) == n }, 90*time.Second, 100*time.Millisecond,
 		"every event must arrive after the worker was killed and restarted")
 	require.Eventually(t, func() bool { return rowsFor(ids...) >= n }, 60*time.Second, 200*time.Millisecond,
 		"every attempt must reach ClickHouse")
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	require.Empty(t, rc.bad)
+	requireSignedByBoth(t, hook)
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"sort"
 	"strings"
@@ -104,9 +103,7 @@ func TestFaultsUnderLoad(t *testing.T) {
 			120*time.Second, 100*time.Millisecond, "%s never became ready", name)
 	}
 
-	rc := newFaultReceiver()
-	srv := httptest.NewServer(rc)
-	t.Cleanup(srv.Close)
+	rc := newFaultReceiver(t)
 	project := call(t, "POST", l.api+"/v1/projects", l.admin, map[string]any{"name": "Faults"}, 201)
 	apiKey, projectID := project["api_key"].(string), project["id"].(string)
 	const webhooks = 20
@@ -117,7 +114,7 @@ func TestFaultsUnderLoad(t *testing.T) {
 		types := []string{faultTypes[i%3], faultTypes[(i+1)%3]}
 		// The URL names the webhook, whose id is known only once created.
 		wh := call(t, "POST", l.api+"/v1/webhooks", apiKey, map[string]any{
-			"name": name, "url": srv.URL + "/hook/" + name, "events": types}, 201)
+			"name": name, "url": rc.URL() + "/hook/" + name, "events": types}, 201)
 		idOf[wh["id"].(string)] = name
 		for _, ty := range types {
 			matching[ty] = append(matching[ty], name)

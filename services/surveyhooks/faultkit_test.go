@@ -5,9 +5,7 @@ package surveyhooks_test
 // (The stack's processes are proctest's, which notes those that exit on their own.)
 
 import (
-	"encoding/json"
 	"hash/fnv"
-	"io"
 	"net"
 	"net/http"
 	"os/exec"
@@ -18,6 +16,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/surveyhooks/surveyhooks/pkg/hooktest"
 )
 
 // chServer is a private clickhouse-server started through deploy/clickhouse/local.sh. down and up
@@ -73,82 +73,84 @@ func (c *chServer) up() {
 }
 
 // request is one request the fault receiver answered.
-type request struct {
-	pair       string // webhook id + " " + event id
-	start, end time.Time
-	status     int
-}
-
-// faultReceiver is every webhook's endpoint (/hook/<webhook id>). It fails the first request of
-// about one (event, webhook) pair in ten with a 500, takes a few milliseconds per request (so that
-// some are always in flight), and keeps every request for the figures.
+// faultReceiver is every webhook's endpoint (/hook/<webhook id>), on a recording hooktest
+// endpoint serving every path. It fails the first request of about one (event, webhook) pair in
+// ten with a 500 and takes a few milliseconds per request (so that some are always in flight).
 type faultReceiver struct {
-	mu       sync.Mutex
-	open     map[int]time.Time // in-flight requests by sequence number
-	seq      int
-	reqs     []request
-	ok       map[string]int // pair → 2xx answers
-	tries    map[string]int // pair → requests
-	failFrac uint32         // out of 100
+	srv      *hooktest.Server
+	hook     *hooktest.Endpoint
+	failFrac uint32 // out of 100
+
+	mu    sync.Mutex
+	tries map[string]int // pair → requests, counted on arrival
+	read  int            // records folded into ok
+	ok    map[string]int // pair → 2xx answers
 }
 
-func newFaultReceiver() *faultReceiver {
-	return &faultReceiver{open: map[int]time.Time{}, ok: map[string]int{}, tries: map[string]int{}, failFrac: 10}
+// pair names one (webhook, event) as "webhook-id event-id".
+func pairName(r hooktest.Request) string {
+	return strings.TrimPrefix(r.Path, "/hook/") + " " + r.EventID
 }
 
-func (rc *faultReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	webhook := strings.TrimPrefix(r.URL.Path, "/hook/")
-	body, _ := io.ReadAll(r.Body)
-	var env struct {
-		EventID string `json:"event_id"`
-	}
-	if err := json.Unmarshal(body, &env); err != nil || env.EventID == "" {
-		w.WriteHeader(http.StatusBadRequest)
-		return
-	}
-	pair := webhook + " " + env.EventID
-	rc.mu.Lock()
-	rc.seq++
-	id := rc.seq
-	rc.open[id] = start
-	rc.tries[pair]++
-	first := rc.tries[pair] == 1
-	rc.mu.Unlock()
+func newFaultReceiver(t *testing.T) *faultReceiver {
+	rc := &faultReceiver{tries: map[string]int{}, ok: map[string]int{}, failFrac: 10}
+	rc.hook = hooktest.NewEndpoint("/hook/*", hooktest.Fast)
+	rc.hook.Record(false)
+	rc.hook.AnswerWith(func(r *hooktest.Request) hooktest.Answer {
+		if r.EventID == "" {
+			return hooktest.Answer{Status: http.StatusBadRequest}
+		}
+		p := pairName(*r)
+		rc.mu.Lock()
+		rc.tries[p]++
+		first := rc.tries[p] == 1
+		rc.mu.Unlock()
+		h := fnv.New32a()
+		_, _ = h.Write([]byte(p))
+		sum := h.Sum32()
+		a := hooktest.Answer{Status: http.StatusOK, Delay: time.Duration(2+sum%10) * time.Millisecond}
+		if first && sum%100 < rc.failFrac {
+			a.Status = http.StatusInternalServerError
+		}
+		return a
+	})
+	rc.srv = hooktest.StartT(t, hooktest.Options{Default: rc.hook})
+	return rc
+}
 
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(pair))
-	sum := h.Sum32()
-	time.Sleep(time.Duration(2+sum%10) * time.Millisecond)
-	status := http.StatusOK
-	if first && sum%100 < rc.failFrac {
-		status = http.StatusInternalServerError
-	}
-	w.WriteHeader(status)
+// URL is the receiver's base URL; a webhook's endpoint is URL()+"/hook/"+its id.
+func (rc *faultReceiver) URL() string { return rc.srv.URL() }
 
-	rc.mu.Lock()
-	delete(rc.open, id)
-	rc.reqs = append(rc.reqs, request{pair: pair, start: start, end: time.Now(), status: status})
-	if status == http.StatusOK {
-		rc.ok[pair]++
+// fold counts the 2xx answers recorded since the last call into ok; rc.mu must be held.
+func (rc *faultReceiver) fold() {
+	for _, r := range rc.hook.RecordsSince(rc.read) {
+		rc.read++
+		if r.Status == http.StatusOK {
+			rc.ok[pairName(r)]++
+		}
 	}
+}
+
+// answered returns every request answered (or abandoned) so far.
+func (rc *faultReceiver) answered() []hooktest.Request {
+	rc.mu.Lock()
+	rc.fold()
 	rc.mu.Unlock()
+	return rc.hook.Records()
 }
 
 // around counts the requests in flight at t and those answered in the window before it (finished,
 // perhaps not yet committed or recorded by the worker that sent them).
 func (rc *faultReceiver) around(t time.Time, before time.Duration) (inFlight, finished int) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	for _, st := range rc.open {
-		if !st.After(t) {
+	for _, r := range rc.hook.Open() {
+		if !r.Start.After(t) {
 			inFlight++
 		}
 	}
-	for _, r := range rc.reqs {
-		if !r.start.After(t) && r.end.After(t) {
+	for _, r := range rc.answered() {
+		if !r.Start.After(t) && r.End.After(t) {
 			inFlight++
-		} else if r.end.After(t.Add(-before)) && !r.end.After(t) {
+		} else if r.End.After(t.Add(-before)) && !r.End.After(t) {
 			finished++
 		}
 	}
@@ -157,56 +159,55 @@ func (rc *faultReceiver) around(t time.Time, before time.Duration) (inFlight, fi
 
 // finishedBetween counts requests answered in (from, to].
 func (rc *faultReceiver) finishedBetween(from, to time.Time) (n int) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	for _, r := range rc.reqs {
-		if r.end.After(from) && !r.end.After(to) {
+	for _, r := range rc.answered() {
+		if r.End.After(from) && !r.End.After(to) {
 			n++
 		}
 	}
 	return n
 }
 
+// delivered reports whether the pair was answered 2xx.
 func (rc *faultReceiver) delivered(pair string) bool {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
+	rc.fold()
 	return rc.ok[pair] > 0
 }
 
 // duplicatesBetween counts the 2xx answers in [from, to) that repeated a pair already answered 2xx.
 func (rc *faultReceiver) duplicatesBetween(from, to time.Time) (n int) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
 	seen := map[string]bool{}
-	for _, r := range rc.reqs {
-		if r.status != http.StatusOK {
+	for _, r := range rc.answered() {
+		if r.Status != http.StatusOK {
 			continue
 		}
-		if seen[r.pair] && !r.end.Before(from) && r.end.Before(to) {
+		p := pairName(r)
+		if seen[p] && !r.End.Before(from) && r.End.Before(to) {
 			n++
 		}
-		seen[r.pair] = true
+		seen[p] = true
 	}
 	return n
 }
 
 // answeredAt lists when the requests of the given pairs were answered.
 func (rc *faultReceiver) answeredAt(pairs map[string]bool) (at []time.Time) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	for _, r := range rc.reqs {
-		if pairs[r.pair] {
-			at = append(at, r.end)
+	for _, r := range rc.answered() {
+		if pairs[pairName(r)] {
+			at = append(at, r.End)
 		}
 	}
 	return at
 }
 
-// figures: requests in all, duplicate 2xx answers (beyond the first of a pair), and the requests
-// of each pair.
+// figures: requests answered in all, duplicate 2xx answers (beyond the first of a pair), and the
+// requests of each pair.
 func (rc *faultReceiver) figures() (requests, duplicates int, tries map[string]int) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
+	rc.fold()
+	requests = rc.read
 	tries = make(map[string]int, len(rc.tries))
 	for k, v := range rc.tries {
 		tries[k] = v
@@ -216,5 +217,5 @@ func (rc *faultReceiver) figures() (requests, duplicates int, tries map[string]i
 			duplicates += n - 1
 		}
 	}
-	return len(rc.reqs), duplicates, tries
+	return requests, duplicates, tries
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -22,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/surveyhooks/surveyhooks/pkg/chtest"
+	"github.com/surveyhooks/surveyhooks/pkg/hooktest"
 	"github.com/surveyhooks/surveyhooks/pkg/proctest"
 )
 
@@ -228,16 +228,14 @@ func TestEveryServiceAnswersHealthAndReadinessOnItsOpsAddress(t *testing.T) {
 	proctest.WaitHTTPOK(t, l.api+"/healthz", 60*time.Second)
 
 	// Traffic shows in the metrics.
-	rc := &receiver{got: map[string]int{}, ids: map[string]string{}}
-	srv := httptest.NewServer(rc)
-	t.Cleanup(srv.Close)
+	srv := hooktest.StartT(t, hooktest.Options{})
+	hook := srv.Endpoint("hook", hooktest.Fast)
+	hook.Record(true)
 	project := call(t, "POST", l.api+"/v1/projects", l.admin, map[string]any{"name": "Acme"}, 201)
 	apiKey := project["api_key"].(string)
-	wh := call(t, "POST", l.api+"/v1/webhooks", apiKey, map[string]any{"name": "crm", "url": srv.URL + "/hook",
+	wh := call(t, "POST", l.api+"/v1/webhooks", apiKey, map[string]any{"name": "crm", "url": srv.URL() + "/hook",
 		"events": []string{"nps.scored"}}, 201)
-	rc.mu.Lock()
-	rc.secret = wh["secret"].(string)
-	rc.mu.Unlock()
+	hook.Verify(wh["secret"].(string))
 	var ids []string
 	var batch []map[string]any
 	for i := range 5 {
@@ -246,11 +244,9 @@ func TestEveryServiceAnswersHealthAndReadinessOnItsOpsAddress(t *testing.T) {
 			"user": map[string]any{"id": "u"}, "nps": map[string]any{"score": i}})
 	}
 	call(t, "POST", l.ingest+"/v1/events", apiKey, map[string]any{"events": batch}, 202)
-	require.Eventually(t, func() bool { return rc.count(ids...) == len(ids) }, 60*time.Second, 50*time.Millisecond,
+	require.Eventually(t, func() bool { return accepted(hook, ids...) == len(ids) }, 60*time.Second, 50*time.Millisecond,
 		"the events should be delivered")
-	rc.mu.Lock()
-	require.Empty(t, rc.bad)
-	rc.mu.Unlock()
+	requireSignedByBoth(t, hook)
 
 	var last string
 	require.Eventually(t, func() bool {
@@ -268,101 +264,95 @@ func TestEveryServiceAnswersHealthAndReadinessOnItsOpsAddress(t *testing.T) {
 	}
 }
 
-// slowSubscriber answers every webhook after delay (the paths in fast at once). It counts deliveries per webhook-id (one
+// slowSubscriber answers every webhook after delay (the paths in fast after 10 ms), on one
+// recording hooktest endpoint that serves every path. It counts deliveries per webhook-id (one
 // delivery of one event to one webhook) and per (webhook path, event id), and notices requests
 // whose client went away before the answer (a worker that dropped a request it had sent).
 type slowSubscriber struct {
-	delay    time.Duration
-	mu       sync.Mutex
-	fast     map[string]bool     // paths answered at once
-	byMsg    map[string]int      // webhook-id → requests
-	byEvent  map[string]int      // path + " " + event_id → requests
-	inFlight map[string]struct{} // webhook-ids being answered
-	answered map[string]int      // webhook-id → answers written
-	aborted  []string            // webhook-ids whose client hung up before the answer
-	maxIn    int
+	srv  *hooktest.Server
+	hook *hooktest.Endpoint
 }
 
-func newSlowSubscriber(delay time.Duration) *slowSubscriber {
-	return &slowSubscriber{delay: delay, byMsg: map[string]int{}, byEvent: map[string]int{},
-		inFlight: map[string]struct{}{}, answered: map[string]int{}}
+func newSlowSubscriber(t *testing.T, delay time.Duration, fast ...string) *slowSubscriber {
+	hook := hooktest.NewEndpoint("every path", hooktest.Fast)
+	hook.Record(false)
+	hook.AnswerWith(func(r *hooktest.Request) hooktest.Answer {
+		if slices.Contains(fast, r.Path) {
+			return hooktest.Answer{Status: http.StatusOK, Delay: 10 * time.Millisecond}
+		}
+		return hooktest.Answer{Status: http.StatusOK, Delay: delay}
+	})
+	return &slowSubscriber{srv: hooktest.StartT(t, hooktest.Options{Default: hook}), hook: hook}
 }
 
-func (rc *slowSubscriber) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var env struct {
-		EventID string `json:"event_id"`
-	}
-	body, _ := io.ReadAll(r.Body)
-	_ = json.Unmarshal(body, &env)
-	id := r.Header.Get("webhook-id")
-	rc.mu.Lock()
-	wait := rc.delay
-	if rc.fast[r.URL.Path] {
-		wait = 10 * time.Millisecond
-	}
-	rc.byMsg[id]++
-	rc.byEvent[r.URL.Path+" "+env.EventID]++
-	rc.inFlight[id] = struct{}{}
-	rc.maxIn = max(rc.maxIn, len(rc.inFlight))
-	rc.mu.Unlock()
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		w.WriteHeader(http.StatusOK)
-		rc.mu.Lock()
-		rc.answered[id]++
-		delete(rc.inFlight, id)
-		rc.mu.Unlock()
-	case <-r.Context().Done():
-		rc.mu.Lock()
-		rc.aborted = append(rc.aborted, id)
-		delete(rc.inFlight, id)
-		rc.mu.Unlock()
-	}
+// URL is the subscriber's base URL; every path under it is a webhook.
+func (rc *slowSubscriber) URL() string { return rc.srv.URL() }
+
+// seen is every request so far: answered, abandoned or open.
+func (rc *slowSubscriber) seen() []hooktest.Request {
+	return append(rc.hook.Records(), rc.hook.Open()...)
 }
 
-func (rc *slowSubscriber) inFlightIDs() []string {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	var ids []string
-	for id := range rc.inFlight {
-		ids = append(ids, id)
+func (rc *slowSubscriber) inFlightIDs() (ids []string) {
+	for _, r := range rc.hook.Open() {
+		ids = append(ids, r.WebhookID)
 	}
 	return ids
 }
 
 // allAnswered reports whether every one of ids got its answer.
 func (rc *slowSubscriber) allAnswered(ids []string) bool {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
+	answered := map[string]bool{}
+	for _, r := range rc.hook.Records() {
+		if r.Status != 0 {
+			answered[r.WebhookID] = true
+		}
+	}
 	for _, id := range ids {
-		if rc.answered[id] == 0 {
+		if !answered[id] {
 			return false
 		}
 	}
 	return true
 }
 
-// delivered counts (path, event) pairs delivered at least once.
-func (rc *slowSubscriber) delivered() int {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	return len(rc.byEvent)
+// byEvent counts the requests of each (path, event id), as "path event".
+func (rc *slowSubscriber) byEvent() map[string]int {
+	out := map[string]int{}
+	for _, r := range rc.seen() {
+		out[r.Path+" "+r.EventID]++
+	}
+	return out
 }
 
-// duplicates lists webhook-ids delivered more than once, with their counts.
-func (rc *slowSubscriber) duplicates() (n int, which map[string]int) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
+// delivered counts (path, event) pairs delivered at least once.
+func (rc *slowSubscriber) delivered() int { return len(rc.byEvent()) }
+
+// aborted lists the webhook-ids of requests whose client hung up before the answer.
+func (rc *slowSubscriber) aborted() (ids []string) {
+	for _, r := range rc.hook.Records() {
+		if r.Status == 0 {
+			ids = append(ids, r.WebhookID)
+		}
+	}
+	return ids
+}
+
+// duplicates lists webhook-ids delivered more than once, with their counts, and how many
+// deliveries there were (distinct webhook-ids).
+func (rc *slowSubscriber) duplicates() (n int, which map[string]int, deliveries int) {
+	byMsg := map[string]int{}
+	for _, r := range rc.seen() {
+		byMsg[r.WebhookID]++
+	}
 	which = map[string]int{}
-	for id, c := range rc.byMsg {
+	for id, c := range byMsg {
 		if c > 1 {
 			n += c - 1
 			which[id] = c
 		}
 	}
-	return n, which
+	return n, which, len(byMsg)
 }
 
 // TestSIGTERMDrainsInFlightDeliveriesAndARollingRestartLosesNothing replaces two delivery workers
@@ -396,9 +386,7 @@ func TestSIGTERMDrainsInFlightDeliveriesAndARollingRestartLosesNothing(t *testin
 		readyWithin(name, 60*time.Second)
 	}
 
-	rc := newSlowSubscriber(delay)
-	srv := httptest.NewServer(rc)
-	t.Cleanup(srv.Close)
+	rc := newSlowSubscriber(t, delay)
 	project := call(t, "POST", l.api+"/v1/projects", l.admin, map[string]any{"name": "Acme"}, 201)
 	apiKey := project["api_key"].(string)
 
@@ -410,7 +398,7 @@ func TestSIGTERMDrainsInFlightDeliveriesAndARollingRestartLosesNothing(t *testin
 	for i := 0; len(paths) < partitions*perPart; i++ {
 		require.Less(t, i, 40, "could not spread webhooks over the partitions")
 		path := fmt.Sprintf("/hook-%d", i)
-		wh := call(t, "POST", l.api+"/v1/webhooks", apiKey, map[string]any{"name": path, "url": srv.URL + path,
+		wh := call(t, "POST", l.api+"/v1/webhooks", apiKey, map[string]any{"name": path, "url": rc.URL() + path,
 			"events": []string{"nps.scored"}}, 201)
 		id := wh["id"].(string)
 		p := part.Partition(&kgo.Record{Key: []byte(id)}, partitions)
@@ -498,9 +486,7 @@ func TestSIGTERMDrainsInFlightDeliveriesAndARollingRestartLosesNothing(t *testin
 		// too, maybe a little later): none was dropped half-way.
 		require.Eventually(t, func() bool { return rc.allAnswered(sending) }, delay+5*time.Second, 20*time.Millisecond,
 			"the requests in flight at SIGTERM should all be answered")
-		rc.mu.Lock()
-		require.Empty(t, rc.aborted, "a worker stopped by SIGTERM hung up on requests it had sent")
-		rc.mu.Unlock()
+		require.Empty(t, rc.aborted(), "a worker stopped by SIGTERM hung up on requests it had sent")
 		drains = append(drains, st.took)
 		if next != "" {
 			l.run(next, "delivery")
@@ -525,23 +511,19 @@ func TestSIGTERMDrainsInFlightDeliveriesAndARollingRestartLosesNothing(t *testin
 		"every event should reach every webhook within %s (posting %s, drains %v)", bound, postedIn, drains)
 	took := time.Since(begin)
 	time.Sleep(delay + 500*time.Millisecond) // a late duplicate would be in flight by now
-	dups, which := rc.duplicates()
-	rc.mu.Lock()
+	dups, which, deliveries := rc.duplicates()
 	t.Logf("%d deliveries (of %d events to %d webhooks) in %s, bound %s; drains %v; at most %d requests in flight; %d duplicates",
-		len(rc.byMsg), n+1, len(paths), took.Round(time.Millisecond), bound.Round(time.Millisecond), drains, rc.maxIn, dups)
-	aborted := slices.Clone(rc.aborted)
-	for key, c := range rc.byEvent {
+		deliveries, n+1, len(paths), took.Round(time.Millisecond), bound.Round(time.Millisecond), drains, rc.hook.PeakInFlight(), dups)
+	byEvent := rc.byEvent()
+	for key, c := range byEvent {
 		require.Equal(t, 1, c, "%s delivered %d times", key, c)
 	}
-	rc.mu.Unlock()
-	require.Empty(t, aborted, "no request was dropped half-way")
+	require.Empty(t, rc.aborted(), "no request was dropped half-way")
 	require.Zero(t, dups, "a worker stopped by SIGTERM commits what it finished: nothing is sent twice (webhook-id → requests: %v)", which)
 	for _, p := range paths {
 		for i := range n {
 			key := fmt.Sprintf("%s roll-%03d", p, i)
-			rc.mu.Lock()
-			c := rc.byEvent[key]
-			rc.mu.Unlock()
+			c := byEvent[key]
 			require.Equal(t, 1, c, "%s should be delivered once", key)
 		}
 	}
@@ -569,14 +551,11 @@ func TestSIGTERMDoesNotRepeatWhatAFastWebhookFinishedBehindASlowOneOnItsPartitio
 		require.Eventually(t, func() bool { code, _ := opsGet(l.opsURL(name, "/readyz")); return code == 200 },
 			60*time.Second, 50*time.Millisecond, "%s should become ready", name)
 	}
-	rc := newSlowSubscriber(delay)
-	rc.fast = map[string]bool{"/fast": true}
-	srv := httptest.NewServer(rc)
-	t.Cleanup(srv.Close)
+	rc := newSlowSubscriber(t, delay, "/fast")
 	project := call(t, "POST", l.api+"/v1/projects", l.admin, map[string]any{"name": "Acme"}, 201)
 	apiKey := project["api_key"].(string)
 	for _, path := range []string{"/slow", "/fast"} {
-		call(t, "POST", l.api+"/v1/webhooks", apiKey, map[string]any{"name": path, "url": srv.URL + path,
+		call(t, "POST", l.api+"/v1/webhooks", apiKey, map[string]any{"name": path, "url": rc.URL() + path,
 			"events": []string{"nps.scored"}}, 201)
 	}
 	call(t, "POST", l.ingest+"/v1/events", apiKey, map[string]any{"event_id": "warm-up", "event_type": "nps.scored",
@@ -591,9 +570,7 @@ func TestSIGTERMDoesNotRepeatWhatAFastWebhookFinishedBehindASlowOneOnItsPartitio
 	}
 	call(t, "POST", l.ingest+"/v1/events", apiKey, map[string]any{"events": batch}, 202)
 	countPath := func(path string) (n int) {
-		rc.mu.Lock()
-		defer rc.mu.Unlock()
-		for key := range rc.byEvent {
+		for key := range rc.byEvent() {
 			if strings.HasPrefix(key, path+" q-") {
 				n++
 			}
@@ -618,18 +595,15 @@ func TestSIGTERMDoesNotRepeatWhatAFastWebhookFinishedBehindASlowOneOnItsPartitio
 	require.Eventually(t, func() bool { return countPath("/slow") == n }, 60*time.Second, 50*time.Millisecond,
 		"%s should deliver the slow webhook's rest", standby)
 	time.Sleep(delay)
-	dups, which := rc.duplicates()
-	rc.mu.Lock()
+	dups, which, _ := rc.duplicates()
 	repeated := map[string]int{}
-	for key, c := range rc.byEvent {
+	for key, c := range rc.byEvent() {
 		if c > 1 {
 			repeated[strings.Fields(key)[0]] += c - 1
 		}
 	}
-	aborted := slices.Clone(rc.aborted)
-	rc.mu.Unlock()
 	t.Logf("%d duplicate deliveries after a SIGTERM (by webhook: %v)", dups, repeated)
-	require.Empty(t, aborted, "no request was dropped half-way")
+	require.Empty(t, rc.aborted(), "no request was dropped half-way")
 	require.Zero(t, dups, "the fast webhook's deliveries finished before SIGTERM were sent again by the next owner "+
 		"(by webhook: %v; webhook-id → requests: %v)", repeated, which)
 }

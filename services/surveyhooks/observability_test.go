@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/surveyhooks/surveyhooks/pkg/chtest"
 	"github.com/surveyhooks/surveyhooks/pkg/config"
+	"github.com/surveyhooks/surveyhooks/pkg/hooktest"
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
 	"github.com/surveyhooks/surveyhooks/pkg/kafkatest"
 	"github.com/surveyhooks/surveyhooks/pkg/logging"
@@ -129,35 +129,14 @@ func setupTelemetry(t *testing.T, opts ...telemetry.Option) *telemetry.Telemetry
 }
 
 // startWithReceiver starts everything in process and a subscriber endpoint that keeps each
-// request's traceparent.
-func startWithReceiver(t *testing.T, tel *telemetry.Telemetry) (*inProcess, *traceReceiver, string) {
+// request (headers and body); the webhook's URL is the returned base + "/hook".
+func startWithReceiver(t *testing.T, tel *telemetry.Telemetry) (*inProcess, *hooktest.Endpoint, string) {
 	t.Helper()
 	p := startInProcess(t, tel, io.Discard, false)
-	rc := &traceReceiver{}
-	srv := httptest.NewServer(rc)
-	t.Cleanup(srv.Close)
-	return p, rc, srv.URL
-}
-
-// traceReceiver answers 200 and keeps each request's traceparent and body.
-type traceReceiver struct {
-	mu     sync.Mutex
-	parent []string
-	bodies []string
-}
-
-func (rc *traceReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	b, _ := io.ReadAll(r.Body)
-	rc.mu.Lock()
-	rc.parent = append(rc.parent, r.Header.Get("traceparent"))
-	rc.bodies = append(rc.bodies, string(b))
-	rc.mu.Unlock()
-}
-
-func (rc *traceReceiver) n() int {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	return len(rc.parent)
+	srv := hooktest.StartT(t, hooktest.Options{})
+	hook := srv.Endpoint("hook", hooktest.Fast)
+	hook.Record(true)
+	return p, hook, srv.URL()
 }
 
 func TestOneTraceFollowsAnEventFromIngestThroughKafkaToTheSubscriber(t *testing.T) {
@@ -169,11 +148,9 @@ func TestOneTraceFollowsAnEventFromIngestThroughKafkaToTheSubscriber(t *testing.
 		"events": []string{"nps.scored"}}, 201)
 	call(t, "POST", p.ingest+"/v1/events", apiKey, map[string]any{"event_id": "traced-1", "event_type": "nps.scored",
 		"user": map[string]any{"id": "u1"}, "nps": map[string]any{"score": 4}}, 202)
-	require.Eventually(t, func() bool { return rc.n() == 1 }, 60*time.Second, 20*time.Millisecond, "the event should be delivered")
+	require.Eventually(t, func() bool { return len(rc.Records()) == 1 }, 60*time.Second, 20*time.Millisecond, "the event should be delivered")
 
-	rc.mu.Lock()
-	tp := rc.parent[0]
-	rc.mu.Unlock()
+	tp := rc.Records()[0].Header.Get("traceparent")
 	parts := strings.Split(tp, "-")
 	require.Len(t, parts, 4, "the webhook carries a W3C traceparent, got %q", tp)
 	traceID, parentID := parts[1], parts[2]
@@ -259,25 +236,23 @@ func TestNoSecretOrAPIKeyReachesTheLogsOrTheAttemptLog(t *testing.T) {
 	exp := tracetest.NewInMemoryExporter()
 	p := startInProcess(t, setupTelemetry(t, telemetry.WithSpanExporter(exp)), &logs, true)
 
-	rc := &traceReceiver{}
-	srv := httptest.NewServer(rc)
-	t.Cleanup(srv.Close)
-	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// An endpoint that echoes what it got, headers included, into the response body that the
-		// attempt log keeps.
+	srv := hooktest.StartT(t, hooktest.Options{})
+	rc := srv.Endpoint("hook", hooktest.Fast)
+	rc.Record(true)
+	// An endpoint that echoes what it got, headers included, into the response body that the
+	// attempt log keeps.
+	srv.Endpoint("down", hooktest.Fast).AnswerWith(func(r *hooktest.Request) hooktest.Answer {
 		var b strings.Builder
 		_ = r.Header.Write(&b)
-		w.WriteHeader(http.StatusInternalServerError)
-		_, _ = io.WriteString(w, b.String())
-	}))
-	t.Cleanup(failing.Close)
+		return hooktest.Answer{Status: http.StatusInternalServerError, Body: []byte(b.String())}
+	})
 
 	project := call(t, "POST", p.api+"/v1/projects", p.admin, map[string]any{"name": "Acme"}, 201)
 	apiKey := project["api_key"].(string)
 	const secret = "whsec_c2VjcmV0LXRoYXQtbXVzdC1uZXZlci1sZWFrMTIz"
-	wh := call(t, "POST", p.api+"/v1/webhooks", apiKey, map[string]any{"name": "crm", "url": srv.URL + "/hook",
+	wh := call(t, "POST", p.api+"/v1/webhooks", apiKey, map[string]any{"name": "crm", "url": srv.URL() + "/hook",
 		"events": []string{"*"}, "secret": secret, "headers": map[string]string{"X-Api-Token": "customer-token-4c6f"}}, 201)
-	call(t, "POST", p.api+"/v1/webhooks", apiKey, map[string]any{"name": "down", "url": failing.URL + "/hook",
+	call(t, "POST", p.api+"/v1/webhooks", apiKey, map[string]any{"name": "down", "url": srv.URL() + "/down",
 		"events": []string{"*"}}, 201)
 	rotated := call(t, "POST", p.api+"/v1/webhooks/"+wh["id"].(string)+"/secrets/rotate", apiKey, nil, 200)
 	newSecret, _ := rotated["secret"].(string)
@@ -292,7 +267,7 @@ func TestNoSecretOrAPIKeyReachesTheLogsOrTheAttemptLog(t *testing.T) {
 	call(t, "POST", p.ingest+"/v1/events", apiKey+"x", map[string]any{"event_type": "nps.scored"}, 401)
 	call(t, "POST", p.api+"/v1/projects", p.admin+"x", map[string]any{"name": "x"}, 401)
 	call(t, "POST", p.api+"/v1/webhooks/"+wh["id"].(string)+"/test", apiKey, nil, 200)
-	require.Eventually(t, func() bool { return rc.n() >= 6 }, 60*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return len(rc.Records()) >= 6 }, 60*time.Second, 20*time.Millisecond)
 
 	// Wait for the attempts (the failing endpoint's included) to be queryable, then read them all.
 	var attempts map[string]any
@@ -369,18 +344,16 @@ func TestWithoutAnExporterTheProducersTraceStillReachesTheWebhook(t *testing.T) 
 	defer cancel()
 	require.NoError(t, cl.ProduceSync(ctx, &kgo.Record{Topic: p.kcfg.Topics.SurveyEvents, Key: []byte(projectID), Value: v,
 		Headers: []kgo.RecordHeader{{Key: "traceparent", Value: []byte("00-" + producerTrace + "-00f067aa0ba902b7-01")}}}).FirstErr())
-	require.Eventually(t, func() bool { return rc.n() == 1 }, 60*time.Second, 20*time.Millisecond, "the event should be delivered")
+	require.Eventually(t, func() bool { return len(rc.Records()) == 1 }, 60*time.Second, 20*time.Millisecond, "the event should be delivered")
 
 	// And one over HTTP: a trace of its own starts at ingest and reaches the webhook.
 	call(t, "POST", p.ingest+"/v1/events", apiKey, map[string]any{"event_type": "nps.scored",
 		"user": map[string]any{"id": "u2"}, "nps": map[string]any{"score": 1}}, 202)
-	require.Eventually(t, func() bool { return rc.n() == 2 }, 60*time.Second, 20*time.Millisecond, "the event should be delivered")
+	require.Eventually(t, func() bool { return len(rc.Records()) == 2 }, 60*time.Second, 20*time.Millisecond, "the event should be delivered")
 
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
 	byBody := map[string]string{}
-	for i, b := range rc.bodies {
-		byBody[b] = rc.parent[i]
+	for _, r := range rc.Records() {
+		byBody[string(r.Body)] = r.Header.Get("traceparent")
 	}
 	for body, tp := range byBody {
 		parts := strings.Split(tp, "-")

@@ -1,13 +1,8 @@
 package surveyhooks_test
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,43 +10,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// slowReceiver answers every webhook after delay and counts deliveries per event and per
-// webhook-id (a webhook-id seen twice is a duplicate delivery).
-type slowReceiver struct {
-	delay    time.Duration
-	mu       sync.Mutex
-	byEvent  map[string]int
-	byMsg    map[string]int
-	inFlight int
-	answered int
-}
-
-func (rc *slowReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var env struct {
-		EventID string `json:"event_id"`
-	}
-	body, _ := io.ReadAll(r.Body)
-	_ = json.Unmarshal(body, &env)
-	rc.mu.Lock()
-	rc.inFlight++
-	rc.byEvent[env.EventID]++
-	rc.byMsg[r.Header.Get("webhook-id")]++
-	rc.mu.Unlock()
-	time.Sleep(rc.delay)
-	w.WriteHeader(http.StatusOK)
-	rc.mu.Lock()
-	rc.inFlight--
-	rc.answered++
-	rc.mu.Unlock()
-}
-
-func (rc *slowReceiver) state() (events, duplicates, inFlight int) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	for _, n := range rc.byMsg {
-		duplicates += n - 1
-	}
-	return len(rc.byEvent), duplicates, rc.inFlight
+// state reads a slow subscriber with one webhook: events that reached it, duplicate deliveries
+// (a webhook-id seen twice), and requests in flight.
+func (rc *slowSubscriber) state() (events, duplicates, inFlight int) {
+	duplicates, _, _ = rc.duplicates()
+	return rc.delivered(), duplicates, len(rc.hook.Open())
 }
 
 func TestServicesReportReadinessAndMetricsAndARollingRestartOfWorkersLosesNothing(t *testing.T) {
@@ -73,12 +36,10 @@ func TestServicesReportReadinessAndMetricsAndARollingRestartOfWorkersLosesNothin
 			60*time.Second, 100*time.Millisecond, "%s /readyz should turn 200 once it is caught up", name)
 	}
 
-	rc := &slowReceiver{delay: 400 * time.Millisecond, byEvent: map[string]int{}, byMsg: map[string]int{}}
-	srv := httptest.NewServer(rc)
-	t.Cleanup(srv.Close)
+	rc := newSlowSubscriber(t, 400*time.Millisecond)
 	project := call(t, "POST", l.api+"/v1/projects", l.admin, map[string]any{"name": "Acme"}, 201)
 	apiKey := project["api_key"].(string)
-	call(t, "POST", l.api+"/v1/webhooks", apiKey, map[string]any{"name": "slow", "url": srv.URL + "/hook",
+	call(t, "POST", l.api+"/v1/webhooks", apiKey, map[string]any{"name": "slow", "url": rc.URL() + "/hook",
 		"events": []string{"nps.scored"}}, 201)
 
 	// A second worker joins; events keep arriving while the workers are replaced one by one.

@@ -22,7 +22,7 @@ import (
 
 	"github.com/surveyhooks/surveyhooks/pkg/proctest"
 	"github.com/surveyhooks/surveyhooks/services/loadgen/produce"
-	"github.com/surveyhooks/surveyhooks/services/loadgen/receiver"
+	"github.com/surveyhooks/surveyhooks/pkg/hooktest"
 	"github.com/surveyhooks/surveyhooks/services/loadgen/stack"
 )
 
@@ -90,7 +90,7 @@ type bench struct {
 	st        *stack.Stack
 	brokers   []string
 	pprof     map[string]string // service → its profiler's address
-	rx        *receiver.Server
+	rx        *hooktest.Server
 	prod      *produce.Producer
 	api       *apiClient
 	db        string // ClickHouse database of this run
@@ -106,7 +106,7 @@ type bench struct {
 	memQ     target   // memory, queued: one hanging webhook with every delivery behind it
 	mem      []target // memory, open: hanging webhooks, Concurrency requests open to each
 	memProj  project
-	baseline *receiver.Endpoint
+	baseline *hooktest.Endpoint
 	secret   string // a webhook secret, for the baseline's signatures
 
 	sfSlow, sfHealthy target // slow_flood: the slow endpoint that gets the flood, the healthy one beside it
@@ -116,7 +116,7 @@ type bench struct {
 type target struct {
 	p  project
 	w  webhook
-	ep *receiver.Endpoint
+	ep *hooktest.Endpoint
 }
 
 func (b *bench) say(format string, args ...any) {
@@ -255,7 +255,7 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 	}
 	b.api = newAPIClient("http://"+addrs["api"], admin)
 	b.ingestURL = "http://" + addrs["ingest"]
-	rx, err := receiver.Start("127.0.0.1:0", receiver.Options{HangMax: 3 * time.Minute, SlowDelay: slowFloodDelay})
+	rx, err := hooktest.Start("127.0.0.1:0", hooktest.Options{HangMax: 3 * time.Minute, SlowDelay: slowFloodDelay})
 	if err != nil {
 		return err
 	}
@@ -289,7 +289,7 @@ func (b *bench) teardown() {
 // subscribe creates every project, webhook and receiver endpoint the scenarios use.
 func (b *bench) subscribe(ctx context.Context) error {
 	b.say("creating projects and webhooks")
-	one := func(name string, mode receiver.Mode) (target, error) {
+	one := func(name string, mode hooktest.Mode) (target, error) {
 		p, err := b.api.createProject(ctx, "bench "+name)
 		if err != nil {
 			return target{}, err
@@ -299,46 +299,46 @@ func (b *bench) subscribe(ctx context.Context) error {
 		return target{p: p, w: w, ep: ep}, err
 	}
 	var err error
-	if b.tp, err = one("throughput", receiver.Fast); err != nil {
+	if b.tp, err = one("throughput", hooktest.Fast); err != nil {
 		return err
 	}
 	b.secret = b.tp.w.Secret
-	if b.httpT, err = one("http", receiver.Fast); err != nil {
+	if b.httpT, err = one("http", hooktest.Fast); err != nil {
 		return err
 	}
-	if b.lat, err = one("latency", receiver.Fast); err != nil {
+	if b.lat, err = one("latency", hooktest.Fast); err != nil {
 		return err
 	}
-	if b.memQ, err = one("memory-queued", receiver.Hanging); err != nil {
+	if b.memQ, err = one("memory-queued", hooktest.Hanging); err != nil {
 		return err
 	}
-	if b.sfSlow, err = one("slow-flood", receiver.Slow); err != nil {
+	if b.sfSlow, err = one("slow-flood", hooktest.Slow); err != nil {
 		return err
 	}
-	if b.sfHealthy, err = one("slow-flood-healthy", receiver.Fast); err != nil {
+	if b.sfHealthy, err = one("slow-flood-healthy", hooktest.Fast); err != nil {
 		return err
 	}
-	b.baseline = b.rx.Endpoint("baseline", receiver.Fast)
+	b.baseline = b.rx.Endpoint("baseline", hooktest.Fast)
 
 	if b.fanProj, err = b.api.createProject(ctx, "bench fanout"); err != nil {
 		return err
 	}
-	if b.fan, err = b.webhooks(ctx, b.fanProj, "fanout", 10, receiver.Fast); err != nil {
+	if b.fan, err = b.webhooks(ctx, b.fanProj, "fanout", 10, hooktest.Fast); err != nil {
 		return err
 	}
 	if b.memProj, err = b.api.createProject(ctx, "bench memory"); err != nil {
 		return err
 	}
 	perEndpoint := b.opts.Concurrency
-	if b.mem, err = b.webhooks(ctx, b.memProj, "memory-open", (b.opts.InFlight+perEndpoint-1)/perEndpoint, receiver.Hanging); err != nil {
+	if b.mem, err = b.webhooks(ctx, b.memProj, "memory-open", (b.opts.InFlight+perEndpoint-1)/perEndpoint, hooktest.Hanging); err != nil {
 		return err
 	}
 	// isolation: 100 endpoints, each its own project so traffic can be aimed at one of them.
 	b.iso = make([]target, isolationEndpoints)
 	err = parallel(ctx, 8, isolationEndpoints, func(i int) error {
-		mode := receiver.Fast
+		mode := hooktest.Fast
 		if isolationRole(i) == roleHanging {
-			mode = receiver.Hanging
+			mode = hooktest.Hanging
 		}
 		t, err := one(fmt.Sprintf("isolation-%03d", i), mode)
 		b.iso[i] = t
@@ -348,7 +348,7 @@ func (b *bench) subscribe(ctx context.Context) error {
 }
 
 // webhooks creates n webhooks in p, each to its own endpoint.
-func (b *bench) webhooks(ctx context.Context, p project, prefix string, n int, mode receiver.Mode) ([]target, error) {
+func (b *bench) webhooks(ctx context.Context, p project, prefix string, n int, mode hooktest.Mode) ([]target, error) {
 	out := make([]target, n)
 	err := parallel(ctx, 8, n, func(i int) error {
 		name := fmt.Sprintf("%s-%03d", prefix, i)

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/surveyhooks/surveyhooks/services/loadgen/produce"
-	"github.com/surveyhooks/surveyhooks/services/loadgen/receiver"
+	"github.com/surveyhooks/surveyhooks/pkg/hooktest"
 )
 
 // HTTPIngest is the HTTP path as producers use it: 50 concurrent producers POSTing one event each
@@ -87,7 +87,7 @@ func (h *httpPoster) close() { h.client.CloseIdleConnections() }
 // runHTTPIngest: 50 producers, each POSTing one event and waiting for the answer before the next.
 func (b *bench) runHTTPIngest(ctx context.Context) error {
 	t := b.httpT
-	eps := []*receiver.Endpoint{t.ep}
+	eps := []*hooktest.Endpoint{t.ep}
 	base := received(eps)
 	h := b.newHTTPPoster(t, "http")
 	defer h.close()
@@ -126,7 +126,7 @@ func (b *bench) runHTTPIngest(ctx context.Context) error {
 func (b *bench) runCPUAt400(ctx context.Context) error {
 	const rate = 400
 	t := b.httpT
-	eps := []*receiver.Endpoint{t.ep}
+	eps := []*hooktest.Endpoint{t.ep}
 	sleep(ctx, 2*time.Second) // what earlier scenarios left settles
 	idle := b.newCPUMeter()
 	sleep(ctx, 5*time.Second)

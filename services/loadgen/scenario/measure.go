@@ -18,7 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/surveyhooks/surveyhooks/services/loadgen/receiver"
+	"github.com/surveyhooks/surveyhooks/pkg/hooktest"
 	"github.com/surveyhooks/surveyhooks/services/loadgen/stack"
 )
 
@@ -46,7 +46,7 @@ func percentiles(ds []time.Duration) Percentiles {
 }
 
 // latencies of the samples whose event was sent within [from, to).
-func latencies(eps []*receiver.Endpoint, from, to time.Time) []time.Duration {
+func latencies(eps []*hooktest.Endpoint, from, to time.Time) []time.Duration {
 	var out []time.Duration
 	for _, ep := range eps {
 		for _, s := range ep.Samples(from) {
@@ -59,22 +59,22 @@ func latencies(eps []*receiver.Endpoint, from, to time.Time) []time.Duration {
 	return out
 }
 
-func received(eps []*receiver.Endpoint) (n int64) {
+func received(eps []*hooktest.Endpoint) (n int64) {
 	for _, ep := range eps {
 		n += ep.Received()
 	}
 	return n
 }
 
-func duplicates(eps []*receiver.Endpoint) (n int64) {
+func duplicates(eps []*hooktest.Endpoint) (n int64) {
 	for _, ep := range eps {
 		n += ep.Duplicates()
 	}
 	return n
 }
 
-func endpoints(ts []target) []*receiver.Endpoint {
-	out := make([]*receiver.Endpoint, len(ts))
+func endpoints(ts []target) []*hooktest.Endpoint {
+	out := make([]*hooktest.Endpoint, len(ts))
 	for i, t := range ts {
 		out[i] = t.ep
 	}

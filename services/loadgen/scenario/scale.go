@@ -9,7 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/surveyhooks/surveyhooks/services/loadgen/produce"
-	"github.com/surveyhooks/surveyhooks/services/loadgen/receiver"
+	"github.com/surveyhooks/surveyhooks/pkg/hooktest"
 	"github.com/surveyhooks/surveyhooks/services/loadgen/stack"
 )
 
@@ -58,7 +58,7 @@ func (b *bench) runManyEndpoints(ctx context.Context) error {
 		projects[i] = p
 		for j := range manyWebhooksPerProject {
 			name := fmt.Sprintf("many-%04d-%02d", i, j)
-			ep := b.rx.Endpoint(name, receiver.Fast)
+			ep := b.rx.Endpoint(name, hooktest.Fast)
 			w, err := b.api.createWebhook(ctx, p, name, b.rx.URL()+"/"+name)
 			if err != nil {
 				return err
@@ -120,7 +120,7 @@ func (b *bench) runScaleOut(ctx context.Context) error {
 			return err
 		}
 		name := fmt.Sprintf("scale-%02d", i)
-		ep := b.rx.Endpoint(name, receiver.Fast)
+		ep := b.rx.Endpoint(name, hooktest.Fast)
 		w, err := b.api.createWebhook(ctx, p, name, b.rx.URL()+"/"+name)
 		targets[i] = target{p: p, w: w, ep: ep}
 		return err

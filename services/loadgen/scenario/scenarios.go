@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/surveyhooks/surveyhooks/services/loadgen/produce"
-	"github.com/surveyhooks/surveyhooks/services/loadgen/receiver"
+	"github.com/surveyhooks/surveyhooks/pkg/hooktest"
 	"github.com/surveyhooks/surveyhooks/services/loadgen/stack"
 )
 
@@ -27,7 +27,7 @@ const sinkGroup, attemptsTopic = "surveyhooks-sink", "delivery-attempts"
 // closedLoop produces events from gen as fast as the pipeline delivers them, keeping at most
 // b.opts.Backlog events' worth of deliveries outstanding; perEvent is how many deliveries one
 // event makes. It returns a stop function that ends production and reports how many were sent.
-func (b *bench) closedLoop(ctx context.Context, eps []*receiver.Endpoint, perEvent int64, gen func(int) produce.Event) func() (int64, error) {
+func (b *bench) closedLoop(ctx context.Context, eps []*hooktest.Endpoint, perEvent int64, gen func(int) produce.Event) func() (int64, error) {
 	base := received(eps)
 	pctx, cancel := context.WithCancel(ctx)
 	type result struct {
@@ -50,7 +50,7 @@ func (b *bench) closedLoop(ctx context.Context, eps []*receiver.Endpoint, perEve
 }
 
 // drain waits until eps received want deliveries since base.
-func (b *bench) drain(ctx context.Context, eps []*receiver.Endpoint, base, want int64, timeout time.Duration) error {
+func (b *bench) drain(ctx context.Context, eps []*hooktest.Endpoint, base, want int64, timeout time.Duration) error {
 	if waitFor(ctx, timeout, func() bool { return received(eps)-base >= want }) {
 		return nil
 	}
@@ -61,7 +61,7 @@ func (b *bench) drain(ctx context.Context, eps []*receiver.Endpoint, base, want 
 // pipeline goes with a bounded backlog; meanwhile the sink's rows per second and lag, every
 // consumer group's lag, each process's CPU, and CPU profiles of the services.
 func (b *bench) runThroughput(ctx context.Context) error {
-	eps := []*receiver.Endpoint{b.tp.ep}
+	eps := []*hooktest.Endpoint{b.tp.ep}
 	base := received(eps)
 	stop := b.closedLoop(ctx, eps, 1, b.events(b.tp.p, "throughput"))
 	sleep(ctx, b.opts.Warmup)
@@ -248,7 +248,7 @@ func (b *bench) runLatency(ctx context.Context) error {
 		return errors.New("needs throughput's rate, which was not measured")
 	}
 	b.res.LatencyRate = round2(rate)
-	eps := []*receiver.Endpoint{b.lat.ep}
+	eps := []*hooktest.Endpoint{b.lat.ep}
 	base := received(eps)
 	from, to, sent, err := b.openLoop(ctx, rate, b.events(b.lat.p, "latency"))
 	if err != nil {
@@ -296,7 +296,7 @@ func (b *bench) runIsolation(ctx context.Context) error {
 	if rate <= 0 {
 		return errors.New("needs latency's rate, which was not measured")
 	}
-	var healthy, hanging []*receiver.Endpoint
+	var healthy, hanging []*hooktest.Endpoint
 	for i, t := range b.iso {
 		switch isolationRole(i) {
 		case roleHealthy:
@@ -305,8 +305,8 @@ func (b *bench) runIsolation(ctx context.Context) error {
 			hanging = append(hanging, t.ep)
 		}
 	}
-	flooded := []*receiver.Endpoint{b.iso[0].ep}
-	measured := append(append([]*receiver.Endpoint{}, healthy...), flooded...)
+	flooded := []*hooktest.Endpoint{b.iso[0].ep}
+	measured := append(append([]*hooktest.Endpoint{}, healthy...), flooded...)
 	base := received(measured)
 	var toMeasured atomic.Int64
 	cycle := isolationFlood + isolationEndpoints - 1 // the flooded endpoint's share, then one each
@@ -333,7 +333,7 @@ func (b *bench) runIsolation(ctx context.Context) error {
 	iso.HealthyMissing = max(0, toMeasured.Load()-(received(measured)-base))
 	for _, ep := range hanging {
 		iso.HangingTries += ep.Requests()
-		ep.SetMode(receiver.Fast) // let their retries succeed so nothing lingers into `memory`
+		ep.SetMode(hooktest.Fast) // let their retries succeed so nothing lingers into `memory`
 		ep.Release()
 	}
 	if b.res.LatencyMs.P99 > 0 {
@@ -377,9 +377,9 @@ func (b *bench) runMemory(ctx context.Context) error {
 	m.QueuedKiBPerDelivery = round2(float64(peak-idle) / float64(n) / 1024)
 	b.say("memory, %d held behind one endpoint: peak %.1f MiB (idle %.1f), %.1f KiB per delivery", n,
 		m.QueuedPeakRSSMB, m.QueuedIdleRSSMB, m.QueuedKiBPerDelivery)
-	b.memQ.ep.SetMode(receiver.Fast) // answer them all before the next case
+	b.memQ.ep.SetMode(hooktest.Fast) // answer them all before the next case
 	b.memQ.ep.Release()
-	if err := b.drain(ctx, []*receiver.Endpoint{b.memQ.ep}, 0, int64(n), 60*time.Second); err != nil {
+	if err := b.drain(ctx, []*hooktest.Endpoint{b.memQ.ep}, 0, int64(n), 60*time.Second); err != nil {
 		return fmt.Errorf("queued deliveries: %w", err)
 	}
 

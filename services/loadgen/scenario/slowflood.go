@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/surveyhooks/surveyhooks/services/loadgen/produce"
-	"github.com/surveyhooks/surveyhooks/services/loadgen/receiver"
+	"github.com/surveyhooks/surveyhooks/pkg/hooktest"
 )
 
 // slow_flood (issue 13, case 1): one endpoint that answers slowly gets a flood of deliveries — more
@@ -41,7 +41,7 @@ func (b *bench) runSlowFlood(ctx context.Context) error {
 	sf := &b.res.SlowFlood
 	*sf = SlowFlood{SlowDelayMs: slowFloodDelay.Milliseconds(), Flood: slowFloodEvents, HealthyRate: slowFloodRate}
 	trickle := func(tag string, settle time.Duration) (Percentiles, error) {
-		eps := []*receiver.Endpoint{healthy.ep}
+		eps := []*hooktest.Endpoint{healthy.ep}
 		base := received(eps)
 		start := time.Now()
 		from, to := start.Add(settle), start.Add(settle+slowFloodWindow)
@@ -58,7 +58,7 @@ func (b *bench) runSlowFlood(ctx context.Context) error {
 	if sf.AloneMs, err = trickle("slow-flood-alone", 2*time.Second); err != nil {
 		return fmt.Errorf("healthy alone: %w", err)
 	}
-	slowBase := received([]*receiver.Endpoint{slow.ep})
+	slowBase := received([]*hooktest.Endpoint{slow.ep})
 	floodStart := time.Now()
 	if _, err := b.prod.Run(ctx, produce.Plan{Count: slowFloodEvents}, b.events(slow.p, "slow-flood")); err != nil {
 		return fmt.Errorf("producing the flood: %w", err)
@@ -69,9 +69,9 @@ func (b *bench) runSlowFlood(ctx context.Context) error {
 	if sf.AloneMs.P99 > 0 {
 		b.res.SlowFloodP99Ratio = round2(sf.FloodedMs.P99 / sf.AloneMs.P99)
 	}
-	slow.ep.SetMode(receiver.Fast)
-	derr := b.drain(ctx, []*receiver.Endpoint{slow.ep}, slowBase, slowFloodEvents, 120*time.Second)
-	sf.SlowDelivered = received([]*receiver.Endpoint{slow.ep}) - slowBase
+	slow.ep.SetMode(hooktest.Fast)
+	derr := b.drain(ctx, []*hooktest.Endpoint{slow.ep}, slowBase, slowFloodEvents, 120*time.Second)
+	sf.SlowDelivered = received([]*hooktest.Endpoint{slow.ep}) - slowBase
 	sf.SlowDrainS = round2(time.Since(floodStart).Seconds())
 	b.say("slow_flood: healthy p99 alone %.1f ms, under the flood %.1f ms (ratio %.2f); slow endpoint got %d of %d in %.0f s",
 		sf.AloneMs.P99, sf.FloodedMs.P99, b.res.SlowFloodP99Ratio, sf.SlowDelivered, slowFloodEvents, sf.SlowDrainS)

@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/surveyhooks/surveyhooks/services/loadgen/receiver"
+	"github.com/surveyhooks/surveyhooks/pkg/hooktest"
 )
 
 func main() {
@@ -25,12 +25,12 @@ func main() {
 	delay := flag.Duration("delay", 100*time.Millisecond, "how long a slow answer takes")
 	hang := flag.Duration("hang", 5*time.Minute, "longest a hanging request is held")
 	flag.Parse()
-	mode, err := receiver.ParseMode(*modeName)
+	mode, err := hooktest.ParseMode(*modeName)
 	if err != nil {
 		log.Fatal("receiver: ", err)
 	}
-	ep := receiver.NewEndpoint("all", mode)
-	srv, err := receiver.Start(*addr, receiver.Options{SlowDelay: *delay, HangMax: *hang, Default: ep})
+	ep := hooktest.NewEndpoint("all", mode)
+	srv, err := hooktest.Start(*addr, hooktest.Options{SlowDelay: *delay, HangMax: *hang, Default: ep})
 	if err != nil {
 		log.Fatal("receiver: ", err)
 	}

@@ -1,15 +1,17 @@
-package receiver_test
+package hooktest_test
 
 import (
 	"bytes"
 	"fmt"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/surveyhooks/surveyhooks/services/loadgen/receiver"
+	"github.com/surveyhooks/surveyhooks/pkg/hooktest"
+	"github.com/surveyhooks/surveyhooks/pkg/signature"
 )
 
 func post(t *testing.T, c *http.Client, url string, body string) (int, error) {
@@ -22,17 +24,17 @@ func post(t *testing.T, c *http.Client, url string, body string) (int, error) {
 	return resp.StatusCode, nil
 }
 
-func start(t *testing.T, opts receiver.Options) *receiver.Server {
+func start(t *testing.T, opts hooktest.Options) *hooktest.Server {
 	t.Helper()
-	srv, err := receiver.Start("127.0.0.1:0", opts)
+	srv, err := hooktest.Start("127.0.0.1:0", opts)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = srv.Close() })
 	return srv
 }
 
 func TestFastEndpointRecordsEndToEndLatencyFromSentAt(t *testing.T) {
-	srv := start(t, receiver.Options{})
-	ep := srv.Endpoint("fast", receiver.Fast)
+	srv := start(t, hooktest.Options{})
+	ep := srv.Endpoint("fast", hooktest.Fast)
 	sent := time.Now().Add(-250 * time.Millisecond)
 	body := fmt.Sprintf(`{"event_id":"e1","payload":{"properties":{"sent_at_ns":%d}}}`, sent.UnixNano())
 	code, err := post(t, http.DefaultClient, srv.URL()+"/fast", body)
@@ -49,8 +51,8 @@ func TestFastEndpointRecordsEndToEndLatencyFromSentAt(t *testing.T) {
 }
 
 func TestFailingEndpointAnswers500AndRecordsNothing(t *testing.T) {
-	srv := start(t, receiver.Options{})
-	ep := srv.Endpoint("down", receiver.Failing)
+	srv := start(t, hooktest.Options{})
+	ep := srv.Endpoint("down", hooktest.Failing)
 	code, err := post(t, http.DefaultClient, srv.URL()+"/down", `{}`)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusInternalServerError, code)
@@ -59,8 +61,8 @@ func TestFailingEndpointAnswers500AndRecordsNothing(t *testing.T) {
 }
 
 func TestSlowEndpointTakesItsDelay(t *testing.T) {
-	srv := start(t, receiver.Options{SlowDelay: 150 * time.Millisecond})
-	srv.Endpoint("slow", receiver.Slow)
+	srv := start(t, hooktest.Options{SlowDelay: 150 * time.Millisecond})
+	srv.Endpoint("slow", hooktest.Slow)
 	began := time.Now()
 	code, err := post(t, http.DefaultClient, srv.URL()+"/slow", `{}`)
 	require.NoError(t, err)
@@ -69,8 +71,8 @@ func TestSlowEndpointTakesItsDelay(t *testing.T) {
 }
 
 func TestHangingEndpointHoldsRequestsUntilTheClientGivesUpOrItIsReleased(t *testing.T) {
-	srv := start(t, receiver.Options{})
-	ep := srv.Endpoint("hang", receiver.Hanging)
+	srv := start(t, hooktest.Options{})
+	ep := srv.Endpoint("hang", hooktest.Hanging)
 
 	_, err := post(t, &http.Client{Timeout: 200 * time.Millisecond}, srv.URL()+"/hang", `{}`)
 	require.Error(t, err, "a hanging endpoint must not answer before the client's timeout")
@@ -83,7 +85,7 @@ func TestHangingEndpointHoldsRequestsUntilTheClientGivesUpOrItIsReleased(t *test
 	}()
 	require.Eventually(t, func() bool { return ep.InFlight() == 1 }, 5*time.Second, 10*time.Millisecond)
 	require.EqualValues(t, 1, ep.PeakInFlight())
-	ep.SetMode(receiver.Fast)
+	ep.SetMode(hooktest.Fast)
 	ep.Release()
 	select {
 	case code := <-done:
@@ -95,9 +97,9 @@ func TestHangingEndpointHoldsRequestsUntilTheClientGivesUpOrItIsReleased(t *test
 }
 
 func TestClosingTheServerDropsHeldRequestsWithoutA200(t *testing.T) {
-	srv, err := receiver.Start("127.0.0.1:0", receiver.Options{})
+	srv, err := hooktest.Start("127.0.0.1:0", hooktest.Options{})
 	require.NoError(t, err)
-	ep := srv.Endpoint("hang", receiver.Hanging)
+	ep := srv.Endpoint("hang", hooktest.Hanging)
 	errc := make(chan error, 1)
 	go func() {
 		code, err := post(t, http.DefaultClient, srv.URL()+"/hang", `{}`)
@@ -118,13 +120,13 @@ func TestClosingTheServerDropsHeldRequestsWithoutA200(t *testing.T) {
 }
 
 func TestUnknownPathsGoToTheDefaultEndpointOr404(t *testing.T) {
-	srv := start(t, receiver.Options{})
+	srv := start(t, hooktest.Options{})
 	code, err := post(t, http.DefaultClient, srv.URL()+"/nobody", `{}`)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusNotFound, code)
 
-	all := receiver.NewEndpoint("all", receiver.Fast)
-	srv2 := start(t, receiver.Options{Default: all})
+	all := hooktest.NewEndpoint("all", hooktest.Fast)
+	srv2 := start(t, hooktest.Options{Default: all})
 	code, err = post(t, http.DefaultClient, srv2.URL()+"/any/path", `{}`)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, code)
@@ -132,15 +134,15 @@ func TestUnknownPathsGoToTheDefaultEndpointOr404(t *testing.T) {
 }
 
 func TestOnlyLoopbackAddressesAreAccepted(t *testing.T) {
-	_, err := receiver.Start("0.0.0.0:0", receiver.Options{})
+	_, err := hooktest.Start("0.0.0.0:0", hooktest.Options{})
 	require.ErrorContains(t, err, "loopback")
-	_, err = receiver.ParseMode("sometimes")
+	_, err = hooktest.ParseMode("sometimes")
 	require.Error(t, err)
 }
 
 func TestForgetDropsOldSamples(t *testing.T) {
-	srv := start(t, receiver.Options{})
-	ep := srv.Endpoint("fast", receiver.Fast)
+	srv := start(t, hooktest.Options{})
+	ep := srv.Endpoint("fast", hooktest.Fast)
 	for range 3 {
 		_, err := post(t, http.DefaultClient, srv.URL()+"/fast", `{}`)
 		require.NoError(t, err)
@@ -151,11 +153,72 @@ func TestForgetDropsOldSamples(t *testing.T) {
 }
 
 func TestDuplicatesCountsRepeatedEventIDs(t *testing.T) {
-	srv := start(t, receiver.Options{})
-	ep := srv.Endpoint("fast", receiver.Fast)
+	srv := start(t, hooktest.Options{})
+	ep := srv.Endpoint("fast", hooktest.Fast)
 	for _, id := range []string{"a", "b", "a", "a"} {
 		_, err := post(t, http.DefaultClient, srv.URL()+"/fast", `{"event_id":"`+id+`"}`)
 		require.NoError(t, err)
 	}
 	require.EqualValues(t, 2, ep.Duplicates())
+}
+
+func TestVerifyingEndpointRefusesABadSignatureAndAcceptsAGoodOne(t *testing.T) {
+	srv := hooktest.StartT(t, hooktest.Options{})
+	ep := srv.Endpoint("signed", hooktest.Fast)
+	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	ep.Verify(secret)
+	ep.Record(false)
+	key, err := signature.Key(secret)
+	require.NoError(t, err)
+	body := []byte(`{"event_id":"e1","event_type":"survey.completed"}`)
+	send := func(sig string) int {
+		req, _ := http.NewRequest("POST", srv.URL()+"/signed", bytes.NewReader(body))
+		now := time.Now()
+		req.Header.Set("webhook-id", "msg_1")
+		req.Header.Set("webhook-timestamp", strconv.FormatInt(now.Unix(), 10))
+		req.Header.Set("webhook-signature", sig)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Equal(t, http.StatusBadRequest, send("v1,bm90IGEgc2lnbmF0dXJl"))
+	require.Len(t, ep.Refused(), 1)
+	require.Equal(t, http.StatusOK, send(signature.Standard("msg_1", time.Now(), body, [][]byte{key})))
+	require.EqualValues(t, 1, ep.Received())
+	recs := ep.Records()
+	require.Len(t, recs, 2)
+	require.Equal(t, []int{400, 200}, []int{recs[0].Status, recs[1].Status})
+	require.Equal(t, "e1", recs[1].EventID)
+	require.Equal(t, "survey.completed", recs[1].EventType)
+	require.Equal(t, "msg_1", recs[1].WebhookID)
+}
+
+func TestAnswerFunctionChoosesEachAnswerAndRecordsShowOpenAndAbandonedRequests(t *testing.T) {
+	srv := hooktest.StartT(t, hooktest.Options{})
+	ep := srv.Endpoint("chosen", hooktest.Fast)
+	ep.Record(true)
+	ep.AnswerWith(func(r *hooktest.Request) hooktest.Answer {
+		if r.EventID == "slow" {
+			return hooktest.Answer{Status: 200, Delay: 2 * time.Second}
+		}
+		return hooktest.Answer{Status: 429, Header: http.Header{"Retry-After": {"7"}}}
+	})
+	resp, err := http.Post(srv.URL()+"/chosen", "application/json", bytes.NewBufferString(`{"event_id":"limited"}`))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
+	require.Equal(t, "7", resp.Header.Get("Retry-After"))
+
+	c := &http.Client{Timeout: 300 * time.Millisecond} // hangs up before the slow answer
+	_, err = c.Post(srv.URL()+"/chosen", "application/json", bytes.NewBufferString(`{"event_id":"slow"}`))
+	require.Error(t, err)
+	require.Eventually(t, func() bool { return len(ep.Records()) == 2 && len(ep.Open()) == 0 }, 5*time.Second, 10*time.Millisecond)
+	recs := ep.Records()
+	require.Equal(t, 429, recs[0].Status)
+	require.Equal(t, "slow", recs[1].EventID)
+	require.Equal(t, 0, recs[1].Status, "a request whose client hung up is recorded unanswered")
+	require.False(t, recs[1].Delivered())
+	require.JSONEq(t, `{"event_id":"slow"}`, string(recs[1].Body))
+	require.EqualValues(t, 0, ep.Received())
 }

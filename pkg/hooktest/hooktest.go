@@ -1,9 +1,13 @@
-// Package receiver is the load test's subscriber: one HTTP listener on 127.0.0.1 serving many
-// endpoints, each at its own path with its own behaviour (fast, slow, failing, hanging), recording
-// when every event arrived and, when the event carries its send time, how long it took end to end.
-// It is a measuring instrument: it never verifies signatures (that would be the bench's cost, not
-// the pipeline's), never listens beyond loopback, and never hangs longer than its bound.
-package receiver
+// Package hooktest is the one subscriber every test and the bench use: one HTTP listener on
+// 127.0.0.1 serving many endpoints, each at its own path with its own behaviour (fast, slow,
+// failing, hanging, or an answer chosen per request), recording when every event arrived and, when
+// the event carries its send time, how long it took end to end.
+//
+// What costs is opt-in, so the bench measures the pipeline and not its instrument: an endpoint
+// verifies signatures only after Verify, and keeps a record of every request (path, webhook-id,
+// event, start, end, answer, whether the client hung up) only after Record. It never listens beyond
+// loopback and never hangs longer than its bound.
+package hooktest
 
 import (
 	"context"
@@ -15,7 +19,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
+
+	"github.com/surveyhooks/surveyhooks/pkg/signature"
 )
 
 // Mode is how an endpoint answers.
@@ -82,6 +89,17 @@ func Start(addr string, opts Options) (*Server, error) {
 	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	go func() { _ = s.srv.Serve(ln) }()
 	return s, nil
+}
+
+// StartT starts a server on a free loopback port for the test and closes it when the test ends.
+func StartT(t testing.TB, opts Options) *Server {
+	t.Helper()
+	s, err := Start("127.0.0.1:0", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
 }
 
 // URL is the server's base URL, without a trailing slash.
@@ -152,8 +170,43 @@ type Endpoint struct {
 	lastBody atomic.Value                  // []byte
 	release  atomic.Pointer[chan struct{}] // closed by Release: lets go of hanging requests
 
+	answer atomic.Pointer[func(*Request) Answer] // chooses the answer per request; nil: by mode
+	secret atomic.Pointer[string]                // verify signatures with it; nil: no check
+
 	mu      sync.Mutex
 	samples []Sample
+	record  bool
+	keep    bool       // keep headers and bodies in the records
+	seq     int        // requests numbered in arrival order
+	open    []*Request // being served now (recorded endpoints only)
+	done    []Request  // answered or abandoned, in the order they ended
+	bad     []string   // why requests were refused (signatures)
+}
+
+// Request is one request an endpoint saw, as Records and Open report it.
+type Request struct {
+	Seq       int    // arrival order, from 1
+	Path      string // the URL path, e.g. "/hook/wh_…"
+	WebhookID string // the `webhook-id` header: one delivery of one event to one webhook
+	EventID   string
+	EventType string
+	Header    http.Header // kept only with Record(true)
+	Body      []byte      // kept only with Record(true)
+	Start     time.Time
+	End       time.Time // zero while open
+	Status    int       // the answer; 0 when the client went away first
+}
+
+// Delivered reports whether the request was answered 2xx.
+func (r Request) Delivered() bool { return r.Status >= 200 && r.Status < 300 }
+
+// Answer is what an endpoint answers one request: Status (200 when zero) after Delay (a client
+// that hangs up meanwhile gets nothing), with Header and Body.
+type Answer struct {
+	Status int
+	Delay  time.Duration
+	Header http.Header
+	Body   []byte
 }
 
 // Sample is one delivery the endpoint accepted.
@@ -177,6 +230,66 @@ func NewEndpoint(name string, mode Mode) *Endpoint {
 func (e *Endpoint) Release() {
 	ch := make(chan struct{})
 	close(*e.release.Swap(&ch))
+}
+
+// AnswerWith makes fn choose the answer to every later request (its Header, Body and Start are
+// set); nil goes back to the mode. fn runs on the request's goroutine and may be called at once
+// by several.
+func (e *Endpoint) AnswerWith(fn func(*Request) Answer) {
+	if fn == nil {
+		e.answer.Store(nil)
+		return
+	}
+	e.answer.Store(&fn)
+}
+
+// Verify makes the endpoint check every later request's Standard Webhooks signature with secret
+// (and Ask Users' `X-Webhook-Signature` when sent), as a subscriber following either guide would:
+// a request that fails is answered 400 and its reason kept (Refused).
+func (e *Endpoint) Verify(secret string) { e.secret.Store(&secret) }
+
+// Record makes the endpoint keep every later request (Records, Open); keep also keeps their
+// headers and bodies.
+func (e *Endpoint) Record(keep bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.record, e.keep = true, keep
+}
+
+// Records returns the recorded requests that ended, in the order they ended.
+func (e *Endpoint) Records() []Request {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]Request(nil), e.done...)
+}
+
+// RecordsSince returns the recorded requests that ended after the first i, in the order they
+// ended: a caller that keeps i reads each record once.
+func (e *Endpoint) RecordsSince(i int) []Request {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if i >= len(e.done) {
+		return nil
+	}
+	return append([]Request(nil), e.done[max(i, 0):]...)
+}
+
+// Open returns the recorded requests being served now.
+func (e *Endpoint) Open() []Request {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]Request, len(e.open))
+	for i, r := range e.open {
+		out[i] = *r
+	}
+	return out
+}
+
+// Refused lists why requests were refused (bad signatures), in order.
+func (e *Endpoint) Refused() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.bad...)
 }
 
 // Mode is how the endpoint answers now.
@@ -244,8 +357,9 @@ func (e *Endpoint) SampleBody() []byte {
 
 // envelope is the part of a delivered body the receiver reads.
 type envelope struct {
-	EventID string `json:"event_id"`
-	Payload struct {
+	EventID   string `json:"event_id"`
+	EventType string `json:"event_type"`
+	Payload   struct {
 		Properties struct {
 			SentAtNs int64 `json:"sent_at_ns"`
 		} `json:"properties"`
@@ -253,6 +367,7 @@ type envelope struct {
 }
 
 func (e *Endpoint) serve(w http.ResponseWriter, r *http.Request, s *Server) {
+	start := time.Now()
 	e.requests.Add(1)
 	n := e.inFlight.Add(1)
 	defer e.inFlight.Add(-1)
@@ -267,10 +382,44 @@ func (e *Endpoint) serve(w http.ResponseWriter, r *http.Request, s *Server) {
 		http.Error(w, "reading body", http.StatusBadRequest)
 		return
 	}
+	req := e.begin(r, body, start)
+	status := e.serveRequest(w, r, s, req, body)
+	e.end(req, status)
+}
+
+// serveRequest answers one request and returns the status written (0: none).
+func (e *Endpoint) serveRequest(w http.ResponseWriter, r *http.Request, s *Server, req *Request, body []byte) int {
+	if secret := e.secret.Load(); secret != nil {
+		if err := verify(*secret, r.Header, body); err != nil {
+			e.mu.Lock()
+			e.bad = append(e.bad, fmt.Sprintf("%s %s: %v", req.Path, req.WebhookID, err))
+			e.mu.Unlock()
+			http.Error(w, `{"error":"bad signature"}`, http.StatusBadRequest)
+			return http.StatusBadRequest
+		}
+	}
+	if fn := e.answer.Load(); fn != nil {
+		a := (*fn)(req)
+		if a.Delay > 0 && !wait(r.Context(), s.stop, a.Delay) {
+			return 0
+		}
+		for k, v := range a.Header {
+			w.Header()[k] = v
+		}
+		if a.Status == 0 {
+			a.Status = http.StatusOK
+		}
+		if a.Status >= 200 && a.Status < 300 {
+			e.accept(body, time.Now())
+		}
+		w.WriteHeader(a.Status)
+		_, _ = w.Write(a.Body)
+		return a.Status
+	}
 	switch e.Mode() {
 	case Failing:
 		http.Error(w, `{"error":"failing on purpose"}`, http.StatusInternalServerError)
-		return
+		return http.StatusInternalServerError
 	case Hanging:
 		t := time.NewTimer(s.opts.HangMax)
 		defer t.Stop()
@@ -278,23 +427,100 @@ func (e *Endpoint) serve(w http.ResponseWriter, r *http.Request, s *Server) {
 		case <-*e.release.Load():
 			// Released: answer late, as an endpoint that recovered would.
 		case <-r.Context().Done():
-			return
+			return 0
 		case <-s.stop:
 			panic(http.ErrAbortHandler) // drop the connection: a failure, never a 200
 		case <-t.C:
 			panic(http.ErrAbortHandler)
 		}
 	case Slow:
-		t := time.NewTimer(s.opts.SlowDelay)
-		select {
-		case <-r.Context().Done():
-			t.Stop()
-			return
-		case <-t.C:
+		if !wait(r.Context(), nil, s.opts.SlowDelay) {
+			return 0
 		}
 	}
 	e.accept(body, time.Now())
 	w.WriteHeader(http.StatusOK)
+	return http.StatusOK
+}
+
+// wait sleeps for d unless the client goes away or the server stops first (false).
+func wait(ctx context.Context, stop <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-stop:
+		return false
+	}
+}
+
+// verify checks a request's signatures as a subscriber following the Standard Webhooks guide (and
+// Ask Users', when its header is present) would.
+func verify(secret string, h http.Header, body []byte) error {
+	if err := signature.VerifyStandard(secret, h.Get("webhook-id"), h.Get("webhook-timestamp"),
+		h.Get("webhook-signature"), body, 5*time.Minute); err != nil {
+		return err
+	}
+	if sig := h.Get("X-Webhook-Signature"); sig != "" {
+		return signature.VerifyAskUsers(secret, body, sig)
+	}
+	return nil
+}
+
+// begin describes a request that arrived and, on a recorded endpoint, adds it to the open ones.
+// Without an answer function or a record, it costs nothing: the bench's endpoints stay cheap.
+func (e *Endpoint) begin(r *http.Request, body []byte, start time.Time) *Request {
+	e.mu.Lock()
+	record, keep := e.record, e.keep
+	e.mu.Unlock()
+	if !record && e.answer.Load() == nil {
+		return nil
+	}
+	var env envelope
+	_ = json.Unmarshal(body, &env)
+	req := &Request{Path: r.URL.Path, WebhookID: r.Header.Get("webhook-id"), EventID: env.EventID,
+		EventType: env.EventType, Start: start, Header: r.Header.Clone(), Body: body}
+	if !keep {
+		req.Header, req.Body = nil, nil
+	}
+	if e.answer.Load() != nil && !keep { // the answer function may look at them
+		req.Header, req.Body = r.Header, body
+	}
+	e.mu.Lock()
+	e.seq++
+	req.Seq = e.seq
+	if e.record {
+		e.open = append(e.open, req)
+	}
+	e.mu.Unlock()
+	return req
+}
+
+// end records how a recorded request ended.
+func (e *Endpoint) end(req *Request, status int) {
+	if req == nil {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.record {
+		return
+	}
+	for i, o := range e.open {
+		if o == req {
+			e.open = append(e.open[:i], e.open[i+1:]...)
+			break
+		}
+	}
+	done := *req
+	done.End, done.Status = time.Now(), status
+	if !e.keep {
+		done.Header, done.Body = nil, nil
+	}
+	e.done = append(e.done, done)
 }
 
 // accept records one delivery received at now.
