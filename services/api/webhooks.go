@@ -305,6 +305,10 @@ func (s *Server) apply(wh *pb.Webhook, spec webhookSpec) error {
 		// Re-enabling clears why it was switched off (e.g. "gone" after a 410); a manual disable has no reason.
 		wh.DisabledReason = ""
 	}
+	if wh.Enabled && !wasEnabled {
+		// Re-enabled: the failing streak that disabled it is over (services/delivery/health.go).
+		wh.FailingSinceMs, wh.ConsecutiveFailures, wh.DisabledAtMs = 0, 0, 0
+	}
 	wh.UserProperties = spec.UserProperties
 	wh.CompanyProperties = spec.CompanyProperties
 	wh.PayloadVersion = spec.PayloadVersion
