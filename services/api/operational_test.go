@@ -1,0 +1,222 @@
+package api_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/surveyhooks/surveyhooks/pkg/signature"
+	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
+	"github.com/surveyhooks/surveyhooks/services/delivery"
+)
+
+// opsReceiver is the platform's operational endpoint: it refuses requests whose Standard Webhooks
+// signature does not verify with its secret, and keeps the operational events it accepted.
+type opsReceiver struct {
+	*httptest.Server
+	secret atomic.Value // string
+	mu     sync.Mutex
+	events []opsEvent
+	bad    atomic.Int32
+}
+
+type opsEvent struct {
+	EventID   string `json:"event_id"`
+	EventType string `json:"event_type"`
+	Payload   struct {
+		ProjectID           string `json:"project_id"`
+		WebhookID           string `json:"webhook_id"`
+		WebhookName         string `json:"webhook_name"`
+		Reason              string `json:"reason"`
+		ConsecutiveFailures int    `json:"consecutive_failures"`
+		FailingSinceMs      int64  `json:"failing_since_ms"`
+		DeliveryID          string `json:"delivery_id"`
+		EventID             string `json:"event_id"`
+		LastStatusCode      int    `json:"last_status_code"`
+	} `json:"payload"`
+}
+
+func newOpsReceiver(t *testing.T) *opsReceiver {
+	rc := &opsReceiver{}
+	rc.secret.Store("")
+	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		h := r.Header
+		if err := signature.VerifyStandard(rc.secret.Load().(string), h.Get(signature.HeaderID), h.Get(signature.HeaderTimestamp),
+			h.Get(signature.HeaderSignature), body, time.Minute); err != nil {
+			rc.bad.Add(1)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		var ev opsEvent
+		if json.Unmarshal(body, &ev) != nil {
+			rc.bad.Add(1)
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		rc.mu.Lock()
+		rc.events = append(rc.events, ev)
+		rc.mu.Unlock()
+	}))
+	t.Cleanup(rc.Close)
+	return rc
+}
+
+// seen is the operational events received about webhook id, in arrival order, without repeats.
+func (rc *opsReceiver) seen(id string) (types []string, byType map[string]opsEvent) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	byType, ids := map[string]opsEvent{}, map[string]bool{}
+	for _, ev := range rc.events {
+		if ev.Payload.WebhookID != id || ids[ev.EventID] {
+			continue
+		}
+		ids[ev.EventID] = true
+		types = append(types, ev.EventType)
+		byType[ev.EventType] = ev
+	}
+	return types, byType
+}
+
+// TestAFailingWebhookIsAutoDisabledAndItsEventsAreKeptAsSkipped is issue 16's "done when": an
+// endpoint that stops answering is reported failing, recovers, fails again until it is disabled
+// (reason "failing"); the operational endpoint, verifying every signature, hears
+// webhook.failing, webhook.recovered, webhook.failing, webhook.disabled; events that keep
+// arriving are not sent but logged in ClickHouse as skipped attempts with the body they would
+// have had. A second operational endpoint that always fails produces no operational event about
+// itself and does not hold up the rest.
+func TestAFailingWebhookIsAutoDisabledAndItsEventsAreKeptAsSkipped(t *testing.T) {
+	s := startStack(t, withSink(), withFanout(), withDeliveryConfig(func(c *delivery.Config) {
+		c.FailingNotifyAfter, c.DisableAfterFailures, c.DisableAfter = 3, 6, time.Hour
+	}))
+	ops := newOpsReceiver(t)
+	created := s.must(http.StatusCreated, "POST", "/v1/operational-webhooks", adminToken,
+		map[string]any{"name": "platform on-call", "url": ops.URL + "/ops", "events": []string{"*"}})
+	ops.secret.Store(created.str("secret"))
+	require.NotEmpty(t, created.str("secret"))
+	require.Empty(t, s.must(http.StatusOK, "GET", "/v1/operational-webhooks/"+created.str("id"), adminToken, nil).str("secret"),
+		"the secret is shown once")
+	broken := newReceiver(t, http.StatusInternalServerError)
+	brokenOps := s.must(http.StatusCreated, "POST", "/v1/operational-webhooks", adminToken,
+		map[string]any{"url": broken.URL + "/ops", "events": []string{"*"}}).str("id")
+
+	rc := newReceiver(t, http.StatusServiceUnavailable)
+	project, key := s.project("Acme")
+	wh := s.webhook(key, map[string]any{"name": "CRM sync", "url": rc.URL + "/hook", "events": []string{"nps.scored"}}).str("id")
+
+	n := 0
+	send := func() string {
+		n++
+		score := int32(n % 11)
+		id := fmt.Sprintf("evt-%d", n)
+		v, _ := proto.Marshal(&pb.Event{EventId: id, ProjectId: project, EventType: "nps.scored", TimeMs: time.Now().UnixMilli(),
+			ReceivedAtMs: time.Now().UnixMilli(), User: &pb.User{Id: "u1"}, Nps: &pb.Nps{Score: &score}})
+		require.NoError(t, s.kcl.ProduceSync(s.ctx, &kgo.Record{Topic: s.cfg.Kafka.Topics.Events, Key: []byte(project), Value: v}).FirstErr())
+		return id
+	}
+	// waitFor waits for the webhook's lifecycle events (failing, recovered, disabled) to be want,
+	// in order, and for at least deadLetters delivery.dead_lettered events: those are sent beside
+	// the lifecycle event of the same attempt, so they may arrive before or after it.
+	waitFor := func(deadLetters int, want ...string) map[string]opsEvent {
+		var lifecycle []string
+		var by map[string]opsEvent
+		dead := 0
+		require.Eventually(t, func() bool {
+			var all []string
+			all, by = ops.seen(wh)
+			lifecycle, dead = nil, 0
+			for _, typ := range all {
+				if typ == "delivery.dead_lettered" {
+					dead++
+				} else {
+					lifecycle = append(lifecycle, typ)
+				}
+			}
+			return len(lifecycle) >= len(want) && dead >= deadLetters
+		}, 30*time.Second, 50*time.Millisecond, "operational events so far: %v and %d dead letters; want %v and %d", lifecycle, dead, want, deadLetters)
+		require.Equal(t, want, lifecycle)
+		return by
+	}
+
+	// One event, three failed attempts (the stack's schedule is 200ms, 400ms): failing.
+	first := send()
+	by := waitFor(1, "webhook.failing")
+	failing := by["webhook.failing"]
+	require.Equal(t, project, failing.Payload.ProjectID)
+	require.Equal(t, "CRM sync", failing.Payload.WebhookName)
+	require.Equal(t, 3, failing.Payload.ConsecutiveFailures)
+	require.Equal(t, 503, failing.Payload.LastStatusCode)
+	require.NotZero(t, failing.Payload.FailingSinceMs)
+	// Its retries exhausted, the delivery was dead-lettered, and that was said too.
+	require.Equal(t, first, by["delivery.dead_lettered"].Payload.EventID)
+
+	// The endpoint answers again: recovered, on the first success.
+	rc.status.Store(http.StatusOK)
+	send()
+	waitFor(1, "webhook.failing", "webhook.recovered")
+
+	// It fails again, long enough to be disabled: failing (a new streak), then disabled.
+	rc.status.Store(http.StatusServiceUnavailable)
+	send()
+	send()
+	by = waitFor(3, "webhook.failing", "webhook.recovered", "webhook.failing", "webhook.disabled")
+	disabled := by["webhook.disabled"]
+	require.Equal(t, "failing", disabled.Payload.Reason)
+	require.Equal(t, project, disabled.Payload.ProjectID)
+	require.Equal(t, 6, disabled.Payload.ConsecutiveFailures)
+	require.Equal(t, by["webhook.failing"].Payload.FailingSinceMs, disabled.Payload.FailingSinceMs)
+	require.Greater(t, disabled.Payload.FailingSinceMs, failing.Payload.FailingSinceMs, "a new streak")
+	var view reply
+	require.Eventually(t, func() bool {
+		view = s.must(http.StatusOK, "GET", "/v1/webhooks/"+wh, key, nil)
+		return view.body["enabled"] == false
+	}, 10*time.Second, 50*time.Millisecond)
+	require.Equal(t, "failing", view.str("disabled_reason"))
+
+	// Events keep arriving: not sent, not dropped — skipped attempts in ClickHouse, with their body.
+	requestsBefore := len(rc.requests())
+	later := []string{send(), send()}
+	for _, id := range later {
+		var list []map[string]any
+		require.Eventually(t, func() bool {
+			r := s.do("GET", "/v1/events/"+id+"/attempts", key, nil)
+			if r.status != http.StatusOK {
+				return false
+			}
+			list = r.list()
+			return len(list) == 1
+		}, 20*time.Second, 100*time.Millisecond, "the skipped attempt of %s did not reach ClickHouse", id)
+		a := list[0]
+		require.Equal(t, "skipped", a["disposition"])
+		require.Equal(t, "webhook_disabled", a["outcome"])
+		require.Equal(t, wh, a["webhook_id"])
+		require.Equal(t, "nps.scored", a["event_type"])
+		detail := s.must(http.StatusOK, "GET", "/v1/attempts/"+a["id"].(string), key, nil)
+		var body struct {
+			EventID   string `json:"event_id"`
+			EventType string `json:"event_type"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(detail.str("request_body")), &body), "the rendered body: %s", detail)
+		require.Equal(t, id, body.EventID)
+		require.Equal(t, "nps.scored", body.EventType)
+		require.NotEmpty(t, detail.str("delivery_id"))
+	}
+	require.Equal(t, requestsBefore, len(rc.requests()), "a disabled webhook gets no request")
+
+	// The failing operational endpoint was tried (and retried) but nothing was said about it, and
+	// every request to the good one verified.
+	require.NotEmpty(t, broken.requests())
+	types, _ := ops.seen(brokenOps)
+	require.Empty(t, types, "no operational event about an operational endpoint")
+	require.Zero(t, ops.bad.Load(), "every operational request carried a valid signature")
+}
