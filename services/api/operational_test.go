@@ -220,3 +220,38 @@ func TestAFailingWebhookIsAutoDisabledAndItsEventsAreKeptAsSkipped(t *testing.T)
 	require.Empty(t, types, "no operational event about an operational endpoint")
 	require.Zero(t, ops.bad.Load(), "every operational request carried a valid signature")
 }
+
+// TestOperationalWebhookInputIsCheckedNamingTheField: an operational webhook takes only the
+// operational event types, a valid URL, and the admin token; each refusal names what is wrong.
+func TestOperationalWebhookInputIsCheckedNamingTheField(t *testing.T) {
+	s := startStack(t)
+	_, key := s.project("Acme")
+	for _, c := range []struct {
+		body  map[string]any
+		field string
+	}{
+		{map[string]any{"events": []string{"*"}}, "url"},
+		{map[string]any{"url": "ftp://ops.example.com", "events": []string{"*"}}, "url"},
+		{map[string]any{"url": "https://ops.example.com"}, "events"},
+		{map[string]any{"url": "https://ops.example.com", "events": []string{"webhook.disabled", "nps.scored"}}, "events[1]"},
+		{map[string]any{"url": "https://ops.example.com", "events": []string{"*"}, "enabled": false}, "enabled"},
+	} {
+		r := s.must(http.StatusBadRequest, "POST", "/v1/operational-webhooks", adminToken, c.body)
+		require.Equal(t, c.field, r.errField(), "%v: %s", c.body, r)
+	}
+	s.must(http.StatusUnauthorized, "POST", "/v1/operational-webhooks", key, map[string]any{"url": "https://ops.example.com", "events": []string{"*"}})
+
+	created := s.must(http.StatusCreated, "POST", "/v1/operational-webhooks", adminToken,
+		map[string]any{"url": "https://ops.example.com/hook", "events": []string{"webhook.failing", "webhook.disabled"}})
+	require.Equal(t, "/v1/operational-webhooks/"+created.str("id"), created.header.Get("Location"))
+	require.Equal(t, []any{"webhook.disabled", "webhook.failing"}, created.body["events"])
+	require.Contains(t, created.str("secret"), "whsec_")
+	got := s.must(http.StatusOK, "GET", "/v1/operational-webhooks/"+created.str("id"), adminToken, nil)
+	require.Empty(t, got.str("secret"))
+	require.NotContains(t, string(got.raw), created.str("secret"))
+	s.must(http.StatusNoContent, "DELETE", "/v1/operational-webhooks/"+created.str("id"), adminToken, nil)
+	require.Eventually(t, func() bool {
+		return s.do("GET", "/v1/operational-webhooks/"+created.str("id"), adminToken, nil).status == http.StatusNotFound
+	}, 5*time.Second, 20*time.Millisecond)
+	require.Empty(t, s.must(http.StatusOK, "GET", "/v1/operational-webhooks", adminToken, nil).list())
+}
