@@ -11,17 +11,18 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/envelope"
 	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
 	"github.com/surveyhooks/surveyhooks/pkg/ids"
+	"github.com/surveyhooks/surveyhooks/pkg/operational"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
 
 // Operational webhooks are the platform's own endpoints: they hear that a customer's webhook is
-// failing, was disabled, recovered, or dead-lettered a delivery (envelope.OperationalCatalogue).
-// They are webhooks of the reserved project envelope.PlatformProject, managed with the admin token
+// failing, was disabled, recovered, or dead-lettered a delivery (operational.Catalogue).
+// They are webhooks of the reserved project operational.PlatformProject, managed with the admin token
 // only, so they travel the `webhooks` topic and are delivered — signed, retried, logged — by the
 // same worker as every other webhook; the delivery service makes their deliveries (health.go).
 
 // platform is the reserved project the handlers below act for.
-var platform = &pb.Project{Id: envelope.PlatformProject, Name: "operational webhooks"}
+var platform = &pb.Project{Id: operational.PlatformProject, Name: "operational webhooks"}
 
 // operationalSpec is the body of POST /v1/operational-webhooks.
 type operationalSpec struct {
@@ -68,7 +69,7 @@ func (s *Server) createOperationalWebhook(w http.ResponseWriter, r *http.Request
 		return err
 	}
 	now := time.Now().UnixMilli()
-	wh := &pb.Webhook{Id: ids.New("wh_"), ProjectId: envelope.PlatformProject, Name: strings.TrimSpace(in.Name),
+	wh := &pb.Webhook{Id: ids.New("wh_"), ProjectId: operational.PlatformProject, Name: strings.TrimSpace(in.Name),
 		Url: strings.TrimSpace(in.URL), Enabled: true, PayloadVersion: envelope.DefaultVersion, RetryPolicy: "default",
 		SignatureScheme: schemeV1, CreatedAtMs: now, UpdatedAtMs: now, Revision: 1}
 	if wh.Name == "" {
@@ -82,13 +83,13 @@ func (s *Server) createOperationalWebhook(w http.ResponseWriter, r *http.Request
 	}
 	if len(in.Events) == 0 {
 		return invalid("events", "events must name at least one operational event type, or \"*\" for all; known: %s",
-			strings.Join(envelope.OperationalTypes(), ", "))
+			strings.Join(operational.Types(), ", "))
 	}
 	for i, t := range in.Events {
 		t = strings.TrimSpace(t)
-		if t != "*" && !envelope.KnownOperationalType(t) {
+		if t != "*" && !operational.Known(t) {
 			return invalid("events["+strconv.Itoa(i)+"]", "unknown operational event type %q; known: %s, or \"*\"",
-				t, strings.Join(envelope.OperationalTypes(), ", "))
+				t, strings.Join(operational.Types(), ", "))
 		}
 		wh.EventTypes = append(wh.EventTypes, t)
 	}
@@ -122,7 +123,7 @@ func (s *Server) listOperationalWebhooks(w http.ResponseWriter, r *http.Request)
 	if err := onlyParams(r); err != nil {
 		return err
 	}
-	whs := slices.Clone(s.reg.Webhooks(envelope.PlatformProject))
+	whs := slices.Clone(s.reg.Webhooks(operational.PlatformProject))
 	slices.SortFunc(whs, func(a, b *pb.Webhook) int {
 		return cmp.Or(cmp.Compare(a.CreatedAtMs, b.CreatedAtMs), strings.Compare(a.Id, b.Id))
 	})

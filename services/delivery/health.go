@@ -12,7 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/surveyhooks/surveyhooks/pkg/envelope"
+	"github.com/surveyhooks/surveyhooks/pkg/operational"
 	"github.com/surveyhooks/surveyhooks/pkg/registry"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 	"github.com/surveyhooks/surveyhooks/services/delivery/sender"
@@ -55,7 +55,7 @@ func judgeHealth(pol healthPolicy, st healthState, success bool, nowMs int64) he
 		}
 		ch := healthChange{Persist: notified}
 		if notified {
-			ch.Events = []string{envelope.WebhookRecovered}
+			ch.Events = []string{operational.WebhookRecovered}
 		}
 		return ch
 	}
@@ -65,15 +65,15 @@ func judgeHealth(pol healthPolicy, st healthState, success bool, nowMs int64) he
 	}
 	ch := healthChange{State: next}
 	if !notified && next.Failures >= int32(pol.NotifyAfter) {
-		ch.Persist, ch.Events = true, []string{envelope.WebhookFailing}
+		ch.Persist, ch.Events = true, []string{operational.WebhookFailing}
 	}
 	byCount := pol.DisableAfterFailures > 0 && next.Failures >= int32(pol.DisableAfterFailures)
 	byTime := pol.DisableAfter > 0 && nowMs-next.FailingSinceMs >= pol.DisableAfter.Milliseconds()
 	if byCount || byTime {
 		if !notified && len(ch.Events) == 0 {
-			ch.Events = []string{envelope.WebhookFailing} // never disabled unannounced
+			ch.Events = []string{operational.WebhookFailing} // never disabled unannounced
 		}
-		ch.Events = append(ch.Events, envelope.WebhookDisabled)
+		ch.Events = append(ch.Events, operational.WebhookDisabled)
 		ch.State.Disabled, ch.Persist, ch.Disable = true, true, true
 	}
 	return ch
@@ -110,23 +110,23 @@ func newHealth(pol healthPolicy, deliveries, webhooks string, reg *registry.Regi
 // never made, and the platform's own operational webhooks (no events about themselves: no loop)
 // teach it nothing; dead letters and a 410's disable are reported whatever the streak.
 func (h *health) observe(d *pb.Delivery, wh *pb.Webhook, sent *sender.Result, dec decision, now time.Time) []*kgo.Record {
-	if h == nil || d.Test || wh == nil || wh.ProjectId == envelope.PlatformProject || d.ProjectId == envelope.PlatformProject {
+	if h == nil || d.Test || wh == nil || wh.ProjectId == operational.PlatformProject || d.ProjectId == operational.PlatformProject {
 		return nil
 	}
 	nowMs := now.UnixMilli()
 	out := dec.Outcome
 	var recs []*kgo.Record
-	last := envelope.Operational{ProjectID: wh.ProjectId, WebhookID: wh.Id, WebhookName: wh.Name,
+	last := operational.Payload{ProjectID: wh.ProjectId, WebhookID: wh.Id, WebhookName: wh.Name,
 		LastStatusCode: out.GetStatusCode(), LastError: out.GetError()}
 	if dec.Dead != nil && out.GetClass() != pb.OutcomeClass_OUTCOME_CLASS_WEBHOOK_DISABLED {
 		p := last
 		p.DeliveryID, p.EventID, p.EventType, p.Attempts = d.DeliveryId, d.EventId, d.EventType, d.Attempt
-		recs = append(recs, h.operational(envelope.DeliveryDeadLettered, "dead/"+d.DeliveryId+"/"+strconv.Itoa(int(d.Attempt)), nowMs, p)...)
+		recs = append(recs, h.announce(operational.DeliveryDeadLettered, "dead/"+d.DeliveryId+"/"+strconv.Itoa(int(d.Attempt)), nowMs, p)...)
 	}
 	if dec.Disable != nil { // a 410: decide disabled it, with reason "gone"
 		p := last
 		p.Reason = dec.Disable.DisabledReason
-		recs = append(recs, h.operational(envelope.WebhookDisabled, "disabled/"+wh.Id+"/"+strconv.FormatInt(dec.Disable.Revision, 10), nowMs, p)...)
+		recs = append(recs, h.announce(operational.WebhookDisabled, "disabled/"+wh.Id+"/"+strconv.FormatInt(dec.Disable.Revision, 10), nowMs, p)...)
 		h.forget(wh.Id)
 		return recs
 	}
@@ -170,13 +170,13 @@ func (h *health) observe(d *pb.Delivery, wh *pb.Webhook, sent *sender.Result, de
 	for _, typ := range ch.Events {
 		p := last
 		p.ConsecutiveFailures, p.FailingSinceMs = streak.Failures, streak.FailingSinceMs
-		if typ == envelope.WebhookDisabled {
+		if typ == operational.WebhookDisabled {
 			p.Reason = "failing"
 		}
-		if typ == envelope.WebhookRecovered {
+		if typ == operational.WebhookRecovered {
 			p.LastStatusCode, p.LastError = 0, ""
 		}
-		recs = append(recs, h.operational(typ, typ+"/"+wh.Id+"/"+strconv.FormatInt(streak.FailingSinceMs, 10), nowMs, p)...)
+		recs = append(recs, h.announce(typ, typ+"/"+wh.Id+"/"+strconv.FormatInt(streak.FailingSinceMs, 10), nowMs, p)...)
 	}
 	return recs
 }
@@ -188,23 +188,23 @@ func (h *health) forget(id string) {
 	h.mu.Unlock()
 }
 
-// operational makes one operational event's deliveries: one per enabled operational webhook that
+// announce makes one operational event's deliveries: one per enabled operational webhook that
 // subscribes to its type, on `deliveries` like any other — the same worker, retries and attempt
 // log, each operational endpoint isolated as every endpoint is. The ids derive from what the event
 // is about (seed), so a worker that repeats an attempt after a crash repeats the same webhook-id.
-func (h *health) operational(typ, seed string, atMs int64, p envelope.Operational) []*kgo.Record {
+func (h *health) announce(typ, seed string, atMs int64, p operational.Payload) []*kgo.Record {
 	var recs []*kgo.Record
 	eventID := "evt_op_" + hashID(typ+"\x00"+seed)
 	var body []byte
-	for _, ow := range h.reg.Webhooks(envelope.PlatformProject) {
+	for _, ow := range h.reg.Webhooks(operational.PlatformProject) {
 		if !ow.Enabled || !(slices.Contains(ow.EventTypes, typ) || slices.Contains(ow.EventTypes, "*")) {
 			continue
 		}
 		if body == nil {
-			body = envelope.OperationalBody(eventID, typ, atMs, p)
+			body = operational.Body(eventID, typ, atMs, p)
 		}
 		d := &pb.Delivery{DeliveryId: "msg_" + hashID(eventID+"\x00"+ow.Id), EventId: eventID, WebhookId: ow.Id,
-			ProjectId: envelope.PlatformProject, EventType: typ, Body: body, Attempt: 1, CreatedAtMs: atMs,
+			ProjectId: operational.PlatformProject, EventType: typ, Body: body, Attempt: 1, CreatedAtMs: atMs,
 			EventTimeMs: atMs, WebhookRevision: ow.Revision}
 		v, _ := proto.Marshal(d)
 		recs = append(recs, &kgo.Record{Topic: h.topics.deliveries, Key: []byte(ow.Id), Value: v})

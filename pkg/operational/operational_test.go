@@ -1,4 +1,4 @@
-package envelope_test
+package operational_test
 
 import (
 	"encoding/json"
@@ -11,7 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/surveyhooks/surveyhooks/pkg/envelope"
+	"github.com/surveyhooks/surveyhooks/pkg/operational"
 )
 
 // TestOperationalEventsAreDocumented keeps docs/events.md's "Operational events" honest: every
@@ -23,7 +23,7 @@ func TestOperationalEventsAreDocumented(t *testing.T) {
 	doc := string(raw)
 	_, section, ok := strings.Cut(doc, "## Operational events")
 	require.True(t, ok, "docs/events.md has no Operational events section")
-	for _, o := range envelope.OperationalCatalogue {
+	for _, o := range operational.Catalogue {
 		require.Contains(t, section, "| `"+o.Name+"` | "+o.Description+" |")
 		require.Contains(t, section, "### "+o.Name+"\n\n```jsonc\n"+o.Example+"\n```")
 
@@ -35,14 +35,13 @@ func TestOperationalEventsAreDocumented(t *testing.T) {
 		require.EqualValues(t, at.UnixMilli(), ex["time_ms"], "%s: time and time_ms agree", o.Name)
 
 		payload := ex["payload"].(map[string]any)
-		var p envelope.Operational
+		var p operational.Payload
 		b, _ := json.Marshal(payload)
 		require.NoError(t, json.Unmarshal(b, &p))
 		var rendered map[string]any
-		require.NoError(t, json.Unmarshal(envelope.OperationalBody(ex["event_id"].(string), o.Name, at.UnixMilli(), p), &rendered))
+		require.NoError(t, json.Unmarshal(operational.Body(ex["event_id"].(string), o.Name, at.UnixMilli(), p), &rendered))
 		require.Equal(t, slices.Sorted(maps.Keys(ex)), slices.Sorted(maps.Keys(rendered)), o.Name)
 		require.Equal(t, payload, rendered["payload"], "%s: the example is what OperationalBody writes", o.Name)
-		require.True(t, envelope.KnownOperationalType(o.Name))
-		require.False(t, envelope.KnownEventType(o.Name), "%s is not a producer event", o.Name)
+		require.True(t, operational.Known(o.Name))
 	}
 }
