@@ -18,6 +18,7 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/signature"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 	"github.com/surveyhooks/surveyhooks/services/delivery"
+	"github.com/surveyhooks/surveyhooks/services/fanout"
 )
 
 // opsReceiver is the platform's operational endpoint: it refuses requests whose Standard Webhooks
@@ -182,6 +183,8 @@ func TestAFailingWebhookIsAutoDisabledAndItsEventsAreKeptAsSkipped(t *testing.T)
 		return view.body["enabled"] == false
 	}, 10*time.Second, 50*time.Millisecond)
 	require.Equal(t, "failing", view.str("disabled_reason"))
+	require.EqualValues(t, 6, view.body["consecutive_failures"])
+	require.Equal(t, time.UnixMilli(disabled.Payload.FailingSinceMs).UTC().Format(time.RFC3339Nano), view.str("failing_since"))
 
 	// Events keep arriving: not sent, not dropped — skipped attempts in ClickHouse, with their body.
 	requestsBefore := len(rc.requests())
@@ -212,6 +215,16 @@ func TestAFailingWebhookIsAutoDisabledAndItsEventsAreKeptAsSkipped(t *testing.T)
 		require.NotEmpty(t, detail.str("delivery_id"))
 	}
 	require.Equal(t, requestsBefore, len(rc.requests()), "a disabled webhook gets no request")
+
+	// The subscriber fixes the endpoint and re-enables the webhook: the streak is gone, and the
+	// next event is delivered (the skipped ones wait for a replay of the span).
+	rc.status.Store(http.StatusOK)
+	view = s.must(http.StatusOK, "PATCH", "/v1/webhooks/"+wh, key, map[string]any{"enabled": true})
+	require.Empty(t, view.str("disabled_reason"))
+	require.Nil(t, view.body["failing_since"])
+	require.Nil(t, view.body["consecutive_failures"])
+	again := send()
+	require.Eventually(t, func() bool { return len(rc.withID(fanout.DeliveryID(again, wh))) == 1 }, 20*time.Second, 50*time.Millisecond)
 
 	// The failing operational endpoint was tried (and retried) but nothing was said about it, and
 	// every request to the good one verified.

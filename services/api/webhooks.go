@@ -183,18 +183,22 @@ type secretOut struct {
 }
 
 type webhookOut struct {
-	ID              string          `json:"id"`
-	ProjectID       string          `json:"project_id"`
-	Name            string          `json:"name"`
-	Description     string          `json:"description"`
-	URL             string          `json:"url"`
-	Events          []string        `json:"events"`
-	EventToggles    map[string]bool `json:"event_toggles"`
-	Enabled         bool            `json:"enabled"`
-	DisabledReason  string          `json:"disabled_reason,omitempty"`
-	Secret          string          `json:"secret,omitempty"` // only right after it was created or rotated
-	SignatureScheme string          `json:"signature_scheme"`
-	PublicKey       string          `json:"public_key,omitempty"` // v1a: the newest key's "whpk_…"
+	ID             string          `json:"id"`
+	ProjectID      string          `json:"project_id"`
+	Name           string          `json:"name"`
+	Description    string          `json:"description"`
+	URL            string          `json:"url"`
+	Events         []string        `json:"events"`
+	EventToggles   map[string]bool `json:"event_toggles"`
+	Enabled        bool            `json:"enabled"`
+	DisabledReason string          `json:"disabled_reason,omitempty"`
+	// FailingSince and ConsecutiveFailures show a failing streak once the delivery service
+	// recorded it (at DELIVERY_FAILING_NOTIFY_AFTER failures, and at the disable).
+	FailingSince        *time.Time `json:"failing_since,omitempty"`
+	ConsecutiveFailures int32      `json:"consecutive_failures,omitempty"`
+	Secret              string     `json:"secret,omitempty"` // only right after it was created or rotated
+	SignatureScheme     string     `json:"signature_scheme"`
+	PublicKey           string     `json:"public_key,omitempty"` // v1a: the newest key's "whpk_…"
 	// ClientCertificate is public (the key never leaves the box); with its expiry.
 	ClientCertificate          string            `json:"client_certificate,omitempty"`
 	ClientCertificateExpiresAt *time.Time        `json:"client_certificate_expires_at,omitempty"`
@@ -230,6 +234,10 @@ func (s *Server) view(wh *pb.Webhook) webhookOut {
 		out.Headers = map[string]string{}
 	}
 	out.Masking = maskingOut(wh.Masking)
+	if wh.FailingSinceMs != 0 {
+		since := time.UnixMilli(wh.FailingSinceMs).UTC()
+		out.FailingSince, out.ConsecutiveFailures = &since, wh.ConsecutiveFailures
+	}
 	if wh.ClientCertificate != "" {
 		out.ClientCertificate = wh.ClientCertificate
 		if exp, err := clientCertificateExpiry(wh.ClientCertificate); err == nil {
