@@ -183,22 +183,18 @@ type secretOut struct {
 }
 
 type webhookOut struct {
-	ID             string          `json:"id"`
-	ProjectID      string          `json:"project_id"`
-	Name           string          `json:"name"`
-	Description    string          `json:"description"`
-	URL            string          `json:"url"`
-	Events         []string        `json:"events"`
-	EventToggles   map[string]bool `json:"event_toggles"`
-	Enabled        bool            `json:"enabled"`
-	DisabledReason string          `json:"disabled_reason,omitempty"`
-	// FailingSince and ConsecutiveFailures show a failing streak once the delivery service
-	// recorded it (at DELIVERY_FAILING_NOTIFY_AFTER failures, and at the disable).
-	FailingSince        *time.Time `json:"failing_since,omitempty"`
-	ConsecutiveFailures int32      `json:"consecutive_failures,omitempty"`
-	Secret              string     `json:"secret,omitempty"` // only right after it was created or rotated
-	SignatureScheme     string     `json:"signature_scheme"`
-	PublicKey           string     `json:"public_key,omitempty"` // v1a: the newest key's "whpk_…"
+	ID              string          `json:"id"`
+	ProjectID       string          `json:"project_id"`
+	Name            string          `json:"name"`
+	Description     string          `json:"description"`
+	URL             string          `json:"url"`
+	Events          []string        `json:"events"`
+	EventToggles    map[string]bool `json:"event_toggles"`
+	Enabled         bool            `json:"enabled"`
+	DisabledReason  string          `json:"disabled_reason,omitempty"`
+	Secret          string          `json:"secret,omitempty"` // only right after it was created or rotated
+	SignatureScheme string          `json:"signature_scheme"`
+	PublicKey       string          `json:"public_key,omitempty"` // v1a: the newest key's "whpk_…"
 	// ClientCertificate is public (the key never leaves the box); with its expiry.
 	ClientCertificate          string            `json:"client_certificate,omitempty"`
 	ClientCertificateExpiresAt *time.Time        `json:"client_certificate_expires_at,omitempty"`
@@ -217,6 +213,10 @@ type webhookOut struct {
 	Revision                   int64             `json:"revision"`
 	CreatedAt                  time.Time         `json:"created_at"`
 	UpdatedAt                  time.Time         `json:"updated_at"`
+	// FailingSince and ConsecutiveFailures show a failing streak once the delivery service
+	// recorded it (at DELIVERY_FAILING_NOTIFY_AFTER failures, and at the disable).
+	FailingSince        *time.Time `json:"failing_since,omitempty"`
+	ConsecutiveFailures int32      `json:"consecutive_failures,omitempty"`
 }
 
 // view is what a client sees of a webhook: never a secret, only each unexpired secret's metadata.

@@ -110,7 +110,14 @@ func newHealth(pol healthPolicy, deliveries, webhooks string, reg *registry.Regi
 // never made, and the platform's own operational webhooks (no events about themselves: no loop)
 // teach it nothing; dead letters and a 410's disable are reported whatever the streak.
 func (h *health) observe(d *pb.Delivery, wh *pb.Webhook, sent *sender.Result, dec decision, now time.Time) []*kgo.Record {
-	if h == nil || d.Test || wh == nil || wh.ProjectId == operational.PlatformProject || d.ProjectId == operational.PlatformProject {
+	if h == nil || d.Test || d.ProjectId == operational.PlatformProject {
+		return nil
+	}
+	if wh == nil { // deleted: its streak goes with it
+		h.forget(d.WebhookId)
+		return nil
+	}
+	if wh.ProjectId == operational.PlatformProject {
 		return nil
 	}
 	nowMs := now.UnixMilli()
