@@ -104,7 +104,7 @@ const (
 	Disposition_DISPOSITION_RETRY       Disposition = 2
 	Disposition_DISPOSITION_DEAD        Disposition = 3
 	Disposition_DISPOSITION_DROPPED     Disposition = 4 // webhook deleted: nothing left to deliver to
-	Disposition_DISPOSITION_SKIPPED     Disposition = 5 // not sent: the webhook was disabled automatically; kept, with its body, for a replay
+	Disposition_DISPOSITION_SKIPPED     Disposition = 5 // not sent: the webhook was disabled; kept for replay
 )
 
 // Enum value maps for Disposition.
