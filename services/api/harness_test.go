@@ -111,7 +111,7 @@ func startStack(t *testing.T, opts ...option) *stack {
 		require.NoError(t, config.Defaults(&dcfg))
 		dcfg.Kafka, dcfg.EncryptionKey, dcfg.AllowDestinations = kcfg, cfg.EncryptionKey, "127.0.0.0/8"
 		dcfg.CommitInterval, dcfg.Timeout = 50*time.Millisecond, 3*time.Second
-		if o.tweakDel != nil {
+		if o.tweakDel != nil { // nil: the defaults
 			o.tweakDel(&dcfg)
 		}
 		s.run("delivery", func(ctx context.Context) error { return delivery.Run(ctx, dcfg, quiet) })

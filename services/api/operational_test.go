@@ -268,3 +268,42 @@ func TestOperationalWebhookInputIsCheckedNamingTheField(t *testing.T) {
 	}, 5*time.Second, 20*time.Millisecond)
 	require.Empty(t, s.must(http.StatusOK, "GET", "/v1/operational-webhooks", adminToken, nil).list())
 }
+
+// TestAGoneWebhookIsAnnouncedAndItsLaterEventsAreSkipped: a 410 disables a webhook at once (reason
+// "gone"); the operational endpoint hears webhook.disabled with that reason, and later events are
+// kept as skipped attempts, as for a failing webhook.
+func TestAGoneWebhookIsAnnouncedAndItsLaterEventsAreSkipped(t *testing.T) {
+	s := startStack(t, withSink(), withFanout(), withDeliveryConfig(nil))
+	ops := newOpsReceiver(t)
+	ops.secret.Store(s.must(http.StatusCreated, "POST", "/v1/operational-webhooks", adminToken,
+		map[string]any{"url": ops.URL, "events": []string{"webhook.disabled"}}).str("secret"))
+	rc := newReceiver(t, http.StatusGone)
+	project, key := s.project("Acme")
+	wh := s.webhook(key, map[string]any{"url": rc.URL + "/hook", "events": []string{"nps.scored"}}).str("id")
+	send := func(id string) {
+		score := int32(7)
+		v, _ := proto.Marshal(&pb.Event{EventId: id, ProjectId: project, EventType: "nps.scored", TimeMs: time.Now().UnixMilli(),
+			User: &pb.User{Id: "u1"}, Nps: &pb.Nps{Score: &score}})
+		require.NoError(t, s.kcl.ProduceSync(s.ctx, &kgo.Record{Topic: s.cfg.Kafka.Topics.Events, Key: []byte(project), Value: v}).FirstErr())
+	}
+	send("gone-1")
+	var by map[string]opsEvent
+	require.Eventually(t, func() bool {
+		_, by = ops.seen(wh)
+		return by["webhook.disabled"].EventID != ""
+	}, 20*time.Second, 50*time.Millisecond)
+	require.Equal(t, "gone", by["webhook.disabled"].Payload.Reason)
+	require.Equal(t, 410, by["webhook.disabled"].Payload.LastStatusCode)
+	require.Eventually(t, func() bool {
+		return s.must(http.StatusOK, "GET", "/v1/webhooks/"+wh, key, nil).str("disabled_reason") == "gone"
+	}, 10*time.Second, 50*time.Millisecond)
+
+	send("gone-2")
+	require.Eventually(t, func() bool {
+		r := s.do("GET", "/v1/events/gone-2/attempts", key, nil)
+		return r.status == http.StatusOK && len(r.list()) == 1 && r.list()[0]["disposition"] == "skipped"
+	}, 20*time.Second, 100*time.Millisecond)
+	require.Len(t, rc.requests(), 1, "only the first event reached the endpoint")
+	types, _ := ops.seen(wh)
+	require.Equal(t, []string{"webhook.disabled"}, types, "it subscribed to webhook.disabled only")
+}
