@@ -80,3 +80,31 @@ func TestFailingStreakSurvivesAWorkerRestart(t *testing.T) {
 	require.Greater(t, d.Revision, noted[0].Revision)
 	require.NotZero(t, d.DisabledAtMs)
 }
+
+// TestWebhookFailingForTheSpanIsDisabled: with no count rule, a webhook whose every attempt failed
+// for DELIVERY_DISABLE_AFTER is disabled at its first failure past the span, and its record says
+// since when it had been failing.
+func TestWebhookFailingForTheSpanIsDisabled(t *testing.T) {
+	span := 700 * time.Millisecond
+	h := newHarness(t, []time.Duration{200 * time.Millisecond, 200 * time.Millisecond, 200 * time.Millisecond,
+		200 * time.Millisecond, 200 * time.Millisecond, 200 * time.Millisecond}, func(c *delivery.Config) {
+		c.FailingNotifyAfter, c.DisableAfterFailures, c.DisableAfter = 100, 0, span
+	})
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer failing.Close()
+	h.webhook("wh_failing", failing.URL)
+	h.start()
+	start := time.Now()
+	h.deliver("wh_failing", 1, "span")
+	ws := collect(h, h.cfg.Kafka.Topics.Webhooks, func() *pb.Webhook { return &pb.Webhook{} }, func(ws []*pb.Webhook) bool {
+		return len(ws) > 0 && ws[len(ws)-1].Revision > 1
+	})
+	off := ws[len(ws)-1]
+	require.False(t, off.Enabled)
+	require.Equal(t, "failing", off.DisabledReason)
+	require.GreaterOrEqual(t, off.DisabledAtMs-off.FailingSinceMs, span.Milliseconds(), "disabled once the span had passed")
+	require.GreaterOrEqual(t, off.FailingSinceMs, start.UnixMilli())
+	require.Less(t, off.ConsecutiveFailures, int32(100), "by time, not by count")
+}
