@@ -229,6 +229,11 @@ func (s *Server) routes() []route {
 		{"GET", "/v1/dead-letters", s.project(s.listDeadLetters)},
 		{"POST", "/v1/dead-letters/{id}/replay", s.project(s.replayDeadLetter)},
 		{"POST", "/v1/dead-letters/replay", s.project(s.replayDeadLetters)},
+
+		{"POST", "/v1/operational-webhooks", s.admin(s.createOperationalWebhook)},
+		{"GET", "/v1/operational-webhooks", s.admin(s.listOperationalWebhooks)},
+		{"GET", "/v1/operational-webhooks/{id}", s.admin(s.getOperationalWebhook)},
+		{"DELETE", "/v1/operational-webhooks/{id}", s.admin(s.deleteOperationalWebhook)},
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/secrets"
 	"github.com/surveyhooks/surveyhooks/services/api"
 	"github.com/surveyhooks/surveyhooks/services/delivery"
+	"github.com/surveyhooks/surveyhooks/services/fanout"
 	"github.com/surveyhooks/surveyhooks/services/sink"
 )
 
@@ -50,12 +51,18 @@ type stackOptions struct {
 	clickhouse bool // a fresh database on CLICKHOUSE_ADDR
 	delivery   bool // run the delivery service
 	sink       bool // run the sink (needs clickhouse)
+	fanout     bool // run fan-out
 	tweak      func(*api.Config)
+	tweakDel   func(*delivery.Config)
 }
 
 func withClickHouse() option { return func(o *stackOptions) { o.clickhouse = true } }
 func withDelivery() option   { return func(o *stackOptions) { o.delivery = true } }
 func withSink() option       { return func(o *stackOptions) { o.sink, o.clickhouse = true, true } }
+func withFanout() option     { return func(o *stackOptions) { o.fanout = true } }
+func withDeliveryConfig(f func(*delivery.Config)) option {
+	return func(o *stackOptions) { o.delivery, o.tweakDel = true, f }
+}
 func withConfig(f func(*api.Config)) option {
 	return func(o *stackOptions) { o.tweak = f }
 }
@@ -103,7 +110,16 @@ func startStack(t *testing.T, opts ...option) *stack {
 		require.NoError(t, config.Defaults(&dcfg))
 		dcfg.Kafka, dcfg.EncryptionKey, dcfg.AllowDestinations = kcfg, cfg.EncryptionKey, "127.0.0.0/8"
 		dcfg.CommitInterval, dcfg.Timeout = 50*time.Millisecond, 3*time.Second
+		if o.tweakDel != nil { // nil: the defaults
+			o.tweakDel(&dcfg)
+		}
 		s.run("delivery", func(ctx context.Context) error { return delivery.Run(ctx, dcfg, quiet) })
+	}
+	if o.fanout {
+		var fcfg fanout.Config
+		require.NoError(t, config.Defaults(&fcfg))
+		fcfg.Kafka, fcfg.EncryptionKey = kcfg, cfg.EncryptionKey
+		s.run("fanout", func(ctx context.Context) error { return fanout.Run(ctx, fcfg, quiet) })
 	}
 	if o.sink {
 		var scfg sink.Config

@@ -28,6 +28,8 @@ func TestAProjectKeySeesAndChangesOnlyItsOwnProject(t *testing.T) {
 		Body: []byte(`{}`), Attempt: 1, LastOutcome: &pb.Outcome{Class: pb.OutcomeClass_OUTCOME_CLASS_HTTP_PERMANENT,
 			StatusCode: 404, AtMs: t0.UnixMilli()}})
 	deadA := "msg_a.1"
+	opsW := s.must(http.StatusCreated, "POST", "/v1/operational-webhooks", adminToken,
+		map[string]any{"url": "https://ops.example.com/hook", "events": []string{"webhook.disabled"}}).str("id")
 	keyIDA := s.must(http.StatusCreated, "POST", "/v1/projects/"+pa+"/keys", keyA, map[string]any{"name": "a2", "scopes": []string{"read"}}).str("id")
 	// A can see its own data, so a 404 for B below is tenancy, not absence.
 	s.must(http.StatusOK, "GET", "/v1/attempts/att_a", keyA, nil)
@@ -100,6 +102,26 @@ func TestAProjectKeySeesAndChangesOnlyItsOwnProject(t *testing.T) {
 		"GET /v1/webhooks/{id}/stats":           notFound("GET", "/v1/webhooks/"+wA+"/stats", nil),
 		"GET /v1/dead-letters":                  onlyB("/v1/dead-letters?webhook_id="+wA+"&include_replayed=true", []any{}),
 		"POST /v1/dead-letters/{id}/replay":     notFound("POST", "/v1/dead-letters/"+deadA+"/replay", nil),
+		// Operational webhooks are the platform's: a project key reaches none of them, by either
+		// path, and the admin token does not see a project's webhook through them.
+		"POST /v1/operational-webhooks": func(t *testing.T) {
+			s.must(http.StatusUnauthorized, "POST", "/v1/operational-webhooks", keyB, map[string]any{"url": "https://example.com/b", "events": []string{"*"}})
+		},
+		"GET /v1/operational-webhooks": func(t *testing.T) {
+			s.must(http.StatusUnauthorized, "GET", "/v1/operational-webhooks", keyB, nil)
+			r := s.must(http.StatusOK, "GET", "/v1/operational-webhooks", adminToken, nil)
+			require.Equal(t, []any{opsW}, ids(r))
+		},
+		"GET /v1/operational-webhooks/{id}": func(t *testing.T) {
+			s.must(http.StatusUnauthorized, "GET", "/v1/operational-webhooks/"+opsW, keyB, nil)
+			s.must(http.StatusNotFound, "GET", "/v1/webhooks/"+opsW, keyB, nil)
+			s.must(http.StatusNotFound, "GET", "/v1/operational-webhooks/"+wA, adminToken, nil)
+		},
+		"DELETE /v1/operational-webhooks/{id}": func(t *testing.T) {
+			s.must(http.StatusUnauthorized, "DELETE", "/v1/operational-webhooks/"+opsW, keyB, nil)
+			s.must(http.StatusNotFound, "DELETE", "/v1/webhooks/"+opsW, keyB, nil)
+			s.must(http.StatusNotFound, "DELETE", "/v1/operational-webhooks/"+wA, adminToken, nil)
+		},
 		"POST /v1/dead-letters/replay": func(t *testing.T) {
 			notFound("POST", "/v1/dead-letters/replay", map[string]any{"webhook_id": wA})(t)
 			r := s.must(http.StatusAccepted, "POST", "/v1/dead-letters/replay", keyB, map[string]any{"event_id": "evt_a"})

@@ -213,6 +213,10 @@ type webhookOut struct {
 	Revision                   int64             `json:"revision"`
 	CreatedAt                  time.Time         `json:"created_at"`
 	UpdatedAt                  time.Time         `json:"updated_at"`
+	// FailingSince and ConsecutiveFailures show a failing streak once the delivery service
+	// recorded it (at DELIVERY_FAILING_NOTIFY_AFTER failures, and at the disable).
+	FailingSince        *time.Time `json:"failing_since,omitempty"`
+	ConsecutiveFailures int32      `json:"consecutive_failures,omitempty"`
 }
 
 // view is what a client sees of a webhook: never a secret, only each unexpired secret's metadata.
@@ -230,6 +234,10 @@ func (s *Server) view(wh *pb.Webhook) webhookOut {
 		out.Headers = map[string]string{}
 	}
 	out.Masking = maskingOut(wh.Masking)
+	if wh.FailingSinceMs != 0 {
+		since := time.UnixMilli(wh.FailingSinceMs).UTC()
+		out.FailingSince, out.ConsecutiveFailures = &since, wh.ConsecutiveFailures
+	}
 	if wh.ClientCertificate != "" {
 		out.ClientCertificate = wh.ClientCertificate
 		if exp, err := clientCertificateExpiry(wh.ClientCertificate); err == nil {
@@ -304,6 +312,10 @@ func (s *Server) apply(wh *pb.Webhook, spec webhookSpec) error {
 	if wh.Enabled || wasEnabled {
 		// Re-enabling clears why it was switched off (e.g. "gone" after a 410); a manual disable has no reason.
 		wh.DisabledReason = ""
+	}
+	if wh.Enabled && !wasEnabled {
+		// Re-enabled: the failing streak that disabled it is over (services/delivery/health.go).
+		wh.FailingSinceMs, wh.ConsecutiveFailures, wh.DisabledAtMs = 0, 0, 0
 	}
 	wh.UserProperties = spec.UserProperties
 	wh.CompanyProperties = spec.CompanyProperties

@@ -86,6 +86,20 @@ type Config struct {
 	CommitInterval time.Duration `env:"DELIVERY_COMMIT_INTERVAL" envDefault:"200ms"`
 	// DrainTimeout bounds how long a stopping worker waits for its in-flight deliveries.
 	DrainTimeout time.Duration `env:"DELIVERY_DRAIN_TIMEOUT" envDefault:"35s"`
+	// FailingNotifyAfter consecutive failed attempts make a webhook "failing": the operational
+	// webhooks get webhook.failing once per streak (health.go).
+	FailingNotifyAfter int `env:"DELIVERY_FAILING_NOTIFY_AFTER" envDefault:"10"`
+	// DisableAfter: a webhook whose attempts have all failed for this long is disabled with reason
+	// "failing" (Svix: 5 days); 0 never disables by time.
+	DisableAfter time.Duration `env:"DELIVERY_DISABLE_AFTER" envDefault:"120h"`
+	// DisableAfterFailures consecutive failed attempts disable a webhook with reason "failing"
+	// (Outpost: 100); 0 never disables by count.
+	DisableAfterFailures int `env:"DELIVERY_DISABLE_AFTER_FAILURES" envDefault:"100"`
+}
+
+// healthPolicy is the auto-disable part of the configuration.
+func (c Config) healthPolicy() healthPolicy {
+	return healthPolicy{NotifyAfter: c.FailingNotifyAfter, DisableAfter: c.DisableAfter, DisableAfterFailures: c.DisableAfterFailures}
 }
 
 // Validate reports the first configuration error, naming the variable.
@@ -121,6 +135,15 @@ func (c Config) Validate() error {
 		return errors.New("DELIVERY_BREAKER_THRESHOLD: must be at least 1")
 	case c.CommitInterval <= 0:
 		return errors.New("DELIVERY_COMMIT_INTERVAL: must be positive")
+	case c.FailingNotifyAfter < 1:
+		return fmt.Errorf("DELIVERY_FAILING_NOTIFY_AFTER: must be at least 1, got %d", c.FailingNotifyAfter)
+	case c.DisableAfter < 0:
+		return fmt.Errorf("DELIVERY_DISABLE_AFTER: must not be negative (0: never by time), got %v", c.DisableAfter)
+	case c.DisableAfterFailures < 0:
+		return fmt.Errorf("DELIVERY_DISABLE_AFTER_FAILURES: must not be negative (0: never by count), got %d", c.DisableAfterFailures)
+	case c.DisableAfterFailures > 0 && c.DisableAfterFailures < c.FailingNotifyAfter:
+		return fmt.Errorf("DELIVERY_DISABLE_AFTER_FAILURES (%d) must not be below DELIVERY_FAILING_NOTIFY_AFTER (%d): a webhook is reported failing before it is disabled",
+			c.DisableAfterFailures, c.FailingNotifyAfter)
 	}
 	return c.Kafka.Validate()
 }

@@ -40,6 +40,7 @@ type Worker struct {
 	name    string
 	deps    service.Deps
 	met     *Metrics
+	health  *health // failing streaks, auto-disable, operational events (health.go)
 
 	stopping      atomic.Bool // no more fetching: draining
 	abandonQueued atomic.Bool // the drain timed out: deliveries not yet started are left to the next owner
@@ -55,6 +56,9 @@ func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender
 		return nil, err
 	}
 	w.met = met
+	if cfg.FailingNotifyAfter > 0 { // a Config built in code may leave the health settings out
+		w.health = newHealth(cfg.healthPolicy(), cfg.Kafka.Topics.Deliveries, cfg.Kafka.Topics.Webhooks, reg)
+	}
 	w.life = &lifecycle{slots: make(chan struct{}, cfg.MaxInFlight), tr: newTracker(), parts: newPartitions(), inFlight: met.Held}
 	topic := cfg.Kafka.Topics.Deliveries
 	joined := w.deps.Ready.Wait("group " + cfg.Group + " joined")
@@ -316,7 +320,7 @@ func (w *Worker) deliver(ctx context.Context, t *task) time.Duration {
 	if sc := t.span.SpanContext(); sc.HasTraceID() {
 		a.TraceId = sc.TraceID().String() // the attempt log links to the event's trace
 	}
-	w.apply(t, a, dec)
+	w.apply(t, a, dec, w.health.observe(d, wh, in.Sent, dec, in.Now)...)
 	return res.Latency
 }
 
@@ -340,8 +344,8 @@ func attemptRecord(in input, dec decision, worker string, start time.Time) *pb.A
 }
 
 // apply produces what the decision emits — the attempt, and the retry, dead letter or disabled
-// webhook — and finishes t once Kafka has all of it.
-func (w *Worker) apply(t *task, a *pb.Attempt, dec decision) {
+// webhook — and the health records (health.go), and finishes t once Kafka has all of it.
+func (w *Worker) apply(t *task, a *pb.Attempt, dec decision, extra ...*kgo.Record) {
 	d, out := t.d, dec.Outcome
 	topics := w.cfg.Kafka.Topics
 	var recs []*kgo.Record
@@ -359,6 +363,7 @@ func (w *Worker) apply(t *task, a *pb.Attempt, dec decision) {
 	if dec.Disable != nil {
 		add(topics.Webhooks, dec.Disable.Id, dec.Disable)
 	}
+	recs = append(recs, extra...)
 	recs = append(recs, &kgo.Record{Topic: topics.Attempts, Key: []byte(d.WebhookId), Value: marshalAttempt(a, w.cfg.MaxAttemptBytes)})
 	if d.Test {
 		last := recs[len(recs)-1]

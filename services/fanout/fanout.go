@@ -94,6 +94,9 @@ type Stats struct {
 	// RespondentAnswersSkipped counts answers too long to remember (maxAnswerBytes).
 	RespondentAnswersSkipped atomic.Int64
 	Erasures                 atomic.Int64 // erasure requests handled
+	// Skipped counts (event, webhook) pairs recorded as skipped attempts: the webhook was disabled
+	// automatically (skip.go).
+	Skipped atomic.Int64
 }
 
 // byResult is Stats as the fan-out metric's series.
@@ -104,7 +107,7 @@ func (s *Stats) byResult() map[string]int64 {
 		"bad_config": s.BadConfig.Load(), "render_error": s.RenderErrs.Load(), "unreadable": s.Unreadable.Load(),
 		"duplicate": s.Duplicates.Load(), "dedup_evicted_early": s.EvictedEarly.Load(),
 		"respondent_records": s.RespondentRecords.Load(), "respondent_answer_skipped": s.RespondentAnswersSkipped.Load(),
-		"erasure": s.Erasures.Load(),
+		"erasure": s.Erasures.Load(), "skipped": s.Skipped.Load(),
 	}
 }
 
@@ -275,11 +278,18 @@ func (f *FanOut) fanOut(r *kgo.Record, reg *registry.Registry, rs *respondents, 
 	// meanwhile is used for this event but not cached (renderers.get).
 	gen := f.renderers.generation()
 	for _, wh := range reg.Webhooks(ev.ProjectId) {
+		skip := false
 		if !Matches(wh, ev.EventType) {
-			continue
+			if skip = Skips(wh, ev.EventType); !skip {
+				continue
+			}
 		}
 		body, ok := f.render(ev, wh, gen, opts)
 		if !ok {
+			continue
+		}
+		if skip { // disabled automatically: recorded, with its body, for a replay (skip.go)
+			produce(f.skipped(r, ev, wh, body, now))
 			continue
 		}
 		d := &pb.Delivery{
@@ -372,7 +382,12 @@ func (f *FanOut) render(ev *pb.Event, wh *pb.Webhook, gen uint64, opts []envelop
 // type (or to "*"), and the type's toggle is not switched off. "webhook.test" is never fanned out:
 // only Send Test makes it.
 func Matches(wh *pb.Webhook, eventType string) bool {
-	if !wh.Enabled || eventType == envelope.TestEventType {
+	return wh.Enabled && subscribes(wh, eventType)
+}
+
+// subscribes reports whether wh, enabled or not, wants events of eventType.
+func subscribes(wh *pb.Webhook, eventType string) bool {
+	if eventType == envelope.TestEventType {
 		return false
 	}
 	if on, ok := wh.EventToggles[eventType]; ok && !on {

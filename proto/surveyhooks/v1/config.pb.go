@@ -254,8 +254,13 @@ type Webhook struct {
 	// private key, AES-GCM sealed like the secrets.
 	ClientCertificate string `protobuf:"bytes,71,opt,name=client_certificate,json=clientCertificate,proto3" json:"client_certificate,omitempty"`
 	ClientKeySealed   []byte `protobuf:"bytes,72,opt,name=client_key_sealed,json=clientKeySealed,proto3" json:"client_key_sealed,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Health, written by the delivery worker that owns the webhook's partition (services/delivery,
+	// health.go), so that a failing streak survives restarts. Cleared when the webhook is re-enabled.
+	FailingSinceMs      int64 `protobuf:"varint,90,opt,name=failing_since_ms,json=failingSinceMs,proto3" json:"failing_since_ms,omitempty"`              // end of the first failed attempt of the current streak; 0: healthy
+	ConsecutiveFailures int32 `protobuf:"varint,91,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"` // failed attempts in a row when last written
+	DisabledAtMs        int64 `protobuf:"varint,92,opt,name=disabled_at_ms,json=disabledAtMs,proto3" json:"disabled_at_ms,omitempty"`                    // when it was disabled automatically ("failing", "gone"); 0 otherwise
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Webhook) Reset() {
@@ -477,6 +482,27 @@ func (x *Webhook) GetClientKeySealed() []byte {
 	return nil
 }
 
+func (x *Webhook) GetFailingSinceMs() int64 {
+	if x != nil {
+		return x.FailingSinceMs
+	}
+	return 0
+}
+
+func (x *Webhook) GetConsecutiveFailures() int32 {
+	if x != nil {
+		return x.ConsecutiveFailures
+	}
+	return 0
+}
+
+func (x *Webhook) GetDisabledAtMs() int64 {
+	if x != nil {
+		return x.DisabledAtMs
+	}
+	return 0
+}
+
 // MaskingRule hides one field of a JSON body: path in pkg/masking's path language (dotted keys,
 // "[*]" over arrays), action "hash" (keyed HMAC-SHA256, per project), "mask" (keep `keep`
 // characters, then "***") or "drop" (remove it).
@@ -621,7 +647,8 @@ const file_surveyhooks_v1_config_proto_rawDesc = "" +
 	"\x06scopes\x18\x05 \x03(\tR\x06scopes\x12\"\n" +
 	"\rcreated_at_ms\x18\x06 \x01(\x03R\vcreatedAtMs\x12\"\n" +
 	"\rexpires_at_ms\x18\a \x01(\x03R\vexpiresAtMs\x12\"\n" +
-	"\rrevoked_at_ms\x18\b \x01(\x03R\vrevokedAtMs\"\x8f\t\n" +
+	"\rrevoked_at_ms\x18\b \x01(\x03R\vrevokedAtMs\"\x92\n" +
+	"\n" +
 	"\aWebhook\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -652,7 +679,10 @@ const file_surveyhooks_v1_config_proto_rawDesc = "" +
 	"\amasking\x18< \x03(\v2\x1b.surveyhooks.v1.MaskingRuleR\amasking\x12)\n" +
 	"\x10signature_scheme\x18F \x01(\tR\x0fsignatureScheme\x12-\n" +
 	"\x12client_certificate\x18G \x01(\tR\x11clientCertificate\x12*\n" +
-	"\x11client_key_sealed\x18H \x01(\fR\x0fclientKeySealed\x1a?\n" +
+	"\x11client_key_sealed\x18H \x01(\fR\x0fclientKeySealed\x12(\n" +
+	"\x10failing_since_ms\x18Z \x01(\x03R\x0efailingSinceMs\x121\n" +
+	"\x14consecutive_failures\x18[ \x01(\x05R\x13consecutiveFailures\x12$\n" +
+	"\x0edisabled_at_ms\x18\\ \x01(\x03R\fdisabledAtMs\x1a?\n" +
 	"\x11EventTogglesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\bR\x05value:\x028\x01\x1a:\n" +

@@ -104,6 +104,7 @@ const (
 	Disposition_DISPOSITION_RETRY       Disposition = 2
 	Disposition_DISPOSITION_DEAD        Disposition = 3
 	Disposition_DISPOSITION_DROPPED     Disposition = 4 // webhook deleted: nothing left to deliver to
+	Disposition_DISPOSITION_SKIPPED     Disposition = 5 // not sent: the webhook was disabled; kept for replay
 )
 
 // Enum value maps for Disposition.
@@ -114,6 +115,7 @@ var (
 		2: "DISPOSITION_RETRY",
 		3: "DISPOSITION_DEAD",
 		4: "DISPOSITION_DROPPED",
+		5: "DISPOSITION_SKIPPED",
 	}
 	Disposition_value = map[string]int32{
 		"DISPOSITION_UNSPECIFIED": 0,
@@ -121,6 +123,7 @@ var (
 		"DISPOSITION_RETRY":       2,
 		"DISPOSITION_DEAD":        3,
 		"DISPOSITION_DROPPED":     4,
+		"DISPOSITION_SKIPPED":     5,
 	}
 )
 
@@ -702,13 +705,14 @@ const file_surveyhooks_v1_delivery_proto_rawDesc = "" +
 	"\x12OUTCOME_CLASS_GONE\x10\b\x12\"\n" +
 	"\x1eOUTCOME_CLASS_WEBHOOK_DISABLED\x10\t\x12!\n" +
 	"\x1dOUTCOME_CLASS_INVALID_REQUEST\x10\n" +
-	"*\x8b\x01\n" +
+	"*\xa4\x01\n" +
 	"\vDisposition\x12\x1b\n" +
 	"\x17DISPOSITION_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15DISPOSITION_DELIVERED\x10\x01\x12\x15\n" +
 	"\x11DISPOSITION_RETRY\x10\x02\x12\x14\n" +
 	"\x10DISPOSITION_DEAD\x10\x03\x12\x17\n" +
-	"\x13DISPOSITION_DROPPED\x10\x04BGZEgithub.com/surveyhooks/surveyhooks/proto/surveyhooks/v1;surveyhooksv1b\x06proto3"
+	"\x13DISPOSITION_DROPPED\x10\x04\x12\x17\n" +
+	"\x13DISPOSITION_SKIPPED\x10\x05BGZEgithub.com/surveyhooks/surveyhooks/proto/surveyhooks/v1;surveyhooksv1b\x06proto3"
 
 var (
 	file_surveyhooks_v1_delivery_proto_rawDescOnce sync.Once

@@ -226,6 +226,9 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 		fmt.Sprintf("DELIVERY_PER_ENDPOINT_CONCURRENCY=%d", b.opts.Concurrency),
 		"DELIVERY_TIMEOUT=" + b.opts.IsolationTimeout.String(),
 		"DELIVERY_DRAIN_TIMEOUT=2s",
+		// The isolation scenario's hanging endpoints must stay hanging, not be auto-disabled
+		// after 100 timeouts: what is measured is their effect on the others.
+		"DELIVERY_DISABLE_AFTER_FAILURES=0", "DELIVERY_DISABLE_AFTER=0s",
 		"SURVEYHOOKS_LOG_LEVEL=info",
 	}
 	logDir := filepath.Join(tmp, "logs")
