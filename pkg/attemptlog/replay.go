@@ -176,7 +176,7 @@ func (s *Store) ReplayBodies(ctx context.Context, projectID, webhookID string, s
 const (
 	JobRunning = "running"
 	JobDone    = "done"
-	JobFailed = "failed"
+	JobFailed  = "failed"
 )
 
 // ReplayJob is the record of one replay job: what it replays, where it got to and what it did.
