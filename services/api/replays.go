@@ -98,6 +98,9 @@ func (s *Server) replayJob(in replayIn, source *pb.Webhook, p *pb.Project, now t
 		return job, invalid("since", "since %s is older than the project's retention of %d days: the log holds nothing before %s",
 			in.Since, days, oldest.Format(time.RFC3339))
 	}
+	if since.After(now) {
+		return job, invalid("since", "since %s is in the future", in.Since)
+	}
 	until := now
 	if in.Until != "" {
 		if until, err = time.Parse(time.RFC3339Nano, in.Until); err != nil {
@@ -112,9 +115,6 @@ func (s *Server) replayJob(in replayIn, source *pb.Webhook, p *pb.Project, now t
 		until = now
 	}
 	job.Since, job.Until = since.UTC().Truncate(time.Millisecond), until.UTC().Truncate(time.Millisecond)
-	if !job.Until.After(job.Since) {
-		return job, invalid("since", "since %s is in the future", in.Since)
-	}
 	if in.Outcome != "" {
 		job.Outcome = in.Outcome
 	}

@@ -1,0 +1,199 @@
+package api_test
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
+	"github.com/surveyhooks/surveyhooks/pkg/signature"
+	"github.com/surveyhooks/surveyhooks/services/api"
+)
+
+// waitAttempts waits until the log holds n attempts of webhook id.
+func (s *stack) waitAttempts(key, id string, n int) []map[string]any {
+	s.t.Helper()
+	var r reply
+	require.Eventually(s.t, func() bool {
+		r = s.do("GET", "/v1/webhooks/"+id+"/attempts", key, nil)
+		return r.status == http.StatusOK && len(r.list()) == n
+	}, 20*time.Second, 100*time.Millisecond, "waiting for %d attempts: %s", n, r)
+	return r.list()
+}
+
+// waitReplay waits until replay job id has finished, and returns it.
+func (s *stack) waitReplay(key, id string) reply {
+	s.t.Helper()
+	var r reply
+	require.Eventually(s.t, func() bool {
+		r = s.do("GET", "/v1/replays/"+id, key, nil)
+		return r.status == http.StatusOK && r.str("status") != "running"
+	}, 20*time.Second, 50*time.Millisecond, "waiting for replay %s: %s", id, r)
+	return r
+}
+
+// Issue 16, point 3: recover failed deliveries of a time range, as a job with progress and counts,
+// into the same webhook (same webhook-id) or another of the project; receivers see a replay header.
+func TestReplayJobRecoversFailedDeliveriesOfATimeRange(t *testing.T) {
+	s := startStack(t, withDelivery(), withSink())
+	rc := newReceiver(t, http.StatusOK)
+	pid, key := s.project("Acme")
+	wh := s.webhook(key, map[string]any{"url": rc.URL}).str("id")
+	since := time.Now().Add(-time.Second).UTC()
+
+	ok := s.deliver(pid, wh, "msg_ok")
+	require.Eventually(t, func() bool { return len(rc.withID("msg_ok")) == 1 }, 10*time.Second, 20*time.Millisecond)
+	rc.status.Store(http.StatusBadRequest) // permanent: dead after one attempt
+	f1, f2 := s.deliver(pid, wh, "msg_f1"), s.deliver(pid, wh, "msg_f2")
+	s.waitAttempts(key, wh, 3)
+	rc.status.Store(http.StatusOK)
+
+	body := map[string]any{"since": since.Format(time.RFC3339Nano), "outcome": "failed"}
+	idem := map[string]string{"Idempotency-Key": "recover-1"}
+	first := s.doH("POST", "/v1/webhooks/"+wh+"/replays", key, idem, body)
+	require.Equal(t, http.StatusAccepted, first.status, "%s", first)
+	job := first.str("id")
+	require.Regexp(t, `^rp_`, job)
+	require.Equal(t, "/v1/replays/"+job, first.header.Get("Location"))
+	require.Equal(t, wh, first.str("target_webhook_id"))
+	again := s.doH("POST", "/v1/webhooks/"+wh+"/replays", key, idem, body)
+	require.Equal(t, http.StatusAccepted, again.status)
+	require.Equal(t, "true", again.header.Get("Idempotent-Replayed"))
+	require.Equal(t, job, again.str("id"), "the same key answers the same job")
+
+	done := s.waitReplay(key, job)
+	require.Equal(t, "done", done.str("status"), "%s", done)
+	require.EqualValues(t, 2, done.body["matched"])
+	require.EqualValues(t, 2, done.body["replayed"])
+	require.EqualValues(t, 0, done.body["skipped"])
+	require.NotEmpty(t, done.str("finished_at"))
+	for _, d := range []struct {
+		id   string
+		body []byte
+	}{{"msg_f1", f1.Body}, {"msg_f2", f2.Body}} {
+		require.Eventually(t, func() bool { return len(rc.withID(d.id)) == 2 }, 10*time.Second, 20*time.Millisecond,
+			"%s is sent once more, with its original webhook-id", d.id)
+		orig, replay := rc.withID(d.id)[0], rc.withID(d.id)[1]
+		require.Empty(t, orig.header.Get(api.ReplayHeader), "the original is not marked")
+		require.Equal(t, job, replay.header.Get(api.ReplayHeader), "the receiver can tell the replay")
+		require.Equal(t, d.body, replay.body, "the same body, byte for byte")
+	}
+	time.Sleep(300 * time.Millisecond)
+	require.Len(t, rc.withID("msg_ok"), 1, "a delivered one is not part of outcome=failed")
+	require.Len(t, rc.withID("msg_f1"), 2, "submitting twice with one Idempotency-Key replays once")
+
+	// Recovered: once the replays' attempts are logged, nothing of the range is failed any more.
+	s.waitAttempts(key, wh, 5)
+	r := s.must(http.StatusAccepted, "POST", "/v1/webhooks/"+wh+"/replays", key, body)
+	require.NotEqual(t, job, r.str("id"), "without a key, a new job")
+	require.EqualValues(t, 0, s.waitReplay(key, r.str("id")).body["matched"])
+
+	// Everything, into another webhook of the project: new, stable ids; the header names the job.
+	rc2 := newReceiver(t, http.StatusOK)
+	wh2 := s.webhook(key, map[string]any{"url": rc2.URL}).str("id")
+	r = s.must(http.StatusAccepted, "POST", "/v1/webhooks/"+wh+"/replays", key, map[string]any{
+		"since": since.Format(time.RFC3339Nano), "until": time.Now().Add(time.Hour).Format(time.RFC3339), "outcome": "all",
+		"event_types": []string{"nps.scored"}, "status_class": "2xx", "target_webhook_id": wh2})
+	into := r.str("id")
+	done = s.waitReplay(key, into)
+	require.Equal(t, "done", done.str("status"), "%s", done)
+	require.EqualValues(t, 3, done.body["replayed"], "%s", done)
+	require.Eventually(t, func() bool { return len(rc2.requests()) == 3 }, 10*time.Second, 20*time.Millisecond)
+	seen := map[string]bool{}
+	for _, got := range rc2.requests() {
+		require.Equal(t, into, got.header.Get(api.ReplayHeader))
+		id := got.header.Get(signature.HeaderID)
+		require.Regexp(t, `^msg_`, id)
+		require.NotContains(t, []string{ok.DeliveryId, f1.DeliveryId, f2.DeliveryId}, id, "a new delivery id in another webhook")
+		seen[id] = true
+	}
+	require.Len(t, seen, 3)
+
+	list := s.must(http.StatusOK, "GET", "/v1/replays?limit=10", key, nil).list()
+	require.Len(t, list, 3)
+	require.Equal(t, into, list[0]["id"], "newest first")
+
+	// Another project's webhook is no target, and another project sees none of these jobs.
+	_, keyB := s.project("B")
+	whB := s.webhook(keyB, map[string]any{"url": rc2.URL}).str("id")
+	r = s.must(http.StatusBadRequest, "POST", "/v1/webhooks/"+wh+"/replays", key, map[string]any{"since": since.Format(time.RFC3339), "target_webhook_id": whB})
+	require.Equal(t, "target_webhook_id", r.errField())
+	s.must(http.StatusNotFound, "GET", "/v1/replays/"+job, keyB, nil)
+	s.must(http.StatusNotFound, "POST", "/v1/webhooks/"+wh+"/replays", keyB, map[string]any{"since": since.Format(time.RFC3339)})
+}
+
+func TestReplayRequestsNameTheFieldThatIsWrong(t *testing.T) {
+	s := startStack(t, withClickHouse())
+	_, key := s.project("Acme")
+	wh := s.webhook(key, map[string]any{"url": "https://example.com/h"}).str("id")
+	off := s.webhook(key, map[string]any{"url": "https://example.com/off", "enabled": false}).str("id")
+	now := time.Now().UTC()
+	hourAgo := now.Add(-time.Hour).Format(time.RFC3339)
+	for _, c := range []struct {
+		name   string
+		body   map[string]any
+		status int
+		field  string
+	}{
+		{"no since", map[string]any{"outcome": "failed"}, 400, "since"},
+		{"since not RFC 3339", map[string]any{"since": "yesterday"}, 400, "since"},
+		{"since before retention", map[string]any{"since": now.AddDate(0, 0, -31).Format(time.RFC3339)}, 400, "since"},
+		{"since in the future", map[string]any{"since": now.Add(time.Hour).Format(time.RFC3339)}, 400, "since"},
+		{"until not RFC 3339", map[string]any{"since": hourAgo, "until": "now"}, 400, "until"},
+		{"until before since", map[string]any{"since": hourAgo, "until": now.Add(-2 * time.Hour).Format(time.RFC3339)}, 400, "until"},
+		{"until equal to since", map[string]any{"since": hourAgo, "until": hourAgo}, 400, "until"},
+		{"outcome", map[string]any{"since": hourAgo, "outcome": "lost"}, 400, "outcome"},
+		{"status class", map[string]any{"since": hourAgo, "status_class": "6xx"}, 400, "status_class"},
+		{"event type", map[string]any{"since": hourAgo, "event_types": []string{"nps.scored", "nps.bogus"}}, 400, "event_types[1]"},
+		{"unknown field", map[string]any{"since": hourAgo, "webhook": wh}, 400, "webhook"},
+		{"target in no project", map[string]any{"since": hourAgo, "target_webhook_id": "wh_nope"}, 400, "target_webhook_id"},
+		{"disabled target", map[string]any{"since": hourAgo, "target_webhook_id": off}, 409, "target_webhook_id"},
+	} {
+		r := s.do("POST", "/v1/webhooks/"+wh+"/replays", key, c.body)
+		require.Equal(t, c.status, r.status, "%s: %s", c.name, r)
+		require.Equal(t, c.field, r.errField(), "%s: %s", c.name, r)
+	}
+	r := s.must(http.StatusBadRequest, "GET", "/v1/replays?limit=0", key, nil)
+	require.Equal(t, "limit", r.errField())
+	s.must(http.StatusNotFound, "GET", "/v1/replays/rp_nope", key, nil)
+	s.must(http.StatusNotFound, "POST", "/v1/webhooks/wh_nope/replays", key, map[string]any{"since": hourAgo})
+}
+
+// A job left running by an API process that stopped is taken over by the next one to start, from
+// its last saved page: never "running" for ever, and what was already sent is not sent again.
+func TestReplayJobOfAStoppedProcessIsResumedByTheNext(t *testing.T) {
+	s := startStack(t, withDelivery(), withSink())
+	rc := newReceiver(t, http.StatusInternalServerError)
+	pid, key := s.project("Acme")
+	wh := s.webhook(key, map[string]any{"url": rc.URL}).str("id")
+	since := time.Now().Add(-time.Second).UTC().Truncate(time.Millisecond)
+	for _, id := range []string{"msg_a", "msg_b", "msg_c"} {
+		s.deliver(pid, wh, id)
+	}
+	s.waitAttempts(key, wh, 9) // 500: three attempts each (retries after 200 ms and 400 ms), then dead
+	rc.status.Store(http.StatusOK)
+
+	// A process claimed the job, sent msg_a and stopped (its heartbeat is old).
+	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+	defer cancel()
+	st, err := attemptlog.Open(ctx, s.cfg.ClickHouseAddr, s.cfg.ClickHouseDatabase)
+	require.NoError(t, err)
+	defer st.Close()
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	require.NoError(t, st.SaveReplay(ctx, attemptlog.ReplayJob{ID: "rp_orphan", ProjectID: pid, WebhookID: wh, TargetWebhookID: wh,
+		Since: since, Until: now, Outcome: "dead", EventTypes: []string{}, Status: "running", Cursor: "msg_a", Matched: 1, Replayed: 1,
+		RequestedAt: now.Add(-10 * time.Minute), Owner: "api-gone", Heartbeat: now.Add(-10 * time.Minute)}))
+
+	s2 := s.second()
+	done := s2.waitReplay(key, "rp_orphan")
+	require.Equal(t, "done", done.str("status"), "%s", done)
+	require.EqualValues(t, 3, done.body["matched"])
+	require.EqualValues(t, 3, done.body["replayed"])
+	require.Eventually(t, func() bool { return len(rc.withID("msg_b")) == 4 && len(rc.withID("msg_c")) == 4 }, 10*time.Second, 20*time.Millisecond)
+	time.Sleep(300 * time.Millisecond)
+	require.Len(t, rc.withID("msg_a"), 3, "msg_a, before the saved cursor, is not sent again")
+	require.Equal(t, "rp_orphan", rc.withID("msg_b")[3].header.Get(api.ReplayHeader))
+}
