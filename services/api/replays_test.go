@@ -197,3 +197,31 @@ func TestReplayJobOfAStoppedProcessIsResumedByTheNext(t *testing.T) {
 	require.Len(t, rc.withID("msg_a"), 3, "msg_a, before the saved cursor, is not sent again")
 	require.Equal(t, "rp_orphan", rc.withID("msg_b")[3].header.Get(api.ReplayHeader))
 }
+
+// A project whose storage rule hashes e-mails keeps only the hash in clear in the log; a replay job
+// sends the body the webhook was entitled to, unmasked, from the copy the sink sealed.
+func TestReplayJobSendsTheUnmaskedBodyOfAStorageMaskedProject(t *testing.T) {
+	s := startStack(t, withDelivery(), withSink())
+	rc := newReceiver(t, http.StatusBadRequest)
+	r := s.must(http.StatusCreated, "POST", "/v1/projects", adminToken, map[string]any{"name": "Acme",
+		"storage_masking": []map[string]any{{"path": "payload.user.email", "action": "hash"}}})
+	pid, key := r.str("id"), r.str("api_key")
+	wh := s.webhook(key, map[string]any{"url": rc.URL}).str("id")
+	since := time.Now().Add(-time.Second).UTC()
+	const email = "ada@example.com"
+	d := s.deliver(pid, wh, "msg_masked")
+	d.Body = []byte(`{"event_id":"evt_2","event_type":"nps.scored","payload":{"user":{"id":"u1","email":"` + email + `"}}}`)
+	d.DeliveryId = "msg_masked_2"
+	s.produceDelivery(d)
+	attempts := s.waitAttempts(key, wh, 2)
+	for _, a := range attempts {
+		got := s.must(http.StatusOK, "GET", "/v1/attempts/"+a["id"].(string), key, nil)
+		require.NotContains(t, string(got.raw), email, "the log shows no clear e-mail")
+	}
+	rc.status.Store(http.StatusOK)
+	job := s.must(http.StatusAccepted, "POST", "/v1/webhooks/"+wh+"/replays", key, map[string]any{"since": since.Format(time.RFC3339Nano)}).str("id")
+	done := s.waitReplay(key, job)
+	require.EqualValues(t, 2, done.body["replayed"], "%s", done)
+	require.Eventually(t, func() bool { return len(rc.withID("msg_masked_2")) == 2 }, 10*time.Second, 20*time.Millisecond)
+	require.Equal(t, d.Body, rc.withID("msg_masked_2")[1].body, "the unmasked body, byte for byte")
+}
