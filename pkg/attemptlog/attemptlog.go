@@ -165,8 +165,8 @@ func (s *Store) Ping(ctx context.Context) error { return s.conn.Ping(ctx) }
 
 // Migrate applies the embedded schema of the store's form to its database (the connection's
 // default, so the schema names no database); every statement is idempotent. A table made before
-// a column existed gets it: retention_days filled with the default retention, storage_masked and
-// sealed_body empty (bodies stored before them are the clear ones, or masked without a seal).
+// a column existed gets it: retention_days filled with the default retention, storage_masked 2
+// (unknown: the body may be masked, without a seal) and sealed_body empty.
 func (s *Store) Migrate(ctx context.Context) error {
 	schema := Schema
 	if s.form == Current {
@@ -190,7 +190,8 @@ func (s *Store) Migrate(ctx context.Context) error {
 	for _, c := range []struct{ table, column, decl string }{
 		{"delivery_attempts", "retention_days", fmt.Sprintf("UInt16 DEFAULT %d", s.retention.DefaultDays)},
 		{"dead_letters", "retention_days", fmt.Sprintf("UInt16 DEFAULT %d", s.retention.DefaultDays)},
-		{"delivery_attempts", "storage_masked", "UInt8"},
+		// 2: stored before attempts said whether storage masking applied (unknown).
+		{"delivery_attempts", "storage_masked", "UInt8 DEFAULT 2"},
 		{"delivery_attempts", "sealed_body", "String"},
 	} {
 		var n uint64

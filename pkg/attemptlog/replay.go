@@ -142,6 +142,8 @@ type ReplayBody struct {
 	SealedBody    []byte
 	// Truncated says the delivery service cut Body to keep its record bounded: not replayable.
 	Truncated bool
+	// Unmarked says the row was stored before attempts recorded StorageMasked: Body may be masked.
+	Unmarked bool
 }
 
 // ReplayBodies returns the request bodies of a webhook's attempts (ReplayCandidates' AttemptID),
@@ -165,7 +167,7 @@ func (s *Store) ReplayBodies(ctx context.Context, projectID, webhookID string, s
 		if err := rows.Scan(&id, &body, &names, &masked, &sealed); err != nil {
 			return nil, fmt.Errorf("reading bodies to replay: %w", err)
 		}
-		b := ReplayBody{Body: []byte(body), StorageMasked: masked == 1, SealedBody: []byte(sealed)}
+		b := ReplayBody{Body: []byte(body), StorageMasked: masked == 1, SealedBody: []byte(sealed), Unmarked: masked == 2}
 		b.Truncated = slices.ContainsFunc(names, func(n string) bool { return strings.EqualFold(n, TruncatedHeader) })
 		out[id] = b
 	}

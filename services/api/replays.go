@@ -306,6 +306,7 @@ func (s *Server) replayPage(ctx context.Context, st *attemptlog.Store, job *atte
 	case !target.Enabled:
 		return false, fmt.Errorf("webhook %s was disabled", job.TargetWebhookID)
 	}
+	project := s.reg.Project(job.ProjectID)
 	ids := make([]string, len(page))
 	for i, c := range page {
 		ids[i] = c.AttemptID
@@ -318,7 +319,7 @@ func (s *Server) replayPage(ctx context.Context, st *attemptlog.Store, job *atte
 	var ds []*pb.Delivery
 	var skipped uint64
 	for _, c := range page {
-		body, why := s.replayBody(bodies[c.AttemptID])
+		body, why := s.replayBody(bodies[c.AttemptID], project)
 		if why != "" {
 			skipped++
 			s.log.Warn("replay skips a delivery", "project_id", job.ProjectID, "replay_id", job.ID, "delivery_id", c.DeliveryID, "reason", why)
@@ -351,11 +352,13 @@ func (s *Server) replayPage(ctx context.Context, st *attemptlog.Store, job *atte
 
 // replayBody is the body to send again, or why there is none: the unmasked body when the
 // project's storage masking masked the stored copy (as a dead-letter replay does), never the
-// masked copy, and never a body the delivery service cut short.
-func (s *Server) replayBody(b attemptlog.ReplayBody) (body []byte, why string) {
+// masked copy, and never a body the delivery service cut short or one that may be masked.
+func (s *Server) replayBody(b attemptlog.ReplayBody, p *pb.Project) (body []byte, why string) {
 	switch {
 	case b.Body == nil && !b.StorageMasked:
 		return nil, "the attempt is no longer in the log"
+	case b.Unmarked && (p == nil || len(p.StorageMasking) > 0):
+		return nil, "stored before the log marked masked bodies, in a project with storage masking rules: it may be masked"
 	case b.Truncated:
 		return nil, "the log kept only part of the body (the record was too large)"
 	case b.StorageMasked && len(b.SealedBody) == 0:
