@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"encoding/base64"
 	"net/http"
 	"testing"
 	"time"
@@ -9,7 +10,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
+	"github.com/surveyhooks/surveyhooks/pkg/config"
 	"github.com/surveyhooks/surveyhooks/pkg/signature"
+	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 	"github.com/surveyhooks/surveyhooks/services/api"
 )
 
@@ -224,4 +227,80 @@ func TestReplayJobSendsTheUnmaskedBodyOfAStorageMaskedProject(t *testing.T) {
 	require.EqualValues(t, 2, done.body["replayed"], "%s", done)
 	require.Eventually(t, func() bool { return len(rc.withID("msg_masked_2")) == 2 }, 10*time.Second, 20*time.Millisecond)
 	require.Equal(t, d.Body, rc.withID("msg_masked_2")[1].body, "the unmasked body, byte for byte")
+}
+
+// The API reads the sink's retention variables (one setting for both) to bound a replay job's
+// since; a bad value stops it at start, naming the variable.
+func TestAPIRetentionSettingsNameTheirVariable(t *testing.T) {
+	t.Setenv("SURVEYHOOKS_ADMIN_TOKEN", adminToken)
+	t.Setenv("SURVEYHOOKS_ENCRYPTION_KEY", base64.StdEncoding.EncodeToString(make([]byte, 32)))
+	for _, c := range []struct {
+		env  map[string]string
+		want string // the variable the error names; "" when valid
+	}{
+		{map[string]string{}, ""},
+		{map[string]string{"SINK_PROJECT_RETENTION": "prj_a=7,prj_b=90"}, ""},
+		{map[string]string{"SINK_PROJECT_RETENTION": "prj_a=91"}, "SINK_PROJECT_RETENTION"},
+		{map[string]string{"SINK_RETENTION_DAYS": "0"}, "SINK_RETENTION_DAYS"},
+		{map[string]string{"SINK_RETENTION_DAYS": "120"}, "SINK_RETENTION_DAYS"},
+		{map[string]string{"SINK_MAX_RETENTION_DAYS": "4000"}, "SINK_MAX_RETENTION_DAYS"},
+	} {
+		for k, v := range c.env {
+			t.Setenv(k, v)
+		}
+		var cfg api.Config
+		err := config.Load(&cfg)
+		if err == nil {
+			err = cfg.Validate()
+		}
+		if c.want == "" {
+			require.NoError(t, err, c.env)
+		} else {
+			require.ErrorContains(t, err, c.want, c.env)
+		}
+		for k := range c.env {
+			t.Setenv(k, "")
+		}
+	}
+}
+
+// Deliveries not sent while the webhook was disabled (disposition skipped, body kept) are sent by
+// a job with outcome=skipped once it is enabled again; the failed ones of the range are not.
+func TestReplayJobSendsWhatWasSkippedWhileTheWebhookWasDisabled(t *testing.T) {
+	s := startStack(t, withDelivery(), withSink())
+	rc := newReceiver(t, http.StatusOK)
+	pid, key := s.project("Acme")
+	wh := s.webhook(key, map[string]any{"url": rc.URL}).str("id")
+	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+	defer cancel()
+	st, err := attemptlog.Open(ctx, s.cfg.ClickHouseAddr, s.cfg.ClickHouseDatabase)
+	require.NoError(t, err)
+	defer st.Close()
+	require.NoError(t, st.Migrate(ctx))
+	at := time.Now().Add(-10 * time.Minute)
+	mk := func(id string, disp pb.Disposition, class pb.OutcomeClass, status int32) *pb.Attempt {
+		return &pb.Attempt{AttemptId: "att_" + id, DeliveryId: id, EventId: "evt_" + id, WebhookId: wh, ProjectId: pid,
+			EventType: "survey.completed", Attempt: 1, StartedAtMs: at.UnixMilli(), RequestBody: []byte(`{"event_id":"evt_` + id + `"}`),
+			Outcome: &pb.Outcome{Class: class, Disposition: disp, StatusCode: status}}
+	}
+	rows := []*pb.Attempt{
+		mk("msg_s1", pb.Disposition_DISPOSITION_SKIPPED, pb.OutcomeClass_OUTCOME_CLASS_WEBHOOK_DISABLED, 0),
+		mk("msg_s2", pb.Disposition_DISPOSITION_SKIPPED, pb.OutcomeClass_OUTCOME_CLASS_WEBHOOK_DISABLED, 0),
+		mk("msg_dead", pb.Disposition_DISPOSITION_DEAD, pb.OutcomeClass_OUTCOME_CLASS_HTTP_PERMANENT, 404),
+	}
+	require.NoError(t, st.InsertAttempts(ctx, rows, make([]attemptlog.Source, len(rows))))
+
+	job := s.must(http.StatusAccepted, "POST", "/v1/webhooks/"+wh+"/replays", key, map[string]any{
+		"since": at.Add(-time.Minute).Format(time.RFC3339), "outcome": "skipped", "status_class": "none"}).str("id")
+	done := s.waitReplay(key, job)
+	require.EqualValues(t, 2, done.body["matched"], "%s", done)
+	require.EqualValues(t, 2, done.body["replayed"])
+	require.Eventually(t, func() bool { return len(rc.requests()) == 2 }, 10*time.Second, 20*time.Millisecond)
+	for _, id := range []string{"msg_s1", "msg_s2"} {
+		got := rc.withID(id)
+		require.Len(t, got, 1, id)
+		require.Equal(t, `{"event_id":"evt_`+id+`"}`, string(got[0].body))
+		require.Equal(t, job, got[0].header.Get(api.ReplayHeader))
+	}
+	require.Empty(t, rc.withID("msg_dead"))
 }
