@@ -276,6 +276,10 @@ func (s *Server) runReplay(ctx context.Context, st *attemptlog.Store, job attemp
 	}
 	for {
 		last, err := s.replayPage(ctx, st, &job)
+		if errors.Is(err, errTakenOver) {
+			s.log.Warn("replay job taken over by another process", "project_id", job.ProjectID, "replay_id", job.ID)
+			return
+		}
 		if ctx.Err() != nil {
 			// Stopping: hand the job over now rather than after the lease.
 			job.Owner, job.Heartbeat = "", time.Time{}
@@ -291,10 +295,18 @@ func (s *Server) runReplay(ctx context.Context, st *attemptlog.Store, job attemp
 	}
 }
 
+// errTakenOver: another process claimed the job (this one was too slow to keep its heartbeat).
+var errTakenOver = errors.New("replay job taken over")
+
 // replayPage reads, sends and records one page of job; last says it was the final one.
 func (s *Server) replayPage(ctx context.Context, st *attemptlog.Store, job *attemptlog.ReplayJob) (last bool, err error) {
 	qctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
+	if saved, err := st.GetReplay(qctx, job.ProjectID, job.ID); err != nil {
+		return false, err
+	} else if saved.Owner != job.Owner {
+		return false, errTakenOver
+	}
 	page, err := st.ReplayCandidates(qctx, job.Query(replayJobPage))
 	if err != nil {
 		return false, err
