@@ -217,9 +217,12 @@ status, cursor, matched, replayed, skipped, error, owner, heartbeat_ms, requeste
 
 // SaveReplay records a job's state (a newer version of its row).
 func (s *Store) SaveReplay(ctx context.Context, j ReplayJob) error {
-	var finished uint64
+	var finished, heartbeat uint64
 	if j.FinishedAt != nil {
 		finished = uint64(j.FinishedAt.UnixMilli())
+	}
+	if !j.Heartbeat.IsZero() { // none: a process that stopped handed the job back
+		heartbeat = uint64(j.Heartbeat.UnixMilli())
 	}
 	types := j.EventTypes
 	if types == nil {
@@ -227,7 +230,7 @@ func (s *Store) SaveReplay(ctx context.Context, j ReplayJob) error {
 	}
 	row := []any{j.ID, j.ProjectID, j.WebhookID, j.TargetWebhookID, uint64(j.Since.UnixMilli()), uint64(j.Until.UnixMilli()),
 		j.Outcome, j.StatusClass, types, j.Status, j.Cursor, j.Matched, j.Replayed, j.Skipped, j.Error, j.Owner,
-		uint64(j.Heartbeat.UnixMilli()), uint64(j.RequestedAt.UnixMilli()), finished, uint64(time.Now().UnixNano())}
+		heartbeat, uint64(j.RequestedAt.UnixMilli()), finished, uint64(time.Now().UnixNano())}
 	if err := s.conn.Insert(ctx, "INSERT INTO "+s.db+".replays ("+replayColumns+", version)", [][]any{row}); err != nil {
 		return fmt.Errorf("recording replay %s: %w", j.ID, err)
 	}

@@ -145,6 +145,13 @@ func testReplay(t *testing.T, e engine) {
 	require.NoError(t, err)
 	require.Len(t, stale, 1)
 	require.Equal(t, job, stale[0])
+	handed := other
+	handed.Owner, handed.Heartbeat = "", time.Time{} // a process that stopped handed it back
+	require.NoError(t, st.SaveReplay(ctx, handed))
+	stale, err = st.StaleReplays(ctx, now.Add(-time.Minute))
+	require.NoError(t, err)
+	require.Equal(t, []string{"rp_2", "rp_1"}, []string{stale[0].ID, stale[1].ID}, "a job handed back is taken over at once")
+	require.NoError(t, st.SaveReplay(ctx, other))
 
 	job.Status, job.Cursor, job.Matched, job.Replayed, job.Skipped, job.FinishedAt = attemptlog.JobDone, "d-dead", 3, 2, 1, &now
 	require.NoError(t, st.SaveReplay(ctx, job))
