@@ -3,14 +3,17 @@ package api_test
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
 	"github.com/surveyhooks/surveyhooks/pkg/config"
+	"github.com/surveyhooks/surveyhooks/pkg/proctest"
 	"github.com/surveyhooks/surveyhooks/pkg/signature"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 	"github.com/surveyhooks/surveyhooks/services/api"
@@ -303,4 +306,76 @@ func TestReplayJobSendsWhatWasSkippedWhileTheWebhookWasDisabled(t *testing.T) {
 		require.Equal(t, job, got[0].header.Get(api.ReplayHeader))
 	}
 	require.Empty(t, rc.withID("msg_dead"))
+}
+
+// An API process that stops mid-job hands the job back (still running, no heartbeat, its cursor
+// saved) and the next process to start finishes it: every delivery of the range is queued, none
+// lost, at most the interrupted page twice.
+func TestReplayJobOfAProcessThatStopsIsHandedBackAndFinishedByAnother(t *testing.T) {
+	s := startStack(t, withClickHouse())
+	pid, key := s.project("Acme")
+	wh := s.webhook(key, map[string]any{"url": "https://example.com/h"}).str("id")
+	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
+	defer cancel()
+	st, err := attemptlog.Open(ctx, s.cfg.ClickHouseAddr, s.cfg.ClickHouseDatabase)
+	require.NoError(t, err)
+	defer st.Close()
+	require.NoError(t, st.Migrate(ctx))
+	const n = 2000
+	at := time.Now().Add(-30 * time.Minute)
+	rows := make([]*pb.Attempt, n)
+	for i := range rows {
+		id := fmt.Sprintf("msg_%05d", i)
+		rows[i] = &pb.Attempt{AttemptId: "att_" + id, DeliveryId: id, EventId: "evt_" + id, WebhookId: wh, ProjectId: pid,
+			EventType: "nps.scored", Attempt: 6, StartedAtMs: at.Add(time.Duration(i) * time.Millisecond).UnixMilli(),
+			RequestBody: []byte(`{"n":` + fmt.Sprint(i) + `}`), Outcome: &pb.Outcome{Class: pb.OutcomeClass_OUTCOME_CLASS_TIMEOUT,
+				Disposition: pb.Disposition_DISPOSITION_DEAD}}
+	}
+	require.NoError(t, st.InsertAttempts(ctx, rows, make([]attemptlog.Source, n)))
+
+	// A process of its own, stopped as soon as it accepted the job.
+	cfg := s.cfg
+	cfg.Addr = proctest.Addr(t)
+	pctx, stop := context.WithCancel(s.ctx)
+	stopped := make(chan error, 1)
+	go func() { stopped <- api.Run(pctx, cfg, quiet) }()
+	other := *s
+	other.base = "http://" + cfg.Addr
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(other.base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == http.StatusOK
+	}, 30*time.Second, 20*time.Millisecond)
+	job := other.must(http.StatusAccepted, "POST", "/v1/webhooks/"+wh+"/replays", key, map[string]any{
+		"since": at.Add(-time.Minute).Format(time.RFC3339), "outcome": "dead"}).str("id")
+	stop()
+	select {
+	case err := <-stopped:
+		require.NoError(t, err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("the API did not stop")
+	}
+	left, err := st.GetReplay(ctx, pid, job)
+	require.NoError(t, err)
+	require.Equal(t, "running", left.Status, "stopped mid-job (if this fails, the job was too fast: raise n)")
+	require.Empty(t, left.Owner, "handed back")
+	require.Less(t, left.Replayed, uint64(n))
+	t.Logf("the first process replayed %d of %d before it stopped", left.Replayed, n)
+
+	s2 := s.second()
+	done := s2.waitReplay(key, job)
+	require.Equal(t, "done", done.str("status"), "%s", done)
+	require.EqualValues(t, n, done.body["matched"])
+	require.EqualValues(t, n, done.body["replayed"])
+	seen := map[string]int{}
+	recs := s.records(s.cfg.Kafka.Topics.Deliveries, func(rs []*kgo.Record) bool { return len(rs) >= n })
+	for _, r := range recs {
+		if d := decode(t, r.Value, &pb.Delivery{}); d.ReplayJobId == job {
+			seen[d.DeliveryId]++
+		}
+	}
+	require.Len(t, seen, n, "every delivery of the range is queued")
+	require.LessOrEqual(t, len(recs), n+200, "at most the interrupted page twice")
 }
