@@ -33,6 +33,8 @@ import (
 const (
 	// replayJobPage is how many deliveries one step of a job reads, sends and records.
 	replayJobPage = 200
+	// replayBodyChunk is how many bodies it holds at once.
+	replayBodyChunk = 25
 	// replayLease: a running job whose heartbeat (saved with every page) is older than this lost
 	// its process. A page takes seconds; the lease leaves ample room.
 	replayLease = 2 * time.Minute
@@ -319,35 +321,40 @@ func (s *Server) replayPage(ctx context.Context, st *attemptlog.Store, job *atte
 		return false, fmt.Errorf("webhook %s was disabled", job.TargetWebhookID)
 	}
 	project := s.reg.Project(job.ProjectID)
-	ids := make([]string, len(page))
-	for i, c := range page {
-		ids[i] = c.AttemptID
-	}
-	bodies, err := st.ReplayBodies(qctx, job.ProjectID, job.WebhookID, job.Since, ids)
-	if err != nil {
-		return false, err
-	}
-	now := time.Now()
-	var ds []*pb.Delivery
-	var skipped uint64
-	for _, c := range page {
-		body, why := s.replayBody(bodies[c.AttemptID], project)
-		if why != "" {
-			skipped++
-			s.log.Warn("replay skips a delivery", "project_id", job.ProjectID, "replay_id", job.ID, "delivery_id", c.DeliveryID, "reason", why)
-			continue
+	var replayed, skipped uint64
+	// Bodies are read and sent a chunk at a time: a body may be near Kafka's 1 MiB record limit,
+	// so a chunk, not a page, bounds what the job holds in memory.
+	for chunk := range slices.Chunk(page, replayBodyChunk) {
+		ids := make([]string, len(chunk))
+		for i, c := range chunk {
+			ids[i] = c.AttemptID
 		}
-		ds = append(ds, &pb.Delivery{DeliveryId: replayDeliveryID(*job, c.DeliveryID), EventId: c.EventID, WebhookId: target.Id,
-			ProjectId: job.ProjectID, EventType: c.EventType, Body: body, Attempt: 1, CreatedAtMs: now.UnixMilli(),
-			WebhookRevision: target.Revision, ReplayJobId: job.ID})
-	}
-	if len(ds) > 0 {
-		if err := s.send(ctx, ds); err != nil {
+		bodies, err := st.ReplayBodies(qctx, job.ProjectID, job.WebhookID, job.Since, ids)
+		if err != nil {
 			return false, err
 		}
+		now := time.Now()
+		var ds []*pb.Delivery
+		for _, c := range chunk {
+			body, why := s.replayBody(bodies[c.AttemptID], project)
+			if why != "" {
+				skipped++
+				s.log.Warn("replay skips a delivery", "project_id", job.ProjectID, "replay_id", job.ID, "delivery_id", c.DeliveryID, "reason", why)
+				continue
+			}
+			ds = append(ds, &pb.Delivery{DeliveryId: replayDeliveryID(*job, c.DeliveryID), EventId: c.EventID, WebhookId: target.Id,
+				ProjectId: job.ProjectID, EventType: c.EventType, Body: body, Attempt: 1, CreatedAtMs: now.UnixMilli(),
+				WebhookRevision: target.Revision, ReplayJobId: job.ID})
+		}
+		if len(ds) > 0 {
+			if err := s.send(ctx, ds); err != nil {
+				return false, err
+			}
+		}
+		replayed += uint64(len(ds))
 	}
 	job.Matched += uint64(len(page))
-	job.Replayed += uint64(len(ds))
+	job.Replayed += replayed
 	job.Skipped += skipped
 	if len(page) > 0 {
 		job.Cursor = page[len(page)-1].DeliveryID
