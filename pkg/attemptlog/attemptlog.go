@@ -164,8 +164,9 @@ func (s *Store) Close() error { return s.conn.Close() }
 func (s *Store) Ping(ctx context.Context) error { return s.conn.Ping(ctx) }
 
 // Migrate applies the embedded schema of the store's form to its database (the connection's
-// default, so the schema names no database); every statement is idempotent. A legacy table made
-// before retention_days existed gets the column, filled with the default retention.
+// default, so the schema names no database); every statement is idempotent. A table made before
+// a column existed gets it: retention_days filled with the default retention, storage_masked 2
+// (unknown: the body may be masked, without a seal) and sealed_body empty.
 func (s *Store) Migrate(ctx context.Context) error {
 	schema := Schema
 	if s.form == Current {
@@ -186,16 +187,21 @@ func (s *Store) Migrate(ctx context.Context) error {
 			return fmt.Errorf("applying schema statement %.60q: %w", q, err)
 		}
 	}
-	for _, table := range []string{"delivery_attempts", "dead_letters"} {
+	for _, c := range []struct{ table, column, decl string }{
+		{"delivery_attempts", "retention_days", fmt.Sprintf("UInt16 DEFAULT %d", s.retention.DefaultDays)},
+		{"dead_letters", "retention_days", fmt.Sprintf("UInt16 DEFAULT %d", s.retention.DefaultDays)},
+		// 2: stored before attempts said whether storage masking applied (unknown).
+		{"delivery_attempts", "storage_masked", "UInt8 DEFAULT 2"},
+		{"delivery_attempts", "sealed_body", "String"},
+	} {
 		var n uint64
 		if err := queryRow(ctx, s.conn, `SELECT count() FROM system.columns WHERE database = ? AND table = ?
-			AND name = 'retention_days'`, []any{s.db, table}, &n); err != nil {
-			return fmt.Errorf("checking %s for retention_days: %w", table, err)
+			AND name = ?`, []any{s.db, c.table, c.column}, &n); err != nil {
+			return fmt.Errorf("checking %s for %s: %w", c.table, c.column, err)
 		}
 		if n == 0 {
-			if err := s.conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s ADD COLUMN retention_days UInt16 DEFAULT %d",
-				s.db, table, s.retention.DefaultDays)); err != nil {
-				return fmt.Errorf("adding retention_days to %s: %w", table, err)
+			if err := s.conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s ADD COLUMN %s %s", s.db, c.table, c.column, c.decl)); err != nil {
+				return fmt.Errorf("adding %s to %s: %w", c.column, c.table, err)
 			}
 		}
 	}
@@ -225,7 +231,8 @@ func OutcomeNames() []string {
 	return out
 }
 
-// DispositionName is the log's name of a disposition: "delivered", "retry", "dead", "dropped".
+// DispositionName is the log's name of a disposition: "delivered", "retry", "dead", "dropped",
+// "skipped".
 func DispositionName(d pb.Disposition) string {
 	return strings.ToLower(strings.TrimPrefix(d.String(), "DISPOSITION_"))
 }
@@ -259,7 +266,7 @@ func (s *Store) MaxOffsets(ctx context.Context, table string) (map[int32]int64, 
 const attemptColumns = `attempt_id, delivery_id, event_id, webhook_id, project_id, event_type, attempt, tier, outcome,
 disposition, status_code, error, retry_after_ms, started_at, started_ms, latency_us, request_url, request_header_names,
 request_header_values, request_body, response_header_names, response_header_values, response_body, response_truncated,
-worker, trace_id, next_attempt_ms, test, kafka_partition, kafka_offset, retention_days`
+worker, trace_id, next_attempt_ms, test, kafka_partition, kafka_offset, retention_days, storage_masked, sealed_body`
 
 // InsertAttempts writes attempts in one batch (one block: atomic for rows of one day). Each row
 // carries its project's retention in days, which the current schema's TTL and the legacy form's
@@ -275,7 +282,8 @@ func (s *Store) InsertAttempts(ctx context.Context, attempts []*pb.Attempt, src 
 			uint16(o.GetStatusCode()), o.GetError(), uint64(max(o.GetRetryAfterMs(), 0)),
 			time.UnixMilli(a.StartedAtMs), uint64(a.StartedAtMs), uint64(max(a.LatencyUs, 0)), a.RequestUrl, qn, qv,
 			string(a.RequestBody), rn, rv, string(a.ResponseBody), b2u(a.ResponseTruncated), a.Worker, a.TraceId,
-			uint64(max(a.NextAttemptAtMs, 0)), b2u(a.Test), src[i].Partition, src[i].Offset, s.retention.Days(a.ProjectId)})
+			uint64(max(a.NextAttemptAtMs, 0)), b2u(a.Test), src[i].Partition, src[i].Offset, s.retention.Days(a.ProjectId),
+			b2u(a.StorageMasked), string(a.SealedBody)})
 	}
 	if err := s.conn.Insert(ctx, "INSERT INTO "+s.db+".delivery_attempts ("+attemptColumns+")", rows); err != nil {
 		return fmt.Errorf("inserting %d attempts: %w", len(attempts), err)

@@ -58,6 +58,7 @@ func TestConformance(t *testing.T) {
 			t.Run("DeadLetters", func(t *testing.T) { testDeadLetters(t, e) })
 			t.Run("Retention", func(t *testing.T) { testRetention(t, e) })
 			t.Run("Erasure", func(t *testing.T) { testErasure(t, e) })
+			t.Run("Replay", func(t *testing.T) { testReplay(t, e) })
 		})
 	}
 }

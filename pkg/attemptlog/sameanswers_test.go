@@ -88,6 +88,26 @@ func answers(t *testing.T, st *attemptlog.Store) string {
 	ask("ListDeadLetters", dls, err)
 	open, err := st.OpenDeadLetters(ctx)
 	ask("OpenDeadLetters", open, err)
+	more := replayAttempts()
+	require.NoError(t, st.InsertAttempts(ctx, more, src(len(more))))
+	for _, o := range attemptlog.ReplayOutcomes {
+		for _, c := range append([]string{""}, attemptlog.ReplayStatusClasses...) {
+			q := attemptlog.ReplayQuery{ProjectID: "p1", WebhookID: "wh1", Since: base, Until: base.Add(time.Hour), Outcome: o, StatusClass: c, Limit: 2}
+			var pages [][]attemptlog.ReplayCandidate
+			for {
+				page, err := st.ReplayCandidates(ctx, q)
+				require.NoError(t, err)
+				pages = append(pages, page)
+				if len(page) < q.Limit {
+					break
+				}
+				q.After = page[len(page)-1].DeliveryID
+			}
+			out[fmt.Sprintf("ReplayCandidates %s %s", o, c)] = pages
+		}
+	}
+	bodies, err := st.ReplayBodies(ctx, "p1", "wh1", base, []string{"r02", "r15", "a10"})
+	ask("ReplayBodies", bodies, err)
 	erased, err := st.Erase(ctx, "p2", attemptlog.Respondent{Email: "ada@example.com"})
 	ask("Erase", erased, err)
 	b, err := json.Marshal(out)

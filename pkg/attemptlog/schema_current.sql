@@ -39,7 +39,9 @@ CREATE TABLE IF NOT EXISTS delivery_attempts (
     test UInt8,
     kafka_partition Int32,
     kafka_offset Int64 CODEC(Delta, ZSTD(1)),
-    retention_days UInt16
+    retention_days UInt16,
+    storage_masked UInt8,
+    sealed_body String CODEC(ZSTD(1))
 ) ENGINE = MergeTree
 PARTITION BY toYYYYMMDD(started_at)
 ORDER BY (project_id, webhook_id, started_at, attempt_id)
@@ -106,6 +108,33 @@ CREATE TABLE IF NOT EXISTS erasures (
     attempts UInt64,
     dead_letters UInt64,
     error String,
+    requested_ms UInt64,
+    finished_ms UInt64,
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY (project_id, id)
+;
+-- Replay jobs (POST /v1/webhooks/{id}/replays): what to replay, where the job got to (cursor: the
+-- last delivery id it sent), its counts, and which API process runs it (owner, heartbeat_ms), so
+-- that a job whose process died is taken over. Never bodies.
+CREATE TABLE IF NOT EXISTS replays (
+    id String,
+    project_id String,
+    webhook_id String,
+    target_webhook_id String,
+    since_ms UInt64,
+    until_ms UInt64,
+    outcome String,
+    status_class String,
+    event_types Array(String),
+    status String,
+    cursor String,
+    matched UInt64,
+    replayed UInt64,
+    skipped UInt64,
+    error String,
+    owner String,
+    heartbeat_ms UInt64,
     requested_ms UInt64,
     finished_ms UInt64,
     version UInt64

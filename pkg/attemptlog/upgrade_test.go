@@ -14,14 +14,15 @@ import (
 
 // TestMigrateUpgradesTablesMadeBeforeRetentionDays: a database made by an earlier version (no
 // retention_days, no erasures table) keeps its rows, gains the column filled with the default
-// retention, and takes the new writes and queries.
+// retention (and storage_masked, "unknown" on old rows), and takes the new writes and queries.
 func TestMigrateUpgradesTablesMadeBeforeRetentionDays(t *testing.T) {
 	ctx := context.Background()
 	st := openServer(t, attemptlog.WithRetention(attemptlog.Retention{DefaultDays: 14, MaxDays: 90}))
 	if st.Form() != attemptlog.Legacy {
 		t.Skip("the earlier schema was the 18.16-compatible form")
 	}
-	old := strings.ReplaceAll(attemptlog.Schema, ",\n    retention_days UInt16", "")
+	old := strings.ReplaceAll(attemptlog.Schema, ",\n    storage_masked UInt8,\n    sealed_body String", "")
+	old = strings.ReplaceAll(old, ",\n    retention_days UInt16", "")
 	old = old[:strings.Index(old, "\n;\n-- Erasure jobs")]
 	for _, stmt := range strings.Split(old, "\n;\n") {
 		var lines []string
@@ -43,6 +44,10 @@ func TestMigrateUpgradesTablesMadeBeforeRetentionDays(t *testing.T) {
 	got, _, err := st.ListAttempts(ctx, attemptlog.AttemptQuery{ProjectID: "p1"})
 	require.NoError(t, err)
 	require.ElementsMatch(t, []string{"old", "new"}, ids(got))
+	bodies, err := st.ReplayBodies(ctx, "p1", "wh", time.Now().Add(-time.Hour), []string{"old", "new"})
+	require.NoError(t, err)
+	require.True(t, bodies["old"].Unmarked, "an old row may hold a masked body without saying so")
+	require.False(t, bodies["new"].Unmarked)
 	run, err := st.EnforceRetention(ctx, time.Now().AddDate(0, 0, 15))
 	require.NoError(t, err)
 	require.Equal(t, uint64(2), run.Attempts, "the old row got the default 14 days too")

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
@@ -50,6 +51,11 @@ type Config struct {
 	// PortalFrameAncestors are origins (https://app.example.com) whose pages may embed the portal
 	// in an iframe; the session cookie is SameSite=Strict, so they must be the same site.
 	PortalFrameAncestors []string `env:"API_PORTAL_FRAME_ANCESTORS" envSeparator:","`
+	// The delivery log's retention, read from the sink's variables (one setting for both): how far
+	// back a replay job may reach.
+	RetentionDays    int            `env:"SINK_RETENTION_DAYS" envDefault:"30"`
+	MaxRetentionDays int            `env:"SINK_MAX_RETENTION_DAYS" envDefault:"90"`
+	ProjectRetention map[string]int `env:"SINK_PROJECT_RETENTION" envSeparator:"," envKeyValSeparator:"="`
 }
 
 // Validate reports the first configuration error, naming the variable.
@@ -75,6 +81,9 @@ func (c Config) Validate() error {
 	if err := portal.ValidOrigins(c.PortalFrameAncestors); err != nil {
 		return fmt.Errorf("API_PORTAL_FRAME_ANCESTORS: %w", err)
 	}
+	if err := c.validateRetention(); err != nil {
+		return err
+	}
 	return c.Kafka.Validate()
 }
 
@@ -89,6 +98,8 @@ type Server struct {
 	logs  *logStore
 	locks stripedLocks
 	idem  *idempotency
+	// replays runs this process's replay jobs (replays.go).
+	replays *replayRunner
 	// portal serves /portal/ and /console/; inproc is the router its calls go through.
 	portal *portal.Portal
 	inproc http.Handler
@@ -133,6 +144,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 	regRun := registry.Start(gctx, s.reg, caughtUp)
 	g.Go(regRun.Wait)
 	g.Go(func() error { return s.idem.run(gctx) })
+	s.replays.ctx = gctx
+	g.Go(func() error { return s.keepReplays(gctx) })
 	if err := regRun.CaughtUp(gctx); err != nil {
 		return fail(fmt.Errorf("loading projects and webhooks: %w", err))
 	}
@@ -176,7 +189,8 @@ func newServer(cfg Config, log *slog.Logger, hooks ...kgo.Opt) (*Server, error) 
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log, reg: reg, kcl: kcl, box: box,
-		logs: &logStore{addr: cfg.ClickHouseAddr, database: cfg.ClickHouseDatabase, log: log}}
+		logs:    &logStore{addr: cfg.ClickHouseAddr, database: cfg.ClickHouseDatabase, log: log},
+		replays: &replayRunner{owner: "api-" + uuid.NewString(), ctx: context.Background(), mine: map[string]bool{}}}
 	if s.idem, err = newIdempotency(cfg.Kafka, box, log); err != nil {
 		kcl.Close()
 		return nil, err
@@ -234,6 +248,9 @@ func (s *Server) routes() []route {
 		{"GET", "/v1/operational-webhooks", s.admin(s.listOperationalWebhooks)},
 		{"GET", "/v1/operational-webhooks/{id}", s.admin(s.getOperationalWebhook)},
 		{"DELETE", "/v1/operational-webhooks/{id}", s.admin(s.deleteOperationalWebhook)},
+		{"POST", "/v1/webhooks/{id}/replays", s.project(s.createReplay)},
+		{"GET", "/v1/replays", s.project(s.listReplays)},
+		{"GET", "/v1/replays/{id}", s.project(s.getReplay)},
 	}
 }
 

@@ -191,6 +191,7 @@ func TestReplayedDeadLettersAreDeliveredAgainWithTheSameIDs(t *testing.T) {
 	require.Eventually(t, func() bool { return len(rc.withID("msg_one")) == 2 }, 10*time.Second, 20*time.Millisecond)
 	again := rc.withID("msg_one")[1]
 	require.Equal(t, orig.Body, again.body, "the same body, byte for byte")
+	require.Equal(t, dl["id"], again.header.Get(api.ReplayHeader), "the receiver can tell a replay, and of which dead letter")
 	var env map[string]any
 	require.NoError(t, json.Unmarshal(again.body, &env))
 	require.Equal(t, "evt_msg_one", env["event_id"])

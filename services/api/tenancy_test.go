@@ -30,6 +30,9 @@ func TestAProjectKeySeesAndChangesOnlyItsOwnProject(t *testing.T) {
 	deadA := "msg_a.1"
 	opsW := s.must(http.StatusCreated, "POST", "/v1/operational-webhooks", adminToken,
 		map[string]any{"url": "https://ops.example.com/hook", "events": []string{"webhook.disabled"}}).str("id")
+	since := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	replayA := s.must(http.StatusAccepted, "POST", "/v1/webhooks/"+wA+"/replays", keyA, map[string]any{"since": since}).str("id")
+	s.must(http.StatusOK, "GET", "/v1/replays/"+replayA, keyA, nil)
 	keyIDA := s.must(http.StatusCreated, "POST", "/v1/projects/"+pa+"/keys", keyA, map[string]any{"name": "a2", "scopes": []string{"read"}}).str("id")
 	// A can see its own data, so a 404 for B below is tenancy, not absence.
 	s.must(http.StatusOK, "GET", "/v1/attempts/att_a", keyA, nil)
@@ -122,6 +125,14 @@ func TestAProjectKeySeesAndChangesOnlyItsOwnProject(t *testing.T) {
 			s.must(http.StatusNotFound, "DELETE", "/v1/webhooks/"+opsW, keyB, nil)
 			s.must(http.StatusNotFound, "DELETE", "/v1/operational-webhooks/"+wA, adminToken, nil)
 		},
+		"POST /v1/webhooks/{id}/replays": func(t *testing.T) {
+			notFound("POST", "/v1/webhooks/"+wA+"/replays", map[string]any{"since": since})(t)
+			// Nor into A's webhook from B's own.
+			r := s.must(http.StatusBadRequest, "POST", "/v1/webhooks/"+wB+"/replays", keyB, map[string]any{"since": since, "target_webhook_id": wA})
+			require.Equal(t, "target_webhook_id", r.errField())
+		},
+		"GET /v1/replays":      onlyB("/v1/replays", []any{}),
+		"GET /v1/replays/{id}": notFound("GET", "/v1/replays/"+replayA, nil),
 		"POST /v1/dead-letters/replay": func(t *testing.T) {
 			notFound("POST", "/v1/dead-letters/replay", map[string]any{"webhook_id": wA})(t)
 			r := s.must(http.StatusAccepted, "POST", "/v1/dead-letters/replay", keyB, map[string]any{"event_id": "evt_a"})

@@ -298,7 +298,7 @@ func (w *Worker) deliver(ctx context.Context, t *task) time.Duration {
 		}
 		if err == nil && !in.BreakerOpen {
 			res = w.snd.Send(t.ctx, sender.Request{MessageID: d.DeliveryId, URL: wh.Url, Body: d.Body, Secrets: keys,
-				Headers: wh.Headers, Timestamp: start, ClientCert: cert})
+				Headers: replayHeaders(wh.Headers, d), Timestamp: start, ClientCert: cert})
 		}
 		if ctx.Err() != nil {
 			if judge != nil {

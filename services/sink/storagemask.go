@@ -13,8 +13,8 @@ import (
 )
 
 // storageMasker applies each project's storage_masking rules to what the sink stores: attempt
-// request bodies and dead letters' bodies. A dead letter keeps its unmasked body sealed
-// (sealed_body) so that a replay sends what the webhook is entitled to; the clear body is never
+// request bodies and dead letters' bodies. Both keep the unmasked body sealed (sealed_body) so
+// that a replay sends what the webhook is entitled to; the clear body is never
 // written to ClickHouse when a rule applies. Rules are compiled once per project revision (the
 // registry replaces a project's record on every change).
 type storageMasker struct {
@@ -84,10 +84,15 @@ func (s *storageMasker) body(p *pb.Project, body []byte) (out []byte, masked, ok
 	return nil, true, false
 }
 
-// attempt masks a's request body in place.
+// attempt masks a's request body in place and, like a dead letter's, keeps the unmasked body
+// sealed for a replay job.
 func (s *storageMasker) attempt(p *pb.Project, a *pb.Attempt) {
-	if out, masked, _ := s.body(p, a.RequestBody); masked {
-		a.RequestBody = out
+	clear := a.RequestBody
+	if out, masked, ok := s.body(p, a.RequestBody); masked {
+		a.RequestBody, a.StorageMasked = out, true
+		if ok && s.box != nil {
+			a.SealedBody = s.box.Seal(string(clear))
+		}
 	}
 }
 

@@ -178,6 +178,9 @@ type Delivery struct {
 	// for a replay; storage_masked says body is the masked copy (without sealed_body: not replayable).
 	SealedBody    []byte `protobuf:"bytes,60,opt,name=sealed_body,json=sealedBody,proto3" json:"sealed_body,omitempty"`
 	StorageMasked bool   `protobuf:"varint,61,opt,name=storage_masked,json=storageMasked,proto3" json:"storage_masked,omitempty"`
+	// On a delivery a replay job sent (POST /v1/webhooks/{id}/replays): the job's id. The delivery
+	// service sends it as the `surveyhooks-replay` header, so receivers can tell a replay.
+	ReplayJobId   string `protobuf:"bytes,100,opt,name=replay_job_id,json=replayJobId,proto3" json:"replay_job_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -331,6 +334,13 @@ func (x *Delivery) GetStorageMasked() bool {
 	return false
 }
 
+func (x *Delivery) GetReplayJobId() string {
+	if x != nil {
+		return x.ReplayJobId
+	}
+	return ""
+}
+
 type Outcome struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Class         OutcomeClass           `protobuf:"varint,1,opt,name=class,proto3,enum=surveyhooks.v1.OutcomeClass" json:"class,omitempty"`
@@ -439,8 +449,14 @@ type Attempt struct {
 	TraceId           string                 `protobuf:"bytes,19,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
 	NextAttemptAtMs   int64                  `protobuf:"varint,20,opt,name=next_attempt_at_ms,json=nextAttemptAtMs,proto3" json:"next_attempt_at_ms,omitempty"` // when a retry is due; 0 when none
 	Test              bool                   `protobuf:"varint,21,opt,name=test,proto3" json:"test,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Only between the sink and ClickHouse, never on a topic: when the project's storage masking
+	// rules masked request_body, the unmasked body sealed (AES-GCM, SURVEYHOOKS_ENCRYPTION_KEY) for
+	// a replay job; storage_masked says request_body is the masked copy (without sealed_body: not
+	// replayable).
+	StorageMasked bool   `protobuf:"varint,100,opt,name=storage_masked,json=storageMasked,proto3" json:"storage_masked,omitempty"`
+	SealedBody    []byte `protobuf:"bytes,101,opt,name=sealed_body,json=sealedBody,proto3" json:"sealed_body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Attempt) Reset() {
@@ -620,11 +636,25 @@ func (x *Attempt) GetTest() bool {
 	return false
 }
 
+func (x *Attempt) GetStorageMasked() bool {
+	if x != nil {
+		return x.StorageMasked
+	}
+	return false
+}
+
+func (x *Attempt) GetSealedBody() []byte {
+	if x != nil {
+		return x.SealedBody
+	}
+	return nil
+}
+
 var File_surveyhooks_v1_delivery_proto protoreflect.FileDescriptor
 
 const file_surveyhooks_v1_delivery_proto_rawDesc = "" +
 	"\n" +
-	"\x1dsurveyhooks/v1/delivery.proto\x12\x0esurveyhooks.v1\"\xb1\x04\n" +
+	"\x1dsurveyhooks/v1/delivery.proto\x12\x0esurveyhooks.v1\"\xd5\x04\n" +
 	"\bDelivery\x12\x1f\n" +
 	"\vdelivery_id\x18\x01 \x01(\tR\n" +
 	"deliveryId\x12\x19\n" +
@@ -648,7 +678,8 @@ const file_surveyhooks_v1_delivery_proto_rawDesc = "" +
 	"\x10webhook_revision\x18\x0f \x01(\x03R\x0fwebhookRevision\x12\x1f\n" +
 	"\vsealed_body\x18< \x01(\fR\n" +
 	"sealedBody\x12%\n" +
-	"\x0estorage_masked\x18= \x01(\bR\rstorageMasked\"\xee\x01\n" +
+	"\x0estorage_masked\x18= \x01(\bR\rstorageMasked\x12\"\n" +
+	"\rreplay_job_id\x18d \x01(\tR\vreplayJobId\"\xee\x01\n" +
 	"\aOutcome\x122\n" +
 	"\x05class\x18\x01 \x01(\x0e2\x1c.surveyhooks.v1.OutcomeClassR\x05class\x12=\n" +
 	"\vdisposition\x18\x02 \x01(\x0e2\x1b.surveyhooks.v1.DispositionR\vdisposition\x12\x1f\n" +
@@ -656,7 +687,7 @@ const file_surveyhooks_v1_delivery_proto_rawDesc = "" +
 	"statusCode\x12\x14\n" +
 	"\x05error\x18\x04 \x01(\tR\x05error\x12\x13\n" +
 	"\x05at_ms\x18\x05 \x01(\x03R\x04atMs\x12$\n" +
-	"\x0eretry_after_ms\x18\x06 \x01(\x03R\fretryAfterMs\"\xa7\a\n" +
+	"\x0eretry_after_ms\x18\x06 \x01(\x03R\fretryAfterMs\"\xef\a\n" +
 	"\aAttempt\x12\x1d\n" +
 	"\n" +
 	"attempt_id\x18\x01 \x01(\tR\tattemptId\x12\x1f\n" +
@@ -686,7 +717,10 @@ const file_surveyhooks_v1_delivery_proto_rawDesc = "" +
 	"\x06worker\x18\x12 \x01(\tR\x06worker\x12\x19\n" +
 	"\btrace_id\x18\x13 \x01(\tR\atraceId\x12+\n" +
 	"\x12next_attempt_at_ms\x18\x14 \x01(\x03R\x0fnextAttemptAtMs\x12\x12\n" +
-	"\x04test\x18\x15 \x01(\bR\x04test\x1aA\n" +
+	"\x04test\x18\x15 \x01(\bR\x04test\x12%\n" +
+	"\x0estorage_masked\x18d \x01(\bR\rstorageMasked\x12\x1f\n" +
+	"\vsealed_body\x18e \x01(\fR\n" +
+	"sealedBody\x1aA\n" +
 	"\x13RequestHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aB\n" +
