@@ -17,6 +17,7 @@ import (
 
 	"github.com/surveyhooks/surveyhooks/pkg/signature"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
+	"github.com/surveyhooks/surveyhooks/services/api"
 	"github.com/surveyhooks/surveyhooks/services/delivery"
 	"github.com/surveyhooks/surveyhooks/services/fanout"
 )
@@ -100,6 +101,7 @@ func TestAFailingWebhookIsAutoDisabledAndItsEventsAreKeptAsSkipped(t *testing.T)
 	s := startStack(t, withSink(), withFanout(), withDeliveryConfig(func(c *delivery.Config) {
 		c.FailingNotifyAfter, c.DisableAfterFailures, c.DisableAfter = 3, 6, time.Hour
 	}))
+	began := time.Now()
 	ops := newOpsReceiver(t)
 	created := s.must(http.StatusCreated, "POST", "/v1/operational-webhooks", adminToken,
 		map[string]any{"name": "platform on-call", "url": ops.URL + "/ops", "events": []string{"*"}})
@@ -225,6 +227,25 @@ func TestAFailingWebhookIsAutoDisabledAndItsEventsAreKeptAsSkipped(t *testing.T)
 	require.Nil(t, view.body["consecutive_failures"])
 	again := send()
 	require.Eventually(t, func() bool { return len(rc.withID(fanout.DeliveryID(again, wh))) == 1 }, 20*time.Second, 50*time.Millisecond)
+
+	// …and recovers the span it was disabled for: every skipped event arrives once, with the
+	// webhook-id it would have had, marked as a replay; nothing else of the span is sent again.
+	job := s.must(http.StatusAccepted, "POST", "/v1/webhooks/"+wh+"/replays", key, map[string]any{
+		"since": began.Add(-time.Minute).UTC().Format(time.RFC3339), "outcome": "skipped"}).str("id")
+	done := s.waitReplay(key, job)
+	require.EqualValues(t, len(later), done.body["matched"], "%s", done)
+	require.EqualValues(t, len(later), done.body["replayed"], "%s", done)
+	for _, id := range later {
+		require.Eventually(t, func() bool { return len(rc.withID(fanout.DeliveryID(id, wh))) == 1 }, 20*time.Second, 50*time.Millisecond,
+			"the skipped %s should arrive after the recovery", id)
+	}
+	time.Sleep(500 * time.Millisecond) // a second copy, if any, would be close behind
+	for _, id := range later {
+		got := rc.withID(fanout.DeliveryID(id, wh))
+		require.Len(t, got, 1, "%s arrives once", id)
+		require.Equal(t, job, got[0].header.Get(api.ReplayHeader))
+	}
+	require.Len(t, rc.withID(fanout.DeliveryID(first, wh)), 3, "the dead-lettered first event is not part of a skipped recovery")
 
 	// The failing operational endpoint was tried (and retried) but nothing was said about it, and
 	// every request to the good one verified.
