@@ -57,7 +57,9 @@ func New(cfg kafka.Config, log *slog.Logger) (*Registry, error) {
 	cl, err := kafka.NewClient(cfg,
 		kgo.ConsumeTopics(cfg.Topics.Projects, cfg.Topics.Webhooks),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(50e6), // 50ms: changes must show up quickly
+		// A change wakes the waiting fetch at once; the wait only bounds how often an idle
+		// registry asks (every service runs one).
+		kgo.FetchMaxWait(500*time.Millisecond),
 	)
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
@@ -47,23 +48,16 @@ func (t *clientTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // for callers that build the request themselves (the webhook sender), which saves
 // HTTPClientTransport's copy of every request and lets the attempt log show the header. Call the
 // returned function with the outcome. Like HTTPClientTransport, it records no URL path or query.
+//
+// The attributes are built only for a span that records; the samplers surveyhooks configures
+// never look at them at start.
 func StartClientSpan(req *http.Request) (end func(*http.Response, error)) {
-	attrs := []attribute.KeyValue{
-		attribute.String("http.request.method", req.Method),
-		attribute.String("url.scheme", req.URL.Scheme),
-	}
-	if host, port, err := net.SplitHostPort(req.URL.Host); err == nil {
-		attrs = append(attrs, attribute.String("server.address", host))
-		if p, err := strconv.Atoi(port); err == nil {
-			attrs = append(attrs, attribute.Int("server.port", p))
-		}
-	} else {
-		attrs = append(attrs, attribute.String("server.address", req.URL.Host))
-	}
-	tracer := otel.GetTracerProvider().Tracer("github.com/surveyhooks/surveyhooks/pkg/telemetry")
-	ctx, span := tracer.Start(req.Context(), req.Method,
-		trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+	ctx, span := clientTracer().Start(req.Context(), req.Method, trace.WithSpanKind(trace.SpanKindClient))
 	traceContext.Inject(ctx, propagation.HeaderCarrier(req.Header))
+	if !span.IsRecording() {
+		return func(*http.Response, error) { span.End() }
+	}
+	span.SetAttributes(clientSpanAttributes(req)...)
 	return func(resp *http.Response, err error) {
 		defer span.End()
 		if err != nil {
@@ -77,6 +71,44 @@ func StartClientSpan(req *http.Request) (end func(*http.Response, error)) {
 			span.SetStatus(codes.Error, "")
 		}
 	}
+}
+
+// cachedTracer is the client spans' tracer with the global provider it came from: looking it up
+// per request took the provider's lock and a map look-up on every webhook.
+type cachedTracer struct {
+	tp trace.TracerProvider
+	tr trace.Tracer
+}
+
+var clientTracerCache atomic.Pointer[cachedTracer]
+
+// clientTracer is the global provider's tracer for client spans, looked up again when Setup (or
+// a test) installs another provider.
+func clientTracer() trace.Tracer {
+	tp := otel.GetTracerProvider()
+	if c := clientTracerCache.Load(); c != nil && c.tp == tp {
+		return c.tr
+	}
+	c := &cachedTracer{tp: tp, tr: tp.Tracer("github.com/surveyhooks/surveyhooks/pkg/telemetry")}
+	clientTracerCache.Store(c)
+	return c.tr
+}
+
+// clientSpanAttributes are a client span's method, scheme, host and port: never path or query.
+func clientSpanAttributes(req *http.Request) []attribute.KeyValue {
+	attrs := []attribute.KeyValue{
+		attribute.String("http.request.method", req.Method),
+		attribute.String("url.scheme", req.URL.Scheme),
+	}
+	if host, port, err := net.SplitHostPort(req.URL.Host); err == nil {
+		attrs = append(attrs, attribute.String("server.address", host))
+		if p, err := strconv.Atoi(port); err == nil {
+			attrs = append(attrs, attribute.Int("server.port", p))
+		}
+	} else {
+		attrs = append(attrs, attribute.String("server.address", req.URL.Host))
+	}
+	return attrs
 }
 
 // errorType names a transport error's kind without its text (which may repeat the URL).

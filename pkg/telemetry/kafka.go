@@ -64,16 +64,30 @@ func RecordContext(ctx context.Context, rec *kgo.Record) context.Context {
 
 // StartRecordSpan starts a span for processing a consumed record (e.g. "deliver"), a child of
 // the record's span. The caller ends it.
+//
+// When spans are not recorded (no exporter, no sampler configured), the attributes are added only
+// if the span records after all (a sampled parent): the samplers surveyhooks configures never look
+// at them, and building them for a span that records nothing was a share of every delivery.
 func (t *Telemetry) StartRecordSpan(ctx context.Context, rec *kgo.Record, name string) (context.Context, trace.Span) {
+	if t != nil && !t.recording {
+		ctx, span := t.tracer.Start(RecordContext(ctx, rec), name, trace.WithSpanKind(trace.SpanKindConsumer))
+		if span.IsRecording() {
+			span.SetAttributes(recordSpanAttributes(rec)...)
+		}
+		return ctx, span
+	}
 	return t.Tracer().Start(RecordContext(ctx, rec), name,
-		trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(
-			attribute.String("messaging.system", "kafka"),
-			attribute.String("messaging.operation", "process"),
-			attribute.String("messaging.source.name", rec.Topic),
-			attribute.Int("messaging.kafka.source.partition", int(rec.Partition)),
-			attribute.Int64("messaging.kafka.message.offset", rec.Offset),
-		))
+		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(recordSpanAttributes(rec)...))
+}
+
+func recordSpanAttributes(rec *kgo.Record) []attribute.KeyValue {
+	return []attribute.KeyValue{
+		attribute.String("messaging.system", "kafka"),
+		attribute.String("messaging.operation", "process"),
+		attribute.String("messaging.source.name", rec.Topic),
+		attribute.Int("messaging.kafka.source.partition", int(rec.Partition)),
+		attribute.Int64("messaging.kafka.message.offset", rec.Offset),
+	}
 }
 
 // lagTimeout bounds one lag lookup made while metrics are collected (a scrape).

@@ -43,7 +43,8 @@ type Telemetry struct {
 	registry   *prometheus.Registry
 	propagator propagation.TextMapPropagator
 	exporting  bool
-	recording  bool // spans are recorded (exported somewhere or sampled by OTEL_TRACES_SAMPLER)
+	recording  bool         // spans are recorded (exported somewhere or sampled by OTEL_TRACES_SAMPLER)
+	tracer     trace.Tracer // the service's own, looked up once: Tracer is on every record's path
 
 	meter       metric.Meter // telemetry's own: the consumer lag
 	consumerLag metric.Int64ObservableGauge
@@ -143,6 +144,7 @@ func Setup(ctx context.Context, service string, opts ...Option) (*Telemetry, err
 		propagator: Propagator(),
 		exporting:  exp != nil,
 		recording:  recording,
+		tracer:     tp.Tracer("github.com/surveyhooks/surveyhooks/services/" + service),
 	}
 	if t.meter, t.consumerLag, err = newConsumerLag(mp); err != nil {
 		_ = t.Shutdown(ctx)
@@ -218,7 +220,7 @@ func (t *Telemetry) Tracer() trace.Tracer {
 	if t == nil {
 		return otel.GetTracerProvider().Tracer("github.com/surveyhooks/surveyhooks/pkg/telemetry")
 	}
-	return t.tp.Tracer("github.com/surveyhooks/surveyhooks/services/" + t.service)
+	return t.tracer
 }
 
 // Handler serves the service's metrics in the Prometheus text format (mount it at /metrics).

@@ -42,7 +42,9 @@ func (in *Ingest) consume(ctx context.Context) error {
 	cl, err := kafka.NewClient(in.cfg.Kafka, append([]kgo.Opt{
 		kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
 		kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll(),
-		kgo.FetchMaxWait(50 * time.Millisecond),
+		// A record wakes the waiting fetch at once; the wait only bounds how often an idle
+		// consumer asks (HTTP-only deployments leave survey-events idle).
+		kgo.FetchMaxWait(500 * time.Millisecond),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerBatchMaxBytes(producerBatchBytes),
 	}, in.deps.Telemetry.KafkaHooks()...)...)

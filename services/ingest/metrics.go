@@ -24,7 +24,13 @@ const (
 // tests without telemetry.
 type Metrics struct {
 	events metric.Int64Counter
+	// sets holds the attribute sets of the labels every request uses, built once: a set is
+	// sorted and allocated each time it is built.
+	sets map[[2]string]metric.AddOption
 }
+
+// commonLabels are the (result, reason) pairs of accepted requests.
+var commonLabels = [][2]string{{"accepted", ""}, {"preview", ""}, {"duplicate", "duplicate_event_id"}}
 
 // NewMetrics creates the ingest instrument on tel's meter; nil without telemetry.
 func NewMetrics(tel *telemetry.Telemetry) (*Metrics, error) {
@@ -37,7 +43,11 @@ func NewMetrics(tel *telemetry.Telemetry) (*Metrics, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating instrument %s: %w", MetricEvents, err)
 	}
-	return &Metrics{events: events}, nil
+	m := &Metrics{events: events, sets: make(map[[2]string]metric.AddOption, len(commonLabels))}
+	for _, l := range commonLabels {
+		m.sets[l] = labels(l[0], l[1])
+	}
+	return m, nil
 }
 
 // Events counts n events received with their result (accepted, rejected, duplicate, preview)
@@ -47,6 +57,14 @@ func (m *Metrics) Events(ctx context.Context, n int, result, reason string) {
 	if m == nil || n <= 0 {
 		return
 	}
-	m.events.Add(ctx, int64(n), metric.WithAttributeSet(attribute.NewSet(
-		attribute.String(attrResult, result), attribute.String(attrReason, reason))))
+	set, ok := m.sets[[2]string{result, reason}]
+	if !ok {
+		set = labels(result, reason)
+	}
+	m.events.Add(ctx, int64(n), set)
+}
+
+func labels(result, reason string) metric.AddOption {
+	return metric.WithAttributeSet(attribute.NewSet(
+		attribute.String(attrResult, result), attribute.String(attrReason, reason)))
 }

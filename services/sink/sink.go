@@ -140,6 +140,16 @@ type batch struct {
 func (b *batch) len() int { return len(b.attempts) + len(b.dead) }
 
 // Run consumes until ctx is done.
+// fetchMinBytes is what a fetch of `delivery-attempts` waits for, up to fetchMaxWait: about a
+// hundred attempt records.
+const fetchMinBytes = 256 << 10
+
+// fetchMaxWait bounds how long a fetch waits for fetchMinBytes: half the flush interval (so a
+// row reaches ClickHouse at most 1.5 flush intervals after its attempt), at most 500 ms.
+func fetchMaxWait(flush time.Duration) time.Duration {
+	return min(max(flush/2, 10*time.Millisecond), 500*time.Millisecond)
+}
+
 func (s *Sink) Run(ctx context.Context) error {
 	schemaReady := s.deps.Ready.Wait("ClickHouse schema")
 	joined := s.deps.Ready.Wait("group " + s.cfg.Group + " joined")
@@ -172,6 +182,10 @@ func (s *Sink) Run(ctx context.Context) error {
 	cl, err := kafka.NewClient(s.cfg.Kafka,
 		kgo.ConsumerGroup(s.cfg.Group), kgo.ConsumeTopics(topics.Attempts, topics.Dead),
 		kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll(),
+		// A fetch waits for a batch's worth of attempts (or fetchMaxWait) instead of returning
+		// each record as it arrives: the rows wait for the flush anyway, and at a low steady rate
+		// a fetch per attempt cost the broker and this process more than the inserts.
+		kgo.FetchMinBytes(fetchMinBytes), kgo.FetchMaxWait(fetchMaxWait(s.cfg.FlushInterval)),
 		kgo.OnPartitionsAssigned(func(ctx context.Context, _ *kgo.Client, _ map[string][]int32) {
 			s.loadStored(ctx, store)
 			joined()

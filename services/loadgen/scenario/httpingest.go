@@ -200,5 +200,26 @@ func (b *bench) runCPUAt400(ctx context.Context) error {
 	if err := b.drain(ctx, eps, base, h.accepted.Load(), 60*time.Second); err != nil {
 		return fmt.Errorf("after 400/s: %w", err)
 	}
+	b.profileIdle(ctx)
 	return nil
+}
+
+// idleProfileSeconds is how long each service is profiled with nothing sent.
+const idleProfileSeconds = 5
+
+// profileIdle profiles every service once the pipeline is idle again after cpu_at_400 (not during
+// its idle measurement, which the profiler would inflate): what fetch loops, heartbeats, timers
+// and metric collection cost with no traffic, in profile-idle.txt beside the others.
+func (b *bench) profileIdle(ctx context.Context) {
+	if b.opts.ProfileOut == "" {
+		return
+	}
+	sleep(ctx, 2*time.Second)
+	profiles := b.profileAllFor(ctx, idleProfileSeconds, "idle-")
+	path := filepath.Join(filepath.Dir(b.opts.ProfileOut), "profile-idle.txt")
+	header := fmt.Sprintf("# CPU profiles of the idle pipeline after `cpu_at_400` (%d s each, all services at once, nothing sent), %s\n", idleProfileSeconds, b.res.At) +
+		fmt.Sprintf("# idle CPU cores per process (before cpu_at_400): %v\n", b.res.HTTPIngest.IdleCores)
+	if err := b.writeProfilesTo(ctx, path, header, profiles); err != nil {
+		b.res.note("idle profile: %v", err)
+	}
 }

@@ -142,6 +142,11 @@ const profileSeconds = 10
 // profileAll takes a CPU profile of every service with a profiler at once and returns where each
 // went; a failure is noted and leaves that service out.
 func (b *bench) profileAll(ctx context.Context) map[string]string {
+	return b.profileAllFor(ctx, profileSeconds, "cpu-")
+}
+
+// profileAllFor is profileAll for seconds, the files named prefix+service.
+func (b *bench) profileAllFor(ctx context.Context, seconds int, prefix string) map[string]string {
 	profiles := map[string]string{}
 	if b.opts.ProfileOut == "" {
 		return profiles
@@ -151,11 +156,11 @@ func (b *bench) profileAll(ctx context.Context) map[string]string {
 		mu sync.Mutex
 	)
 	for svc, addr := range b.pprof {
-		path := filepath.Join(b.tmp, "cpu-"+svc+".pprof")
+		path := filepath.Join(b.tmp, prefix+svc+".pprof")
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := cpuProfile(ctx, addr, profileSeconds, path); err != nil {
+			if err := cpuProfile(ctx, addr, seconds, path); err != nil {
 				mu.Lock()
 				b.res.note("profile of %s: %v", svc, err)
 				mu.Unlock()
