@@ -390,13 +390,22 @@ func testErasure(t *testing.T, e engine) {
 	require.Equal(t, attemptlog.Erased{}, again, "nothing left to erase")
 
 	at := base.Add(time.Minute)
-	job := attemptlog.ErasureJob{ID: "er_1", ProjectID: "p1", Status: "running", RequestedAt: base}
+	job := attemptlog.ErasureJob{ID: "er_1", ProjectID: "p1", Status: "running", RequestedAt: base, Sealed: []byte("sealed\x00ids")}
 	require.NoError(t, st.SaveErasure(ctx, job))
-	job.Status, job.Erased, job.FinishedAt = "done", got, &at
+	running, err := st.RunningErasures(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []attemptlog.ErasureJob{job}, running, "a running job is listed with its sealed identifiers, to resume it")
+	job.Status, job.Erased, job.FinishedAt, job.Sealed = "done", got, &at, nil
 	require.NoError(t, st.SaveErasure(ctx, job))
 	saved, err := st.GetErasure(ctx, "p1", "er_1")
 	require.NoError(t, err)
 	require.Equal(t, job, *saved, "the latest state of the job")
+	running, err = st.RunningErasures(ctx)
+	require.NoError(t, err)
+	require.Empty(t, running)
+	sealedRows, err := st.CountWhere(ctx, "erasures", "sealed_respondent != ''")
+	require.NoError(t, err)
+	require.Zero(t, sealedRows, "no version of a finished job keeps the sealed identifiers")
 	_, err = st.GetErasure(ctx, "p2", "er_1")
 	require.ErrorIs(t, err, attemptlog.ErrNotFound)
 }

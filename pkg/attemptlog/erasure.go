@@ -125,6 +125,9 @@ type ErasureJob struct {
 	Error       string     `json:"error,omitempty"`
 	RequestedAt time.Time  `json:"requested_at"`
 	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+	// Sealed is the respondent's identifiers sealed by the API while the job runs, so that it can
+	// be resumed after a restart; never shown, and cleared when the job ends.
+	Sealed []byte `json:"-"`
 }
 
 // SaveErasure records a job's state (a newer version of its row).
@@ -133,13 +136,46 @@ func (s *Store) SaveErasure(ctx context.Context, j ErasureJob) error {
 	if j.FinishedAt != nil {
 		finished = uint64(j.FinishedAt.UnixMilli())
 	}
+	if j.Status != "running" {
+		j.Sealed = nil
+	}
 	row := []any{j.ID, j.ProjectID, j.Status, j.Erased.Attempts, j.Erased.DeadLetters, j.Error,
-		uint64(j.RequestedAt.UnixMilli()), finished, uint64(time.Now().UnixNano())}
+		uint64(j.RequestedAt.UnixMilli()), finished, uint64(time.Now().UnixNano()), string(j.Sealed)}
 	if err := s.conn.Insert(ctx, "INSERT INTO "+s.db+`.erasures (id, project_id, status, attempts, dead_letters, error,
-		requested_ms, finished_ms, version)`, [][]any{row}); err != nil {
+		requested_ms, finished_ms, version, sealed_respondent)`, [][]any{row}); err != nil {
 		return fmt.Errorf("recording erasure %s: %w", j.ID, err)
 	}
+	if j.Status != "running" {
+		// Merge the running version (with the sealed identifiers) away now rather than whenever
+		// ClickHouse merges on its own: the table is small.
+		if err := s.conn.Exec(ctx, "OPTIMIZE TABLE "+s.db+".erasures FINAL"); err != nil {
+			return fmt.Errorf("compacting erasures after %s: %w", j.ID, err)
+		}
+	}
 	return nil
+}
+
+// RunningErasures lists the jobs of every project still marked running, with their sealed
+// identifiers: at start, the API resumes them (an erasure is idempotent).
+func (s *Store) RunningErasures(ctx context.Context) ([]ErasureJob, error) {
+	rows, err := s.conn.Query(ctx, `SELECT id, project_id, requested_ms, sealed_respondent FROM `+s.db+
+		".erasures FINAL WHERE status = 'running' ORDER BY requested_ms")
+	if err != nil {
+		return nil, fmt.Errorf("listing running erasures: %w", err)
+	}
+	defer rows.Close()
+	var out []ErasureJob
+	for rows.Next() {
+		var j ErasureJob
+		var requested uint64
+		var sealed string
+		if err := rows.Scan(&j.ID, &j.ProjectID, &requested, &sealed); err != nil {
+			return nil, fmt.Errorf("listing running erasures: %w", err)
+		}
+		j.Status, j.RequestedAt, j.Sealed = "running", time.UnixMilli(int64(requested)).UTC(), []byte(sealed)
+		out = append(out, j)
+	}
+	return out, rows.Err()
 }
 
 // GetErasure returns a project's erasure job.
