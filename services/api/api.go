@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -92,6 +93,9 @@ type Server struct {
 	// portal serves /portal/ and /console/; inproc is the router its calls go through.
 	portal *portal.Portal
 	inproc http.Handler
+	// jobCtx ends when the API stops; jobs counts the erasure jobs running (erasures.go).
+	jobCtx context.Context
+	jobs   sync.WaitGroup
 }
 
 // Run serves the API until ctx is done. It listens only once it has read every project and
@@ -117,6 +121,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 	}
 	defer s.kcl.Close()
 	defer s.logs.close()
+	defer s.jobs.Wait() // erasure jobs stop with gctx, before their store and producer close
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -136,6 +141,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 	if err := regRun.CaughtUp(gctx); err != nil {
 		return fail(fmt.Errorf("loading projects and webhooks: %w", err))
 	}
+	s.jobCtx = gctx
+	g.Go(func() error { s.resumeErasures(gctx); return nil })
 	if s.tests, err = newTestWaiters(gctx, cfg.Kafka, log); err != nil {
 		return fail(err)
 	}

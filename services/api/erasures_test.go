@@ -1,11 +1,16 @@
 package api_test
 
 import (
+	"bytes"
 	"net/http"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
@@ -46,4 +51,112 @@ func TestErasureRemovesARespondentsAttemptsAndDeadLettersAndReportsTheCount(t *t
 	require.Empty(t, s.must(http.StatusOK, "GET", "/v1/dead-letters", key, nil).list())
 	require.Equal(t, []any{"att_other"}, ids(s.must(http.StatusOK, "GET", "/v1/attempts", key2, nil)), "another project keeps its rows")
 	s.must(http.StatusNotFound, "GET", "/v1/projects/"+pb2+"/erasures/"+id, adminToken, nil)
+}
+
+// syncBuffer is a log sink that tests read while services write to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// event puts a respondent's NPS answer on `events`, as ingest would.
+func (s *stack) event(projectID, eventID string, u *pb.User) {
+	s.t.Helper()
+	score := int32(3)
+	now := time.Now().UnixMilli()
+	v, err := proto.Marshal(&pb.Event{EventId: eventID, ProjectId: projectID, EventType: "nps.scored", TimeMs: now,
+		ReceivedAtMs: now, User: u, Nps: &pb.Nps{Score: &score}})
+	require.NoError(s.t, err)
+	require.NoError(s.t, s.kcl.ProduceSync(s.ctx, &kgo.Record{Topic: s.cfg.Kafka.Topics.Events,
+		Key: []byte(projectID + "/" + u.Id), Value: v}).FirstErr())
+}
+
+// The issue's "done when", end to end on kfake, the local ClickHouse and a real receiver that
+// fails, so that each respondent has a retry pending: erasing Ada stops her retry (the receiver
+// never hears of her again) while Bob's retries still arrive; ClickHouse keeps nothing of hers but
+// the record of the stopped attempt, without a body; the job counts what it removed; the API's
+// log never names her.
+func TestErasureStopsPendingRetriesAndRemovesTheRespondentEverywhere(t *testing.T) {
+	var apiLog syncBuffer
+	s := startStack(t, withFanout(), withDelivery(), withSink(), withAPILog(&apiLog),
+		withRetrySchedule(4*time.Second, 5*time.Second))
+	rc := newReceiver(t, http.StatusServiceUnavailable)
+	pid, key := s.project("Acme")
+	s.webhook(key, map[string]any{"url": rc.URL + "/hook"})
+
+	s.event(pid, "evt_ada", &pb.User{Id: "u-ada", Email: "Ada@Example.com"})
+	s.event(pid, "evt_bob", &pb.User{Id: "u-bob", Email: "bob@example.com"})
+	sentFor := func(user string) int {
+		n := 0
+		for _, r := range rc.requests() {
+			if bytes.Contains(r.body, []byte(`"`+user+`"`)) {
+				n++
+			}
+		}
+		return n
+	}
+	attemptsOf := func(event string) []map[string]any {
+		r := s.do("GET", "/v1/events/"+event+"/attempts", key, nil)
+		if r.status == http.StatusNotFound {
+			return nil
+		}
+		require.Equal(t, http.StatusOK, r.status, r.String())
+		return r.list()
+	}
+	// Both first attempts failed and are in the log: a retry is pending for each.
+	require.Eventually(t, func() bool {
+		return sentFor("u-ada") == 1 && sentFor("u-bob") == 1 && len(attemptsOf("evt_ada")) == 1 && len(attemptsOf("evt_bob")) == 1
+	}, 20*time.Second, 50*time.Millisecond, "requests: %d", len(rc.requests()))
+
+	path := "/v1/projects/" + pid + "/erasures"
+	job := s.must(http.StatusAccepted, "POST", path, adminToken, map[string]any{"email": "ada@example.com"})
+	var done reply
+	require.Eventually(t, func() bool {
+		done = s.must(http.StatusOK, "GET", path+"/"+job.str("id"), adminToken, nil)
+		return done.str("status") != "running"
+	}, 30*time.Second, 50*time.Millisecond)
+	require.Equal(t, "done", done.str("status"), done.String())
+	require.Equal(t, map[string]any{"attempts": 1.0, "dead_letters": 0.0}, done.body["erased"], "her first attempt")
+
+	// Bob's retries go on to the end of the schedule (attempts 2 and 3, then a dead letter) ...
+	s.deadLetters(key, "", 1)
+	require.Equal(t, 3, sentFor("u-bob"))
+	// ... by which time Ada's retries were due too: never sent.
+	require.Equal(t, 1, sentFor("u-ada"), "the pending retry of an erased respondent is not sent")
+
+	// Her only row left records the stopped retry: outcome erased, no body, no identifier.
+	var ada []map[string]any
+	require.Eventually(t, func() bool { ada = attemptsOf("evt_ada"); return len(ada) == 1 }, 10*time.Second, 50*time.Millisecond)
+	require.Equal(t, "erased", ada[0]["outcome"])
+	require.Equal(t, "erased", ada[0]["disposition"])
+	require.EqualValues(t, 2, ada[0]["attempt"])
+	detail := s.must(http.StatusOK, "GET", "/v1/attempts/"+ada[0]["id"].(string), key, nil)
+	require.Empty(t, detail.str("request_body"))
+	require.NotContains(t, strings.ToLower(string(detail.raw)), "ada@example.com")
+	require.NotContains(t, string(detail.raw), "u-ada")
+	require.Len(t, attemptsOf("evt_bob"), 3, "Bob's attempts are all kept")
+
+	// Posting it again finds nothing left, and the log never named her.
+	again := s.must(http.StatusAccepted, "POST", path, adminToken, map[string]any{"user_id": "u-ada"})
+	require.Eventually(t, func() bool {
+		done = s.must(http.StatusOK, "GET", path+"/"+again.str("id"), adminToken, nil)
+		return done.str("status") == "done"
+	}, 30*time.Second, 50*time.Millisecond)
+	require.Equal(t, map[string]any{"attempts": 0.0, "dead_letters": 0.0}, done.body["erased"])
+	logged := apiLog.String()
+	require.Contains(t, logged, job.str("id"), "the erasure itself is logged")
+	require.NotContains(t, strings.ToLower(logged), "ada@example.com")
+	require.NotContains(t, logged, "u-ada")
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/secrets"
 	"github.com/surveyhooks/surveyhooks/services/api"
 	"github.com/surveyhooks/surveyhooks/services/delivery"
+	"github.com/surveyhooks/surveyhooks/services/fanout"
 	"github.com/surveyhooks/surveyhooks/services/sink"
 )
 
@@ -33,6 +34,16 @@ const adminToken = "test-admin-token-0123456789"
 
 // quiet keeps the services' warnings and errors in the test output, and their chatter out.
 var quiet = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+// stderrAtWarn passes the lines of a JSON log at WARN or ERROR to stderr, as quiet does.
+type stderrAtWarn struct{}
+
+func (stderrAtWarn) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte(`"level":"WARN"`)) || bytes.Contains(p, []byte(`"level":"ERROR"`)) {
+		return os.Stderr.Write(p)
+	}
+	return len(p), nil
+}
 
 // stack is a kfake cluster with the API running on it (and, when asked, the delivery service,
 // the sink and a ClickHouse database), reached over real HTTP.
@@ -51,12 +62,25 @@ type stackOptions struct {
 	clickhouse bool // a fresh database on CLICKHOUSE_ADDR
 	delivery   bool // run the delivery service
 	sink       bool // run the sink (needs clickhouse)
+	fanout     bool // run fan-out
+	retry      []time.Duration
+	apiLog     io.Writer // the API's log (JSON, every level) also goes here
 	tweak      func(*api.Config)
 }
 
 func withClickHouse() option { return func(o *stackOptions) { o.clickhouse = true } }
 func withDelivery() option   { return func(o *stackOptions) { o.delivery = true } }
 func withSink() option       { return func(o *stackOptions) { o.sink, o.clickhouse = true, true } }
+func withFanout() option   { return func(o *stackOptions) { o.fanout = true } }
+
+// withRetrySchedule replaces the stack's retry tiers (200ms, 400ms).
+func withRetrySchedule(tiers ...time.Duration) option {
+	return func(o *stackOptions) { o.retry = tiers }
+}
+
+// withAPILog copies the API's log, at every level, to w.
+func withAPILog(w io.Writer) option { return func(o *stackOptions) { o.apiLog = w } }
+
 func withConfig(f func(*api.Config)) option {
 	return func(o *stackOptions) { o.tweak = f }
 }
@@ -69,6 +93,9 @@ func startStack(t *testing.T, opts ...option) *stack {
 	}
 	kcfg := kafkatest.Start(t)
 	kcfg.RetrySchedule = []time.Duration{200 * time.Millisecond, 400 * time.Millisecond}
+	if o.retry != nil {
+		kcfg.RetrySchedule = o.retry
+	}
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 
@@ -98,7 +125,17 @@ func startStack(t *testing.T, opts ...option) *stack {
 	t.Cleanup(kcl.Close)
 	s := &stack{t: t, ctx: ctx, cfg: cfg, base: "http://" + cfg.Addr, box: box, kcl: kcl}
 
-	s.run("api", func(ctx context.Context) error { return api.Run(ctx, cfg, quiet) })
+	apiLog := quiet
+	if o.apiLog != nil {
+		apiLog = slog.New(slog.NewJSONHandler(io.MultiWriter(o.apiLog, stderrAtWarn{}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	s.run("api", func(ctx context.Context) error { return api.Run(ctx, cfg, apiLog) })
+	if o.fanout {
+		fcfg := fanout.Config{Kafka: kcfg, Group: "fanout-test", EncryptionKey: cfg.EncryptionKey}
+		require.NoError(t, config.Defaults(&fcfg))
+		fcfg.Kafka, fcfg.EncryptionKey = kcfg, cfg.EncryptionKey
+		s.run("fanout", func(ctx context.Context) error { return fanout.Run(ctx, fcfg, quiet) })
+	}
 	if o.delivery {
 		var dcfg delivery.Config
 		require.NoError(t, config.Defaults(&dcfg))
