@@ -71,7 +71,7 @@ type stackOptions struct {
 func withClickHouse() option { return func(o *stackOptions) { o.clickhouse = true } }
 func withDelivery() option   { return func(o *stackOptions) { o.delivery = true } }
 func withSink() option       { return func(o *stackOptions) { o.sink, o.clickhouse = true, true } }
-func withFanout() option   { return func(o *stackOptions) { o.fanout = true } }
+func withFanout() option     { return func(o *stackOptions) { o.fanout = true } }
 
 // withRetrySchedule replaces the stack's retry tiers (200ms, 400ms).
 func withRetrySchedule(tiers ...time.Duration) option {
@@ -131,7 +131,7 @@ func startStack(t *testing.T, opts ...option) *stack {
 	}
 	s.run("api", func(ctx context.Context) error { return api.Run(ctx, cfg, apiLog) })
 	if o.fanout {
-		fcfg := fanout.Config{Kafka: kcfg, Group: "fanout-test", EncryptionKey: cfg.EncryptionKey}
+		var fcfg fanout.Config
 		require.NoError(t, config.Defaults(&fcfg))
 		fcfg.Kafka, fcfg.EncryptionKey = kcfg, cfg.EncryptionKey
 		s.run("fanout", func(ctx context.Context) error { return fanout.Run(ctx, fcfg, quiet) })
