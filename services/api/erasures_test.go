@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"sync"
@@ -12,7 +14,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
+	"github.com/surveyhooks/surveyhooks/pkg/proctest"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
+	"github.com/surveyhooks/surveyhooks/services/api"
 )
 
 func TestErasureRemovesARespondentsAttemptsAndDeadLettersAndReportsTheCount(t *testing.T) {
@@ -159,4 +164,47 @@ func TestErasureStopsPendingRetriesAndRemovesTheRespondentEverywhere(t *testing.
 	require.Contains(t, logged, job.str("id"), "the erasure itself is logged")
 	require.NotContains(t, strings.ToLower(logged), "ada@example.com")
 	require.NotContains(t, logged, "u-ada")
+}
+
+// A job left "running" by an API that died is resumed by the next API to start, to the end.
+func TestErasureLeftRunningByADeadAPIIsResumedAtTheNextStart(t *testing.T) {
+	s := startStack(t, withClickHouse())
+	pa, key := s.project("Acme")
+	s.logRows(pa, row{id: "att_keep", webhook: "wh_a", event: "evt_1", etype: "nps.scored", class: pb.OutcomeClass_OUTCOME_CLASS_SUCCESS, status: 200})
+	s.logRows(pa, row{id: "att_ada", webhook: "wh_a", event: "ada@example.com", etype: "nps.scored", class: pb.OutcomeClass_OUTCOME_CLASS_SUCCESS, status: 200})
+
+	// What createErasure records before it starts the job, and nothing after: the API died.
+	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+	defer cancel()
+	st, err := attemptlog.Open(ctx, s.cfg.ClickHouseAddr, s.cfg.ClickHouseDatabase)
+	require.NoError(t, err)
+	defer st.Close()
+	who, err := json.Marshal(attemptlog.Respondent{Email: "ada@example.com"})
+	require.NoError(t, err)
+	require.NoError(t, st.SaveErasure(ctx, attemptlog.ErasureJob{ID: "er_left", ProjectID: pa, Status: "running",
+		RequestedAt: time.Now().UTC().Truncate(time.Millisecond), Sealed: s.box.Seal(string(who))}))
+	path := "/v1/projects/" + pa + "/erasures/er_left"
+	running := s.must(http.StatusOK, "GET", path, adminToken, nil)
+	require.Equal(t, "running", running.str("status"))
+	require.NotContains(t, string(running.raw), "sealed", "the sealed identifiers are never shown")
+
+	// Another API process starts over the same Kafka and ClickHouse.
+	cfg := s.cfg
+	cfg.Addr = proctest.Addr(t)
+	s.run("api (restarted)", func(ctx context.Context) error { return api.Run(ctx, cfg, quiet) })
+
+	var done reply
+	require.Eventually(t, func() bool {
+		done = s.must(http.StatusOK, "GET", path, adminToken, nil)
+		return done.str("status") != "running"
+	}, 30*time.Second, 100*time.Millisecond)
+	require.Equal(t, "done", done.str("status"), done.String())
+	require.Equal(t, map[string]any{"attempts": 1.0, "dead_letters": 0.0}, done.body["erased"])
+	require.Equal(t, []any{"att_keep"}, ids(s.must(http.StatusOK, "GET", "/v1/attempts", key, nil)))
+	// The resumed job also published the erasure for the delivery workers.
+	recs := s.records(s.cfg.Kafka.Topics.Erasures, func(r []*kgo.Record) bool { return len(r) > 0 })
+	e := decode(t, recs[0].Value, &pb.Erasure{})
+	require.Equal(t, "er_left", e.ErasureId)
+	require.Equal(t, pa, e.ProjectId)
+	require.NotContains(t, string(recs[0].Value)+string(recs[0].Key), "ada@example.com")
 }
