@@ -390,7 +390,8 @@ func testErasure(t *testing.T, e engine) {
 	require.Equal(t, attemptlog.Erased{}, again, "nothing left to erase")
 
 	at := base.Add(time.Minute)
-	job := attemptlog.ErasureJob{ID: "er_1", ProjectID: "p1", Status: "running", RequestedAt: base, Sealed: []byte("sealed\x00ids")}
+	job := attemptlog.ErasureJob{ID: "er_1", ProjectID: "p1", Status: "running", RequestedAt: base, Sealed: []byte("sealed\x00ids"),
+		Erased: attemptlog.Erased{Attempts: 2}}
 	require.NoError(t, st.SaveErasure(ctx, job))
 	running, err := st.RunningErasures(ctx)
 	require.NoError(t, err)

@@ -156,9 +156,10 @@ func (s *Store) SaveErasure(ctx context.Context, j ErasureJob) error {
 }
 
 // RunningErasures lists the jobs of every project still marked running, with their sealed
-// identifiers: at start, the API resumes them (an erasure is idempotent).
+// identifiers and what they counted so far: at start, the API resumes them (an erasure is
+// idempotent).
 func (s *Store) RunningErasures(ctx context.Context) ([]ErasureJob, error) {
-	rows, err := s.conn.Query(ctx, `SELECT id, project_id, requested_ms, sealed_respondent FROM `+s.db+
+	rows, err := s.conn.Query(ctx, `SELECT id, project_id, attempts, dead_letters, requested_ms, sealed_respondent FROM `+s.db+
 		".erasures FINAL WHERE status = 'running' ORDER BY requested_ms")
 	if err != nil {
 		return nil, fmt.Errorf("listing running erasures: %w", err)
@@ -169,7 +170,7 @@ func (s *Store) RunningErasures(ctx context.Context) ([]ErasureJob, error) {
 		var j ErasureJob
 		var requested uint64
 		var sealed string
-		if err := rows.Scan(&j.ID, &j.ProjectID, &requested, &sealed); err != nil {
+		if err := rows.Scan(&j.ID, &j.ProjectID, &j.Erased.Attempts, &j.Erased.DeadLetters, &requested, &sealed); err != nil {
 			return nil, fmt.Errorf("listing running erasures: %w", err)
 		}
 		j.Status, j.RequestedAt, j.Sealed = "running", time.UnixMilli(int64(requested)).UTC(), []byte(sealed)

@@ -48,6 +48,11 @@ type Config struct {
 	TestTimeout time.Duration `env:"API_TEST_TIMEOUT" envDefault:"35s"`
 	// MaxReplay bounds how many dead letters one bulk replay sends.
 	MaxReplay int `env:"API_MAX_REPLAY" envDefault:"1000"`
+	// ErasureSecondPass is how long an erasure job waits before erasing ClickHouse a second time:
+	// attempts that were in flight when it started (a request takes up to 30 s) and attempts and
+	// dead letters still on their way through `delivery-attempts` and the sink reach ClickHouse
+	// meanwhile. 0: one pass.
+	ErasureSecondPass time.Duration `env:"API_ERASURE_SECOND_PASS" envDefault:"45s"`
 	// PortalFrameAncestors are origins (https://app.example.com) whose pages may embed the portal
 	// in an iframe; the session cookie is SameSite=Strict, so they must be the same site.
 	PortalFrameAncestors []string `env:"API_PORTAL_FRAME_ANCESTORS" envSeparator:","`
@@ -72,6 +77,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxReplay < 1 {
 		return errors.New("API_MAX_REPLAY: must be at least 1")
+	}
+	if c.ErasureSecondPass < 0 || c.ErasureSecondPass > 10*time.Minute {
+		return fmt.Errorf("API_ERASURE_SECOND_PASS: must be between 0 and 10m, got %v", c.ErasureSecondPass)
 	}
 	if err := portal.ValidOrigins(c.PortalFrameAncestors); err != nil {
 		return fmt.Errorf("API_PORTAL_FRAME_ANCESTORS: %w", err)

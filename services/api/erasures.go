@@ -90,15 +90,34 @@ func (s *Server) startErasure(st *attemptlog.Store, job attemptlog.ErasureJob, w
 // runErasure erases a respondent everywhere surveyhooks keeps them, in this order, each step
 // idempotent: (1) the `erasures` topic gets the respondent's keyed hashes, so the delivery
 // workers drop their pending retries and replays from then on; (2) fan-out forgets their
-// remembered answers (`respondents`); (3) their attempts and dead letters go from ClickHouse.
+// remembered answers (`respondents`); (3) their attempts and dead letters go from ClickHouse,
+// and again after API_ERASURE_SECOND_PASS, for those that were still on their way there.
 func (s *Server) runErasure(st *attemptlog.Store, job attemptlog.ErasureJob, who attemptlog.Respondent) {
 	ctx, cancel := context.WithTimeout(s.jobCtx, erasureTimeout)
 	defer cancel()
 	err := s.stopPending(ctx, job, who)
-	var erased attemptlog.Erased
+	who.Also = s.maskedIdentifiers(job.ProjectID, who)
+	erased := job.Erased // what a run interrupted by a restart removed and recorded
+	pass := func() {
+		var n attemptlog.Erased
+		n, err = st.Erase(ctx, job.ProjectID, who)
+		erased.Attempts, erased.DeadLetters = erased.Attempts+n.Attempts, erased.DeadLetters+n.DeadLetters
+	}
 	if err == nil {
-		who.Also = s.maskedIdentifiers(job.ProjectID, who)
-		erased, err = st.Erase(ctx, job.ProjectID, who)
+		pass()
+	}
+	if err == nil && s.cfg.ErasureSecondPass > 0 {
+		// Recorded, so that a restart during the wait does not lose the first pass's count.
+		job.Erased = erased
+		if err := st.SaveErasure(ctx, job); err != nil {
+			s.log.Warn("recording erasure", "project_id", job.ProjectID, "erasure_id", job.ID, "err", err)
+		}
+		select {
+		case <-time.After(s.cfg.ErasureSecondPass):
+			pass()
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
 	}
 	if s.jobCtx.Err() != nil {
 		s.log.Info("erasure interrupted by the API stopping; it resumes at the next start",

@@ -208,3 +208,27 @@ func TestErasureLeftRunningByADeadAPIIsResumedAtTheNextStart(t *testing.T) {
 	require.Equal(t, pa, e.ProjectId)
 	require.NotContains(t, string(recs[0].Value)+string(recs[0].Key), "ada@example.com")
 }
+
+// An attempt that reaches ClickHouse after the job's first pass (it was in flight, or on its way
+// through the sink) is removed by the second pass and counted.
+func TestErasureSecondPassRemovesWhatArrivedAfterTheFirst(t *testing.T) {
+	s := startStack(t, withClickHouse(), withConfig(func(c *api.Config) { c.ErasureSecondPass = 3 * time.Second }))
+	pa, key := s.project("Acme")
+	s.logRows(pa, row{id: "att_ada_1", webhook: "wh_a", event: "u-ada", etype: "nps.scored", class: pb.OutcomeClass_OUTCOME_CLASS_HTTP_RETRYABLE, status: 500})
+	path := "/v1/projects/" + pa + "/erasures"
+	id := s.must(http.StatusAccepted, "POST", path, adminToken, map[string]any{"user_id": "u-ada"}).str("id")
+	var job reply
+	require.Eventually(t, func() bool {
+		job = s.must(http.StatusOK, "GET", path+"/"+id, adminToken, nil)
+		return job.body["erased"].(map[string]any)["attempts"] == 1.0
+	}, 10*time.Second, 50*time.Millisecond, "the first pass's count is recorded while the job waits")
+	require.Equal(t, "running", job.str("status"))
+	s.logRows(pa, row{id: "att_ada_2", webhook: "wh_a", event: "u-ada", etype: "nps.scored", class: pb.OutcomeClass_OUTCOME_CLASS_HTTP_RETRYABLE, status: 500, attempt: 2})
+	require.Eventually(t, func() bool {
+		job = s.must(http.StatusOK, "GET", path+"/"+id, adminToken, nil)
+		return job.str("status") != "running"
+	}, 20*time.Second, 100*time.Millisecond)
+	require.Equal(t, "done", job.str("status"), job.String())
+	require.Equal(t, map[string]any{"attempts": 2.0, "dead_letters": 0.0}, job.body["erased"])
+	require.Empty(t, s.must(http.StatusOK, "GET", "/v1/attempts", key, nil).list())
+}
