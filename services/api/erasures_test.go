@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
+	"github.com/surveyhooks/surveyhooks/pkg/masking"
 	"github.com/surveyhooks/surveyhooks/pkg/proctest"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 	"github.com/surveyhooks/surveyhooks/services/api"
@@ -231,4 +233,39 @@ func TestErasureSecondPassRemovesWhatArrivedAfterTheFirst(t *testing.T) {
 	require.Equal(t, "done", job.str("status"), job.String())
 	require.Equal(t, map[string]any{"attempts": 2.0, "dead_letters": 0.0}, job.body["erased"])
 	require.Empty(t, s.must(http.StatusOK, "GET", "/v1/attempts", key, nil).list())
+}
+
+// A dead letter that the ClickHouse pass cannot match (its body holds the e-mail only masked) is
+// still recognised by its respondent hashes: it cannot be replayed after the erasure.
+func TestDeadLetterOfAnErasedRespondentIsNotReplayed(t *testing.T) {
+	s := startStack(t, withClickHouse())
+	pa, key := s.project("Acme")
+	wh := s.webhook(key, map[string]any{"url": "https://example.com/h"}).str("id")
+	material, err := base64.StdEncoding.DecodeString(s.cfg.EncryptionKey)
+	require.NoError(t, err)
+	hashes := masking.RespondentHashes(masking.ProjectKey(material, pa), "", "", "ada@example.com")
+	for _, id := range []string{"msg_ada", "msg_bob"} {
+		d := &pb.Delivery{DeliveryId: id, EventId: "evt_" + id, WebhookId: wh, ProjectId: pa, EventType: "nps.scored",
+			Body: []byte(`{"user":{"email":"ada***"}}`), Attempt: 6, CreatedAtMs: time.Now().Add(-time.Hour).UnixMilli(),
+			LastOutcome: &pb.Outcome{Class: pb.OutcomeClass_OUTCOME_CLASS_HTTP_RETRYABLE, StatusCode: 500, AtMs: time.Now().UnixMilli()}}
+		if id == "msg_ada" {
+			d.RespondentHashes = hashes
+		}
+		s.deadRows(d)
+	}
+	path := "/v1/projects/" + pa + "/erasures"
+	id := s.must(http.StatusAccepted, "POST", path, adminToken, map[string]any{"email": "Ada@Example.com"}).str("id")
+	require.Eventually(t, func() bool {
+		return s.must(http.StatusOK, "GET", path+"/"+id, adminToken, nil).str("status") == "done"
+	}, 20*time.Second, 50*time.Millisecond)
+
+	dead := map[string]string{}
+	for _, dl := range s.must(http.StatusOK, "GET", "/v1/dead-letters", key, nil).list() {
+		dead[dl["delivery_id"].(string)] = dl["id"].(string)
+	}
+	require.Len(t, dead, 2, "the masked body did not match in ClickHouse")
+	r := s.must(http.StatusConflict, "POST", "/v1/dead-letters/"+dead["msg_ada"]+"/replay", key, nil)
+	require.Equal(t, "respondent_erased", r.errCode())
+	require.Contains(t, string(r.raw), id)
+	s.must(http.StatusAccepted, "POST", "/v1/dead-letters/"+dead["msg_bob"]+"/replay", key, nil)
 }
