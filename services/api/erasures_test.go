@@ -5,7 +5,10 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -76,6 +79,22 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// logger writes JSON lines of every level to b, and those at WARN or ERROR to stderr too, as
+// quiet does.
+func (b *syncBuffer) logger() *slog.Logger {
+	return slog.New(slog.NewJSONHandler(io.MultiWriter(b, stderrAtWarn{}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// stderrAtWarn passes the lines of a JSON log at WARN or ERROR to stderr.
+type stderrAtWarn struct{}
+
+func (stderrAtWarn) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte(`"level":"WARN"`)) || bytes.Contains(p, []byte(`"level":"ERROR"`)) {
+		return os.Stderr.Write(p)
+	}
+	return len(p), nil
 }
 
 // event puts a respondent's NPS answer on `events`, as ingest would.

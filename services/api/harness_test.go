@@ -35,16 +35,6 @@ const adminToken = "test-admin-token-0123456789"
 // quiet keeps the services' warnings and errors in the test output, and their chatter out.
 var quiet = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-// stderrAtWarn passes the lines of a JSON log at WARN or ERROR to stderr, as quiet does.
-type stderrAtWarn struct{}
-
-func (stderrAtWarn) Write(p []byte) (int, error) {
-	if bytes.Contains(p, []byte(`"level":"WARN"`)) || bytes.Contains(p, []byte(`"level":"ERROR"`)) {
-		return os.Stderr.Write(p)
-	}
-	return len(p), nil
-}
-
 // stack is a kfake cluster with the API running on it (and, when asked, the delivery service,
 // the sink and a ClickHouse database), reached over real HTTP.
 type stack struct {
@@ -64,7 +54,7 @@ type stackOptions struct {
 	sink       bool // run the sink (needs clickhouse)
 	fanout     bool // run fan-out
 	retry      []time.Duration
-	apiLog     io.Writer // the API's log (JSON, every level) also goes here
+	apiLog     *syncBuffer // the API's log (JSON, every level) also goes here
 	tweak      func(*api.Config)
 }
 
@@ -78,8 +68,8 @@ func withRetrySchedule(tiers ...time.Duration) option {
 	return func(o *stackOptions) { o.retry = tiers }
 }
 
-// withAPILog copies the API's log, at every level, to w.
-func withAPILog(w io.Writer) option { return func(o *stackOptions) { o.apiLog = w } }
+// withAPILog copies the API's log, at every level, to b.
+func withAPILog(b *syncBuffer) option { return func(o *stackOptions) { o.apiLog = b } }
 
 func withConfig(f func(*api.Config)) option {
 	return func(o *stackOptions) { o.tweak = f }
@@ -128,7 +118,7 @@ func startStack(t *testing.T, opts ...option) *stack {
 
 	apiLog := quiet
 	if o.apiLog != nil {
-		apiLog = slog.New(slog.NewJSONHandler(io.MultiWriter(o.apiLog, stderrAtWarn{}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+		apiLog = o.apiLog.logger()
 	}
 	s.run("api", func(ctx context.Context) error { return api.Run(ctx, cfg, apiLog) })
 	if o.fanout {
