@@ -19,10 +19,13 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
+	"github.com/surveyhooks/surveyhooks/pkg/config"
 	"github.com/surveyhooks/surveyhooks/pkg/masking"
 	"github.com/surveyhooks/surveyhooks/pkg/proctest"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 	"github.com/surveyhooks/surveyhooks/services/api"
+	"github.com/surveyhooks/surveyhooks/services/delivery"
+	"github.com/surveyhooks/surveyhooks/services/fanout"
 )
 
 func TestErasureRemovesARespondentsAttemptsAndDeadLettersAndReportsTheCount(t *testing.T) {
@@ -97,6 +100,43 @@ func (stderrAtWarn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// startFanoutAndDelivery runs fan-out (with the stack's key: deliveries carry respondent hashes)
+// and the delivery service with the given retry tiers.
+func (s *stack) startFanoutAndDelivery(retry ...time.Duration) {
+	s.t.Helper()
+	kcfg := s.cfg.Kafka
+	kcfg.RetrySchedule = retry
+	var fcfg fanout.Config
+	require.NoError(s.t, config.Defaults(&fcfg))
+	fcfg.Kafka, fcfg.EncryptionKey = kcfg, s.cfg.EncryptionKey
+	s.run("fanout", func(ctx context.Context) error { return fanout.Run(ctx, fcfg, quiet) })
+	var dcfg delivery.Config
+	require.NoError(s.t, config.Defaults(&dcfg))
+	dcfg.Kafka, dcfg.EncryptionKey, dcfg.AllowDestinations = kcfg, s.cfg.EncryptionKey, "127.0.0.0/8"
+	dcfg.CommitInterval, dcfg.Timeout = 50*time.Millisecond, 3*time.Second
+	s.run("delivery", func(ctx context.Context) error { return delivery.Run(ctx, dcfg, quiet) })
+}
+
+// startAPI starts another API process over the stack's Kafka and ClickHouse, logging to log, and
+// returns the stack as seen through it.
+func (s *stack) startAPI(log *slog.Logger) *stack {
+	s.t.Helper()
+	cfg := s.cfg
+	cfg.Addr = proctest.Addr(s.t)
+	s.run("api "+cfg.Addr, func(ctx context.Context) error { return api.Run(ctx, cfg, log) })
+	other := *s
+	other.base = "http://" + cfg.Addr
+	require.Eventually(s.t, func() bool {
+		resp, err := http.Get(other.base + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 30*time.Second, 20*time.Millisecond, "the API did not start listening")
+	return &other
+}
+
 // event puts a respondent's NPS answer on `events`, as ingest would.
 func (s *stack) event(projectID, eventID string, u *pb.User) {
 	s.t.Helper()
@@ -115,9 +155,12 @@ func (s *stack) event(projectID, eventID string, u *pb.User) {
 // the record of the stopped attempt, without a body; the job counts what it removed; the API's
 // log never names her.
 func TestErasureStopsPendingRetriesAndRemovesTheRespondentEverywhere(t *testing.T) {
+	base := startStack(t, withSink())
+	// Retries 4 s and 5 s after a failure: time for the erasure to come first.
+	base.startFanoutAndDelivery(4*time.Second, 5*time.Second)
+	// The erasure goes through an API process whose log the test reads.
 	var apiLog syncBuffer
-	s := startStack(t, withFanout(), withDelivery(), withSink(), withAPILog(&apiLog),
-		withRetrySchedule(4*time.Second, 5*time.Second))
+	s := base.startAPI(apiLog.logger())
 	rc := newReceiver(t, http.StatusServiceUnavailable)
 	pid, key := s.project("Acme")
 	s.webhook(key, map[string]any{"url": rc.URL + "/hook"})
@@ -210,9 +253,7 @@ func TestErasureLeftRunningByADeadAPIIsResumedAtTheNextStart(t *testing.T) {
 	require.NotContains(t, string(running.raw), "sealed", "the sealed identifiers are never shown")
 
 	// Another API process starts over the same Kafka and ClickHouse.
-	cfg := s.cfg
-	cfg.Addr = proctest.Addr(t)
-	s.run("api (restarted)", func(ctx context.Context) error { return api.Run(ctx, cfg, quiet) })
+	s.startAPI(quiet)
 
 	var done reply
 	require.Eventually(t, func() bool {

@@ -26,7 +26,6 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/secrets"
 	"github.com/surveyhooks/surveyhooks/services/api"
 	"github.com/surveyhooks/surveyhooks/services/delivery"
-	"github.com/surveyhooks/surveyhooks/services/fanout"
 	"github.com/surveyhooks/surveyhooks/services/sink"
 )
 
@@ -52,25 +51,12 @@ type stackOptions struct {
 	clickhouse bool // a fresh database on CLICKHOUSE_ADDR
 	delivery   bool // run the delivery service
 	sink       bool // run the sink (needs clickhouse)
-	fanout     bool // run fan-out
-	retry      []time.Duration
-	apiLog     *syncBuffer // the API's log (JSON, every level) also goes here
 	tweak      func(*api.Config)
 }
 
 func withClickHouse() option { return func(o *stackOptions) { o.clickhouse = true } }
 func withDelivery() option   { return func(o *stackOptions) { o.delivery = true } }
 func withSink() option       { return func(o *stackOptions) { o.sink, o.clickhouse = true, true } }
-func withFanout() option     { return func(o *stackOptions) { o.fanout = true } }
-
-// withRetrySchedule replaces the stack's retry tiers (200ms, 400ms).
-func withRetrySchedule(tiers ...time.Duration) option {
-	return func(o *stackOptions) { o.retry = tiers }
-}
-
-// withAPILog copies the API's log, at every level, to b.
-func withAPILog(b *syncBuffer) option { return func(o *stackOptions) { o.apiLog = b } }
-
 func withConfig(f func(*api.Config)) option {
 	return func(o *stackOptions) { o.tweak = f }
 }
@@ -83,9 +69,6 @@ func startStack(t *testing.T, opts ...option) *stack {
 	}
 	kcfg := kafkatest.Start(t)
 	kcfg.RetrySchedule = []time.Duration{200 * time.Millisecond, 400 * time.Millisecond}
-	if o.retry != nil {
-		kcfg.RetrySchedule = o.retry
-	}
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 
@@ -116,17 +99,7 @@ func startStack(t *testing.T, opts ...option) *stack {
 	t.Cleanup(kcl.Close)
 	s := &stack{t: t, ctx: ctx, cfg: cfg, base: "http://" + cfg.Addr, box: box, kcl: kcl}
 
-	apiLog := quiet
-	if o.apiLog != nil {
-		apiLog = o.apiLog.logger()
-	}
-	s.run("api", func(ctx context.Context) error { return api.Run(ctx, cfg, apiLog) })
-	if o.fanout {
-		var fcfg fanout.Config
-		require.NoError(t, config.Defaults(&fcfg))
-		fcfg.Kafka, fcfg.EncryptionKey = kcfg, cfg.EncryptionKey
-		s.run("fanout", func(ctx context.Context) error { return fanout.Run(ctx, fcfg, quiet) })
-	}
+	s.run("api", func(ctx context.Context) error { return api.Run(ctx, cfg, quiet) })
 	if o.delivery {
 		var dcfg delivery.Config
 		require.NoError(t, config.Defaults(&dcfg))
