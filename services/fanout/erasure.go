@@ -8,11 +8,13 @@ import (
 // respondentHashes names ev's respondent on its deliveries (Delivery.respondent_hashes) by keyed
 // hashes of their identifiers, so that the delivery workers can drop the deliveries of a
 // respondent erased meanwhile (the `erasures` topic) without reading bodies. Without the key
-// material (SURVEYHOOKS_ENCRYPTION_KEY) there are none, and an erasure cannot stop them.
-func (f *FanOut) respondentHashes(ev *pb.Event) []string {
-	if f.material == nil {
-		return nil
+// material (SURVEYHOOKS_ENCRYPTION_KEY) there are none, and an erasure cannot stop them. The
+// hashes are computed for the event's first delivery and kept in *done for the others.
+func (f *FanOut) respondentHashes(ev *pb.Event, done *[]string) []string {
+	if *done != nil || f.material == nil {
+		return *done
 	}
 	u := ev.GetUser()
-	return masking.RespondentHashes(masking.ProjectKey(f.material, ev.ProjectId), u.GetId(), u.GetAnonymousId(), u.GetEmail())
+	*done = masking.RespondentHashes(masking.ProjectKey(f.material, ev.ProjectId), u.GetId(), u.GetAnonymousId(), u.GetEmail())
+	return *done
 }

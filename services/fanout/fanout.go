@@ -271,7 +271,7 @@ func (f *FanOut) fanOut(r *kgo.Record, reg *registry.Registry, rs *respondents, 
 		opts = append(opts, envelope.WithRespondent(rs.update(r.Partition, ev)))
 	}
 	matched := 0
-	var hashes []string
+	var hashes []string // the event's respondent hashes, computed once (erasure.go)
 	// Taken before reading the webhooks: a renderer compiled from a configuration that changes
 	// meanwhile is used for this event but not cached (renderers.get).
 	gen := f.renderers.generation()
@@ -283,13 +283,10 @@ func (f *FanOut) fanOut(r *kgo.Record, reg *registry.Registry, rs *respondents, 
 		if !ok {
 			continue
 		}
-		if matched == 0 {
-			hashes = f.respondentHashes(ev) // erasure.go
-		}
 		d := &pb.Delivery{
 			DeliveryId: DeliveryID(ev.EventId, wh.Id), EventId: ev.EventId, WebhookId: wh.Id,
 			ProjectId: ev.ProjectId, EventType: ev.EventType, Body: body, Attempt: 1,
-			CreatedAtMs: now, EventTimeMs: ev.TimeMs, WebhookRevision: wh.Revision, RespondentHashes: hashes,
+			CreatedAtMs: now, EventTimeMs: ev.TimeMs, WebhookRevision: wh.Revision, RespondentHashes: f.respondentHashes(ev, &hashes),
 		}
 		v, _ := proto.Marshal(d)
 		// Each delivery continues the event's trace: its own copy of the headers (the tracer
