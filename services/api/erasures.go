@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -127,8 +128,9 @@ func (s *Server) runErasure(st *attemptlog.Store, job attemptlog.ErasureJob, who
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	job.Erased, job.FinishedAt, job.Status = erased, &now, "done"
 	if err != nil {
-		job.Status, job.Error = "failed", err.Error()
-		s.log.Warn("erasure failed", "project_id", job.ProjectID, "erasure_id", job.ID, "err", err)
+		// A ClickHouse error may quote the statement, which holds the identifiers.
+		job.Status, job.Error = "failed", redact(err.Error(), who)
+		s.log.Warn("erasure failed", "project_id", job.ProjectID, "erasure_id", job.ID, "err", job.Error)
 	} else {
 		s.log.Info("erasure done", "project_id", job.ProjectID, "erasure_id", job.ID,
 			"attempts", erased.Attempts, "dead_letters", erased.DeadLetters)
@@ -207,6 +209,17 @@ func (s *Server) resumeErasures(ctx context.Context) {
 		s.log.Info("resuming erasure", "project_id", job.ProjectID, "erasure_id", job.ID)
 		s.startErasure(st, job, who)
 	}
+}
+
+// redact replaces in msg every identifier of who (and their hashes), in any case, by
+// "[identifier]".
+func redact(msg string, who attemptlog.Respondent) string {
+	for _, v := range append([]string{who.UserID, who.AnonymousID, who.Email}, who.Also...) {
+		if strings.TrimSpace(v) != "" {
+			msg = regexp.MustCompile("(?i)"+regexp.QuoteMeta(v)).ReplaceAllLiteralString(msg, "[identifier]")
+		}
+	}
+	return msg
 }
 
 // erasedBy names the erasure of d's respondent, or "": such a dead letter is not replayed.
