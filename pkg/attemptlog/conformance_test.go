@@ -389,6 +389,21 @@ func testErasure(t *testing.T, e engine) {
 	require.NoError(t, err)
 	require.Equal(t, attemptlog.Erased{}, again, "nothing left to erase")
 
+	// Deliveries the workers stopped for er_1, one of them recorded twice (a redelivery), one for
+	// another erasure, one in another project.
+	stopped := func(id, project, delivery, erasure string) *pb.Attempt {
+		a := attempt(id, project, "wh", "e-"+id, base, 0, pb.OutcomeClass_OUTCOME_CLASS_ERASED)
+		a.DeliveryId, a.RequestBody = delivery, nil
+		a.Outcome.Disposition, a.Outcome.Error = pb.Disposition_DISPOSITION_ERASED, "not sent: the respondent was erased ("+erasure+")"
+		return a
+	}
+	more := []*pb.Attempt{stopped("s-1", "p1", "d-1", "er_1"), stopped("s-1b", "p1", "d-1", "er_1"),
+		stopped("s-2", "p1", "d-2", "er_1"), stopped("s-3", "p1", "d-3", "er_10"), stopped("s-4", "p2", "d-4", "er_1")}
+	require.NoError(t, st.InsertAttempts(ctx, more, src(len(more))))
+	n, err := st.StoppedByErasure(ctx, "p1", "er_1")
+	require.NoError(t, err)
+	require.EqualValues(t, 2, n, "each delivery once, of this erasure and project only")
+
 	at := base.Add(time.Minute)
 	job := attemptlog.ErasureJob{ID: "er_1", ProjectID: "p1", Status: "running", RequestedAt: base, Sealed: []byte("sealed\x00ids"),
 		Erased: attemptlog.Erased{Attempts: 2}}

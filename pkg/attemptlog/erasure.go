@@ -116,15 +116,31 @@ func (s *Store) Erase(ctx context.Context, projectID string, r Respondent) (Eras
 	return out, nil
 }
 
+// StoppedByErasure counts the deliveries of a project that the delivery workers did not send
+// because of erasure id: attempts with the outcome "erased" naming it (the worker writes
+// "… erased (<id>)"), each delivery once. It grows as pending retries come due.
+func (s *Store) StoppedByErasure(ctx context.Context, projectID, id string) (uint64, error) {
+	var n uint64
+	err := queryRow(ctx, s.conn, `SELECT uniqExact(delivery_id) FROM `+s.db+`.delivery_attempts
+		WHERE project_id = ? AND outcome = 'erased' AND position(error, ?) > 0`, []any{projectID, "(" + id + ")"}, &n)
+	if err != nil {
+		return 0, fmt.Errorf("counting deliveries stopped by erasure %s: %w", id, err)
+	}
+	return n, nil
+}
+
 // ErasureJob is the record of one erasure: it never holds the respondent's identifiers.
 type ErasureJob struct {
-	ID          string     `json:"id"`
-	ProjectID   string     `json:"project_id"`
-	Status      string     `json:"status"` // "running", "done" or "failed"
-	Erased      Erased     `json:"erased"`
-	Error       string     `json:"error,omitempty"`
-	RequestedAt time.Time  `json:"requested_at"`
-	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+	ID        string `json:"id"`
+	ProjectID string `json:"project_id"`
+	Status    string `json:"status"` // "running", "done" or "failed"
+	Erased    Erased `json:"erased"`
+	// PendingStopped is how many deliveries this erasure stopped so far (StoppedByErasure): not
+	// stored with the job, read from the attempt log when the job is shown.
+	PendingStopped uint64     `json:"pending_stopped"`
+	Error          string     `json:"error,omitempty"`
+	RequestedAt    time.Time  `json:"requested_at"`
+	FinishedAt     *time.Time `json:"finished_at,omitempty"`
 	// Sealed is the respondent's identifiers sealed by the API while the job runs, so that it can
 	// be resumed after a restart; never shown, and cleared when the job ends.
 	Sealed []byte `json:"-"`

@@ -228,7 +228,8 @@ func erasedBy(reg *registry.Registry, d *pb.Delivery) string {
 	return id
 }
 
-// getErasure answers an erasure job's state and, once done, what it removed.
+// getErasure answers an erasure job's state, what it removed once done, and how many pending
+// deliveries it stopped so far.
 func (s *Server) getErasure(w http.ResponseWriter, r *http.Request) error {
 	if err := onlyParams(r); err != nil {
 		return err
@@ -246,6 +247,9 @@ func (s *Server) getErasure(w http.ResponseWriter, r *http.Request) error {
 		return notFound("erasure", r.PathValue("erasure_id"))
 	}
 	if err != nil {
+		return s.logs.failed(r.Context(), st, err)
+	}
+	if job.PendingStopped, err = st.StoppedByErasure(r.Context(), p.Id, job.ID); err != nil {
 		return s.logs.failed(r.Context(), st, err)
 	}
 	httpapi.WriteJSON(w, http.StatusOK, job)

@@ -216,6 +216,9 @@ func TestErasureStopsPendingRetriesAndRemovesTheRespondentEverywhere(t *testing.
 	require.NotContains(t, strings.ToLower(string(detail.raw)), "ada@example.com")
 	require.NotContains(t, string(detail.raw), "u-ada")
 	require.Len(t, attemptsOf("evt_bob"), 3, "Bob's attempts are all kept")
+	done = s.must(http.StatusOK, "GET", path+"/"+job.str("id"), adminToken, nil)
+	require.EqualValues(t, 1, done.body["pending_stopped"], "her retry, stopped after the job was done")
+	require.Equal(t, map[string]any{"attempts": 1.0, "dead_letters": 0.0}, done.body["erased"])
 
 	// Posting it again finds nothing left, and the log never named her.
 	again := s.must(http.StatusAccepted, "POST", path, adminToken, map[string]any{"user_id": "u-ada"})
