@@ -205,6 +205,17 @@ func (s *Store) Migrate(ctx context.Context) error {
 			}
 		}
 	}
+	// Erasure jobs made before jobs could be resumed lack the sealed identifiers' column.
+	var n uint64
+	if err := queryRow(ctx, s.conn, `SELECT count() FROM system.columns WHERE database = ? AND table = 'erasures'
+		AND name = 'sealed_respondent'`, []any{s.db}, &n); err != nil {
+		return fmt.Errorf("checking erasures for sealed_respondent: %w", err)
+	}
+	if n == 0 {
+		if err := s.conn.Exec(ctx, "ALTER TABLE "+s.db+".erasures ADD COLUMN sealed_respondent String"); err != nil {
+			return fmt.Errorf("adding sealed_respondent to erasures: %w", err)
+		}
+	}
 	return nil
 }
 

@@ -390,14 +390,39 @@ func testErasure(t *testing.T, e engine) {
 	require.NoError(t, err)
 	require.Equal(t, attemptlog.Erased{}, again, "nothing left to erase")
 
+	// Deliveries the workers stopped for er_1, one of them recorded twice (a redelivery), one for
+	// another erasure, one in another project.
+	stopped := func(id, project, delivery, erasure string) *pb.Attempt {
+		a := attempt(id, project, "wh", "e-"+id, base, 0, pb.OutcomeClass_OUTCOME_CLASS_ERASED)
+		a.DeliveryId, a.RequestBody = delivery, nil
+		a.Outcome.Disposition, a.Outcome.Error = pb.Disposition_DISPOSITION_ERASED, "not sent: the respondent was erased ("+erasure+")"
+		return a
+	}
+	more := []*pb.Attempt{stopped("s-1", "p1", "d-1", "er_1"), stopped("s-1b", "p1", "d-1", "er_1"),
+		stopped("s-2", "p1", "d-2", "er_1"), stopped("s-3", "p1", "d-3", "er_10"), stopped("s-4", "p2", "d-4", "er_1")}
+	require.NoError(t, st.InsertAttempts(ctx, more, src(len(more))))
+	n, err := st.StoppedByErasure(ctx, "p1", "er_1")
+	require.NoError(t, err)
+	require.EqualValues(t, 2, n, "each delivery once, of this erasure and project only")
+
 	at := base.Add(time.Minute)
-	job := attemptlog.ErasureJob{ID: "er_1", ProjectID: "p1", Status: "running", RequestedAt: base}
+	job := attemptlog.ErasureJob{ID: "er_1", ProjectID: "p1", Status: "running", RequestedAt: base, Sealed: []byte("sealed\x00ids"),
+		Erased: attemptlog.Erased{Attempts: 2}}
 	require.NoError(t, st.SaveErasure(ctx, job))
-	job.Status, job.Erased, job.FinishedAt = "done", got, &at
+	running, err := st.RunningErasures(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []attemptlog.ErasureJob{job}, running, "a running job is listed with its sealed identifiers, to resume it")
+	job.Status, job.Erased, job.FinishedAt, job.Sealed = "done", got, &at, nil
 	require.NoError(t, st.SaveErasure(ctx, job))
 	saved, err := st.GetErasure(ctx, "p1", "er_1")
 	require.NoError(t, err)
 	require.Equal(t, job, *saved, "the latest state of the job")
+	running, err = st.RunningErasures(ctx)
+	require.NoError(t, err)
+	require.Empty(t, running)
+	sealedRows, err := st.CountWhere(ctx, "erasures", "sealed_respondent != ''")
+	require.NoError(t, err)
+	require.Zero(t, sealedRows, "no version of a finished job keeps the sealed identifiers")
 	_, err = st.GetErasure(ctx, "p2", "er_1")
 	require.ErrorIs(t, err, attemptlog.ErrNotFound)
 }

@@ -116,15 +116,34 @@ func (s *Store) Erase(ctx context.Context, projectID string, r Respondent) (Eras
 	return out, nil
 }
 
+// StoppedByErasure counts the deliveries of a project that the delivery workers did not send
+// because of erasure id: attempts with the outcome "erased" naming it (the worker writes
+// "… erased (<id>)"), each delivery once. It grows as pending retries come due.
+func (s *Store) StoppedByErasure(ctx context.Context, projectID, id string) (uint64, error) {
+	var n uint64
+	err := queryRow(ctx, s.conn, `SELECT uniqExact(delivery_id) FROM `+s.db+`.delivery_attempts
+		WHERE project_id = ? AND outcome = 'erased' AND position(error, ?) > 0`, []any{projectID, "(" + id + ")"}, &n)
+	if err != nil {
+		return 0, fmt.Errorf("counting deliveries stopped by erasure %s: %w", id, err)
+	}
+	return n, nil
+}
+
 // ErasureJob is the record of one erasure: it never holds the respondent's identifiers.
 type ErasureJob struct {
-	ID          string     `json:"id"`
-	ProjectID   string     `json:"project_id"`
-	Status      string     `json:"status"` // "running", "done" or "failed"
-	Erased      Erased     `json:"erased"`
-	Error       string     `json:"error,omitempty"`
-	RequestedAt time.Time  `json:"requested_at"`
-	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+	ID        string `json:"id"`
+	ProjectID string `json:"project_id"`
+	Status    string `json:"status"` // "running", "done" or "failed"
+	Erased    Erased `json:"erased"`
+	// PendingStopped is how many deliveries this erasure stopped so far (StoppedByErasure): not
+	// stored with the job, read from the attempt log when the job is shown.
+	PendingStopped uint64     `json:"pending_stopped"`
+	Error          string     `json:"error,omitempty"`
+	RequestedAt    time.Time  `json:"requested_at"`
+	FinishedAt     *time.Time `json:"finished_at,omitempty"`
+	// Sealed is the respondent's identifiers sealed by the API while the job runs, so that it can
+	// be resumed after a restart; never shown, and cleared when the job ends.
+	Sealed []byte `json:"-"`
 }
 
 // SaveErasure records a job's state (a newer version of its row).
@@ -133,13 +152,47 @@ func (s *Store) SaveErasure(ctx context.Context, j ErasureJob) error {
 	if j.FinishedAt != nil {
 		finished = uint64(j.FinishedAt.UnixMilli())
 	}
+	if j.Status != "running" {
+		j.Sealed = nil
+	}
 	row := []any{j.ID, j.ProjectID, j.Status, j.Erased.Attempts, j.Erased.DeadLetters, j.Error,
-		uint64(j.RequestedAt.UnixMilli()), finished, uint64(time.Now().UnixNano())}
+		uint64(j.RequestedAt.UnixMilli()), finished, uint64(time.Now().UnixNano()), string(j.Sealed)}
 	if err := s.conn.Insert(ctx, "INSERT INTO "+s.db+`.erasures (id, project_id, status, attempts, dead_letters, error,
-		requested_ms, finished_ms, version)`, [][]any{row}); err != nil {
+		requested_ms, finished_ms, version, sealed_respondent)`, [][]any{row}); err != nil {
 		return fmt.Errorf("recording erasure %s: %w", j.ID, err)
 	}
+	if j.Status != "running" {
+		// Merge the running version (with the sealed identifiers) away now rather than whenever
+		// ClickHouse merges on its own: the table is small.
+		if err := s.conn.Exec(ctx, "OPTIMIZE TABLE "+s.db+".erasures FINAL"); err != nil {
+			return fmt.Errorf("compacting erasures after %s: %w", j.ID, err)
+		}
+	}
 	return nil
+}
+
+// RunningErasures lists the jobs of every project still marked running, with their sealed
+// identifiers and what they counted so far: at start, the API resumes them (an erasure is
+// idempotent).
+func (s *Store) RunningErasures(ctx context.Context) ([]ErasureJob, error) {
+	rows, err := s.conn.Query(ctx, `SELECT id, project_id, attempts, dead_letters, requested_ms, sealed_respondent FROM `+s.db+
+		".erasures FINAL WHERE status = 'running' ORDER BY requested_ms")
+	if err != nil {
+		return nil, fmt.Errorf("listing running erasures: %w", err)
+	}
+	defer rows.Close()
+	var out []ErasureJob
+	for rows.Next() {
+		var j ErasureJob
+		var requested uint64
+		var sealed string
+		if err := rows.Scan(&j.ID, &j.ProjectID, &j.Erased.Attempts, &j.Erased.DeadLetters, &requested, &sealed); err != nil {
+			return nil, fmt.Errorf("listing running erasures: %w", err)
+		}
+		j.Status, j.RequestedAt, j.Sealed = "running", time.UnixMilli(int64(requested)).UTC(), []byte(sealed)
+		out = append(out, j)
+	}
+	return out, rows.Err()
 }
 
 // GetErasure returns a project's erasure job.

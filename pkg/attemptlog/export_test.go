@@ -17,3 +17,10 @@ func (s *Store) ApplyTTL(ctx context.Context) error {
 
 // Exec runs a statement in the store's database, for tests that set up what older versions left.
 func (s *Store) Exec(ctx context.Context, q string) error { return s.conn.Exec(ctx, q) }
+
+// CountWhere counts a table's rows (every version, FINAL not applied) matching where.
+func (s *Store) CountWhere(ctx context.Context, table, where string) (uint64, error) {
+	var n uint64
+	err := queryRow(ctx, s.conn, fmt.Sprintf("SELECT count() FROM %s.%s WHERE %s", s.db, table, where), nil, &n)
+	return n, err
+}

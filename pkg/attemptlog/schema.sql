@@ -94,7 +94,10 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 PARTITION BY toYYYYMMDD(dead_at)
 ORDER BY (project_id, id)
 ;
--- Erasure jobs: which project, when, how many rows went. Never the respondent's identifiers.
+-- Erasure jobs: which project, when, how many rows went. Never the respondent's identifiers in
+-- clear: while a job runs, sealed_respondent holds them sealed (AES-GCM, the key of webhook
+-- secrets) so that an API that restarts can resume it; the finished job's row has it empty, and
+-- the running row's version is merged away when the job ends (OPTIMIZE … FINAL).
 CREATE TABLE IF NOT EXISTS erasures (
     id String,
     project_id String,
@@ -104,7 +107,8 @@ CREATE TABLE IF NOT EXISTS erasures (
     error String,
     requested_ms UInt64,
     finished_ms UInt64,
-    version UInt64
+    version UInt64,
+    sealed_respondent String
 ) ENGINE = ReplacingMergeTree(version)
 ORDER BY (project_id, id)
 ;

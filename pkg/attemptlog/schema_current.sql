@@ -100,7 +100,10 @@ PARTITION BY toYYYYMMDD(dead_at)
 ORDER BY (project_id, id)
 TTL toDateTime(dead_at) + toIntervalDay(retention_days)
 ;
--- Erasure jobs: which project, when, how many rows went. Never the respondent's identifiers.
+-- Erasure jobs: which project, when, how many rows went. Never the respondent's identifiers in
+-- clear: while a job runs, sealed_respondent holds them sealed (AES-GCM, the key of webhook
+-- secrets) so that an API that restarts can resume it; the finished job's row has it empty, and
+-- the running row's version is merged away when the job ends (OPTIMIZE … FINAL).
 CREATE TABLE IF NOT EXISTS erasures (
     id String,
     project_id String,
@@ -110,7 +113,8 @@ CREATE TABLE IF NOT EXISTS erasures (
     error String,
     requested_ms UInt64,
     finished_ms UInt64,
-    version UInt64
+    version UInt64,
+    sealed_respondent String
 ) ENGINE = ReplacingMergeTree(version)
 ORDER BY (project_id, id)
 ;

@@ -77,6 +77,9 @@ type Topics struct {
 	Respondents string `env:"TOPIC_RESPONDENTS" envDefault:"respondents"`
 	// Idempotency holds the API's stored answers to writes with an Idempotency-Key (sealed).
 	Idempotency string `env:"TOPIC_IDEMPOTENCY" envDefault:"idempotency-keys"`
+	// Erasures lists erased respondents by keyed hash (compacted): the delivery workers drop
+	// their pending deliveries.
+	Erasures string `env:"TOPIC_ERASURES" envDefault:"erasures"`
 }
 
 // Retry names the retry tier topic for a delay: 1m → "deliveries-retry-1m", 200ms → "…-200ms".

@@ -17,7 +17,7 @@ type TopicSpec struct {
 }
 
 // Specs lists every topic of DESIGN §2 for the given retry schedule, with their configurations:
-// `projects`, `webhooks` and `respondents` are compacted (state), the rest are delete-retention logs kept
+// `projects`, `webhooks`, `respondents` and `erasures` are compacted (state), the rest are delete-retention logs kept
 // at least as long as the longest retry delay needs.
 func Specs(t Topics, retry []time.Duration) []TopicSpec {
 	s := func(v string) *string { return &v }
@@ -33,6 +33,10 @@ func Specs(t Topics, retry []time.Duration) []TopicSpec {
 	// after a day and an hour.
 	specs = append(specs, TopicSpec{t.Idempotency, map[string]*string{"cleanup.policy": s("compact,delete"),
 		"retention.ms": s(fmt.Sprint((25 * time.Hour).Milliseconds()))}})
+	// Erased respondents' keyed hashes (never an identifier) are kept, compacted: a delivery
+	// created before an erasure can come back to a worker from a retry tier or a replay of a dead
+	// letter kept up to the platform's maximum retention.
+	specs = append(specs, TopicSpec{t.Erasures, compacted})
 	for _, d := range retry {
 		specs = append(specs, TopicSpec{t.Retry(d), week})
 	}

@@ -91,3 +91,18 @@ func TestBadRulesNameTheirField(t *testing.T) {
 		require.Equal(t, tc.field, fe.Field)
 	}
 }
+
+func TestRespondentHashesNameTheSamePersonWhoeverComputesThem(t *testing.T) {
+	fromEvent := masking.RespondentHashes(key, "u-42", "anon-7", "Ada@Example.com")
+	require.Len(t, fromEvent, 3)
+	require.Subset(t, fromEvent, masking.RespondentHashes(key, "", "", "ada@example.COM"), "an e-mail in any case")
+	require.Subset(t, fromEvent, masking.RespondentHashes(key, "u-42", "", ""))
+	require.NotContains(t, fromEvent, masking.RespondentHashes(key, "u-4", "", "")[0])
+	require.Empty(t, masking.RespondentHashes(key, " ", "", ""), "blank identifiers name nobody")
+	require.Nil(t, masking.RespondentHashes(nil, "u-42", "", ""), "no key, no hash")
+	other := masking.RespondentHashes(masking.ProjectKey([]byte("0123456789abcdef0123456789abcdef"), "prj_b"), "u-42", "", "")
+	require.NotContains(t, fromEvent, other[0], "keyed per project")
+	for _, h := range fromEvent {
+		require.Regexp(t, "^[0-9a-f]{64}$", h, "a hash, never the identifier")
+	}
+}

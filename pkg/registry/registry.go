@@ -1,4 +1,4 @@
-// Package registry materialises the compacted `projects` and `webhooks` topics into memory: every
+// Package registry materialises the compacted `projects`, `webhooks` and `erasures` topics into memory: every
 // service that needs to know which projects, API keys and webhooks exist reads them here, and
 // every API key check (revocation, expiry, scopes) is answered from it. It offers
 // read-your-writes through WaitFresh (catch up to the topics' end offsets as of now) and
@@ -44,7 +44,8 @@ type Registry struct {
 	keys      map[string]map[string]*pb.ApiKey // project id → key id → key record
 	webhooks  map[string]*pb.Webhook
 	byProject map[string][]*pb.Webhook
-	consumed  map[tp]int64 // next offset to read per partition
+	erased    map[string]erasedAt // "<project>/<hash>" → the erasure (erasures.go)
+	consumed  map[tp]int64        // next offset to read per partition
 	progress  chan struct{}
 	listeners []func(old, cur *pb.Webhook)
 }
@@ -55,7 +56,7 @@ func New(cfg kafka.Config, log *slog.Logger) (*Registry, error) {
 		log = slog.Default()
 	}
 	cl, err := kafka.NewClient(cfg,
-		kgo.ConsumeTopics(cfg.Topics.Projects, cfg.Topics.Webhooks),
+		kgo.ConsumeTopics(cfg.Topics.Projects, cfg.Topics.Webhooks, cfg.Topics.Erasures),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		// A change wakes the waiting fetch at once; the wait only bounds how often an idle
 		// registry asks (every service runs one).
@@ -67,7 +68,7 @@ func New(cfg kafka.Config, log *slog.Logger) (*Registry, error) {
 	return &Registry{
 		cfg: cfg, log: log, cl: cl, adm: kadm.NewClient(cl),
 		projects: map[string]*pb.Project{}, byKeyHash: map[string]keyRef{}, keys: map[string]map[string]*pb.ApiKey{},
-		webhooks: map[string]*pb.Webhook{}, byProject: map[string][]*pb.Webhook{},
+		webhooks: map[string]*pb.Webhook{}, byProject: map[string][]*pb.Webhook{}, erased: map[string]erasedAt{},
 		consumed: map[tp]int64{}, progress: make(chan struct{}),
 	}, nil
 }
@@ -149,6 +150,8 @@ func (r *Registry) apply(rec *kgo.Record) {
 		for _, fn := range r.listeners {
 			fn(old, cur)
 		}
+	case r.cfg.Topics.Erasures:
+		r.applyErasure(key, rec)
 	}
 }
 
@@ -178,15 +181,16 @@ func (r *Registry) applyKey(projectID, keyID string, rec *kgo.Record) {
 	}
 }
 
-// WaitFresh returns once everything written to the projects and webhooks topics before the call
-// is visible here.
+// WaitFresh returns once everything written to the projects, webhooks and erasures topics before
+// the call is visible here.
 func (r *Registry) WaitFresh(ctx context.Context) error {
-	ends, err := r.adm.ListEndOffsets(ctx, r.cfg.Topics.Projects, r.cfg.Topics.Webhooks)
+	topics := []string{r.cfg.Topics.Projects, r.cfg.Topics.Webhooks, r.cfg.Topics.Erasures}
+	ends, err := r.adm.ListEndOffsets(ctx, topics...)
 	if err != nil {
-		return fmt.Errorf("listing end offsets of %s, %s: %w", r.cfg.Topics.Projects, r.cfg.Topics.Webhooks, err)
+		return fmt.Errorf("listing end offsets of %s: %w", strings.Join(topics, ", "), err)
 	}
 	if err := ends.Error(); err != nil {
-		return fmt.Errorf("listing end offsets of %s, %s: %w", r.cfg.Topics.Projects, r.cfg.Topics.Webhooks, err)
+		return fmt.Errorf("listing end offsets of %s: %w", strings.Join(topics, ", "), err)
 	}
 	var want []kadm.ListedOffset
 	ends.Each(func(o kadm.ListedOffset) {

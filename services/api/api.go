@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -48,6 +49,11 @@ type Config struct {
 	TestTimeout time.Duration `env:"API_TEST_TIMEOUT" envDefault:"35s"`
 	// MaxReplay bounds how many dead letters one bulk replay sends.
 	MaxReplay int `env:"API_MAX_REPLAY" envDefault:"1000"`
+	// ErasureSecondPass is how long an erasure job waits before erasing ClickHouse a second time:
+	// attempts that were in flight when it started (a request takes up to 30 s) and attempts and
+	// dead letters still on their way through `delivery-attempts` and the sink reach ClickHouse
+	// meanwhile. 0: one pass.
+	ErasureSecondPass time.Duration `env:"API_ERASURE_SECOND_PASS" envDefault:"45s"`
 	// PortalFrameAncestors are origins (https://app.example.com) whose pages may embed the portal
 	// in an iframe; the session cookie is SameSite=Strict, so they must be the same site.
 	PortalFrameAncestors []string `env:"API_PORTAL_FRAME_ANCESTORS" envSeparator:","`
@@ -78,6 +84,9 @@ func (c Config) Validate() error {
 	if c.MaxReplay < 1 {
 		return errors.New("API_MAX_REPLAY: must be at least 1")
 	}
+	if c.ErasureSecondPass < 0 || c.ErasureSecondPass > 10*time.Minute {
+		return fmt.Errorf("API_ERASURE_SECOND_PASS: must be between 0 and 10m, got %v", c.ErasureSecondPass)
+	}
 	if err := portal.ValidOrigins(c.PortalFrameAncestors); err != nil {
 		return fmt.Errorf("API_PORTAL_FRAME_ANCESTORS: %w", err)
 	}
@@ -103,6 +112,9 @@ type Server struct {
 	// portal serves /portal/ and /console/; inproc is the router its calls go through.
 	portal *portal.Portal
 	inproc http.Handler
+	// jobCtx ends when the API stops; jobs counts the erasure jobs running (erasures.go).
+	jobCtx context.Context
+	jobs   sync.WaitGroup
 }
 
 // Run serves the API until ctx is done. It listens only once it has read every project and
@@ -128,6 +140,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 	}
 	defer s.kcl.Close()
 	defer s.logs.close()
+	defer s.jobs.Wait() // erasure jobs stop with gctx, before their store and producer close
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -149,6 +162,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 	if err := regRun.CaughtUp(gctx); err != nil {
 		return fail(fmt.Errorf("loading projects and webhooks: %w", err))
 	}
+	s.jobCtx = gctx
+	g.Go(func() error { s.resumeErasures(gctx); return nil })
 	if s.tests, err = newTestWaiters(gctx, cfg.Kafka, log); err != nil {
 		return fail(err)
 	}

@@ -76,6 +76,9 @@ func (s *Server) replayable(d *pb.Delivery, p *pb.Project) error {
 			reason = " (" + wh.DisabledReason + ")"
 		}
 		return httpapi.Errorf(http.StatusConflict, "webhook_disabled", "", "webhook %s is disabled%s; enable it, then replay", d.WebhookId, reason)
+	case erasedBy(s.reg, d) != "":
+		return httpapi.Errorf(http.StatusConflict, "respondent_erased", "",
+			"the respondent of this dead letter was erased (%s): it cannot be replayed", erasedBy(s.reg, d))
 	case d.StorageMasked && len(d.SealedBody) == 0:
 		return httpapi.Errorf(http.StatusConflict, "body_not_kept", "",
 			"the project's storage masking rules masked this dead letter and the sink had no SURVEYHOOKS_ENCRYPTION_KEY to keep its body sealed: it cannot be replayed")

@@ -85,6 +85,7 @@ func startStack(t *testing.T, opts ...option) *stack {
 	cfg.AdminToken = adminToken
 	cfg.EncryptionKey = base64.StdEncoding.EncodeToString(key)
 	cfg.TestTimeout = 10 * time.Second
+	cfg.ErasureSecondPass = 200 * time.Millisecond
 	// Unless the test asks for ClickHouse, point at a port nothing listens on.
 	cfg.ClickHouseAddr = proctest.Addr(t)
 	if o.clickhouse {

@@ -156,6 +156,14 @@ func (b portalBackend) ProjectName(id string) (string, bool) {
 	return p.Name, true
 }
 
+func (b portalBackend) StorageMasking(projectID string) []portal.MaskingRule {
+	var out []portal.MaskingRule
+	for _, r := range b.s.reg.Project(projectID).GetStorageMasking() {
+		out = append(out, portal.MaskingRule{Path: r.Path, Action: r.Action, Keep: int(r.Keep)})
+	}
+	return out
+}
+
 func (b portalBackend) AdminToken(token string) bool {
 	return token != "" && subtle.ConstantTimeCompare([]byte(token), []byte(b.s.cfg.AdminToken)) == 1
 }

@@ -28,6 +28,8 @@ type input struct {
 	Sent             *sender.Result // nil: not sent (yet)
 	Schedule         []time.Duration
 	Now              time.Time // when the attempt ended: retry delays count from here
+	// ErasedBy is the erasure of the delivery's respondent, if any (erased.go): never sent.
+	ErasedBy string
 }
 
 // breakerFeedback is what an attempt tells the endpoint's circuit breaker.
@@ -70,6 +72,8 @@ func decide(in input) decision {
 	d, wh := in.Delivery, in.Webhook
 	at := in.Now.UnixMilli()
 	switch {
+	case in.ErasedBy != "":
+		return erasedDecision(in)
 	case wh == nil:
 		return decision{Outcome: &pb.Outcome{Class: pb.OutcomeClass_OUTCOME_CLASS_WEBHOOK_DISABLED,
 			Disposition: pb.Disposition_DISPOSITION_DROPPED, Error: "webhook was deleted", AtMs: at}}

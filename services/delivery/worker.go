@@ -274,6 +274,7 @@ func (w *Worker) deliver(ctx context.Context, t *task) time.Duration {
 		wh = w.reg.Webhook(d.WebhookId)
 	}
 	in := input{Delivery: d, Webhook: wh, BreakerThreshold: w.cfg.BreakerThreshold, Schedule: w.cfg.Kafka.RetrySchedule, Now: time.Now()}
+	in.ErasedBy, _ = w.reg.Erased(d) // erased.go
 	start := in.Now
 	dec := decide(in)
 	var res sender.Result
@@ -317,6 +318,7 @@ func (w *Worker) deliver(ctx context.Context, t *task) time.Duration {
 		}
 	}
 	a := attemptRecord(in, dec, w.name, start)
+	erasedAttempt(a)
 	if sc := t.span.SpanContext(); sc.HasTraceID() {
 		a.TraceId = sc.TraceID().String() // the attempt log links to the event's trace
 	}

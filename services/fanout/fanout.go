@@ -274,6 +274,7 @@ func (f *FanOut) fanOut(r *kgo.Record, reg *registry.Registry, rs *respondents, 
 		opts = append(opts, envelope.WithRespondent(rs.update(r.Partition, ev)))
 	}
 	matched := 0
+	var hashes []string // the event's respondent hashes, computed once (erasure.go)
 	// Taken before reading the webhooks: a renderer compiled from a configuration that changes
 	// meanwhile is used for this event but not cached (renderers.get).
 	gen := f.renderers.generation()
@@ -295,7 +296,7 @@ func (f *FanOut) fanOut(r *kgo.Record, reg *registry.Registry, rs *respondents, 
 		d := &pb.Delivery{
 			DeliveryId: DeliveryID(ev.EventId, wh.Id), EventId: ev.EventId, WebhookId: wh.Id,
 			ProjectId: ev.ProjectId, EventType: ev.EventType, Body: body, Attempt: 1,
-			CreatedAtMs: now, EventTimeMs: ev.TimeMs, WebhookRevision: wh.Revision,
+			CreatedAtMs: now, EventTimeMs: ev.TimeMs, WebhookRevision: wh.Revision, RespondentHashes: f.respondentHashes(ev, &hashes),
 		}
 		v, _ := proto.Marshal(d)
 		// Each delivery continues the event's trace: its own copy of the headers (the tracer

@@ -36,6 +36,7 @@ const (
 	OutcomeClass_OUTCOME_CLASS_GONE                OutcomeClass = 8  // 410: permanent, disables the webhook
 	OutcomeClass_OUTCOME_CLASS_WEBHOOK_DISABLED    OutcomeClass = 9  // not sent: webhook disabled or deleted
 	OutcomeClass_OUTCOME_CLASS_INVALID_REQUEST     OutcomeClass = 10 // not sent: the request could not be built (bad URL)
+	OutcomeClass_OUTCOME_CLASS_ERASED              OutcomeClass = 11 // not sent: the respondent was erased (`erasures` topic)
 )
 
 // Enum value maps for OutcomeClass.
@@ -52,6 +53,7 @@ var (
 		8:  "OUTCOME_CLASS_GONE",
 		9:  "OUTCOME_CLASS_WEBHOOK_DISABLED",
 		10: "OUTCOME_CLASS_INVALID_REQUEST",
+		11: "OUTCOME_CLASS_ERASED",
 	}
 	OutcomeClass_value = map[string]int32{
 		"OUTCOME_CLASS_UNSPECIFIED":         0,
@@ -65,6 +67,7 @@ var (
 		"OUTCOME_CLASS_GONE":                8,
 		"OUTCOME_CLASS_WEBHOOK_DISABLED":    9,
 		"OUTCOME_CLASS_INVALID_REQUEST":     10,
+		"OUTCOME_CLASS_ERASED":              11,
 	}
 )
 
@@ -105,6 +108,7 @@ const (
 	Disposition_DISPOSITION_DEAD        Disposition = 3
 	Disposition_DISPOSITION_DROPPED     Disposition = 4 // webhook deleted: nothing left to deliver to
 	Disposition_DISPOSITION_SKIPPED     Disposition = 5 // not sent: the webhook was disabled; kept for replay
+	Disposition_DISPOSITION_ERASED      Disposition = 6 // the respondent was erased: dropped, its body not recorded
 )
 
 // Enum value maps for Disposition.
@@ -116,6 +120,7 @@ var (
 		3: "DISPOSITION_DEAD",
 		4: "DISPOSITION_DROPPED",
 		5: "DISPOSITION_SKIPPED",
+		6: "DISPOSITION_ERASED",
 	}
 	Disposition_value = map[string]int32{
 		"DISPOSITION_UNSPECIFIED": 0,
@@ -124,6 +129,7 @@ var (
 		"DISPOSITION_DEAD":        3,
 		"DISPOSITION_DROPPED":     4,
 		"DISPOSITION_SKIPPED":     5,
+		"DISPOSITION_ERASED":      6,
 	}
 )
 
@@ -180,9 +186,13 @@ type Delivery struct {
 	StorageMasked bool   `protobuf:"varint,61,opt,name=storage_masked,json=storageMasked,proto3" json:"storage_masked,omitempty"`
 	// On a delivery a replay job sent (POST /v1/webhooks/{id}/replays): the job's id. The delivery
 	// service sends it as the `surveyhooks-replay` header, so receivers can tell a replay.
-	ReplayJobId   string `protobuf:"bytes,100,opt,name=replay_job_id,json=replayJobId,proto3" json:"replay_job_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ReplayJobId string `protobuf:"bytes,100,opt,name=replay_job_id,json=replayJobId,proto3" json:"replay_job_id,omitempty"`
+	// Keyed hashes of the respondent's user id, anonymous id and lower-cased e-mail (masking.HashValue
+	// under the project's key, as on the `erasures` topic), set by fan-out when it has the key: how
+	// the delivery workers recognise an erased respondent's delivery without opening its body.
+	RespondentHashes []string `protobuf:"bytes,120,rep,name=respondent_hashes,json=respondentHashes,proto3" json:"respondent_hashes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Delivery) Reset() {
@@ -339,6 +349,13 @@ func (x *Delivery) GetReplayJobId() string {
 		return x.ReplayJobId
 	}
 	return ""
+}
+
+func (x *Delivery) GetRespondentHashes() []string {
+	if x != nil {
+		return x.RespondentHashes
+	}
+	return nil
 }
 
 type Outcome struct {
@@ -654,7 +671,7 @@ var File_surveyhooks_v1_delivery_proto protoreflect.FileDescriptor
 
 const file_surveyhooks_v1_delivery_proto_rawDesc = "" +
 	"\n" +
-	"\x1dsurveyhooks/v1/delivery.proto\x12\x0esurveyhooks.v1\"\xd5\x04\n" +
+	"\x1dsurveyhooks/v1/delivery.proto\x12\x0esurveyhooks.v1\"\x82\x05\n" +
 	"\bDelivery\x12\x1f\n" +
 	"\vdelivery_id\x18\x01 \x01(\tR\n" +
 	"deliveryId\x12\x19\n" +
@@ -679,7 +696,8 @@ const file_surveyhooks_v1_delivery_proto_rawDesc = "" +
 	"\vsealed_body\x18< \x01(\fR\n" +
 	"sealedBody\x12%\n" +
 	"\x0estorage_masked\x18= \x01(\bR\rstorageMasked\x12\"\n" +
-	"\rreplay_job_id\x18d \x01(\tR\vreplayJobId\"\xee\x01\n" +
+	"\rreplay_job_id\x18d \x01(\tR\vreplayJobId\x12+\n" +
+	"\x11respondent_hashes\x18x \x03(\tR\x10respondentHashes\"\xee\x01\n" +
 	"\aOutcome\x122\n" +
 	"\x05class\x18\x01 \x01(\x0e2\x1c.surveyhooks.v1.OutcomeClassR\x05class\x12=\n" +
 	"\vdisposition\x18\x02 \x01(\x0e2\x1b.surveyhooks.v1.DispositionR\vdisposition\x12\x1f\n" +
@@ -726,7 +744,7 @@ const file_surveyhooks_v1_delivery_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aB\n" +
 	"\x14ResponseHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xf1\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x8b\x03\n" +
 	"\fOutcomeClass\x12\x1d\n" +
 	"\x19OUTCOME_CLASS_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15OUTCOME_CLASS_SUCCESS\x10\x01\x12 \n" +
@@ -739,14 +757,16 @@ const file_surveyhooks_v1_delivery_proto_rawDesc = "" +
 	"\x12OUTCOME_CLASS_GONE\x10\b\x12\"\n" +
 	"\x1eOUTCOME_CLASS_WEBHOOK_DISABLED\x10\t\x12!\n" +
 	"\x1dOUTCOME_CLASS_INVALID_REQUEST\x10\n" +
-	"*\xa4\x01\n" +
+	"\x12\x18\n" +
+	"\x14OUTCOME_CLASS_ERASED\x10\v*\xbc\x01\n" +
 	"\vDisposition\x12\x1b\n" +
 	"\x17DISPOSITION_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15DISPOSITION_DELIVERED\x10\x01\x12\x15\n" +
 	"\x11DISPOSITION_RETRY\x10\x02\x12\x14\n" +
 	"\x10DISPOSITION_DEAD\x10\x03\x12\x17\n" +
 	"\x13DISPOSITION_DROPPED\x10\x04\x12\x17\n" +
-	"\x13DISPOSITION_SKIPPED\x10\x05BGZEgithub.com/surveyhooks/surveyhooks/proto/surveyhooks/v1;surveyhooksv1b\x06proto3"
+	"\x13DISPOSITION_SKIPPED\x10\x05\x12\x16\n" +
+	"\x12DISPOSITION_ERASED\x10\x06BGZEgithub.com/surveyhooks/surveyhooks/proto/surveyhooks/v1;surveyhooksv1b\x06proto3"
 
 var (
 	file_surveyhooks_v1_delivery_proto_rawDescOnce sync.Once

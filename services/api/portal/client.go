@@ -79,14 +79,15 @@ type webhook struct {
 	RateLimitPerS     float64           `json:"rate_limit_per_s"`
 	RetryClientErrors bool              `json:"retry_client_errors"`
 	Headers           map[string]string `json:"headers"`
-	Masking           []maskingRule     `json:"masking"`
+	Masking           []MaskingRule     `json:"masking"`
 	Revision          int64             `json:"revision"`
 	CreatedAt         time.Time         `json:"created_at"`
 	UpdatedAt         time.Time         `json:"updated_at"`
 }
 
-// maskingRule is one of a webhook's masking rules, shown read-only (the API edits them).
-type maskingRule struct {
+// MaskingRule is one masking rule of a webhook or of the project's storage, shown read-only (the
+// API edits them).
+type MaskingRule struct {
 	Path   string `json:"path"`
 	Action string `json:"action"`
 	Keep   int    `json:"keep"`

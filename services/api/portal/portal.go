@@ -30,6 +30,9 @@ type Backend interface {
 	Do(ctx context.Context, projectID, method, target string, body []byte) (int, []byte)
 	// ProjectName returns the project's name, or false when there is no such project.
 	ProjectName(id string) (string, bool)
+	// StorageMasking returns the project's storage masking rules: what the delivery log keeps
+	// masked of every request body.
+	StorageMasking(projectID string) []MaskingRule
 	// RevealSecret returns the webhook's newest secret, for the project that owns it.
 	RevealSecret(projectID, webhookID string) (string, error)
 	// AdminToken reports whether token is the admin token.

@@ -129,9 +129,10 @@ func (p *Portal) listWebhooks(w http.ResponseWriter, r *http.Request, s *session
 	pg := s.page("Webhooks", "")
 	pg.Notice = notice(r)
 	pg.Data = struct {
-		Rows     []webhookRow
-		CanWrite bool
-	}{rows, !s.ReadOnly && !s.Scoped()}
+		Rows           []webhookRow
+		CanWrite       bool
+		StorageMasking []MaskingRule
+	}{rows, !s.ReadOnly && !s.Scoped(), p.cfg.Backend.StorageMasking(s.ProjectID)}
 	p.render(w, r, http.StatusOK, "webhooks", pg)
 	return nil
 }
