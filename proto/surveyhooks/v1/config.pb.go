@@ -254,8 +254,12 @@ type Webhook struct {
 	// private key, AES-GCM sealed like the secrets.
 	ClientCertificate string `protobuf:"bytes,71,opt,name=client_certificate,json=clientCertificate,proto3" json:"client_certificate,omitempty"`
 	ClientKeySealed   []byte `protobuf:"bytes,72,opt,name=client_key_sealed,json=clientKeySealed,proto3" json:"client_key_sealed,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Per-respondent ordering: "" (none: deliveries run concurrently, in any order) or
+	// "respondent" (deliveries sharing an ordering key arrive in the order ingest accepted the
+	// events; docs/ordering.md).
+	Ordering      string `protobuf:"bytes,80,opt,name=ordering,proto3" json:"ordering,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Webhook) Reset() {
@@ -477,6 +481,13 @@ func (x *Webhook) GetClientKeySealed() []byte {
 	return nil
 }
 
+func (x *Webhook) GetOrdering() string {
+	if x != nil {
+		return x.Ordering
+	}
+	return ""
+}
+
 // MaskingRule hides one field of a JSON body: path in pkg/masking's path language (dotted keys,
 // "[*]" over arrays), action "hash" (keyed HMAC-SHA256, per project), "mask" (keep `keep`
 // characters, then "***") or "drop" (remove it).
@@ -621,7 +632,7 @@ const file_surveyhooks_v1_config_proto_rawDesc = "" +
 	"\x06scopes\x18\x05 \x03(\tR\x06scopes\x12\"\n" +
 	"\rcreated_at_ms\x18\x06 \x01(\x03R\vcreatedAtMs\x12\"\n" +
 	"\rexpires_at_ms\x18\a \x01(\x03R\vexpiresAtMs\x12\"\n" +
-	"\rrevoked_at_ms\x18\b \x01(\x03R\vrevokedAtMs\"\x8f\t\n" +
+	"\rrevoked_at_ms\x18\b \x01(\x03R\vrevokedAtMs\"\xab\t\n" +
 	"\aWebhook\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -652,7 +663,8 @@ const file_surveyhooks_v1_config_proto_rawDesc = "" +
 	"\amasking\x18< \x03(\v2\x1b.surveyhooks.v1.MaskingRuleR\amasking\x12)\n" +
 	"\x10signature_scheme\x18F \x01(\tR\x0fsignatureScheme\x12-\n" +
 	"\x12client_certificate\x18G \x01(\tR\x11clientCertificate\x12*\n" +
-	"\x11client_key_sealed\x18H \x01(\fR\x0fclientKeySealed\x1a?\n" +
+	"\x11client_key_sealed\x18H \x01(\fR\x0fclientKeySealed\x12\x1a\n" +
+	"\bordering\x18P \x01(\tR\bordering\x1a?\n" +
 	"\x11EventTogglesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\bR\x05value:\x028\x01\x1a:\n" +
