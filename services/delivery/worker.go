@@ -40,6 +40,7 @@ type Worker struct {
 	name    string
 	deps    service.Deps
 	met     *Metrics
+	ord     *ordering // per-respondent ordering (ordering.go)
 
 	stopping      atomic.Bool // no more fetching: draining
 	abandonQueued atomic.Bool // the drain timed out: deliveries not yet started are left to the next owner
@@ -55,12 +56,14 @@ func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender
 		return nil, err
 	}
 	w.met = met
+	w.ord = newOrdering(w)
 	w.life = &lifecycle{slots: make(chan struct{}, cfg.MaxInFlight), tr: newTracker(), parts: newPartitions(), inFlight: met.Held}
 	topic := cfg.Kafka.Topics.Deliveries
 	joined := w.deps.Ready.Wait("group " + cfg.Group + " joined")
 	hooks := w.deps.Telemetry.KafkaHooks()
 	cl, err := kafka.NewClient(cfg.Kafka, append(hooks,
-		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) { joined() }),
+		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { w.ord.assigned(m[topic]); joined() }),
+		kafka.SamePartition(cfg.Kafka.Topics.Held), // held state of `deliveries` partition p lives on partition p
 		kgo.ConsumerGroup(cfg.Group), kgo.ConsumeTopics(topic), kgo.DisableAutoCommit(),
 		kgo.ProducerBatchMaxBytes(maxBatchBytes), kgo.ProducerLinger(producerLinger),
 		// The slots already bound what is buffered (a held delivery has at most three records
@@ -78,9 +81,13 @@ func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender
 			}
 			w.quiesce(m[topic], limit)
 			w.commit(ctx, cl)
+			w.ord.drop(m[topic])
 			w.life.tr.drop(m[topic])
 		}),
-		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { w.life.tr.drop(m[topic]) }),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+			w.ord.drop(m[topic])
+			w.life.tr.drop(m[topic])
+		}),
 	)...)
 	if err != nil {
 		return nil, fmt.Errorf("connecting the delivery worker: %w", err)
@@ -95,6 +102,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	// Requests and produces outlive ctx: a stopping worker finishes what it started.
 	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
+	w.ord.ctx = work
 	commitDone := make(chan struct{})
 	go func() {
 		defer close(commitDone)
@@ -196,6 +204,14 @@ func (w *Worker) admit(ctx context.Context, r *kgo.Record) {
 	t.d = d
 	t.ctx, t.span = w.deps.Telemetry.StartRecordSpan(ctx, r, "deliver")
 	returned := slices.ContainsFunc(r.Headers, func(h kgo.RecordHeader) bool { return h.Key == overflowHeader })
+	if d.OrderingKey != "" && !d.Test && w.ord.admit(t, returned) {
+		return // behind an earlier delivery of its ordering key
+	}
+	w.start(ctx, t, returned)
+}
+
+// start gives t to its endpoint: started now, queued, or moved aside.
+func (w *Worker) start(ctx context.Context, t *task, returned bool) {
 	switch a, wait := w.eps.admit(t, returned); a {
 	case admitStart:
 		w.wg.Add(1)
@@ -294,7 +310,7 @@ func (w *Worker) deliver(ctx context.Context, t *task) time.Duration {
 		}
 		if err == nil && !in.BreakerOpen {
 			res = w.snd.Send(t.ctx, sender.Request{MessageID: d.DeliveryId, URL: wh.Url, Body: d.Body, Secrets: keys,
-				Headers: wh.Headers, Timestamp: start, ClientCert: cert})
+				Headers: withSkipped(wh.Headers, d), Timestamp: start, ClientCert: cert})
 		}
 		if ctx.Err() != nil {
 			if judge != nil {
@@ -373,7 +389,16 @@ func (w *Worker) apply(t *task, a *pb.Attempt, dec decision) {
 		w.log.DebugContext(t.ctx, "attempt", "delivery_id", d.DeliveryId, "webhook_id", d.WebhookId, "attempt", d.Attempt,
 			"outcome", outcomeName(out.Class), "status", out.StatusCode, "disposition", out.Disposition.String())
 	}
+	var then func()
+	if d.OrderingKey != "" && !d.Test {
+		var more []*kgo.Record
+		more, then = w.ord.settle(t, dec.Retry != nil, dec.Dead != nil)
+		recs = append(recs, more...)
+	}
 	w.produce(t, recs)
+	if then != nil {
+		then()
+	}
 }
 
 // overflowHeader marks a delivery moved aside (the releaser keeps headers), so that its endpoint
@@ -391,8 +416,18 @@ func (w *Worker) overflow(t *task, wait time.Duration) {
 	v, _ := proto.Marshal(next)
 	t.span.SetAttributes(attribute.String("surveyhooks.outcome", "moved_aside"))
 	w.met.MovedAside(t.ctx)
-	w.produce(t, []*kgo.Record{{Topic: w.cfg.Kafka.Topics.Retry(delay), Key: []byte(t.d.WebhookId), Value: v,
-		Headers: []kgo.RecordHeader{{Key: overflowHeader, Value: []byte("1")}}}})
+	recs := []*kgo.Record{{Topic: w.cfg.Kafka.Topics.Retry(delay), Key: []byte(t.d.WebhookId), Value: v,
+		Headers: []kgo.RecordHeader{{Key: overflowHeader, Value: []byte("1")}}}}
+	var then func()
+	if t.d.OrderingKey != "" && !t.d.Test {
+		var more []*kgo.Record
+		more, then = w.ord.settle(t, true, false) // its key waits for it on the tier
+		recs = append(recs, more...)
+	}
+	w.produce(t, recs)
+	if then != nil {
+		then()
+	}
 }
 
 // produce writes t's records and finishes t when all are acknowledged. A failed produce is tried

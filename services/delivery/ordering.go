@@ -1,0 +1,453 @@
+package delivery
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/surveyhooks/surveyhooks/pkg/kafka"
+	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
+)
+
+// Per-respondent ordering (docs/ordering.md). A delivery with an ordering key (fan-out sets one
+// for webhooks with ordering "respondent") is sent only when no earlier delivery of the same
+// (webhook, key) is unsettled:
+//
+//   - while one runs (or waits in its endpoint's queue), later ones of the key wait behind it in
+//     memory, holding their offsets like any queued delivery (one request's time);
+//   - when it goes to a retry tier (a retryable failure, an open circuit, moved aside), the key
+//     becomes held: an OrderingHold record naming it as head is written to the compacted
+//     `deliveries-held` topic with its retry, and every later delivery of the key is parked there
+//     (a HeldDelivery record, in sequence) instead of waiting in memory, so its offset is committed
+//     and a hold of hours pins nothing;
+//   - when the head comes back and is delivered or dead-lettered, the parked ones are sent one at
+//     a time, in order, each tombstoned when settled; a dead head's event id is carried to the
+//     next one as the `surveyhooks-skipped-event-id` header;
+//   - partition p of `deliveries-held` belongs with partition p of `deliveries`: the worker that
+//     is assigned p reads it back before it admits an ordered delivery of p, and resumes any
+//     drain a killed or revoked owner left half done.
+//
+// Other keys of the webhook, and other webhooks, never wait for a held key.
+type ordering struct {
+	w   *Worker
+	ctx context.Context // the worker's work context: parked deliveries run in it
+
+	mu    sync.Mutex
+	parts map[int32]*heldPartition
+}
+
+// heldPartition is the ordering state of one assigned `deliveries` partition.
+type heldPartition struct {
+	p       int32
+	gen     uint64        // the partition's generation when it was assigned
+	ready   chan struct{} // closed once `deliveries-held` partition p was read back
+	dropped bool          // revoked or lost: its state belongs to the next owner
+	keys    map[orderKey]*keyState
+}
+
+type orderKey struct{ webhook, key string }
+
+// keyState is one (webhook, ordering key) with something unsettled.
+type keyState struct {
+	running bool             // one of its deliveries is at its endpoint (running or queued)
+	curSeq  int64            // the running one's parked sequence number; -1: it came from `deliveries`
+	waiting []waiter         // fetched after the running one, not held: in memory, in offset order
+	hold    *pb.OrderingHold // nil: not held
+	parked  []*pb.HeldDelivery
+}
+
+type waiter struct {
+	t        *task
+	returned bool // it carried the overflow header
+}
+
+// skippedHeader names, on the next delivery of a key, the event of a dead-lettered one before it.
+const skippedHeader = "Surveyhooks-Skipped-Event-Id"
+
+func newOrdering(w *Worker) *ordering {
+	return &ordering{w: w, ctx: context.Background(), parts: map[int32]*heldPartition{}}
+}
+
+func holdKey(k orderKey) string { return "h\x00" + k.webhook + "\x00" + k.key }
+
+func parkedKey(k orderKey, seq int64) string {
+	return fmt.Sprintf("p\x00%s\x00%s\x00%016x", k.webhook, k.key, seq)
+}
+
+// assigned starts reading back the held state of newly assigned partitions.
+func (o *ordering) assigned(ps []int32) {
+	for _, p := range ps {
+		o.partition(p)
+	}
+}
+
+// partition returns p's state, starting its read-back when it is new.
+func (o *ordering) partition(p int32) *heldPartition {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	hp := o.parts[p]
+	if hp == nil {
+		hp = &heldPartition{p: p, gen: o.w.life.parts.generation(p), ready: make(chan struct{}), keys: map[orderKey]*keyState{}}
+		o.parts[p] = hp
+		go o.load(hp)
+	}
+	return hp
+}
+
+// drop forgets revoked or lost partitions: the deliveries waiting in memory are given back (their
+// offsets are not committed, so the next owner redoes them, in order), parked ones stay parked.
+func (o *ordering) drop(ps []int32) {
+	o.mu.Lock()
+	var back []*task
+	for _, p := range ps {
+		if hp := o.parts[p]; hp != nil {
+			hp.dropped = true
+			for _, ks := range hp.keys {
+				for _, wt := range ks.waiting {
+					back = append(back, wt.t)
+				}
+			}
+			delete(o.parts, p)
+		}
+	}
+	o.mu.Unlock()
+	for _, t := range back {
+		t.giveBack()
+	}
+}
+
+// admit takes t when it must wait for an earlier delivery of its key (in memory, or parked in
+// `deliveries-held`); false: t goes to its endpoint now (as its key's running delivery).
+func (o *ordering) admit(t *task, returned bool) bool {
+	hp := o.partition(t.partition)
+	<-hp.ready
+	k := orderKey{t.d.WebhookId, t.d.OrderingKey}
+	o.mu.Lock()
+	if hp.dropped {
+		o.mu.Unlock()
+		t.giveBack()
+		return true
+	}
+	ks := hp.keys[k]
+	if ks == nil {
+		ks = &keyState{curSeq: -1}
+		hp.keys[k] = ks
+	}
+	switch {
+	case ks.hold == nil && !ks.running:
+		ks.running, ks.curSeq = true, -1
+		o.mu.Unlock()
+		return false
+	case ks.hold == nil:
+		ks.waiting = append(ks.waiting, waiter{t, returned})
+		o.mu.Unlock()
+		return true
+	case ks.hold.HeadDeliveryId == t.d.DeliveryId && !ks.running:
+		// The head is back from its retry tier.
+		ks.running, ks.curSeq = true, -1
+		o.mu.Unlock()
+		return false
+	}
+	// Held: park it behind the head, unless it is parked (or running) already — a copy redone
+	// after a crash, whose first copy is in hand.
+	if ks.hold.HeadDeliveryId == t.d.DeliveryId || parkedIndex(ks.parked, t.d.DeliveryId) >= 0 {
+		o.mu.Unlock()
+		t.finish()
+		return true
+	}
+	rec := o.park(hp, k, ks, t.d)
+	o.mu.Unlock()
+	o.w.produce(t, []*kgo.Record{rec})
+	return true
+}
+
+func parkedIndex(parked []*pb.HeldDelivery, deliveryID string) int {
+	for i, h := range parked {
+		if h.Delivery.GetDeliveryId() == deliveryID {
+			return i
+		}
+	}
+	return -1
+}
+
+// park appends d to the key's parked deliveries and returns its record. Called with o.mu held.
+func (o *ordering) park(hp *heldPartition, k orderKey, ks *keyState, d *pb.Delivery) *kgo.Record {
+	seq := ks.hold.NextSeq
+	ks.hold.NextSeq++
+	hd := &pb.HeldDelivery{Seq: seq, Delivery: d}
+	ks.parked = append(ks.parked, hd)
+	v, _ := proto.Marshal(hd)
+	return o.record(hp, parkedKey(k, seq), v)
+}
+
+func (o *ordering) record(hp *heldPartition, key string, value []byte) *kgo.Record {
+	return &kgo.Record{Topic: o.w.cfg.Kafka.Topics.Held, Partition: hp.p, Key: []byte(key), Value: value}
+}
+
+func (o *ordering) holdRecord(hp *heldPartition, k orderKey, h *pb.OrderingHold) *kgo.Record {
+	h.UpdatedAtMs = time.Now().UnixMilli()
+	v, _ := proto.Marshal(h)
+	return o.record(hp, holdKey(k), v)
+}
+
+// settle is called when t, an ordered delivery, is settled at its endpoint: toTier when it goes to
+// a retry tier (retried or moved aside), dead when it was dead-lettered. It returns the records to
+// produce with t's own (its key's new hold state), and what to do once they are queued: park the
+// deliveries that waited behind t, or start the next one of the key.
+func (o *ordering) settle(t *task, toTier, dead bool) (recs []*kgo.Record, then func()) {
+	k := orderKey{t.d.WebhookId, t.d.OrderingKey}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	hp := o.parts[t.partition]
+	if hp == nil || hp.dropped {
+		return nil, nil
+	}
+	ks := hp.keys[k]
+	if ks == nil || !ks.running {
+		return nil, nil
+	}
+	if ks.curSeq >= 0 {
+		recs = append(recs, o.record(hp, parkedKey(k, ks.curSeq), nil)) // sent or now the head
+	}
+	ks.running, ks.curSeq = false, -1
+	if toTier {
+		if ks.hold == nil {
+			ks.hold = &pb.OrderingHold{WebhookId: k.webhook, OrderingKey: k.key}
+		}
+		ks.hold.HeadDeliveryId, ks.hold.HeadEventId, ks.hold.SkippedEventId = t.d.DeliveryId, t.d.EventId, ""
+		recs = append(recs, o.holdRecord(hp, k, ks.hold))
+		if len(ks.waiting) == 0 {
+			return recs, nil
+		}
+		type parked struct {
+			t   *task
+			rec *kgo.Record
+		}
+		var ps []parked
+		for _, wt := range ks.waiting {
+			ps = append(ps, parked{wt.t, o.park(hp, k, ks, wt.t.d)})
+		}
+		ks.waiting = nil
+		return recs, func() {
+			for _, p := range ps {
+				o.w.produce(p.t, []*kgo.Record{p.rec})
+			}
+		}
+	}
+	skipped := ""
+	if dead {
+		skipped = t.d.EventId
+	}
+	if ks.hold != nil {
+		if len(ks.parked) == 0 {
+			recs = append(recs, o.record(hp, holdKey(k), nil))
+			ks.hold = nil
+			o.forget(hp, k, ks)
+			return recs, nil
+		}
+		ks.hold.HeadDeliveryId, ks.hold.HeadEventId, ks.hold.SkippedEventId = "", "", skipped
+		recs = append(recs, o.holdRecord(hp, k, ks.hold))
+		return recs, o.drainNext(hp, k, ks)
+	}
+	if len(ks.waiting) == 0 {
+		o.forget(hp, k, ks)
+		return recs, nil
+	}
+	next := ks.waiting[0]
+	ks.waiting = ks.waiting[1:]
+	if skipped != "" {
+		next.t.d.SkippedEventId = skipped
+	}
+	ks.running = true
+	return recs, func() { o.w.start(o.ctx, next.t, next.returned) }
+}
+
+func (o *ordering) forget(hp *heldPartition, k orderKey, ks *keyState) {
+	if !ks.running && ks.hold == nil && len(ks.waiting) == 0 {
+		delete(hp.keys, k)
+	}
+}
+
+// drainNext makes the first parked delivery of a draining key its running one and returns what
+// starts it (nil when nothing is parked). Called with o.mu held.
+func (o *ordering) drainNext(hp *heldPartition, k orderKey, ks *keyState) func() {
+	if len(ks.parked) == 0 {
+		return nil
+	}
+	hd := ks.parked[0]
+	ks.parked = ks.parked[1:]
+	ks.running, ks.curSeq = true, hd.Seq
+	d := proto.Clone(hd.Delivery).(*pb.Delivery)
+	if ks.hold.SkippedEventId != "" {
+		d.SkippedEventId = ks.hold.SkippedEventId
+	}
+	return func() {
+		go func() {
+			l := o.w.life
+			l.slots <- struct{}{}
+			l.inFlight(1)
+			t := &task{d: d, partition: hp.p, offset: -1, owner: l, gen: hp.gen} // no offset: finishing it commits nothing
+			t.ctx, t.span = o.w.deps.Telemetry.Tracer().Start(o.ctx, "deliver")
+			o.w.start(o.ctx, t, false)
+		}()
+	}
+}
+
+// load reads `deliveries-held` partition p back (a compacted topic: the latest record per key,
+// tombstones removing), then resumes the drains a previous owner left unfinished.
+func (o *ordering) load(hp *heldPartition) {
+	defer close(hp.ready)
+	var state map[string][]byte
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		var err error
+		if state, err = o.read(hp.p); err == nil {
+			break
+		}
+		o.w.log.Warn("reading held deliveries back; trying again", "partition", hp.p, "err", err, "in", backoff)
+		select {
+		case <-o.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if hp.dropped {
+		return
+	}
+	for key, v := range state {
+		switch {
+		case strings.HasPrefix(key, "h\x00"):
+			h := &pb.OrderingHold{}
+			if proto.Unmarshal(v, h) != nil || h.WebhookId == "" {
+				continue
+			}
+			k := orderKey{h.WebhookId, h.OrderingKey}
+			ks := hp.key(k)
+			ks.hold = h
+		case strings.HasPrefix(key, "p\x00"):
+			hd := &pb.HeldDelivery{}
+			if proto.Unmarshal(v, hd) != nil || hd.Delivery.GetDeliveryId() == "" {
+				continue
+			}
+			ks := hp.key(orderKey{hd.Delivery.WebhookId, hd.Delivery.OrderingKey})
+			ks.parked = append(ks.parked, hd)
+		}
+	}
+	var starts []func()
+	for k, ks := range hp.keys {
+		if ks.hold == nil { // parked records whose hold was not written: the head's fate is unknown, send them
+			ks.hold = &pb.OrderingHold{WebhookId: k.webhook, OrderingKey: k.key}
+		}
+		sortParked(ks.parked)
+		if n := len(ks.parked); n > 0 {
+			ks.hold.NextSeq = max(ks.hold.NextSeq, ks.parked[n-1].Seq+1)
+		}
+		if ks.hold.HeadDeliveryId != "" {
+			continue // waits for its head to come back from its tier
+		}
+		if len(ks.parked) == 0 {
+			o.w.cl.Produce(o.ctx, o.record(hp, holdKey(k), nil), nil)
+			delete(hp.keys, k)
+			continue
+		}
+		if start := o.drainNext(hp, k, ks); start != nil {
+			starts = append(starts, start)
+		}
+	}
+	if len(hp.keys) > 0 {
+		o.w.log.Info("held ordering keys read back", "partition", hp.p, "keys", len(hp.keys), "resumed", len(starts))
+	}
+	for _, s := range starts {
+		s()
+	}
+}
+
+func (hp *heldPartition) key(k orderKey) *keyState {
+	ks := hp.keys[k]
+	if ks == nil {
+		ks = &keyState{curSeq: -1}
+		hp.keys[k] = ks
+	}
+	return ks
+}
+
+func sortParked(ps []*pb.HeldDelivery) {
+	for i := 1; i < len(ps); i++ {
+		for j := i; j > 0 && ps[j].Seq < ps[j-1].Seq; j-- {
+			ps[j], ps[j-1] = ps[j-1], ps[j]
+		}
+	}
+}
+
+// read returns the latest value of every live key of `deliveries-held` partition p.
+func (o *ordering) read(p int32) (map[string][]byte, error) {
+	topic := o.w.cfg.Kafka.Topics.Held
+	ctx, cancel := context.WithTimeout(o.ctx, time.Minute)
+	defer cancel()
+	adm := kadm.NewClient(o.w.cl)
+	starts, err := adm.ListStartOffsets(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("listing the start offsets of %s: %w", topic, err)
+	}
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("listing the end offsets of %s: %w", topic, err)
+	}
+	s, sok := starts.Lookup(topic, p)
+	e, eok := ends.Lookup(topic, p)
+	if !sok || !eok || s.Err != nil || e.Err != nil {
+		return nil, fmt.Errorf("%s has no partition %d: it needs as many partitions as %s", topic, p, o.w.cfg.Kafka.Topics.Deliveries)
+	}
+	state := map[string][]byte{}
+	if s.Offset >= e.Offset {
+		return state, nil
+	}
+	cl, err := kafka.NewClient(o.w.cfg.Kafka, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {p: kgo.NewOffset().At(s.Offset)}}),
+		kgo.FetchMaxWait(50*time.Millisecond))
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	for pos := s.Offset; pos < e.Offset; {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := fs.Err(); err != nil {
+			return nil, err
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			pos = max(pos, r.Offset+1)
+			if r.Offset >= e.Offset {
+				return
+			}
+			if r.Value == nil {
+				delete(state, string(r.Key))
+			} else {
+				state[string(r.Key)] = r.Value
+			}
+		})
+	}
+	return state, nil
+}
+
+// withSkipped adds the skipped-event header to a webhook's headers when d carries one.
+func withSkipped(headers map[string]string, d *pb.Delivery) map[string]string {
+	if d.SkippedEventId == "" {
+		return headers
+	}
+	h := maps.Clone(headers)
+	if h == nil {
+		h = map[string]string{}
+	}
+	h[skippedHeader] = d.SkippedEventId
+	return h
+}
