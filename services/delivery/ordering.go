@@ -81,8 +81,10 @@ func parkedKey(k orderKey, seq int64) string {
 	return fmt.Sprintf("p\x00%s\x00%s\x00%016x", k.webhook, k.key, seq)
 }
 
-// assigned starts reading back the held state of newly assigned partitions.
+// assigned starts reading back the held state of newly assigned partitions. State left from an
+// earlier assignment of the same partition is stale: the next owner may have changed it.
 func (o *ordering) assigned(ps []int32) {
+	o.drop(ps)
 	for _, p := range ps {
 		o.partition(p)
 	}
@@ -130,7 +132,8 @@ func (o *ordering) admit(t *task, returned bool) bool {
 	<-hp.ready
 	k := orderKey{t.d.WebhookId, t.d.OrderingKey}
 	o.mu.Lock()
-	if hp.dropped {
+	if hp.dropped || hp.gen != t.gen {
+		// Fetched before its partition was revoked: the next owner redoes it.
 		o.mu.Unlock()
 		t.giveBack()
 		return true
@@ -290,6 +293,9 @@ func (o *ordering) drainNext(hp *heldPartition, k orderKey, ks *keyState) func()
 	}
 	return func() {
 		go func() {
+			if o.w.stopping.Load() {
+				return // stays parked: the next owner sends it
+			}
 			l := o.w.life
 			l.slots <- struct{}{}
 			l.inFlight(1)

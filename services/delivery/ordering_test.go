@@ -20,7 +20,7 @@ type orderedReceiver struct {
 	mu      sync.Mutex
 	script  map[string][]int // per webhook-id, the statuses of its first requests; then 200
 	calls   map[string]int
-	ok      []string          // webhook-ids answered 2xx, in order
+	ok      []string // webhook-ids answered 2xx, in order
 	okAt    map[string]time.Time
 	skipped map[string]string // webhook-id → surveyhooks-skipped-event-id it carried
 }
