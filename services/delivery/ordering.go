@@ -130,7 +130,6 @@ func (o *ordering) drop(ps []int32) {
 func (o *ordering) admit(t *task, returned bool) bool {
 	hp := o.partition(t.partition)
 	<-hp.ready
-	k := orderKey{t.d.WebhookId, t.d.OrderingKey}
 	o.mu.Lock()
 	if hp.dropped || hp.gen != t.gen {
 		// Fetched before its partition was revoked: the next owner redoes it.
@@ -138,37 +137,116 @@ func (o *ordering) admit(t *task, returned bool) bool {
 		t.giveBack()
 		return true
 	}
-	ks := hp.keys[k]
-	if ks == nil {
-		ks = &keyState{curSeq: -1}
-		hp.keys[k] = ks
+	v, hd := hp.admit(t, returned)
+	o.mu.Unlock()
+	switch v {
+	case admitRun:
+		return false
+	case admitPark:
+		o.w.produce(t, []*kgo.Record{o.parkedRecord(hp, hd)})
+	case admitKnown:
+		t.finish()
 	}
+	return true
+}
+
+// settle is called when t, an ordered delivery, is settled at its endpoint: toTier when it goes to
+// a retry tier (retried or moved aside), dead when it was dead-lettered. It returns the records to
+// produce with t's own (its key's new hold state), and what to do once they are queued: park the
+// deliveries that waited behind t, or start the next one of the key.
+func (o *ordering) settle(t *task, toTier, dead bool) (recs []*kgo.Record, then func()) {
+	o.mu.Lock()
+	hp := o.parts[t.partition]
+	if hp == nil || hp.dropped {
+		o.mu.Unlock()
+		return nil, nil
+	}
+	st := hp.settle(t.d, toTier, dead)
+	o.mu.Unlock()
+	k := orderKey{t.d.WebhookId, t.d.OrderingKey}
+	if st.unpark >= 0 {
+		recs = append(recs, o.record(hp, parkedKey(k, st.unpark), nil)) // sent, or now the head
+	}
+	switch {
+	case st.hold != nil:
+		recs = append(recs, o.holdRecord(hp, st.hold))
+	case st.unhold:
+		recs = append(recs, o.record(hp, holdKey(k), nil))
+	}
+	if len(st.parked) == 0 && st.next == nil && st.drain == nil {
+		return recs, nil
+	}
+	return recs, func() {
+		for i, pt := range st.parked {
+			o.w.produce(pt, []*kgo.Record{o.parkedRecord(hp, st.parkedAs[i])})
+		}
+		if st.next != nil {
+			o.w.start(o.ctx, st.next.t, st.next.returned)
+		}
+		if st.drain != nil {
+			o.send(hp, st.drain)
+		}
+	}
+}
+
+func (o *ordering) record(hp *heldPartition, key string, value []byte) *kgo.Record {
+	return &kgo.Record{Topic: o.w.cfg.Kafka.Topics.Held, Partition: hp.p, Key: []byte(key), Value: value}
+}
+
+func (o *ordering) holdRecord(hp *heldPartition, h *pb.OrderingHold) *kgo.Record {
+	h.UpdatedAtMs = time.Now().UnixMilli()
+	v, _ := proto.Marshal(h)
+	return o.record(hp, holdKey(orderKey{h.WebhookId, h.OrderingKey}), v)
+}
+
+func (o *ordering) parkedRecord(hp *heldPartition, hd *pb.HeldDelivery) *kgo.Record {
+	v, _ := proto.Marshal(hd)
+	return o.record(hp, parkedKey(orderKey{hd.Delivery.WebhookId, hd.Delivery.OrderingKey}, hd.Seq), v)
+}
+
+// send runs a parked delivery: it has no offset of its own (its `deliveries` offset finished
+// when it was parked), so finishing it commits nothing; its record is tombstoned when it settles.
+func (o *ordering) send(hp *heldPartition, d *pb.Delivery) {
+	go func() {
+		if o.w.stopping.Load() {
+			return // stays parked: the next owner sends it
+		}
+		l := o.w.life
+		l.slots <- struct{}{}
+		l.inFlight(1)
+		t := &task{d: d, partition: hp.p, offset: -1, owner: l, gen: hp.gen}
+		t.ctx, t.span = o.w.deps.Telemetry.Tracer().Start(o.ctx, "deliver")
+		o.w.start(o.ctx, t, false)
+	}()
+}
+
+// What the gate says about a fetched ordered delivery.
+type admitVerdict int
+
+const (
+	admitRun   admitVerdict = iota // nothing of its key is unsettled: to its endpoint
+	admitWait                      // behind its key's running delivery, in memory
+	admitPark                      // its key is held: park it (the HeldDelivery returned)
+	admitKnown                     // a copy of the head or of a parked delivery: nothing to do
+)
+
+// admit is the gate's decision for t, and its bookkeeping; no I/O. Called with o.mu held.
+func (hp *heldPartition) admit(t *task, returned bool) (admitVerdict, *pb.HeldDelivery) {
+	ks := hp.key(orderKey{t.d.WebhookId, t.d.OrderingKey})
 	switch {
 	case ks.hold == nil && !ks.running:
 		ks.running, ks.curSeq = true, -1
-		o.mu.Unlock()
-		return false
+		return admitRun, nil
 	case ks.hold == nil:
 		ks.waiting = append(ks.waiting, waiter{t, returned})
-		o.mu.Unlock()
-		return true
+		return admitWait, nil
 	case ks.hold.HeadDeliveryId == t.d.DeliveryId && !ks.running:
-		// The head is back from its retry tier.
-		ks.running, ks.curSeq = true, -1
-		o.mu.Unlock()
-		return false
+		ks.running, ks.curSeq = true, -1 // the head is back from its retry tier
+		return admitRun, nil
+	case ks.hold.HeadDeliveryId == t.d.DeliveryId || parkedIndex(ks.parked, t.d.DeliveryId) >= 0:
+		return admitKnown, nil // redone after a crash: its first copy is in hand
 	}
-	// Held: park it behind the head, unless it is parked (or running) already — a copy redone
-	// after a crash, whose first copy is in hand.
-	if ks.hold.HeadDeliveryId == t.d.DeliveryId || parkedIndex(ks.parked, t.d.DeliveryId) >= 0 {
-		o.mu.Unlock()
-		t.finish()
-		return true
-	}
-	rec := o.park(hp, k, ks, t.d)
-	o.mu.Unlock()
-	o.w.produce(t, []*kgo.Record{rec})
-	return true
+	return admitPark, ks.park(t.d)
 }
 
 func parkedIndex(parked []*pb.HeldDelivery, deliveryID string) int {
@@ -180,107 +258,78 @@ func parkedIndex(parked []*pb.HeldDelivery, deliveryID string) int {
 	return -1
 }
 
-// park appends d to the key's parked deliveries and returns its record. Called with o.mu held.
-func (o *ordering) park(hp *heldPartition, k orderKey, ks *keyState, d *pb.Delivery) *kgo.Record {
-	seq := ks.hold.NextSeq
+// park appends d to the held key's parked deliveries.
+func (ks *keyState) park(d *pb.Delivery) *pb.HeldDelivery {
+	hd := &pb.HeldDelivery{Seq: ks.hold.NextSeq, Delivery: d}
 	ks.hold.NextSeq++
-	hd := &pb.HeldDelivery{Seq: seq, Delivery: d}
 	ks.parked = append(ks.parked, hd)
-	v, _ := proto.Marshal(hd)
-	return o.record(hp, parkedKey(k, seq), v)
+	return hd
 }
 
-func (o *ordering) record(hp *heldPartition, key string, value []byte) *kgo.Record {
-	return &kgo.Record{Topic: o.w.cfg.Kafka.Topics.Held, Partition: hp.p, Key: []byte(key), Value: value}
+// step is what settling a key's running delivery asks for.
+type step struct {
+	unpark   int64            // the parked record to tombstone; -1: none
+	hold     *pb.OrderingHold // the key's hold to write (a copy)
+	unhold   bool             // tombstone the key's hold
+	parked   []*task          // waited in memory: park them, as parkedAs
+	parkedAs []*pb.HeldDelivery
+	next     *waiter      // start this one (it waited in memory)
+	drain    *pb.Delivery // send this one (it was parked)
 }
 
-func (o *ordering) holdRecord(hp *heldPartition, k orderKey, h *pb.OrderingHold) *kgo.Record {
-	h.UpdatedAtMs = time.Now().UnixMilli()
-	v, _ := proto.Marshal(h)
-	return o.record(hp, holdKey(k), v)
-}
-
-// settle is called when t, an ordered delivery, is settled at its endpoint: toTier when it goes to
-// a retry tier (retried or moved aside), dead when it was dead-lettered. It returns the records to
-// produce with t's own (its key's new hold state), and what to do once they are queued: park the
-// deliveries that waited behind t, or start the next one of the key.
-func (o *ordering) settle(t *task, toTier, dead bool) (recs []*kgo.Record, then func()) {
-	k := orderKey{t.d.WebhookId, t.d.OrderingKey}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	hp := o.parts[t.partition]
-	if hp == nil || hp.dropped {
-		return nil, nil
-	}
+// settle is the gate's decision when d, its key's running delivery, settled: toTier (retried or
+// moved aside: the key is held by it), dead (dead-lettered: the next one names it), or delivered.
+// No I/O. Called with o.mu held.
+func (hp *heldPartition) settle(d *pb.Delivery, toTier, dead bool) step {
+	k := orderKey{d.WebhookId, d.OrderingKey}
+	st := step{unpark: -1}
 	ks := hp.keys[k]
 	if ks == nil || !ks.running {
-		return nil, nil
+		return st
 	}
-	if ks.curSeq >= 0 {
-		recs = append(recs, o.record(hp, parkedKey(k, ks.curSeq), nil)) // sent or now the head
-	}
+	st.unpark = ks.curSeq
 	ks.running, ks.curSeq = false, -1
 	if toTier {
 		if ks.hold == nil {
 			ks.hold = &pb.OrderingHold{WebhookId: k.webhook, OrderingKey: k.key}
 		}
-		ks.hold.HeadDeliveryId, ks.hold.HeadEventId, ks.hold.SkippedEventId = t.d.DeliveryId, t.d.EventId, ""
-		recs = append(recs, o.holdRecord(hp, k, ks.hold))
-		if len(ks.waiting) == 0 {
-			return recs, nil
-		}
-		type parked struct {
-			t   *task
-			rec *kgo.Record
-		}
-		var ps []parked
+		ks.hold.HeadDeliveryId, ks.hold.HeadEventId, ks.hold.SkippedEventId = d.DeliveryId, d.EventId, ""
 		for _, wt := range ks.waiting {
-			ps = append(ps, parked{wt.t, o.park(hp, k, ks, wt.t.d)})
+			st.parked = append(st.parked, wt.t)
+			st.parkedAs = append(st.parkedAs, ks.park(wt.t.d))
 		}
 		ks.waiting = nil
-		return recs, func() {
-			for _, p := range ps {
-				o.w.produce(p.t, []*kgo.Record{p.rec})
-			}
-		}
+		st.hold = proto.Clone(ks.hold).(*pb.OrderingHold)
+		return st
 	}
 	skipped := ""
 	if dead {
-		skipped = t.d.EventId
+		skipped = d.EventId
 	}
-	if ks.hold != nil {
-		if len(ks.parked) == 0 {
-			recs = append(recs, o.record(hp, holdKey(k), nil))
-			ks.hold = nil
-			o.forget(hp, k, ks)
-			return recs, nil
-		}
+	switch {
+	case ks.hold != nil && len(ks.parked) == 0:
+		ks.hold, st.unhold = nil, true
+	case ks.hold != nil:
 		ks.hold.HeadDeliveryId, ks.hold.HeadEventId, ks.hold.SkippedEventId = "", "", skipped
-		recs = append(recs, o.holdRecord(hp, k, ks.hold))
-		return recs, o.drainNext(hp, k, ks)
+		st.hold = proto.Clone(ks.hold).(*pb.OrderingHold)
+		st.drain = ks.drainNext()
+	case len(ks.waiting) > 0:
+		next := ks.waiting[0]
+		ks.waiting = ks.waiting[1:]
+		if skipped != "" {
+			next.t.d.SkippedEventId = skipped
+		}
+		ks.running, st.next = true, &next
 	}
-	if len(ks.waiting) == 0 {
-		o.forget(hp, k, ks)
-		return recs, nil
-	}
-	next := ks.waiting[0]
-	ks.waiting = ks.waiting[1:]
-	if skipped != "" {
-		next.t.d.SkippedEventId = skipped
-	}
-	ks.running = true
-	return recs, func() { o.w.start(o.ctx, next.t, next.returned) }
-}
-
-func (o *ordering) forget(hp *heldPartition, k orderKey, ks *keyState) {
 	if !ks.running && ks.hold == nil && len(ks.waiting) == 0 {
 		delete(hp.keys, k)
 	}
+	return st
 }
 
-// drainNext makes the first parked delivery of a draining key its running one and returns what
-// starts it (nil when nothing is parked). Called with o.mu held.
-func (o *ordering) drainNext(hp *heldPartition, k orderKey, ks *keyState) func() {
+// drainNext makes the first parked delivery of a draining key its running one and returns it,
+// carrying the skipped event id of the hold (nil when nothing is parked).
+func (ks *keyState) drainNext() *pb.Delivery {
 	if len(ks.parked) == 0 {
 		return nil
 	}
@@ -291,19 +340,7 @@ func (o *ordering) drainNext(hp *heldPartition, k orderKey, ks *keyState) func()
 	if ks.hold.SkippedEventId != "" {
 		d.SkippedEventId = ks.hold.SkippedEventId
 	}
-	return func() {
-		go func() {
-			if o.w.stopping.Load() {
-				return // stays parked: the next owner sends it
-			}
-			l := o.w.life
-			l.slots <- struct{}{}
-			l.inFlight(1)
-			t := &task{d: d, partition: hp.p, offset: -1, owner: l, gen: hp.gen} // no offset: finishing it commits nothing
-			t.ctx, t.span = o.w.deps.Telemetry.Tracer().Start(o.ctx, "deliver")
-			o.w.start(o.ctx, t, false)
-		}()
-	}
+	return d
 }
 
 // load reads `deliveries-held` partition p back (a compacted topic: the latest record per key,
@@ -347,7 +384,7 @@ func (o *ordering) load(hp *heldPartition) {
 			ks.parked = append(ks.parked, hd)
 		}
 	}
-	var starts []func()
+	var drains []*pb.Delivery
 	for k, ks := range hp.keys {
 		if ks.hold == nil { // parked records whose hold was not written: the head's fate is unknown, send them
 			ks.hold = &pb.OrderingHold{WebhookId: k.webhook, OrderingKey: k.key}
@@ -364,15 +401,15 @@ func (o *ordering) load(hp *heldPartition) {
 			delete(hp.keys, k)
 			continue
 		}
-		if start := o.drainNext(hp, k, ks); start != nil {
-			starts = append(starts, start)
+		if d := ks.drainNext(); d != nil {
+			drains = append(drains, d)
 		}
 	}
 	if len(hp.keys) > 0 {
-		o.w.log.Info("held ordering keys read back", "partition", hp.p, "keys", len(hp.keys), "resumed", len(starts))
+		o.w.log.Info("held ordering keys read back", "partition", hp.p, "keys", len(hp.keys), "resumed", len(drains))
 	}
-	for _, s := range starts {
-		s()
+	for _, d := range drains {
+		o.send(hp, d)
 	}
 }
 
