@@ -50,6 +50,11 @@ type heldPartition struct {
 	ready   chan struct{} // closed once `deliveries-held` partition p was read back
 	dropped bool          // revoked or lost: its state belongs to the next owner
 	keys    map[orderKey]*keyState
+	// waitingBy counts, per webhook, the deliveries waiting in memory; past maxWaiting a key's
+	// waiting and later deliveries are parked instead, so an ordered webhook's burst holds no more
+	// of the process's slots than an endpoint's queue (DELIVERY_PER_ENDPOINT_QUEUE).
+	waitingBy  map[string]int
+	maxWaiting int
 }
 
 type orderKey struct{ webhook, key string }
@@ -58,6 +63,7 @@ type orderKey struct{ webhook, key string }
 type keyState struct {
 	running bool             // one of its deliveries is at its endpoint (running or queued)
 	curSeq  int64            // the running one's parked sequence number; -1: it came from `deliveries`
+	cur     *pb.Delivery     // the running one
 	waiting []waiter         // fetched after the running one, not held: in memory, in offset order
 	hold    *pb.OrderingHold // nil: not held
 	parked  []*pb.HeldDelivery
@@ -96,7 +102,8 @@ func (o *ordering) partition(p int32) *heldPartition {
 	defer o.mu.Unlock()
 	hp := o.parts[p]
 	if hp == nil {
-		hp = &heldPartition{p: p, gen: o.w.life.parts.generation(p), ready: make(chan struct{}), keys: map[orderKey]*keyState{}}
+		hp = &heldPartition{p: p, gen: o.w.life.parts.generation(p), ready: make(chan struct{}), keys: map[orderKey]*keyState{},
+			waitingBy: map[string]int{}, maxWaiting: o.w.cfg.PerEndpointQueue}
 		o.parts[p] = hp
 		go o.load(hp)
 	}
@@ -137,13 +144,19 @@ func (o *ordering) admit(t *task, returned bool) bool {
 		t.giveBack()
 		return true
 	}
-	v, hd := hp.admit(t, returned)
+	v, st := hp.admit(t, returned)
 	o.mu.Unlock()
 	switch v {
 	case admitRun:
 		return false
 	case admitPark:
-		o.w.produce(t, []*kgo.Record{o.parkedRecord(hp, hd)})
+		for i, pt := range st.parked {
+			recs := []*kgo.Record{o.parkedRecord(hp, st.parkedAs[i])}
+			if i == 0 && st.hold != nil {
+				recs = append([]*kgo.Record{o.holdRecord(hp, st.hold)}, recs...)
+			}
+			o.w.produce(pt, recs)
+		}
 	case admitKnown:
 		t.finish()
 	}
@@ -226,27 +239,50 @@ type admitVerdict int
 const (
 	admitRun   admitVerdict = iota // nothing of its key is unsettled: to its endpoint
 	admitWait                      // behind its key's running delivery, in memory
-	admitPark                      // its key is held: park it (the HeldDelivery returned)
+	admitPark                      // its key is held: park it (and those before it, as the step says)
 	admitKnown                     // a copy of the head or of a parked delivery: nothing to do
 )
 
-// admit is the gate's decision for t, and its bookkeeping; no I/O. Called with o.mu held.
-func (hp *heldPartition) admit(t *task, returned bool) (admitVerdict, *pb.HeldDelivery) {
-	ks := hp.key(orderKey{t.d.WebhookId, t.d.OrderingKey})
+// admit is the gate's decision for t, and its bookkeeping; no I/O. Called with o.mu held. For
+// admitPark the step lists the deliveries to park, t last, and the hold to write first if the key
+// was not held yet.
+func (hp *heldPartition) admit(t *task, returned bool) (admitVerdict, step) {
+	k := orderKey{t.d.WebhookId, t.d.OrderingKey}
+	ks := hp.key(k)
+	st := step{unpark: -1}
 	switch {
 	case ks.hold == nil && !ks.running:
-		ks.running, ks.curSeq = true, -1
-		return admitRun, nil
-	case ks.hold == nil:
+		ks.running, ks.curSeq, ks.cur = true, -1, t.d
+		return admitRun, st
+	case ks.hold == nil && hp.waitingBy[k.webhook] < hp.maxWaiting:
 		ks.waiting = append(ks.waiting, waiter{t, returned})
-		return admitWait, nil
+		hp.waitingBy[k.webhook]++
+		return admitWait, st
+	case ks.hold == nil:
+		// The webhook already has its share waiting in memory: hold the key by its running
+		// delivery and park what waits behind it, then t.
+		ks.hold = &pb.OrderingHold{WebhookId: k.webhook, OrderingKey: k.key, HeadDeliveryId: ks.cur.GetDeliveryId(), HeadEventId: ks.cur.GetEventId()}
+		hp.parkWaiting(k, ks, &st)
+		st.hold = proto.Clone(ks.hold).(*pb.OrderingHold)
 	case ks.hold.HeadDeliveryId == t.d.DeliveryId && !ks.running:
-		ks.running, ks.curSeq = true, -1 // the head is back from its retry tier
-		return admitRun, nil
+		ks.running, ks.curSeq, ks.cur = true, -1, t.d // the head is back from its retry tier
+		return admitRun, st
 	case ks.hold.HeadDeliveryId == t.d.DeliveryId || parkedIndex(ks.parked, t.d.DeliveryId) >= 0:
-		return admitKnown, nil // redone after a crash: its first copy is in hand
+		return admitKnown, st // redone after a crash: its first copy is in hand
 	}
-	return admitPark, ks.park(t.d)
+	st.parked = append(st.parked, t)
+	st.parkedAs = append(st.parkedAs, ks.park(t.d))
+	return admitPark, st
+}
+
+// parkWaiting moves the key's in-memory waiting deliveries to its parked ones, in order.
+func (hp *heldPartition) parkWaiting(k orderKey, ks *keyState, st *step) {
+	for _, wt := range ks.waiting {
+		st.parked = append(st.parked, wt.t)
+		st.parkedAs = append(st.parkedAs, ks.park(wt.t.d))
+	}
+	hp.waitingBy[k.webhook] -= len(ks.waiting)
+	ks.waiting = nil
 }
 
 func parkedIndex(parked []*pb.HeldDelivery, deliveryID string) int {
@@ -288,17 +324,13 @@ func (hp *heldPartition) settle(d *pb.Delivery, toTier, dead bool) step {
 		return st
 	}
 	st.unpark = ks.curSeq
-	ks.running, ks.curSeq = false, -1
+	ks.running, ks.curSeq, ks.cur = false, -1, nil
 	if toTier {
 		if ks.hold == nil {
 			ks.hold = &pb.OrderingHold{WebhookId: k.webhook, OrderingKey: k.key}
 		}
 		ks.hold.HeadDeliveryId, ks.hold.HeadEventId, ks.hold.SkippedEventId = d.DeliveryId, d.EventId, ""
-		for _, wt := range ks.waiting {
-			st.parked = append(st.parked, wt.t)
-			st.parkedAs = append(st.parkedAs, ks.park(wt.t.d))
-		}
-		ks.waiting = nil
+		hp.parkWaiting(k, ks, &st)
 		st.hold = proto.Clone(ks.hold).(*pb.OrderingHold)
 		return st
 	}
@@ -316,10 +348,11 @@ func (hp *heldPartition) settle(d *pb.Delivery, toTier, dead bool) step {
 	case len(ks.waiting) > 0:
 		next := ks.waiting[0]
 		ks.waiting = ks.waiting[1:]
+		hp.waitingBy[k.webhook]--
 		if skipped != "" {
 			next.t.d.SkippedEventId = skipped
 		}
-		ks.running, st.next = true, &next
+		ks.running, ks.cur, st.next = true, next.t.d, &next
 	}
 	if !ks.running && ks.hold == nil && len(ks.waiting) == 0 {
 		delete(hp.keys, k)
@@ -335,11 +368,11 @@ func (ks *keyState) drainNext() *pb.Delivery {
 	}
 	hd := ks.parked[0]
 	ks.parked = ks.parked[1:]
-	ks.running, ks.curSeq = true, hd.Seq
 	d := proto.Clone(hd.Delivery).(*pb.Delivery)
 	if ks.hold.SkippedEventId != "" {
 		d.SkippedEventId = ks.hold.SkippedEventId
 	}
+	ks.running, ks.curSeq, ks.cur = true, hd.Seq, d
 	return d
 }
 

@@ -12,7 +12,9 @@ func orderedTask(id, key string) *task {
 	return &task{d: &pb.Delivery{DeliveryId: id, EventId: "evt-" + id, WebhookId: "wh", OrderingKey: key}}
 }
 
-func newGate() *heldPartition { return &heldPartition{keys: map[orderKey]*keyState{}} }
+func newGate() *heldPartition {
+	return &heldPartition{keys: map[orderKey]*keyState{}, waitingBy: map[string]int{}, maxWaiting: 100}
+}
 
 // TestGateRunsOneDeliveryPerKeyAndTheNextWhenItIsDelivered: a key's later deliveries wait in
 // memory behind its running one and start, in order, as each is delivered; other keys never wait.
@@ -52,13 +54,14 @@ func TestGateHoldsAKeyWhileItsHeadWaitsOnATier(t *testing.T) {
 
 	st := g.settle(a0.d, true, false)
 	require.Equal(t, "a0", st.hold.HeadDeliveryId)
+	require.Zero(t, g.waitingBy["wh"], "parked, no longer waiting in memory")
 	require.Equal(t, []*task{a1}, st.parked)
 	require.EqualValues(t, 0, st.parkedAs[0].Seq)
 	require.EqualValues(t, -1, st.unpark)
 
-	v, hd := g.admit(a2, false)
+	v, st := g.admit(a2, false)
 	require.Equal(t, admitPark, v, "while held, later deliveries are parked")
-	require.EqualValues(t, 1, hd.Seq)
+	require.EqualValues(t, 1, st.parkedAs[0].Seq)
 	v, _ = g.admit(a2, false)
 	require.Equal(t, admitKnown, v, "a copy of a parked delivery is not parked twice")
 	v, _ = g.admit(orderedTask("a0", "r:a"), false)
@@ -69,9 +72,9 @@ func TestGateHoldsAKeyWhileItsHeadWaitsOnATier(t *testing.T) {
 	st = g.settle(a0.d, false, false)
 	require.Equal(t, "", st.hold.HeadDeliveryId, "draining: no head")
 	require.Equal(t, "a1", st.drain.DeliveryId)
-	v, hd = g.admit(a3, false)
+	v, st2 := g.admit(a3, false)
 	require.Equal(t, admitPark, v, "still held while draining")
-	require.EqualValues(t, 2, hd.Seq)
+	require.EqualValues(t, 2, st2.parkedAs[0].Seq)
 
 	st = g.settle(st.drain, false, false)
 	require.EqualValues(t, 0, st.unpark, "a1's parked record is tombstoned")
@@ -115,4 +118,25 @@ func TestGateLetsTheNextProceedAfterADeadHeadNamingIt(t *testing.T) {
 	st = g.settle(orderedTask("b1", "u:b").d, false, false)
 	require.Equal(t, "b2", st.drain.DeliveryId)
 	require.Empty(t, st.drain.SkippedEventId, "only the delivery right after a dead one names it")
+}
+
+// TestGateParksPastTheWebhooksShareOfWaiting: past maxWaiting deliveries waiting in memory for one
+// webhook, a key is held by its running delivery and what waits behind it is parked, in order, so
+// a burst of an ordered webhook does not take the process's slots.
+func TestGateParksPastTheWebhooksShareOfWaiting(t *testing.T) {
+	g := newGate()
+	g.maxWaiting = 2
+	a0, a1, a2, a3 := orderedTask("a0", "r:a"), orderedTask("a1", "r:a"), orderedTask("a2", "r:a"), orderedTask("a3", "r:a")
+	g.admit(a0, false)
+	v, _ := g.admit(a1, false)
+	require.Equal(t, admitWait, v)
+	v, _ = g.admit(a2, false)
+	require.Equal(t, admitWait, v)
+	v, st := g.admit(a3, false)
+	require.Equal(t, admitPark, v)
+	require.Equal(t, "a0", st.hold.HeadDeliveryId, "held by the running delivery")
+	require.Equal(t, []*task{a1, a2, a3}, st.parked, "the waiting ones first, in order")
+	require.Zero(t, g.waitingBy["wh"])
+	st = g.settle(a0.d, false, false)
+	require.Equal(t, "a1", st.drain.DeliveryId)
 }
