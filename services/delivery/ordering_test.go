@@ -1,6 +1,7 @@
 package delivery_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
+	"github.com/surveyhooks/surveyhooks/services/delivery"
 )
 
 // orderedReceiver answers by a script keyed on webhook-id and records every request.
@@ -167,4 +169,56 @@ func TestUnorderedWebhookStillRunsConcurrently(t *testing.T) {
 	require.NoError(t, h.cl.ProduceSync(h.ctx, recs...).FirstErr())
 	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(order) == 2 }, 10*time.Second, 5*time.Millisecond)
 	require.Equal(t, []string{"d-1", "d-0"}, order)
+}
+
+// TestHeldKeysMoveWithTheirPartitionsInARebalance: keys of six webhooks (over three partitions)
+// are held while their first deliveries wait on a tier; a second worker joins and the first
+// leaves, so every partition changes owner with parked deliveries in it. The new owner reads the
+// held state back and every key's deliveries still arrive in order, none lost.
+func TestHeldKeysMoveWithTheirPartitionsInARebalance(t *testing.T) {
+	h := newHarness(t, []time.Duration{3 * time.Second}, nil)
+	script := map[string][]int{}
+	for i := range 6 {
+		script[fmt.Sprintf("w%da-0", i)] = []int{http.StatusServiceUnavailable}
+	}
+	rcv := newOrderedReceiver(script)
+	srv := httptest.NewServer(rcv)
+	defer srv.Close()
+	for i := range 6 {
+		h.webhook(fmt.Sprintf("wh_%d", i), srv.URL, func(wh *pb.Webhook) { wh.Ordering = "respondent" })
+	}
+	h.start()
+	for i := range 6 {
+		p := fmt.Sprintf("w%da-", i)
+		h.deliverKeyed(fmt.Sprintf("wh_%d", i), p+"0", p+"1", p+"2")
+	}
+	require.Eventually(t, func() bool {
+		rcv.mu.Lock()
+		defer rcv.mu.Unlock()
+		n := 0
+		for i := range 6 {
+			n += rcv.calls[fmt.Sprintf("w%da-0", i)]
+		}
+		return n == 6
+	}, 10*time.Second, 5*time.Millisecond, "every first delivery failed once")
+	time.Sleep(300 * time.Millisecond) // the later ones are parked
+
+	// A second worker joins (partitions move to it), then the first leaves (the rest move).
+	ctx, cancel := context.WithCancel(h.ctx)
+	done := make(chan error, 1)
+	go func() { done <- delivery.Run(ctx, h.cfg, nil) }()
+	t.Cleanup(func() { cancel(); <-done })
+	time.Sleep(time.Second)
+	h.stop()
+
+	var want []string
+	for i := range 6 {
+		p := fmt.Sprintf("w%da-", i)
+		want = append(want, p+"0", p+"1", p+"2")
+	}
+	require.Eventually(t, func() bool { return rcv.delivered(want...) }, 30*time.Second, 10*time.Millisecond)
+	for i := range 6 {
+		p := fmt.Sprintf("w%da-", i)
+		require.Equal(t, []string{p + "0", p + "1", p + "2"}, rcv.orderOf(p))
+	}
 }
