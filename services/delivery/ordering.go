@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/surveyhooks/surveyhooks/pkg/ids"
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
@@ -386,6 +388,12 @@ func (o *ordering) load(hp *heldPartition) {
 		if state, err = o.read(hp.p); err == nil {
 			break
 		}
+		if errors.Is(err, errNoHeldPartition) {
+			// Waiting would stop the fetch loop for every webhook: go on unordered for this
+			// partition, loudly.
+			o.w.log.Error("per-respondent ordering is off for this partition", "partition", hp.p, "err", err)
+			break
+		}
 		o.w.log.Warn("reading held deliveries back; trying again", "partition", hp.p, "err", err, "in", backoff)
 		select {
 		case <-o.ctx.Done():
@@ -463,36 +471,39 @@ func sortParked(ps []*pb.HeldDelivery) {
 	}
 }
 
-// read returns the latest value of every live key of `deliveries-held` partition p.
+var errNoHeldPartition = errors.New("no held-state partition")
+
+// read returns the latest value of every live key of `deliveries-held` partition p. It first
+// writes a fence (a tombstone of a key of its own) and reads up to it: the end of a compacted
+// partition may have been compacted away, and reading up to an offset that no longer exists would
+// never end.
 func (o *ordering) read(p int32) (map[string][]byte, error) {
 	topic := o.w.cfg.Kafka.Topics.Held
 	ctx, cancel := context.WithTimeout(o.ctx, time.Minute)
 	defer cancel()
-	adm := kadm.NewClient(o.w.cl)
-	starts, err := adm.ListStartOffsets(ctx, topic)
+	starts, err := kadm.NewClient(o.w.cl).ListStartOffsets(ctx, topic)
 	if err != nil {
 		return nil, fmt.Errorf("listing the start offsets of %s: %w", topic, err)
 	}
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err != nil {
-		return nil, fmt.Errorf("listing the end offsets of %s: %w", topic, err)
+	s, ok := starts.Lookup(topic, p)
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("%w: %s has no partition %d; it needs as many partitions as %s", errNoHeldPartition, topic, p, o.w.cfg.Kafka.Topics.Deliveries)
+	case s.Err != nil:
+		return nil, fmt.Errorf("listing the start offset of %s partition %d: %w", topic, p, s.Err)
 	}
-	s, sok := starts.Lookup(topic, p)
-	e, eok := ends.Lookup(topic, p)
-	if !sok || !eok || s.Err != nil || e.Err != nil {
-		return nil, fmt.Errorf("%s has no partition %d: it needs as many partitions as %s", topic, p, o.w.cfg.Kafka.Topics.Deliveries)
+	fence := &kgo.Record{Topic: topic, Partition: p, Key: []byte("f\x00" + ids.New(""))}
+	if err := o.w.cl.ProduceSync(ctx, fence).FirstErr(); err != nil {
+		return nil, fmt.Errorf("writing a fence to %s partition %d: %w", topic, p, err)
 	}
 	state := map[string][]byte{}
-	if s.Offset >= e.Offset {
-		return state, nil
-	}
 	cl, err := kafka.NewClient(o.w.cfg.Kafka, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {p: kgo.NewOffset().At(s.Offset)}}),
 		kgo.FetchMaxWait(50*time.Millisecond))
 	if err != nil {
 		return nil, err
 	}
 	defer cl.Close()
-	for pos := s.Offset; pos < e.Offset; {
+	for pos := s.Offset; pos <= fence.Offset; {
 		fs := cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -502,16 +513,16 @@ func (o *ordering) read(p int32) (map[string][]byte, error) {
 		}
 		fs.EachRecord(func(r *kgo.Record) {
 			pos = max(pos, r.Offset+1)
-			if r.Offset >= e.Offset {
-				return
-			}
-			if r.Value == nil {
+			switch {
+			case r.Offset > fence.Offset:
+			case r.Value == nil:
 				delete(state, string(r.Key))
-			} else {
+			default:
 				state[string(r.Key)] = r.Value
 			}
 		})
 	}
+	delete(state, string(fence.Key))
 	return state, nil
 }
 
