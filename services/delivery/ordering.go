@@ -38,8 +38,9 @@ import (
 //
 // Other keys of the webhook, and other webhooks, never wait for a held key.
 type ordering struct {
-	w   *Worker
-	ctx context.Context // the worker's work context: parked deliveries run in it
+	w      *Worker
+	ctx    context.Context // parked deliveries run, and partitions are read back, in it
+	cancel context.CancelFunc
 
 	mu    sync.Mutex
 	parts map[int32]*heldPartition
@@ -79,8 +80,11 @@ type waiter struct {
 // skippedHeader names, on the next delivery of a key, the event of a dead-lettered one before it.
 const skippedHeader = "Surveyhooks-Skipped-Event-Id"
 
+// newOrdering is the worker's gate; its context ends when the worker's Run returns (after the
+// drain), like the worker's own work context.
 func newOrdering(w *Worker) *ordering {
-	return &ordering{w: w, ctx: context.Background(), parts: map[int32]*heldPartition{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &ordering{w: w, ctx: ctx, cancel: cancel, parts: map[int32]*heldPartition{}}
 }
 
 func holdKey(k orderKey) string { return "h\x00" + k.webhook + "\x00" + k.key }

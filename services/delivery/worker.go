@@ -102,7 +102,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	// Requests and produces outlive ctx: a stopping worker finishes what it started.
 	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
-	w.ord.ctx = work
+	defer w.ord.cancel()
 	commitDone := make(chan struct{})
 	go func() {
 		defer close(commitDone)
