@@ -111,7 +111,7 @@ func TestOrderedWebhookKeepsEachRespondentsOrderAcrossAKilledWorker(t *testing.T
 	apiKey := project["api_key"].(string)
 	events := []string{"survey.question_answered", "survey.completed"}
 	bad := call(t, "POST", l.api+"/v1/webhooks", apiKey, map[string]any{"name": "bad", "url": osrv.URL, "events": events, "ordering": "fifo"}, 400)
-	require.Contains(t, fmt.Sprint(bad), "ordering", "the error names the field")
+	require.Equal(t, "ordering", bad["error"].(map[string]any)["field"], "the error names the field: %v", bad)
 	wh := call(t, "POST", l.api+"/v1/webhooks", apiKey, map[string]any{"name": "ordered", "url": osrv.URL, "events": events, "ordering": "respondent"}, 201)
 	require.Equal(t, "respondent", wh["ordering"])
 	call(t, "POST", l.api+"/v1/webhooks", apiKey, map[string]any{"name": "plain", "url": psrv.URL, "events": events}, 201)
