@@ -72,6 +72,9 @@ type Topics struct {
 	RetryPrefix          string `env:"TOPIC_RETRY_PREFIX" envDefault:"deliveries-retry-"`
 	Dead                 string `env:"TOPIC_DELIVERIES_DEAD" envDefault:"deliveries-dead"`
 	Attempts             string `env:"TOPIC_DELIVERY_ATTEMPTS" envDefault:"delivery-attempts"`
+	// Held parks the later deliveries of an ordered webhook's key while its head waits on a
+	// retry tier (compacted), partition p beside `deliveries` partition p (docs/ordering.md).
+	Held string `env:"TOPIC_DELIVERIES_HELD" envDefault:"deliveries-held"`
 	// Respondents is fan-out's per-user state (compacted), partition p holding the users of
 	// `events` partition p: it needs at least as many partitions as Events.
 	Respondents string `env:"TOPIC_RESPONDENTS" envDefault:"respondents"`

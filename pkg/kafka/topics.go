@@ -17,7 +17,7 @@ type TopicSpec struct {
 }
 
 // Specs lists every topic of DESIGN §2 for the given retry schedule, with their configurations:
-// `projects`, `webhooks`, `respondents` and `erasures` are compacted (state), the rest are delete-retention logs kept
+// `projects`, `webhooks`, `respondents` `erasures` and `deliveries-held` are compacted (state), the rest are delete-retention logs kept
 // at least as long as the longest retry delay needs.
 func Specs(t Topics, retry []time.Duration) []TopicSpec {
 	s := func(v string) *string { return &v }
@@ -25,7 +25,7 @@ func Specs(t Topics, retry []time.Duration) []TopicSpec {
 	week := map[string]*string{"cleanup.policy": s("delete"), "retention.ms": s(fmt.Sprint((7 * 24 * time.Hour).Milliseconds()))}
 	specs := []TopicSpec{
 		{t.SurveyEvents, week}, {t.SurveyEventsRejected, week}, {t.Events, week},
-		{t.Projects, compacted}, {t.Webhooks, compacted}, {t.Respondents, compacted},
+		{t.Projects, compacted}, {t.Webhooks, compacted}, {t.Respondents, compacted}, {t.Held, compacted},
 		{t.Deliveries, week}, {t.Attempts, week},
 		{t.Dead, map[string]*string{"cleanup.policy": s("delete"), "retention.ms": s(fmt.Sprint((30 * 24 * time.Hour).Milliseconds()))}},
 	}

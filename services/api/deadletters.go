@@ -53,6 +53,9 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request, p *pb.P
 func (s *Server) replayOf(d *pb.Delivery, id string) (*pb.Delivery, error) {
 	out := proto.Clone(d).(*pb.Delivery)
 	out.Attempt, out.Tier, out.NotBeforeMs, out.LastOutcome, out.ReplayOf = 1, 0, 0, nil, id
+	// A replay is sent on its own, outside its respondent's order (docs/ordering.md): its key's
+	// later events went on without it long ago.
+	out.OrderingKey, out.SkippedEventId = "", ""
 	if d.StorageMasked {
 		body, err := s.box.Open(d.SealedBody)
 		if err != nil {

@@ -72,6 +72,10 @@ type webhookSpec struct {
 	ClientKey         *string `json:"client_key,omitempty"`
 	// Secret is taken on creation only (rotation has its own endpoint); never part of a stored spec.
 	Secret *string `json:"secret,omitempty"`
+
+	// Ordering is "" (none) or "respondent": one respondent's deliveries arrive in order
+	// (docs/ordering.md).
+	Ordering string `json:"ordering"`
 }
 
 func specOf(wh *pb.Webhook) webhookSpec {
@@ -80,7 +84,7 @@ func specOf(wh *pb.Webhook) webhookSpec {
 		EventToggles: wh.EventToggles, Enabled: &enabled, UserProperties: wh.UserProperties,
 		CompanyProperties: wh.CompanyProperties, PayloadVersion: wh.PayloadVersion, Filter: wh.Filter,
 		Transform: wh.Transform, Format: wh.Format, RateLimitPerS: wh.RateLimitPerS, Headers: wh.Headers,
-		RetryClientErrors: wh.RetryClientErrors, RetryPolicy: wh.RetryPolicy,
+		RetryClientErrors: wh.RetryClientErrors, RetryPolicy: wh.RetryPolicy, Ordering: wh.Ordering,
 		SignatureScheme: cmp.Or(wh.SignatureScheme, schemeV1), ClientCertificate: wh.ClientCertificate, Masking: maskingOut(wh.Masking)}
 }
 
@@ -217,6 +221,8 @@ type webhookOut struct {
 	// recorded it (at DELIVERY_FAILING_NOTIFY_AFTER failures, and at the disable).
 	FailingSince        *time.Time `json:"failing_since,omitempty"`
 	ConsecutiveFailures int32      `json:"consecutive_failures,omitempty"`
+
+	Ordering string `json:"ordering"` // "" or "respondent"
 }
 
 // view is what a client sees of a webhook: never a secret, only each unexpired secret's metadata.
@@ -226,7 +232,7 @@ func (s *Server) view(wh *pb.Webhook) webhookOut {
 		DisabledReason: wh.DisabledReason, Secrets: []secretOut{}, UserProperties: nonNil(wh.UserProperties),
 		CompanyProperties: nonNil(wh.CompanyProperties), PayloadVersion: wh.PayloadVersion, Filter: wh.Filter,
 		Transform: wh.Transform, Format: wh.Format, RateLimitPerS: wh.RateLimitPerS, Headers: wh.Headers,
-		RetryClientErrors: wh.RetryClientErrors, RetryPolicy: cmp.Or(wh.RetryPolicy, "default"), SignatureScheme: cmp.Or(wh.SignatureScheme, schemeV1), Revision: wh.Revision, CreatedAt: time.UnixMilli(wh.CreatedAtMs).UTC(), UpdatedAt: time.UnixMilli(wh.UpdatedAtMs).UTC()}
+		RetryClientErrors: wh.RetryClientErrors, RetryPolicy: cmp.Or(wh.RetryPolicy, "default"), Ordering: wh.Ordering, SignatureScheme: cmp.Or(wh.SignatureScheme, schemeV1), Revision: wh.Revision, CreatedAt: time.UnixMilli(wh.CreatedAtMs).UTC(), UpdatedAt: time.UnixMilli(wh.UpdatedAtMs).UTC()}
 	if out.EventToggles == nil {
 		out.EventToggles = map[string]bool{}
 	}
@@ -332,6 +338,7 @@ func (s *Server) apply(wh *pb.Webhook, spec webhookSpec) error {
 	if wh.RetryPolicy == "" {
 		wh.RetryPolicy = "default"
 	}
+	wh.Ordering = strings.TrimSpace(spec.Ordering)
 	wh.Masking = maskingIn(spec.Masking)
 	wh.Headers = nil
 	if len(spec.Headers) > 0 {
@@ -365,6 +372,10 @@ func normaliseEvents(in []string) []string {
 	}
 	return slices.Compact(slices.Sorted(slices.Values(out)))
 }
+
+// orderingRespondent is the one ordering a webhook may ask for: each respondent's deliveries in
+// the order ingest accepted the events (docs/ordering.md).
+const orderingRespondent = "respondent"
 
 // validateWebhook checks a normalised webhook; the error names the offending field.
 func validateWebhook(wh *pb.Webhook) error {
@@ -410,6 +421,9 @@ func validateWebhook(wh *pb.Webhook) error {
 	}
 	if !slices.Contains(retryPolicies, wh.RetryPolicy) {
 		return invalid("retry_policy", "unknown retry policy %q; available: %s", wh.RetryPolicy, strings.Join(retryPolicies, ", "))
+	}
+	if wh.Ordering != "" && wh.Ordering != orderingRespondent {
+		return invalid("ordering", "unknown ordering %q; available: \"\" (none), %q", wh.Ordering, orderingRespondent)
 	}
 	return validateHeaders(wh.Headers)
 }

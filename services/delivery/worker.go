@@ -40,7 +40,8 @@ type Worker struct {
 	name    string
 	deps    service.Deps
 	met     *Metrics
-	health  *health // failing streaks, auto-disable, operational events (health.go)
+	health  *health   // failing streaks, auto-disable, operational events (health.go)
+	ord     *ordering // per-respondent ordering (ordering.go)
 
 	stopping      atomic.Bool // no more fetching: draining
 	abandonQueued atomic.Bool // the drain timed out: deliveries not yet started are left to the next owner
@@ -59,12 +60,14 @@ func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender
 	if cfg.FailingNotifyAfter > 0 { // a Config built in code may leave the health settings out
 		w.health = newHealth(cfg.healthPolicy(), cfg.Kafka.Topics.Deliveries, cfg.Kafka.Topics.Webhooks, reg)
 	}
+	w.ord = newOrdering(w)
 	w.life = &lifecycle{slots: make(chan struct{}, cfg.MaxInFlight), tr: newTracker(), parts: newPartitions(), inFlight: met.Held}
 	topic := cfg.Kafka.Topics.Deliveries
 	joined := w.deps.Ready.Wait("group " + cfg.Group + " joined")
 	hooks := w.deps.Telemetry.KafkaHooks()
 	cl, err := kafka.NewClient(cfg.Kafka, append(hooks,
-		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) { joined() }),
+		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { w.ord.assigned(m[topic]); joined() }),
+		kafka.SamePartition(cfg.Kafka.Topics.Held), // held state of `deliveries` partition p lives on partition p
 		kgo.ConsumerGroup(cfg.Group), kgo.ConsumeTopics(topic), kgo.DisableAutoCommit(),
 		kgo.ProducerBatchMaxBytes(maxBatchBytes), kgo.ProducerLinger(producerLinger),
 		// The slots already bound what is buffered (a held delivery has at most three records
@@ -82,9 +85,13 @@ func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender
 			}
 			w.quiesce(m[topic], limit)
 			w.commit(ctx, cl)
+			w.ord.drop(m[topic])
 			w.life.tr.drop(m[topic])
 		}),
-		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { w.life.tr.drop(m[topic]) }),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+			w.ord.drop(m[topic])
+			w.life.tr.drop(m[topic])
+		}),
 	)...)
 	if err != nil {
 		return nil, fmt.Errorf("connecting the delivery worker: %w", err)
@@ -99,6 +106,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	// Requests and produces outlive ctx: a stopping worker finishes what it started.
 	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
+	defer w.ord.cancel()
 	commitDone := make(chan struct{})
 	go func() {
 		defer close(commitDone)
@@ -200,6 +208,14 @@ func (w *Worker) admit(ctx context.Context, r *kgo.Record) {
 	t.d = d
 	t.ctx, t.span = w.deps.Telemetry.StartRecordSpan(ctx, r, "deliver")
 	returned := slices.ContainsFunc(r.Headers, func(h kgo.RecordHeader) bool { return h.Key == overflowHeader })
+	if d.OrderingKey != "" && !d.Test && w.ord.admit(t, returned) {
+		return // behind an earlier delivery of its ordering key
+	}
+	w.start(ctx, t, returned)
+}
+
+// start gives t to its endpoint: started now, queued, or moved aside.
+func (w *Worker) start(ctx context.Context, t *task, returned bool) {
 	switch a, wait := w.eps.admit(t, returned); a {
 	case admitStart:
 		w.wg.Add(1)
@@ -299,7 +315,7 @@ func (w *Worker) deliver(ctx context.Context, t *task) time.Duration {
 		}
 		if err == nil && !in.BreakerOpen {
 			res = w.snd.Send(t.ctx, sender.Request{MessageID: d.DeliveryId, URL: wh.Url, Body: d.Body, Secrets: keys,
-				Headers: replayHeaders(wh.Headers, d), Timestamp: start, ClientCert: cert})
+				Headers: withSkipped(replayHeaders(wh.Headers, d), d), Timestamp: start, ClientCert: cert})
 		}
 		if ctx.Err() != nil {
 			if judge != nil {
@@ -380,7 +396,16 @@ func (w *Worker) apply(t *task, a *pb.Attempt, dec decision, extra ...*kgo.Recor
 		w.log.DebugContext(t.ctx, "attempt", "delivery_id", d.DeliveryId, "webhook_id", d.WebhookId, "attempt", d.Attempt,
 			"outcome", outcomeName(out.Class), "status", out.StatusCode, "disposition", out.Disposition.String())
 	}
+	var then func()
+	if d.OrderingKey != "" && !d.Test {
+		var more []*kgo.Record
+		more, then = w.ord.settle(t, dec.Retry != nil, dec.Dead != nil)
+		recs = append(recs, more...)
+	}
 	w.produce(t, recs)
+	if then != nil {
+		then()
+	}
 }
 
 // overflowHeader marks a delivery moved aside (the releaser keeps headers), so that its endpoint
@@ -398,8 +423,18 @@ func (w *Worker) overflow(t *task, wait time.Duration) {
 	v, _ := proto.Marshal(next)
 	t.span.SetAttributes(attribute.String("surveyhooks.outcome", "moved_aside"))
 	w.met.MovedAside(t.ctx)
-	w.produce(t, []*kgo.Record{{Topic: w.cfg.Kafka.Topics.Retry(delay), Key: []byte(t.d.WebhookId), Value: v,
-		Headers: []kgo.RecordHeader{{Key: overflowHeader, Value: []byte("1")}}}})
+	recs := []*kgo.Record{{Topic: w.cfg.Kafka.Topics.Retry(delay), Key: []byte(t.d.WebhookId), Value: v,
+		Headers: []kgo.RecordHeader{{Key: overflowHeader, Value: []byte("1")}}}}
+	var then func()
+	if t.d.OrderingKey != "" && !t.d.Test {
+		var more []*kgo.Record
+		more, then = w.ord.settle(t, true, false) // its key waits for it on the tier
+		recs = append(recs, more...)
+	}
+	w.produce(t, recs)
+	if then != nil {
+		then()
+	}
 }
 
 // produce writes t's records and finishes t when all are acknowledged. A failed produce is tried

@@ -297,6 +297,7 @@ func (f *FanOut) fanOut(r *kgo.Record, reg *registry.Registry, rs *respondents, 
 			DeliveryId: DeliveryID(ev.EventId, wh.Id), EventId: ev.EventId, WebhookId: wh.Id,
 			ProjectId: ev.ProjectId, EventType: ev.EventType, Body: body, Attempt: 1,
 			CreatedAtMs: now, EventTimeMs: ev.TimeMs, WebhookRevision: wh.Revision, RespondentHashes: f.respondentHashes(ev, &hashes),
+			OrderingKey: OrderingKey(ev, wh),
 		}
 		v, _ := proto.Marshal(d)
 		// Each delivery continues the event's trace: its own copy of the headers (the tracer

@@ -40,12 +40,18 @@ func recordEventID(r *kgo.Record) string {
 }
 
 // eventsKey is the key of ev on `events`: project id + "/" + user id (or anonymous id, or the
-// event id when neither), so one user's events stay in order on one partition — and so do the
-// copies of one event a producer retries, which fan-out's per-partition de-duplication relies on.
+// response id, or the event id when none), so one user's events stay in order on one partition —
+// and so do the copies of one event a producer retries, which fan-out's per-partition
+// de-duplication relies on. The response id comes before the event id so that the events of a
+// response without a user stay together and in order too: per-respondent ordering
+// (docs/ordering.md) orders deliveries by response id, else user id, else anonymous id.
 func eventsKey(ev *pb.Event) string {
 	who := ev.GetUser().GetId()
 	if who == "" {
 		who = ev.GetUser().GetAnonymousId()
+	}
+	if who == "" {
+		who = ev.GetResponse().GetId()
 	}
 	if who == "" {
 		who = ev.EventId

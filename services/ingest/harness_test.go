@@ -197,6 +197,9 @@ func ingestKey(ev *pb.Event) string {
 		who = ev.GetUser().GetAnonymousId()
 	}
 	if who == "" {
+		who = ev.GetResponse().GetId()
+	}
+	if who == "" {
 		who = ev.EventId
 	}
 	return ev.ProjectId + "/" + who

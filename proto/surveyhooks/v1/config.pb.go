@@ -254,6 +254,10 @@ type Webhook struct {
 	// private key, AES-GCM sealed like the secrets.
 	ClientCertificate string `protobuf:"bytes,71,opt,name=client_certificate,json=clientCertificate,proto3" json:"client_certificate,omitempty"`
 	ClientKeySealed   []byte `protobuf:"bytes,72,opt,name=client_key_sealed,json=clientKeySealed,proto3" json:"client_key_sealed,omitempty"`
+	// Per-respondent ordering: "" (none: deliveries run concurrently, in any order) or
+	// "respondent" (deliveries sharing an ordering key arrive in the order ingest accepted the
+	// events; docs/ordering.md).
+	Ordering string `protobuf:"bytes,80,opt,name=ordering,proto3" json:"ordering,omitempty"`
 	// Health, written by the delivery worker that owns the webhook's partition (services/delivery,
 	// health.go), so that a failing streak survives restarts. Cleared when the webhook is re-enabled.
 	FailingSinceMs      int64 `protobuf:"varint,90,opt,name=failing_since_ms,json=failingSinceMs,proto3" json:"failing_since_ms,omitempty"`              // end of the first failed attempt of the current streak; 0: healthy
@@ -482,6 +486,13 @@ func (x *Webhook) GetClientKeySealed() []byte {
 	return nil
 }
 
+func (x *Webhook) GetOrdering() string {
+	if x != nil {
+		return x.Ordering
+	}
+	return ""
+}
+
 func (x *Webhook) GetFailingSinceMs() int64 {
 	if x != nil {
 		return x.FailingSinceMs
@@ -647,7 +658,7 @@ const file_surveyhooks_v1_config_proto_rawDesc = "" +
 	"\x06scopes\x18\x05 \x03(\tR\x06scopes\x12\"\n" +
 	"\rcreated_at_ms\x18\x06 \x01(\x03R\vcreatedAtMs\x12\"\n" +
 	"\rexpires_at_ms\x18\a \x01(\x03R\vexpiresAtMs\x12\"\n" +
-	"\rrevoked_at_ms\x18\b \x01(\x03R\vrevokedAtMs\"\x92\n" +
+	"\rrevoked_at_ms\x18\b \x01(\x03R\vrevokedAtMs\"\xae\n" +
 	"\n" +
 	"\aWebhook\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
@@ -679,7 +690,8 @@ const file_surveyhooks_v1_config_proto_rawDesc = "" +
 	"\amasking\x18< \x03(\v2\x1b.surveyhooks.v1.MaskingRuleR\amasking\x12)\n" +
 	"\x10signature_scheme\x18F \x01(\tR\x0fsignatureScheme\x12-\n" +
 	"\x12client_certificate\x18G \x01(\tR\x11clientCertificate\x12*\n" +
-	"\x11client_key_sealed\x18H \x01(\fR\x0fclientKeySealed\x12(\n" +
+	"\x11client_key_sealed\x18H \x01(\fR\x0fclientKeySealed\x12\x1a\n" +
+	"\bordering\x18P \x01(\tR\bordering\x12(\n" +
 	"\x10failing_since_ms\x18Z \x01(\x03R\x0efailingSinceMs\x121\n" +
 	"\x14consecutive_failures\x18[ \x01(\x05R\x13consecutiveFailures\x12$\n" +
 	"\x0edisabled_at_ms\x18\\ \x01(\x03R\fdisabledAtMs\x1a?\n" +

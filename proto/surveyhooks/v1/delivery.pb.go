@@ -179,6 +179,13 @@ type Delivery struct {
 	ReplayOf        string                 `protobuf:"bytes,13,opt,name=replay_of,json=replayOf,proto3" json:"replay_of,omitempty"`            // on a replay, the dead letter it came from
 	EventTimeMs     int64                  `protobuf:"varint,14,opt,name=event_time_ms,json=eventTimeMs,proto3" json:"event_time_ms,omitempty"`
 	WebhookRevision int64                  `protobuf:"varint,15,opt,name=webhook_revision,json=webhookRevision,proto3" json:"webhook_revision,omitempty"` // the webhook revision it was rendered for
+	// For a webhook with ordering "respondent": the event's response id, else its user id, else its
+	// anonymous id, prefixed with the kind ("r:", "u:", "a:"). Deliveries of one webhook sharing it
+	// are sent one at a time, in order (docs/ordering.md). Empty: unordered.
+	OrderingKey string `protobuf:"bytes,80,opt,name=ordering_key,json=orderingKey,proto3" json:"ordering_key,omitempty"`
+	// Set by the delivery worker on the next delivery of an ordering key after one of its
+	// deliveries was dead-lettered: that delivery's event id, sent as `surveyhooks-skipped-event-id`.
+	SkippedEventId string `protobuf:"bytes,81,opt,name=skipped_event_id,json=skippedEventId,proto3" json:"skipped_event_id,omitempty"`
 	// Only in the attempt log (ClickHouse dead_letters), never on a topic: when the project's
 	// storage masking rules masked body, the unmasked body sealed (AES-GCM, SURVEYHOOKS_ENCRYPTION_KEY)
 	// for a replay; storage_masked says body is the masked copy (without sealed_body: not replayable).
@@ -328,6 +335,20 @@ func (x *Delivery) GetWebhookRevision() int64 {
 		return x.WebhookRevision
 	}
 	return 0
+}
+
+func (x *Delivery) GetOrderingKey() string {
+	if x != nil {
+		return x.OrderingKey
+	}
+	return ""
+}
+
+func (x *Delivery) GetSkippedEventId() string {
+	if x != nil {
+		return x.SkippedEventId
+	}
+	return ""
 }
 
 func (x *Delivery) GetSealedBody() []byte {
@@ -671,7 +692,7 @@ var File_surveyhooks_v1_delivery_proto protoreflect.FileDescriptor
 
 const file_surveyhooks_v1_delivery_proto_rawDesc = "" +
 	"\n" +
-	"\x1dsurveyhooks/v1/delivery.proto\x12\x0esurveyhooks.v1\"\x82\x05\n" +
+	"\x1dsurveyhooks/v1/delivery.proto\x12\x0esurveyhooks.v1\"\xcf\x05\n" +
 	"\bDelivery\x12\x1f\n" +
 	"\vdelivery_id\x18\x01 \x01(\tR\n" +
 	"deliveryId\x12\x19\n" +
@@ -692,7 +713,9 @@ const file_surveyhooks_v1_delivery_proto_rawDesc = "" +
 	"\x04test\x18\f \x01(\bR\x04test\x12\x1b\n" +
 	"\treplay_of\x18\r \x01(\tR\breplayOf\x12\"\n" +
 	"\revent_time_ms\x18\x0e \x01(\x03R\veventTimeMs\x12)\n" +
-	"\x10webhook_revision\x18\x0f \x01(\x03R\x0fwebhookRevision\x12\x1f\n" +
+	"\x10webhook_revision\x18\x0f \x01(\x03R\x0fwebhookRevision\x12!\n" +
+	"\fordering_key\x18P \x01(\tR\vorderingKey\x12(\n" +
+	"\x10skipped_event_id\x18Q \x01(\tR\x0eskippedEventId\x12\x1f\n" +
 	"\vsealed_body\x18< \x01(\fR\n" +
 	"sealedBody\x12%\n" +
 	"\x0estorage_masked\x18= \x01(\bR\rstorageMasked\x12\"\n" +

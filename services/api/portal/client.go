@@ -80,6 +80,7 @@ type webhook struct {
 	RetryClientErrors bool              `json:"retry_client_errors"`
 	Headers           map[string]string `json:"headers"`
 	Masking           []MaskingRule     `json:"masking"`
+	Ordering          string            `json:"ordering"`
 	Revision          int64             `json:"revision"`
 	CreatedAt         time.Time         `json:"created_at"`
 	UpdatedAt         time.Time         `json:"updated_at"`

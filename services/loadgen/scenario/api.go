@@ -60,9 +60,17 @@ func (c *apiClient) createProject(ctx context.Context, name string) (project, er
 
 // createWebhook subscribes url to the load generator's event type.
 func (c *apiClient) createWebhook(ctx context.Context, p project, name, url string) (webhook, error) {
+	return c.createWebhookWith(ctx, p, name, url, nil)
+}
+
+// createWebhookWith is createWebhook with more fields of the webhook (e.g. "ordering").
+func (c *apiClient) createWebhookWith(ctx context.Context, p project, name, url string, more map[string]any) (webhook, error) {
 	var w webhook
-	err := c.call(ctx, "/v1/webhooks", p.APIKey, map[string]any{
-		"name": name, "url": url, "events": []string{produce.EventType}}, &w)
+	body := map[string]any{"name": name, "url": url, "events": []string{produce.EventType}}
+	for k, v := range more {
+		body[k] = v
+	}
+	err := c.call(ctx, "/v1/webhooks", p.APIKey, body, &w)
 	return w, err
 }
 

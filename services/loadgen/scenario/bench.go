@@ -169,6 +169,7 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 		{"latency", b.runLatency},
 		{"isolation", b.runIsolation},
 		{"slow_flood", b.runSlowFlood},
+		{"ordered", b.runOrdered},
 		{"http_ingest", b.runHTTPIngest},
 		{"cpu_at_400", b.runCPUAt400},
 		{"many_endpoints", b.runManyEndpoints},

@@ -37,6 +37,9 @@ type Results struct {
 	SlowFlood         SlowFlood `json:"slow_flood"`
 	SlowFloodP99Ratio float64   `json:"slow_flood_p99_ratio"` // healthy p99 beside a slow, flooded endpoint / alone
 
+	Ordered    Ordered `json:"ordered"`
+	OrderedRPS float64 `json:"ordered_rps"` // an ordered webhook's deliveries/s beside an unordered one's (ordered.unordered_rps)
+
 	SinkRowsPerS float64            `json:"sink_rows_per_s"` // attempt rows/s into ClickHouse during throughput
 	SinkMaxLag   int64              `json:"sink_max_lag"`    // the sink group's highest lag on delivery-attempts then
 	GroupLag     map[string]int64   `json:"throughput_max_lag_by_group"`
@@ -207,6 +210,8 @@ func (r *Results) Table(w io.Writer) {
 		r.IsolationP99Ratio, r.Isolation.HealthyMs.P99, r.Isolation.FloodedMs.P99, r.Isolation.Hanging)
 	fmt.Fprintf(tw, "slow_flood\thealthy p99 flooded / alone\t%.2f  (alone %.1f ms, beside %d to a %d ms endpoint %.1f ms)\n",
 		r.SlowFloodP99Ratio, r.SlowFlood.AloneMs.P99, r.SlowFlood.Flood, r.SlowFlood.SlowDelayMs, r.SlowFlood.FloodedMs.P99)
+	fmt.Fprintf(tw, "ordered\tordered_rps (ordering \"respondent\", %d users) vs unordered\t%.0f /s vs %.0f /s (ratio %.2f)\n",
+		r.Ordered.Respondents, r.OrderedRPS, r.Ordered.UnorderedRPS, r.Ordered.Ratio)
 	fmt.Fprintf(tw, "sink\tsink_rows_per_s (during throughput)\t%.0f rows/s\n", r.SinkRowsPerS)
 	fmt.Fprintf(tw, "sink\tsink_max_lag\t%d records\n", r.SinkMaxLag)
 	fmt.Fprintf(tw, "memory\tdelivery_peak_rss_mb (%d requests open)\t%.1f MiB (idle %.1f; %.1f KiB per delivery)\n",
