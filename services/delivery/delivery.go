@@ -55,8 +55,13 @@ type Config struct {
 	RootCAsFile string `env:"DELIVERY_ROOT_CAS_FILE"`
 	// MaxInFlight bounds deliveries held by this process (running or queued behind their endpoint).
 	MaxInFlight int `env:"DELIVERY_MAX_IN_FLIGHT" envDefault:"10000"`
-	// PerEndpointConcurrency bounds concurrent requests to one webhook.
+	// PerEndpointConcurrency bounds concurrent requests to one webhook: the fixed cap, or the upper
+	// bound of its adaptive limit.
 	PerEndpointConcurrency int `env:"DELIVERY_PER_ENDPOINT_CONCURRENCY" envDefault:"50"`
+	// AdaptiveConcurrency lets each webhook's concurrency limit follow what its endpoint can take
+	// (limiter.go): it grows while latency stays flat and shrinks on rising latency, timeouts,
+	// 429 and 503. Off: every webhook may have PerEndpointConcurrency requests open.
+	AdaptiveConcurrency bool `env:"DELIVERY_ADAPTIVE_CONCURRENCY" envDefault:"true"`
 	// PerEndpointQueue bounds the deliveries waiting behind one webhook's running requests; what
 	// does not fit (or would wait longer than Timeout) is moved to a retry tier, attempt unchanged
 	// (docs/architecture.md, "Delivery worker"). A slow endpoint's queue is bounded by Timeout
@@ -190,6 +195,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 		return err
 	}
 	defer func() { _ = unregister() }()
+	unregisterLimits, err := met.ObserveLimits(w.eps.limits)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = unregisterLimits() }()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.Run(gctx) })
 	g.Go(func() error { return rel.Run(gctx) })

@@ -209,7 +209,7 @@ func (w *Worker) admit(ctx context.Context, r *kgo.Record) {
 func (w *Worker) runEndpoint(ctx context.Context, t *task) {
 	defer w.wg.Done()
 	for t != nil {
-		var took time.Duration
+		var s sample
 		if w.abandonQueued.Load() || !t.begin() {
 			// Not started (the drain timed out, or its partition was revoked): leave it
 			// unfinished for the next owner, and release the rest. A draining worker still runs
@@ -217,9 +217,17 @@ func (w *Worker) runEndpoint(ctx context.Context, t *task) {
 			// it leaves, so everything finished after it on the partition would be sent again.
 			t.giveBack()
 		} else {
-			took = w.deliver(ctx, t)
+			s = w.deliver(ctx, t)
 		}
-		t = w.eps.next(t.d.WebhookId, took)
+		next := w.eps.next(t.d.WebhookId, s)
+		t = nil
+		if len(next) > 0 {
+			t = next[0]
+			for _, more := range next[1:] { // the endpoint's limit rose: more slots are open
+				w.wg.Add(1)
+				go w.runEndpoint(ctx, more)
+			}
+		}
 	}
 }
 
@@ -248,15 +256,16 @@ func (w *Worker) quiesce(partitions []int32, limit time.Duration) {
 }
 
 // deliver makes one attempt of t: it asks the decision whether to send, sends, asks it what the
-// result means, and applies that. It returns how long the request took (0: none was made).
-func (w *Worker) deliver(ctx context.Context, t *task) time.Duration {
+// result means, and applies that. It returns what the attempt teaches the endpoint's concurrency
+// limit (took 0: no request was made).
+func (w *Worker) deliver(ctx context.Context, t *task) sample {
 	d := t.d
 	if wait := time.Until(time.UnixMilli(d.NotBeforeMs)); wait > 0 {
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
 			t.giveBack()
-			return 0
+			return sample{}
 		}
 	}
 	wh := w.reg.Webhook(d.WebhookId)
@@ -277,7 +286,7 @@ func (w *Worker) deliver(ctx context.Context, t *task) time.Duration {
 		if lim := w.eps.limiter(d.WebhookId, wh.RateLimitPerS); lim != nil && !d.Test {
 			if err := lim.Wait(ctx); err != nil {
 				t.giveBack()
-				return 0
+				return sample{}
 			}
 		}
 		start = time.Now()
@@ -301,7 +310,7 @@ func (w *Worker) deliver(ctx context.Context, t *task) time.Duration {
 				judge(errNotJudged)
 			}
 			t.giveBack() // drain timed out mid-request: the next owner redoes it
-			return 0
+			return sample{}
 		}
 		if !in.BreakerOpen {
 			in.Sent = &res
@@ -313,11 +322,12 @@ func (w *Worker) deliver(ctx context.Context, t *task) time.Duration {
 		}
 	}
 	a := attemptRecord(in, dec, w.name, start)
+	a.ConcurrencyLimit = int32(w.eps.currentLimit(d.WebhookId))
 	if sc := t.span.SpanContext(); sc.HasTraceID() {
 		a.TraceId = sc.TraceID().String() // the attempt log links to the event's trace
 	}
 	w.apply(t, a, dec)
-	return res.Latency
+	return sample{start: start, took: res.Latency, dropped: overloaded(in.Sent, dec.Outcome)}
 }
 
 // attemptRecord is the attempt log's record of one decided attempt that started at start.

@@ -436,8 +436,11 @@ type Attempt struct {
 	TraceId           string                 `protobuf:"bytes,19,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
 	NextAttemptAtMs   int64                  `protobuf:"varint,20,opt,name=next_attempt_at_ms,json=nextAttemptAtMs,proto3" json:"next_attempt_at_ms,omitempty"` // when a retry is due; 0 when none
 	Test              bool                   `protobuf:"varint,21,opt,name=test,proto3" json:"test,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The endpoint's concurrency limit when the attempt was made: how many requests the worker let
+	// it have open (adaptive, at most DELIVERY_PER_ENDPOINT_CONCURRENCY).
+	ConcurrencyLimit int32 `protobuf:"varint,110,opt,name=concurrency_limit,json=concurrencyLimit,proto3" json:"concurrency_limit,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Attempt) Reset() {
@@ -617,6 +620,13 @@ func (x *Attempt) GetTest() bool {
 	return false
 }
 
+func (x *Attempt) GetConcurrencyLimit() int32 {
+	if x != nil {
+		return x.ConcurrencyLimit
+	}
+	return 0
+}
+
 var File_surveyhooks_v1_delivery_proto protoreflect.FileDescriptor
 
 const file_surveyhooks_v1_delivery_proto_rawDesc = "" +
@@ -653,7 +663,7 @@ const file_surveyhooks_v1_delivery_proto_rawDesc = "" +
 	"statusCode\x12\x14\n" +
 	"\x05error\x18\x04 \x01(\tR\x05error\x12\x13\n" +
 	"\x05at_ms\x18\x05 \x01(\x03R\x04atMs\x12$\n" +
-	"\x0eretry_after_ms\x18\x06 \x01(\x03R\fretryAfterMs\"\xa7\a\n" +
+	"\x0eretry_after_ms\x18\x06 \x01(\x03R\fretryAfterMs\"\xd4\a\n" +
 	"\aAttempt\x12\x1d\n" +
 	"\n" +
 	"attempt_id\x18\x01 \x01(\tR\tattemptId\x12\x1f\n" +
@@ -683,7 +693,8 @@ const file_surveyhooks_v1_delivery_proto_rawDesc = "" +
 	"\x06worker\x18\x12 \x01(\tR\x06worker\x12\x19\n" +
 	"\btrace_id\x18\x13 \x01(\tR\atraceId\x12+\n" +
 	"\x12next_attempt_at_ms\x18\x14 \x01(\x03R\x0fnextAttemptAtMs\x12\x12\n" +
-	"\x04test\x18\x15 \x01(\bR\x04test\x1aA\n" +
+	"\x04test\x18\x15 \x01(\bR\x04test\x12+\n" +
+	"\x11concurrency_limit\x18n \x01(\x05R\x10concurrencyLimit\x1aA\n" +
 	"\x13RequestHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aB\n" +

@@ -1,0 +1,132 @@
+package delivery
+
+import (
+	"math"
+	"net/http"
+	"time"
+
+	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
+	"github.com/surveyhooks/surveyhooks/services/delivery/sender"
+)
+
+// adaptiveLimit is one endpoint's adaptive concurrency limit: how many requests it may have open at
+// once. It follows what the endpoint can take, between 1 and the fixed cap
+// (DELIVERY_PER_ENDPOINT_CONCURRENCY), in the manner of TCP Vegas as Netflix's concurrency-limits
+// applies it to request concurrency (VegasLimit, with WindowedLimit's sampling):
+//
+//   - Latency: per window of samples (at least minWindowSamples and one limit's worth), the
+//     requests queued at the endpoint are estimated as limit × (1 − minRTT/avgRTT), minRTT being
+//     the lowest window average of the last two rttPeriods (the latency without a queue). Fewer
+//     than alpha queued: the limit grows, doubling until the first sign of congestion (slow
+//     start), then by an eighth; more than beta: it shrinks towards limit × minRTT/avgRTT, by at
+//     most a quarter per window. In between it holds. alpha and beta grow with log10(limit), as
+//     in VegasLimit.
+//   - Drops: a timeout, a 429 or a 503 halves the limit at once (AIMD's multiplicative
+//     decrease), at most once per round trip: only a request started after the last decrease
+//     can cause the next one.
+//   - A window in which fewer than half of the limit's requests were ever open says nothing about
+//     the endpoint (the load was low): the limit holds.
+//
+// It is not safe for concurrent use: endpoints holds it under its lock. Its memory is a few
+// words, so every endpoint can have one.
+type adaptiveLimit struct {
+	limit     float64
+	max       float64
+	slowStart bool
+
+	// the window being sampled
+	samples  int
+	sum      time.Duration
+	peakOpen int
+
+	minRTT      time.Duration // min(prevMin, curMin), 0 until the first window
+	curMin      time.Duration
+	prevMin     time.Duration
+	periodStart time.Time
+	decreased   time.Time // when a drop last decreased the limit
+}
+
+const (
+	minWindowSamples = 8
+	rttPeriod        = 30 * time.Second // the no-queue latency is forgotten after one to two of these
+	initialLimit     = 10
+)
+
+func newLimiter(maxLimit int, now time.Time) *adaptiveLimit {
+	return &adaptiveLimit{limit: float64(min(maxLimit, initialLimit)), max: float64(maxLimit), slowStart: true, periodStart: now}
+}
+
+// current is the number of requests the endpoint may have open.
+func (l *adaptiveLimit) current() int { return max(1, int(l.limit)) }
+
+// started notes that a request started with open requests now open (itself included).
+func (l *adaptiveLimit) started(open int) { l.peakOpen = max(l.peakOpen, open) }
+
+// observe learns from one finished request that started at start and took took; dropped says
+// the endpoint timed out or answered 429 or 503.
+func (l *adaptiveLimit) observe(start time.Time, took time.Duration, dropped bool, now time.Time) {
+	if dropped {
+		if start.After(l.decreased) {
+			l.limit = max(1, math.Floor(l.limit/2))
+			l.slowStart = false
+			l.decreased = now
+			l.resetWindow()
+		}
+		return
+	}
+	if took <= 0 {
+		return
+	}
+	l.samples++
+	l.sum += took
+	if l.samples < max(minWindowSamples, l.current()) {
+		return
+	}
+	avg := l.sum / time.Duration(l.samples)
+	appLimited := 2*l.peakOpen < l.current()
+	l.resetWindow()
+	if now.Sub(l.periodStart) >= rttPeriod {
+		l.prevMin, l.curMin, l.periodStart = l.curMin, 0, now
+	}
+	if l.curMin == 0 || avg < l.curMin {
+		l.curMin = avg
+	}
+	l.minRTT = l.curMin
+	if l.prevMin > 0 && l.prevMin < l.minRTT {
+		l.minRTT = l.prevMin
+	}
+	if appLimited {
+		return
+	}
+	queued := l.limit * (1 - float64(l.minRTT)/float64(avg))
+	alpha := max(1, 2*math.Log10(l.limit))
+	switch {
+	case queued < alpha && l.slowStart:
+		l.limit *= 2
+	case queued < alpha:
+		l.limit += max(1, l.limit/8)
+	case queued > 2*alpha:
+		l.slowStart = false
+		l.limit = max(l.limit*float64(l.minRTT)/float64(avg)+alpha, l.limit*3/4)
+	}
+	l.limit = min(max(l.limit, 1), l.max)
+}
+
+func (l *adaptiveLimit) resetWindow() { l.samples, l.sum, l.peakOpen = 0, 0, 0 }
+
+// learning says a drop decreased the limit within the last rttPeriod: the endpoint's state is
+// kept while idle, so its next burst does not start from scratch against an overloaded endpoint.
+func (l *adaptiveLimit) learning(now time.Time) bool {
+	return !l.decreased.IsZero() && now.Sub(l.decreased) < rttPeriod
+}
+
+// overloaded says an attempt's outcome is an endpoint's sign of overload: a timeout, 429 Too
+// Many Requests or 503 Service Unavailable. A refused or reset connection is not: it says
+// nothing about how many requests the endpoint can take.
+func overloaded(sent *sender.Result, out *pb.Outcome) bool {
+	if sent == nil {
+		return false
+	}
+	return out.Class == pb.OutcomeClass_OUTCOME_CLASS_TIMEOUT ||
+		out.StatusCode == http.StatusTooManyRequests || out.StatusCode == http.StatusServiceUnavailable
+}
