@@ -24,6 +24,9 @@ import (
 //   - Drops: a timeout, a 429 or a 503 halves the limit at once (AIMD's multiplicative
 //     decrease), at most once per round trip: only a request started after the last decrease
 //     can cause the next one.
+//   - Probe: when slow start ends and every rttPeriod, one window runs at half the limit, so
+//     that minRTT is measured below the knee even when the limit started above it (BBR's
+//     ProbeRTT).
 //   - A window in which fewer than half of the limit's requests were ever open says nothing about
 //     the endpoint (the load was low): the limit holds.
 //
@@ -44,6 +47,8 @@ type adaptiveLimit struct {
 	prevMin     time.Duration
 	periodStart time.Time
 	decreased   time.Time // when a drop last decreased the limit
+	probing     bool      // this window runs at half the limit, restore, to measure minRTT
+	restore     float64
 }
 
 const (
@@ -67,6 +72,9 @@ func (l *adaptiveLimit) started(open int) { l.peakOpen = max(l.peakOpen, open) }
 func (l *adaptiveLimit) observe(start time.Time, took time.Duration, dropped bool, now time.Time) {
 	if dropped {
 		if start.After(l.decreased) {
+			if l.probing {
+				l.limit, l.probing = l.restore, false
+			}
 			l.limit = max(1, math.Floor(l.limit/2))
 			l.slowStart = false
 			l.decreased = now
@@ -85,7 +93,8 @@ func (l *adaptiveLimit) observe(start time.Time, took time.Duration, dropped boo
 	avg := l.sum / time.Duration(l.samples)
 	appLimited := 2*l.peakOpen < l.current()
 	l.resetWindow()
-	if now.Sub(l.periodStart) >= rttPeriod {
+	rotate := now.Sub(l.periodStart) >= rttPeriod && !l.probing
+	if rotate {
 		l.prevMin, l.curMin, l.periodStart = l.curMin, 0, now
 	}
 	if l.curMin == 0 || avg < l.curMin {
@@ -95,7 +104,14 @@ func (l *adaptiveLimit) observe(start time.Time, took time.Duration, dropped boo
 	if l.prevMin > 0 && l.prevMin < l.minRTT {
 		l.minRTT = l.prevMin
 	}
-	if appLimited {
+	switch {
+	case l.probing: // the probe measured the latency at half the limit: back to work
+		l.limit, l.probing = l.restore, false
+		return
+	case appLimited:
+		return
+	case rotate:
+		l.probe()
 		return
 	}
 	queued := l.limit * (1 - float64(l.minRTT)/float64(avg))
@@ -106,10 +122,26 @@ func (l *adaptiveLimit) observe(start time.Time, took time.Duration, dropped boo
 	case queued < alpha:
 		l.limit += max(1, l.limit/8)
 	case queued > 2*alpha:
-		l.slowStart = false
 		l.limit = max(l.limit*float64(l.minRTT)/float64(avg)+alpha, l.limit*3/4)
+		if l.slowStart {
+			l.slowStart = false
+			l.limit = min(max(l.limit, 1), l.max)
+			l.probe() // slow start began at initialLimit, perhaps already past the knee
+			return
+		}
 	}
 	l.limit = min(max(l.limit, 1), l.max)
+}
+
+// probe halves the limit for one window, so that the latency with fewer requests open is
+// measured (BBR's ProbeRTT): a limit that only ever ran with a queue at the endpoint never saw the
+// latency without one, and would hold wherever it happened to be.
+func (l *adaptiveLimit) probe() {
+	if l.limit < 2 {
+		return
+	}
+	l.restore, l.probing = l.limit, true
+	l.limit = math.Floor(l.limit / 2)
 }
 
 func (l *adaptiveLimit) resetWindow() { l.samples, l.sum, l.peakOpen = 0, 0, 0 }
