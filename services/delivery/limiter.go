@@ -18,15 +18,19 @@ import (
 //     requests queued at the endpoint are estimated as limit × (1 − minRTT/avgRTT), minRTT being
 //     the lowest window average of the last two rttPeriods (the latency without a queue). Fewer
 //     than alpha queued: the limit grows, doubling until the first sign of congestion (slow
-//     start), then by an eighth; more than beta: it shrinks towards limit × minRTT/avgRTT, by at
-//     most a quarter per window. In between it holds. alpha and beta grow with log10(limit), as
-//     in VegasLimit.
+//     start), then by alpha/2 (at least 1). More than beta in two windows in a row (in slow
+//     start, one): it shrinks towards limit × minRTT/avgRTT, by at most a quarter per window. In
+//     between it holds. alpha and beta (2 × alpha) grow with log10(limit), as in VegasLimit.
 //   - Drops: a timeout, a 429 or a 503 halves the limit at once (AIMD's multiplicative
 //     decrease), at most once per round trip: only a request started after the last decrease
-//     can cause the next one.
+//     can cause the next one. Once the endpoint answers again, the limit doubles per window back
+//     to half what it was before the drops (TCP's slow start to ssthresh), then grows as above.
 //   - Probe: when slow start ends and every rttPeriod, one window runs at half the limit, so
 //     that minRTT is measured below the knee even when the limit started above it (BBR's
 //     ProbeRTT).
+//   - Only requests started under the current limit are sampled: a window judges the limit it
+//     measures, not the one before (the round-trip lag that makes a delay-based controller
+//     overshoot).
 //   - A window in which fewer than half of the limit's requests were ever open says nothing about
 //     the endpoint (the load was low): the limit holds.
 //
@@ -47,8 +51,11 @@ type adaptiveLimit struct {
 	prevMin     time.Duration
 	periodStart time.Time
 	decreased   time.Time // when a drop last decreased the limit
+	changed     time.Time // when the limit last changed
+	recoverTo   float64   // after drops, the limit doubles back up to this (half the limit before them)
 	probing     bool      // this window runs at half the limit, restore, to measure minRTT
 	restore     float64
+	queueing    bool // the last window saw a queue: the next one decides
 }
 
 const (
@@ -70,11 +77,18 @@ func (l *adaptiveLimit) started(open int) { l.peakOpen = max(l.peakOpen, open) }
 // observe learns from one finished request that started at start and took took; dropped says
 // the endpoint timed out or answered 429 or 503.
 func (l *adaptiveLimit) observe(start time.Time, took time.Duration, dropped bool, now time.Time) {
+	before := l.limit
+	defer func() {
+		if l.limit != before {
+			l.changed = now
+		}
+	}()
 	if dropped {
 		if start.After(l.decreased) {
 			if l.probing {
 				l.limit, l.probing = l.restore, false
 			}
+			l.recoverTo = max(l.recoverTo, math.Floor(l.limit/2))
 			l.limit = max(1, math.Floor(l.limit/2))
 			l.slowStart = false
 			l.decreased = now
@@ -82,8 +96,8 @@ func (l *adaptiveLimit) observe(start time.Time, took time.Duration, dropped boo
 		}
 		return
 	}
-	if took <= 0 {
-		return
+	if took <= 0 || start.Before(l.changed) {
+		return // it ran under an older limit: it would judge the new one by the old one's latency
 	}
 	l.samples++
 	l.sum += took
@@ -116,12 +130,21 @@ func (l *adaptiveLimit) observe(start time.Time, took time.Duration, dropped boo
 	}
 	queued := l.limit * (1 - float64(l.minRTT)/float64(avg))
 	alpha := max(1, 2*math.Log10(l.limit))
+	wasQueueing := l.queueing
+	l.queueing = false
 	switch {
 	case queued < alpha && l.slowStart:
 		l.limit *= 2
+	case queued < alpha && l.limit < l.recoverTo:
+		l.limit = min(2*l.limit, l.recoverTo)
 	case queued < alpha:
-		l.limit += max(1, l.limit/8)
+		l.recoverTo = 0
+		l.limit += max(1, alpha/2)
+	case queued > 2*alpha && !wasQueueing && !l.slowStart:
+		l.queueing = true // one window is noise on a busy machine; two in a row are a queue
+		return
 	case queued > 2*alpha:
+		l.recoverTo = 0
 		l.limit = max(l.limit*float64(l.minRTT)/float64(avg)+alpha, l.limit*3/4)
 		if l.slowStart {
 			l.slowStart = false

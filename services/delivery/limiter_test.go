@@ -127,7 +127,7 @@ func TestAdaptiveLimitForgetsAnOldNoQueueLatency(t *testing.T) {
 	for end := now.Add(2*rttPeriod + time.Second); now.Before(end); {
 		simulate(l, &now, 1, slow)
 	}
-	seen := simulate(l, &now, 40, slow)
+	seen := simulate(l, &now, 100, slow)
 	require.Equal(t, 100, seen[len(seen)-1], "%v", seen)
 }
 
