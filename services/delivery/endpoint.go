@@ -55,7 +55,7 @@ type endpoints struct {
 	adaptive    bool          // each endpoint's limit adapts below concurrency (limiter.go)
 	queueCap    int           // deliveries queued per endpoint
 	maxWait     time.Duration // a delivery is queued only if it should start within this
-	maxQueued   int           // deliveries queued over all endpoints
+	maxQueued   int           // deliveries queued over all endpoints: half the sending slots, so queues never take them all
 	queued      int
 	threshold   int
 	cooldown    time.Duration
@@ -63,7 +63,7 @@ type endpoints struct {
 
 func newEndpoints(cfg Config) *endpoints {
 	return &endpoints{m: map[string]*endpoint{}, concurrency: cfg.PerEndpointConcurrency, adaptive: cfg.AdaptiveConcurrency, queueCap: cfg.PerEndpointQueue,
-		maxWait: cfg.Timeout, maxQueued: max(1, cfg.MaxInFlight/2), threshold: cfg.BreakerThreshold, cooldown: cfg.BreakerCooldown}
+		maxWait: cfg.Timeout, maxQueued: max(1, cfg.sendingSlots()/2), threshold: cfg.BreakerThreshold, cooldown: cfg.BreakerCooldown}
 }
 
 func (e *endpoints) get(webhookID string) *endpoint {
@@ -115,7 +115,7 @@ func (e *endpoints) limits() []int {
 // bounded three ways: by its length, by how long its last delivery would wait (from the
 // endpoint's recent latency: a slow endpoint's queue is short, so the committed offset of its
 // partition is held back no longer than one request may take), and by a share of all queued
-// deliveries (half the process's slots), so no endpoint's backlog stops fetching for the others.
+// deliveries (half the sending slots), so no endpoint's backlog takes the sending slots of the others.
 // A Send Test always queues: its caller is waiting for it. For an overflow, wait estimates how
 // long the endpoint needs to work through what it holds and what was moved aside before: the
 // delivery comes back about when the endpoint can take it, instead of cycling through Kafka.

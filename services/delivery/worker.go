@@ -37,6 +37,8 @@ type Worker struct {
 	cl      *kgo.Client
 	life    *lifecycle
 	eps     *endpoints
+	fair    *fairQueue    // fetched deliveries waiting for a sending slot, by project (fairshare.go)
+	sending chan struct{} // one per delivery admitted to its endpoint, up to MaxSending
 	name    string
 	deps    service.Deps
 	met     *Metrics
@@ -55,6 +57,8 @@ func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender
 		return nil, err
 	}
 	w.met = met
+	w.fair = newFairQueue(cfg.FairShare, cfg.projectBuffer(), w.projectWeight)
+	w.sending = make(chan struct{}, cfg.sendingSlots())
 	w.life = &lifecycle{slots: make(chan struct{}, cfg.MaxInFlight), tr: newTracker(), parts: newPartitions(), inFlight: met.Held}
 	topic := cfg.Kafka.Topics.Deliveries
 	joined := w.deps.Ready.Wait("group " + cfg.Group + " joined")
@@ -196,13 +200,51 @@ func (w *Worker) admit(ctx context.Context, r *kgo.Record) {
 	t.d = d
 	t.ctx, t.span = w.deps.Telemetry.StartRecordSpan(ctx, r, "deliver")
 	returned := slices.ContainsFunc(r.Headers, func(h kgo.RecordHeader) bool { return h.Key == overflowHeader })
-	switch a, wait := w.eps.admit(t, returned); a {
-	case admitStart:
-		w.wg.Add(1)
-		go w.runEndpoint(ctx, t)
-	case admitOverflow:
-		w.overflow(t, wait)
+	w.wg.Add(1) // a drain waits for the deliveries waiting in the fair queue too
+	if ok, wait := w.fair.push(t, returned); !ok {
+		w.wg.Done()
+		w.overflow(t, wait) // its project's buffer is full
+		return
 	}
+	w.dispatch(ctx)
+}
+
+// dispatch admits waiting deliveries to their endpoints, in fair-share order, while sending
+// slots are free.
+func (w *Worker) dispatch(ctx context.Context) {
+	for {
+		select {
+		case w.sending <- struct{}{}:
+		default:
+			return
+		}
+		q, ok := w.fair.pop()
+		if !ok {
+			<-w.sending
+			if w.fair.len() == 0 { // else one was pushed while this held the slot it needed
+				return
+			}
+			continue
+		}
+		switch a, wait := w.eps.admit(q.t, q.returned); a {
+		case admitStart:
+			w.wg.Add(1)
+			go w.runEndpoint(ctx, q.t)
+		case admitOverflow:
+			w.overflow(q.t, wait)
+			<-w.sending
+		}
+		w.wg.Done()
+	}
+}
+
+// projectWeight is a project's share of the sending slots relative to others (Project's
+// delivery_weight, 1 when unset).
+func (w *Worker) projectWeight(projectID string) int {
+	if w.reg == nil {
+		return 1
+	}
+	return min(max(1, int(w.reg.Project(projectID).GetDeliveryWeight())), maxDeliveryWeight)
 }
 
 // runEndpoint runs t, then whatever queued behind it for the same endpoint.
@@ -219,7 +261,9 @@ func (w *Worker) runEndpoint(ctx context.Context, t *task) {
 		} else {
 			s = w.deliver(ctx, t)
 		}
+		<-w.sending // the tasks next returns hold slots of their own
 		next := w.eps.next(t.d.WebhookId, s)
+		w.dispatch(ctx)
 		t = nil
 		if len(next) > 0 {
 			t = next[0]
