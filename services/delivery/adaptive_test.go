@@ -70,9 +70,10 @@ func (k *kneeReceiver) first() time.Time {
 	return k.done[0]
 }
 
-// offer produces deliveries to webhookID at perSecond, in a batch every 10 ms, until the test
-// ends or stop is called.
-func (h *harness) offer(webhookID string, perSecond int) (stop func()) {
+// offer produces deliveries of projectID to webhookID at perSecond, in a batch every 10 ms,
+// until the test ends or stop is called; sent, when not nil, gets each delivery id's time of
+// produce.
+func (h *harness) offer(webhookID, projectID string, perSecond int, sent *sync.Map) (stop func()) {
 	done := make(chan struct{})
 	var once sync.Once
 	stop = func() { once.Do(func() { close(done) }) }
@@ -80,7 +81,7 @@ func (h *harness) offer(webhookID string, perSecond int) (stop func()) {
 	go func() {
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
-		start, sent := time.Now(), 0
+		start, n := time.Now(), 0
 		for {
 			select {
 			case <-done:
@@ -89,10 +90,13 @@ func (h *harness) offer(webhookID string, perSecond int) (stop func()) {
 				return
 			case <-tick.C:
 			}
-			for due := int(time.Since(start).Seconds() * float64(perSecond)); sent < due; sent++ {
-				d := &pb.Delivery{DeliveryId: fmt.Sprintf("%s-%d", webhookID, sent), EventId: fmt.Sprintf("evt-%s-%d", webhookID, sent),
-					WebhookId: webhookID, ProjectId: "p1", EventType: "nps.scored", Body: []byte(`{}`), Attempt: 1,
+			for due := int(time.Since(start).Seconds() * float64(perSecond)); n < due; n++ {
+				d := &pb.Delivery{DeliveryId: fmt.Sprintf("%s-%d-%d", webhookID, perSecond, n), EventId: fmt.Sprintf("evt-%s-%d-%d", webhookID, perSecond, n),
+					WebhookId: webhookID, ProjectId: projectID, EventType: "nps.scored", Body: []byte(`{}`), Attempt: 1,
 					CreatedAtMs: time.Now().UnixMilli()}
+				if sent != nil {
+					sent.Store(d.DeliveryId, time.Now())
+				}
 				v, _ := proto.Marshal(d)
 				h.cl.Produce(h.ctx, &kgo.Record{Topic: h.cfg.Kafka.Topics.Deliveries, Key: []byte(webhookID), Value: v}, nil)
 			}
@@ -124,7 +128,7 @@ func runKnee(t *testing.T, adaptive bool, concurrency int) kneeRun {
 	t.Cleanup(srv.Close)
 	h.webhook("wh_knee", srv.URL)
 	h.start()
-	defer h.offer("wh_knee", 500)()
+	defer h.offer("wh_knee", "p1", 500, nil)()
 	require.Eventually(t, func() bool { return !rcv.first().IsZero() }, 20*time.Second, 10*time.Millisecond, "the receiver is reached")
 	from := rcv.first().Add(3 * time.Second)
 	to := from.Add(4 * time.Second)
@@ -201,7 +205,7 @@ func TestAdaptiveConcurrencyShedsLoadOn429AndRecovers(t *testing.T) {
 	}
 	h.webhook("wh_429", srv.URL)
 	h.start()
-	defer h.offer("wh_429", 360)() // 1.2 × what the receiver takes at the cap
+	defer h.offer("wh_429", "p1", 360, nil)() // 1.2 × what the receiver takes at the cap
 	require.Eventually(t, func() bool { return open.Load() > 0 }, 20*time.Second, 10*time.Millisecond, "the receiver is reached")
 	time.Sleep(2 * time.Second)
 	healthy := peakOver(time.Second)
