@@ -141,6 +141,12 @@ func (e *endpoints) admit(t *task, returned bool) (a admission, wait time.Durati
 	if lat == 0 {
 		lat = time.Since(ep.since) // a hanging endpoint has no finished request to learn from
 	}
+	if ep.conc != nil && ep.conc.slowStart {
+		// Its limit doubles every round trip or two until the endpoint shows congestion: judged
+		// by today's limit, a burst would be moved aside for minutes that the endpoint will
+		// take in seconds.
+		limit = e.concurrency
+	}
 	wait = time.Duration((len(ep.queue)+1+limit-1)/limit) * lat
 	if t.d.Test || (len(ep.queue) < e.queueCap && wait < e.maxWait && e.queued < e.maxQueued) {
 		ep.queue = append(ep.queue, t)
