@@ -74,11 +74,12 @@ func (k *kneeReceiver) first() time.Time {
 // until the test ends or stop is called; sent, when not nil, gets each delivery id's time of
 // produce.
 func (h *harness) offer(webhookID, projectID string, perSecond int, sent *sync.Map) (stop func()) {
-	done := make(chan struct{})
+	done, exited := make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	stop = func() { once.Do(func() { close(done) }) }
+	stop = func() { once.Do(func() { close(done) }); <-exited } // nothing is produced after stop returns
 	h.t.Cleanup(stop)
 	go func() {
+		defer close(exited)
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
 		start, n := time.Now(), 0
