@@ -1,6 +1,7 @@
 package delivery_test
 
 import (
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/surveyhooks/surveyhooks/pkg/config"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 	"github.com/surveyhooks/surveyhooks/services/delivery"
 )
@@ -140,4 +142,25 @@ func TestViralProjectDoesNotDelayOtherProjects(t *testing.T) {
 	// Under overload every sending slot is busy: a delivery may wait for one, up to one request of
 	// the receiver's (50 ms). A normal-load p99 shorter than that is compared as 50 ms.
 	require.LessOrEqual(t, over, 2*max(normal, 50*time.Millisecond), "the small projects' p99 stays within 2× normal")
+}
+
+func TestFairShareSettingsAreValidatedNamingTheVariable(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		set  func(*delivery.Config)
+		want string
+	}{
+		{"more sending slots than slots", func(c *delivery.Config) { c.MaxInFlight, c.MaxSending = 100, 101 }, "DELIVERY_MAX_SENDING"},
+		{"negative sending slots", func(c *delivery.Config) { c.MaxSending = -1 }, "DELIVERY_MAX_SENDING"},
+		{"negative project buffer", func(c *delivery.Config) { c.ProjectBuffer = -1 }, "DELIVERY_PROJECT_BUFFER"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var cfg delivery.Config
+			require.NoError(t, config.Defaults(&cfg))
+			cfg.EncryptionKey = base64.StdEncoding.EncodeToString(make([]byte, 32))
+			require.NoError(t, cfg.Validate(), "the defaults are valid")
+			c.set(&cfg)
+			require.ErrorContains(t, cfg.Validate(), c.want)
+		})
+	}
 }
