@@ -20,7 +20,8 @@ import (
 //     than alpha queued: the limit grows, doubling until the first sign of congestion (slow
 //     start), then by alpha/2 (at least 1). More than beta in two windows in a row (in slow
 //     start, one): it shrinks towards limit × minRTT/avgRTT, by at most a quarter per window. In
-//     between it holds. alpha and beta (2 × alpha) grow with log10(limit), as in VegasLimit.
+//     between it holds. alpha and beta (2 × alpha) grow with log10(limit), as in VegasLimit,
+//     and are at least 5 % and 10 % of the limit.
 //   - Drops: a timeout, a 429 or a 503 halves the limit at once (AIMD's multiplicative
 //     decrease), at most once per round trip: only a request started after the last decrease
 //     can cause the next one. Once the endpoint answers again, the limit doubles per window back
@@ -129,7 +130,9 @@ func (l *adaptiveLimit) observe(start time.Time, took time.Duration, dropped boo
 		return
 	}
 	queued := l.limit * (1 - float64(l.minRTT)/float64(avg))
-	alpha := max(1, 2*math.Log10(l.limit))
+	// At high limits a few queued requests are a latency change of a few percent: noise on a
+	// busy machine. alpha is at least 5 % of the limit, so it shrinks on a rise of 10 % or more.
+	alpha := max(1, 2*math.Log10(l.limit), l.limit/20)
 	wasQueueing := l.queueing
 	l.queueing = false
 	switch {

@@ -199,11 +199,15 @@ func (w *Worker) admit(ctx context.Context, r *kgo.Record) {
 	}
 	t.d = d
 	t.ctx, t.span = w.deps.Telemetry.StartRecordSpan(ctx, r, "deliver")
-	returned := slices.ContainsFunc(r.Headers, func(h kgo.RecordHeader) bool { return h.Key == overflowHeader })
+	// Only a delivery its endpoint moved aside is counted back by the endpoint; one moved aside
+	// because its project's buffer was full is marked too, with another value.
+	returned := slices.ContainsFunc(r.Headers, func(h kgo.RecordHeader) bool {
+		return h.Key == overflowHeader && string(h.Value) == overflowByEndpoint
+	})
 	w.wg.Add(1) // a drain waits for the deliveries waiting in the fair queue too
 	if ok, wait := w.fair.push(t, returned); !ok {
 		w.wg.Done()
-		w.overflow(t, wait) // its project's buffer is full
+		w.overflow(t, wait, overflowByProject)
 		return
 	}
 	w.dispatch(ctx)
@@ -231,7 +235,7 @@ func (w *Worker) dispatch(ctx context.Context) {
 			w.wg.Add(1)
 			go w.runEndpoint(ctx, q.t)
 		case admitOverflow:
-			w.overflow(q.t, wait)
+			w.overflow(q.t, wait, overflowByEndpoint)
 			<-w.sending
 		}
 		w.wg.Done()
@@ -434,10 +438,17 @@ func (w *Worker) apply(t *task, a *pb.Attempt, dec decision) {
 // counts it back when it returns.
 const overflowHeader = "surveyhooks-overflow"
 
-// overflow moves t aside: its endpoint holds more than its share, so it goes to the retry tier
-// nearest the time the endpoint needs to work through what it holds — same attempt, same tier
-// number, nothing recorded as an attempt — and its offset counts as done once Kafka has it.
-func (w *Worker) overflow(t *task, wait time.Duration) {
+// The overflow header's values: who moved the delivery aside.
+const (
+	overflowByEndpoint = "1"       // its endpoint held its share of the worker
+	overflowByProject  = "project" // its project's buffer of waiting deliveries was full
+)
+
+// overflow moves t aside, because its endpoint holds more than its share or its project's buffer
+// is full (by says which), to the retry tier nearest wait, the time the endpoint or the project
+// needs to work through what it holds: same attempt, same tier number, nothing recorded as an
+// attempt. Its offset counts as done once Kafka has it.
+func (w *Worker) overflow(t *task, wait time.Duration, by string) {
 	schedule := w.cfg.Kafka.RetrySchedule
 	delay := schedule[max(1, tierFor(schedule, wait.Milliseconds()))-1]
 	next := proto.Clone(t.d).(*pb.Delivery)
@@ -446,7 +457,7 @@ func (w *Worker) overflow(t *task, wait time.Duration) {
 	t.span.SetAttributes(attribute.String("surveyhooks.outcome", "moved_aside"))
 	w.met.MovedAside(t.ctx)
 	w.produce(t, []*kgo.Record{{Topic: w.cfg.Kafka.Topics.Retry(delay), Key: []byte(t.d.WebhookId), Value: v,
-		Headers: []kgo.RecordHeader{{Key: overflowHeader, Value: []byte("1")}}}})
+		Headers: []kgo.RecordHeader{{Key: overflowHeader, Value: []byte(by)}}}})
 }
 
 // produce writes t's records and finishes t when all are acknowledged. A failed produce is tried
