@@ -196,7 +196,7 @@ func (e *endpoints) next(webhookID string, s sample) []*task {
 	if len(start) > 0 {
 		return start
 	}
-	if ep.active == 0 && ep.limiter == nil && (ep.conc == nil || !ep.conc.learning(time.Now())) && (ep.breaker == nil ||
+	if ep.active == 0 && ep.limiter == nil && (ep.conc == nil || ep.conc.forgettable(time.Now())) && (ep.breaker == nil ||
 		(ep.breaker.State() == gobreaker.StateClosed && ep.breaker.Counts().ConsecutiveFailures == 0)) {
 		delete(e.m, webhookID) // idle and healthy: forget it, memory stays bounded
 	}

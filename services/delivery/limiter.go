@@ -172,10 +172,17 @@ func (l *adaptiveLimit) probe() {
 
 func (l *adaptiveLimit) resetWindow() { l.samples, l.sum, l.peakOpen = 0, 0, 0 }
 
-// learning says a drop decreased the limit within the last rttPeriod: the endpoint's state is
-// kept while idle, so its next burst does not start from scratch against an overloaded endpoint.
+// learning says a drop decreased the limit within the last rttPeriod.
 func (l *adaptiveLimit) learning(now time.Time) bool {
 	return !l.decreased.IsZero() && now.Sub(l.decreased) < rttPeriod
+}
+
+// forgettable says an idle endpoint's limit teaches nothing a fresh one would not find at once:
+// it is still at its starting value and no drop lowered it lately. An endpoint that grew its limit
+// keeps it while idle, so a burst that comes back from a retry tier does not start slow start
+// again; what that keeps is a few words per webhook of the worker's partitions.
+func (l *adaptiveLimit) forgettable(now time.Time) bool {
+	return !l.learning(now) && l.limit <= initialLimit
 }
 
 // overloaded says an attempt's outcome is an endpoint's sign of overload: a timeout, 429 Too
