@@ -232,6 +232,7 @@ func (s *Server) routes() []route {
 
 		{"POST", "/v1/projects", s.admin(s.createProject)},
 		{"GET", "/v1/projects/{id}", s.admin(s.getProject)},
+		{"PATCH", "/v1/projects/{id}", s.admin(s.patchProject)},
 		{"PUT", "/v1/projects/{id}/storage-masking", s.admin(s.setStorageMasking)},
 		{"POST", "/v1/projects/{id}/portal-sessions", s.admin(s.createPortalSession)},
 		{"POST", "/v1/projects/{id}/erasures", s.admin(s.createErasure)},

@@ -31,11 +31,56 @@ type projectOut struct {
 	CreatedAt    time.Time `json:"created_at"`
 	// StorageMasking is what the sink applies to bodies before storing them (docs/privacy.md).
 	StorageMasking []maskingRule `json:"storage_masking"`
+	// DeliveryWeight is the project's share of a busy delivery worker relative to other projects
+	// (docs/architecture.md, "Fair share between projects").
+	DeliveryWeight int32 `json:"delivery_weight"`
 }
 
 func viewProject(p *pb.Project) projectOut {
 	return projectOut{ID: p.Id, UUID: envelope.ProjectUUID(p.Id), Name: p.Name, APIKeyPrefix: p.ApiKeyPrefix,
-		CreatedAt: time.UnixMilli(p.CreatedAtMs).UTC(), StorageMasking: maskingOut(p.StorageMasking)}
+		CreatedAt: time.UnixMilli(p.CreatedAtMs).UTC(), StorageMasking: maskingOut(p.StorageMasking),
+		DeliveryWeight: max(1, p.DeliveryWeight)}
+}
+
+// maxDeliveryWeight bounds delivery_weight: one project at most 100 times another's share.
+const maxDeliveryWeight = 100
+
+// patchProject changes the project's settings given (PATCH with {"delivery_weight": n}).
+func (s *Server) patchProject(w http.ResponseWriter, r *http.Request) error {
+	if err := onlyParams(r); err != nil {
+		return err
+	}
+	body, err := readObject(r)
+	if err != nil {
+		return err
+	}
+	var in struct {
+		DeliveryWeight *int64 `json:"delivery_weight"`
+	}
+	if err := httpapi.DecodeStrict(body, &in); err != nil {
+		return err
+	}
+	if in.DeliveryWeight == nil {
+		return invalid("delivery_weight", "delivery_weight is required")
+	}
+	if *in.DeliveryWeight < 1 || *in.DeliveryWeight > maxDeliveryWeight {
+		return invalid("delivery_weight", "delivery_weight must be between 1 and %d", maxDeliveryWeight)
+	}
+	id := r.PathValue("id")
+	unlock := s.locks.lock(id)
+	defer unlock()
+	cur := s.reg.Project(id)
+	if cur == nil {
+		return notFound("project", id)
+	}
+	p := proto.Clone(cur).(*pb.Project)
+	p.DeliveryWeight = int32(*in.DeliveryWeight)
+	if err := s.write(r.Context(), s.cfg.Kafka.Topics.Projects, p.Id, p); err != nil {
+		return err
+	}
+	s.log.Info("project delivery weight set", "project_id", p.Id, "delivery_weight", p.DeliveryWeight)
+	httpapi.WriteJSON(w, http.StatusOK, viewProject(p))
+	return nil
 }
 
 func (s *Server) createProject(w http.ResponseWriter, r *http.Request) error {

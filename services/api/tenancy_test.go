@@ -63,6 +63,9 @@ func TestAProjectKeySeesAndChangesOnlyItsOwnProject(t *testing.T) {
 		"POST /v1/projects/{id}/erasures": func(t *testing.T) {
 			s.must(http.StatusUnauthorized, "POST", "/v1/projects/"+pa+"/erasures", keyB, map[string]any{"user_id": "u1"})
 		},
+		"PATCH /v1/projects/{id}": func(t *testing.T) {
+			s.must(http.StatusUnauthorized, "PATCH", "/v1/projects/"+pa, keyB, map[string]any{"delivery_weight": 5})
+		},
 		"PUT /v1/projects/{id}/storage-masking": func(t *testing.T) {
 			s.must(http.StatusUnauthorized, "PUT", "/v1/projects/"+pa+"/storage-masking", keyB, map[string]any{"storage_masking": []any{}})
 		},

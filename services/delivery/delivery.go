@@ -55,8 +55,25 @@ type Config struct {
 	RootCAsFile string `env:"DELIVERY_ROOT_CAS_FILE"`
 	// MaxInFlight bounds deliveries held by this process (running or queued behind their endpoint).
 	MaxInFlight int `env:"DELIVERY_MAX_IN_FLIGHT" envDefault:"10000"`
-	// PerEndpointConcurrency bounds concurrent requests to one webhook.
+	// MaxSending bounds the deliveries admitted to their endpoints (running, or queued behind
+	// their endpoint's running requests): what the worker sends at once. Fetched deliveries beyond
+	// it wait by project and are admitted in weighted fair share order (FairShare). 0: half of
+	// MaxInFlight.
+	MaxSending int `env:"DELIVERY_MAX_SENDING" envDefault:"0"`
+	// FairShare admits waiting deliveries by deficit round robin over projects, weighted by each
+	// project's delivery_weight, instead of first come first served.
+	FairShare bool `env:"DELIVERY_FAIR_SHARE" envDefault:"true"`
+	// ProjectBuffer bounds one project's deliveries waiting for a sending slot; what does not fit
+	// is moved to a retry tier, attempt unchanged, so fetching goes on for the other projects.
+	// 0: a quarter of MaxInFlight.
+	ProjectBuffer int `env:"DELIVERY_PROJECT_BUFFER" envDefault:"0"`
+	// PerEndpointConcurrency bounds concurrent requests to one webhook: the fixed cap, or the upper
+	// bound of its adaptive limit.
 	PerEndpointConcurrency int `env:"DELIVERY_PER_ENDPOINT_CONCURRENCY" envDefault:"50"`
+	// AdaptiveConcurrency lets each webhook's concurrency limit follow what its endpoint can take
+	// (limiter.go): it grows while latency stays flat and shrinks on rising latency, timeouts,
+	// 429 and 503. Off: every webhook may have PerEndpointConcurrency requests open.
+	AdaptiveConcurrency bool `env:"DELIVERY_ADAPTIVE_CONCURRENCY" envDefault:"true"`
 	// PerEndpointQueue bounds the deliveries waiting behind one webhook's running requests; what
 	// does not fit (or would wait longer than Timeout) is moved to a retry tier, attempt unchanged
 	// (docs/architecture.md, "Delivery worker"). A slow endpoint's queue is bounded by Timeout
@@ -119,6 +136,10 @@ func (c Config) Validate() error {
 	switch {
 	case c.MaxInFlight < 1:
 		return errors.New("DELIVERY_MAX_IN_FLIGHT: must be at least 1")
+	case c.MaxSending < 0 || c.MaxSending > c.MaxInFlight:
+		return errors.New("DELIVERY_MAX_SENDING: must be between 0 (half of DELIVERY_MAX_IN_FLIGHT) and DELIVERY_MAX_IN_FLIGHT")
+	case c.ProjectBuffer < 0:
+		return errors.New("DELIVERY_PROJECT_BUFFER: must not be negative")
 	case c.PerEndpointConcurrency < 1:
 		return errors.New("DELIVERY_PER_ENDPOINT_CONCURRENCY: must be at least 1")
 	case c.PerEndpointQueue < 0:
@@ -146,6 +167,22 @@ func (c Config) Validate() error {
 			c.DisableAfterFailures, c.FailingNotifyAfter)
 	}
 	return c.Kafka.Validate()
+}
+
+// sendingSlots is MaxSending, or its default.
+func (c Config) sendingSlots() int {
+	if c.MaxSending > 0 {
+		return c.MaxSending
+	}
+	return max(1, c.MaxInFlight/2)
+}
+
+// projectBuffer is ProjectBuffer, or its default.
+func (c Config) projectBuffer() int {
+	if c.ProjectBuffer > 0 {
+		return c.ProjectBuffer
+	}
+	return max(1, c.MaxInFlight/4)
 }
 
 // Run runs a delivery worker and a tier releaser until ctx is done.
@@ -213,6 +250,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 		return err
 	}
 	defer func() { _ = unregister() }()
+	unregisterLimits, err := met.ObserveLimits(w.eps.limits)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = unregisterLimits() }()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.Run(gctx) })
 	g.Go(func() error { return rel.Run(gctx) })

@@ -9,8 +9,9 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// endpoint is one webhook's local state: how many requests run, the bounded queue behind them,
-// how long its requests take, its rate limiter and its circuit breaker. Keying `deliveries` by
+// endpoint is one webhook's local state: how many requests run and how many may (its adaptive
+// concurrency limit, limiter.go), the bounded queue behind them, how long its requests take, its
+// rate limiter and its circuit breaker. Keying `deliveries` by
 // webhook id puts all of an endpoint's traffic on one partition, hence one worker: no
 // coordination needed.
 type endpoint struct {
@@ -22,6 +23,14 @@ type endpoint struct {
 	limiter *rate.Limiter
 	limit   float64
 	breaker *gobreaker.TwoStepCircuitBreaker[struct{}]
+	conc    *adaptiveLimit // nil when DELIVERY_ADAPTIVE_CONCURRENCY is off: the fixed cap applies
+}
+
+// sample is what one finished delivery teaches its endpoint's limiter.
+type sample struct {
+	start   time.Time
+	took    time.Duration // 0: no request was made
+	dropped bool          // timed out, or answered 429 or 503: the endpoint is overloaded
 }
 
 // admission says what happens to a fetched delivery.
@@ -42,27 +51,63 @@ var (
 type endpoints struct {
 	mu          sync.Mutex
 	m           map[string]*endpoint
-	concurrency int           // requests at once per endpoint
+	concurrency int           // requests at once per endpoint: the fixed cap, and the adaptive limit's upper bound
+	adaptive    bool          // each endpoint's limit adapts below concurrency (limiter.go)
 	queueCap    int           // deliveries queued per endpoint
 	maxWait     time.Duration // a delivery is queued only if it should start within this
-	maxQueued   int           // deliveries queued over all endpoints
+	maxQueued   int           // deliveries queued over all endpoints: half the sending slots, so queues never take them all
 	queued      int
 	threshold   int
 	cooldown    time.Duration
 }
 
 func newEndpoints(cfg Config) *endpoints {
-	return &endpoints{m: map[string]*endpoint{}, concurrency: cfg.PerEndpointConcurrency, queueCap: cfg.PerEndpointQueue,
-		maxWait: cfg.Timeout, maxQueued: max(1, cfg.MaxInFlight/2), threshold: cfg.BreakerThreshold, cooldown: cfg.BreakerCooldown}
+	return &endpoints{m: map[string]*endpoint{}, concurrency: cfg.PerEndpointConcurrency, adaptive: cfg.AdaptiveConcurrency, queueCap: cfg.PerEndpointQueue,
+		maxWait: cfg.Timeout, maxQueued: max(1, cfg.sendingSlots()/2), threshold: cfg.BreakerThreshold, cooldown: cfg.BreakerCooldown}
 }
 
 func (e *endpoints) get(webhookID string) *endpoint {
 	ep := e.m[webhookID]
 	if ep == nil {
 		ep = &endpoint{}
+		if e.adaptive {
+			ep.conc = newLimiter(e.concurrency, time.Now())
+		}
 		e.m[webhookID] = ep
 	}
 	return ep
+}
+
+// limitOf is how many requests ep may have open now.
+func (e *endpoints) limitOf(ep *endpoint) int {
+	if ep.conc == nil {
+		return e.concurrency
+	}
+	return ep.conc.current()
+}
+
+// currentLimit is the webhook's concurrency limit now; the cap for an endpoint not yet seen.
+func (e *endpoints) currentLimit(webhookID string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if ep := e.m[webhookID]; ep != nil {
+		return e.limitOf(ep)
+	}
+	if e.adaptive {
+		return min(e.concurrency, initialLimit)
+	}
+	return e.concurrency
+}
+
+// limits lists the concurrency limits of the endpoints this worker holds, for the gauge.
+func (e *endpoints) limits() []int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]int, 0, len(e.m))
+	for _, ep := range e.m {
+		out = append(out, e.limitOf(ep))
+	}
+	return out
 }
 
 // admit decides whether t starts now, queues behind its endpoint, or is moved aside; returned says
@@ -70,7 +115,7 @@ func (e *endpoints) get(webhookID string) *endpoint {
 // bounded three ways: by its length, by how long its last delivery would wait (from the
 // endpoint's recent latency: a slow endpoint's queue is short, so the committed offset of its
 // partition is held back no longer than one request may take), and by a share of all queued
-// deliveries (half the process's slots), so no endpoint's backlog stops fetching for the others.
+// deliveries (half the sending slots), so no endpoint's backlog takes the sending slots of the others.
 // A Send Test always queues: its caller is waiting for it. For an overflow, wait estimates how
 // long the endpoint needs to work through what it holds and what was moved aside before: the
 // delivery comes back about when the endpoint can take it, instead of cycling through Kafka.
@@ -81,52 +126,77 @@ func (e *endpoints) admit(t *task, returned bool) (a admission, wait time.Durati
 	if returned && ep.aside > 0 {
 		ep.aside--
 	}
-	if ep.active < e.concurrency {
+	limit := e.limitOf(ep)
+	if ep.active < limit {
 		if ep.active == 0 {
 			ep.since = time.Now()
 		}
 		ep.active++
+		if ep.conc != nil {
+			ep.conc.started(ep.active)
+		}
 		return admitStart, 0
 	}
 	lat := ep.latency
 	if lat == 0 {
 		lat = time.Since(ep.since) // a hanging endpoint has no finished request to learn from
 	}
-	wait = time.Duration((len(ep.queue)+1+e.concurrency-1)/e.concurrency) * lat
+	if ep.conc != nil && ep.conc.slowStart {
+		// Its limit doubles every round trip or two until the endpoint shows congestion: judged
+		// by today's limit, a burst would be moved aside for minutes that the endpoint will
+		// take in seconds.
+		limit = e.concurrency
+	}
+	wait = time.Duration((len(ep.queue)+1+limit-1)/limit) * lat
 	if t.d.Test || (len(ep.queue) < e.queueCap && wait < e.maxWait && e.queued < e.maxQueued) {
 		ep.queue = append(ep.queue, t)
 		e.queued++
 		return admitQueue, wait
 	}
 	ep.aside++
-	return admitOverflow, time.Duration((len(ep.queue)+ep.aside+e.concurrency-1)/e.concurrency) * lat
+	return admitOverflow, time.Duration((len(ep.queue)+ep.aside+limit-1)/limit) * lat
 }
 
-// next releases a request slot of the endpoint after a request that took took (0: none was
-// made) and returns the next task to start in it, if any.
-func (e *endpoints) next(webhookID string, took time.Duration) *task {
+// next releases a request slot of the endpoint after a delivery that taught s, and returns the
+// tasks to start now: the first in the released slot, the others in slots a raised limit opened.
+// A lowered limit keeps the slot closed until fewer requests are open than it allows.
+func (e *endpoints) next(webhookID string, s sample) []*task {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	ep := e.m[webhookID]
 	if ep == nil {
 		return nil
 	}
-	if took > 0 {
+	if took := s.took; took > 0 {
 		if ep.latency == 0 {
 			ep.latency = took
 		} else {
 			ep.latency += (took - ep.latency) / 8
 		}
 	}
-	if len(ep.queue) > 0 {
+	if ep.conc != nil && (s.took > 0 || s.dropped) {
+		ep.conc.observe(s.start, s.took, s.dropped, time.Now())
+	}
+	ep.active--
+	var start []*task
+	for limit := e.limitOf(ep); len(ep.queue) > 0 && ep.active < limit; {
 		next := ep.queue[0]
 		ep.queue[0] = nil
 		ep.queue = ep.queue[1:]
 		e.queued--
-		return next // the slot passes on
+		ep.active++
+		if ep.conc != nil {
+			ep.conc.started(ep.active)
+		}
+		start = append(start, next)
 	}
-	ep.active--
-	if ep.active == 0 && ep.limiter == nil && (ep.breaker == nil ||
+	if len(ep.queue) == 0 {
+		ep.queue = nil // let the backing array go
+	}
+	if len(start) > 0 {
+		return start
+	}
+	if ep.active == 0 && ep.limiter == nil && (ep.conc == nil || ep.conc.forgettable(time.Now())) && (ep.breaker == nil ||
 		(ep.breaker.State() == gobreaker.StateClosed && ep.breaker.Counts().ConsecutiveFailures == 0)) {
 		delete(e.m, webhookID) // idle and healthy: forget it, memory stays bounded
 	}

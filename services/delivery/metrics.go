@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -17,15 +18,17 @@ import (
 // surveyhooks_delivery_latency_seconds). Labels stay a small closed set: never a webhook id, URL,
 // project or event id.
 const (
-	MetricDeliveries      = "surveyhooks.deliveries"
-	MetricDeliveryLatency = "surveyhooks.delivery.latency"
-	MetricInFlight        = "surveyhooks.deliveries.in_flight"
-	MetricOverflow        = "surveyhooks.deliveries.moved_aside"
-	MetricTierDepth       = "surveyhooks.retry_tier.depth"
-	MetricTierOldestAge   = "surveyhooks.retry_tier.oldest_age"
+	MetricDeliveries       = "surveyhooks.deliveries"
+	MetricDeliveryLatency  = "surveyhooks.delivery.latency"
+	MetricInFlight         = "surveyhooks.deliveries.in_flight"
+	MetricOverflow         = "surveyhooks.deliveries.moved_aside"
+	MetricTierDepth        = "surveyhooks.retry_tier.depth"
+	MetricTierOldestAge    = "surveyhooks.retry_tier.oldest_age"
+	MetricConcurrencyLimit = "surveyhooks.endpoint.concurrency_limit"
 
 	attrOutcome = "outcome" // success, http_retryable, timeout, …
 	attrTier    = "tier"    // a retry tier's delay as in topic names: "1m", "5m", …
+	attrStat    = "stat"    // min, median or max over the endpoints a worker holds
 )
 
 // Metrics records what the worker and the releaser do. A nil *Metrics records nothing, so the
@@ -38,6 +41,7 @@ type Metrics struct {
 	overflow      metric.Int64Counter
 	tierDepth     metric.Int64ObservableGauge
 	tierOldestAge metric.Float64ObservableGauge
+	concLimit     metric.Int64ObservableGauge
 	outcomeAttrs  map[string]metric.MeasurementOption // by outcome name; read-only once built
 }
 
@@ -78,7 +82,41 @@ func NewMetrics(tel *telemetry.Telemetry) (*Metrics, error) {
 		metric.WithDescription("Age of the oldest record waiting in a retry tier.")); err != nil {
 		return nil, wrap(MetricTierOldestAge, err)
 	}
+	if m.concLimit, err = m.meter.Int64ObservableGauge(MetricConcurrencyLimit, metric.WithUnit("{request}"),
+		metric.WithDescription("Concurrency limits of the endpoints a worker holds (min, median, max): requests each may have open. "+
+			"One endpoint's limit is on its attempts (concurrency_limit) and in the API's webhook stats.")); err != nil {
+		return nil, wrap(MetricConcurrencyLimit, err)
+	}
 	return m, nil
+}
+
+// ObserveLimits registers fn, the concurrency limits of the endpoints held, to be reported as
+// their min, median and max each time metrics are collected; fn must be quick and safe to call
+// from another goroutine. The returned function unregisters it. Per-endpoint values would need a
+// webhook id label, which metrics never carry.
+func (m *Metrics) ObserveLimits(fn func() []int) (unregister func() error, err error) {
+	if m == nil {
+		return func() error { return nil }, nil
+	}
+	stat := func(name string) metric.ObserveOption {
+		return metric.WithAttributeSet(attribute.NewSet(attribute.String(attrStat, name)))
+	}
+	minA, medA, maxA := stat("min"), stat("median"), stat("max")
+	reg, err := m.meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		ls := fn()
+		if len(ls) == 0 {
+			return nil
+		}
+		slices.Sort(ls)
+		o.ObserveInt64(m.concLimit, int64(ls[0]), minA)
+		o.ObserveInt64(m.concLimit, int64(ls[len(ls)/2]), medA)
+		o.ObserveInt64(m.concLimit, int64(ls[len(ls)-1]), maxA)
+		return nil
+	}, m.concLimit)
+	if err != nil {
+		return nil, fmt.Errorf("registering concurrency limit callback: %w", err)
+	}
+	return reg.Unregister, nil
 }
 
 // Done counts one finished attempt and records how long its request took.

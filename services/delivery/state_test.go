@@ -94,9 +94,9 @@ func TestEndpointPassesItsSlotToTheQueueThenForgetsAnIdleEndpoint(t *testing.T) 
 	require.Equal(t, admitStart, a)
 	a, _ = e.admit(second, false)
 	require.Equal(t, admitQueue, a)
-	require.Same(t, second, e.next("wh", 10*time.Millisecond), "the slot passes to the queued delivery")
+	require.Equal(t, []*task{second}, e.next("wh", sample{start: time.Now(), took: 10 * time.Millisecond}), "the slot passes to the queued delivery")
 	require.Equal(t, 10*time.Millisecond, e.m["wh"].latency)
-	require.Nil(t, e.next("wh", 0))
+	require.Nil(t, e.next("wh", sample{}))
 	require.NotContains(t, e.m, "wh", "idle and healthy: forgotten")
 }
 

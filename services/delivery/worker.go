@@ -37,6 +37,8 @@ type Worker struct {
 	cl      *kgo.Client
 	life    *lifecycle
 	eps     *endpoints
+	fair    *fairQueue    // fetched deliveries waiting for a sending slot, by project (fairshare.go)
+	sending chan struct{} // one per delivery admitted to its endpoint, up to MaxSending
 	name    string
 	deps    service.Deps
 	met     *Metrics
@@ -61,6 +63,8 @@ func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender
 		w.health = newHealth(cfg.healthPolicy(), cfg.Kafka.Topics.Deliveries, cfg.Kafka.Topics.Webhooks, reg)
 	}
 	w.ord = newOrdering(w)
+	w.fair = newFairQueue(cfg.FairShare, cfg.projectBuffer(), w.projectWeight)
+	w.sending = make(chan struct{}, cfg.sendingSlots())
 	w.life = &lifecycle{slots: make(chan struct{}, cfg.MaxInFlight), tr: newTracker(), parts: newPartitions(), inFlight: met.Held}
 	topic := cfg.Kafka.Topics.Deliveries
 	joined := w.deps.Ready.Wait("group " + cfg.Group + " joined")
@@ -207,29 +211,72 @@ func (w *Worker) admit(ctx context.Context, r *kgo.Record) {
 	}
 	t.d = d
 	t.ctx, t.span = w.deps.Telemetry.StartRecordSpan(ctx, r, "deliver")
-	returned := slices.ContainsFunc(r.Headers, func(h kgo.RecordHeader) bool { return h.Key == overflowHeader })
+	// Only a delivery its endpoint moved aside is counted back by the endpoint; one moved aside
+	// because its project's buffer was full is marked too, with another value.
+	returned := slices.ContainsFunc(r.Headers, func(h kgo.RecordHeader) bool {
+		return h.Key == overflowHeader && string(h.Value) == overflowByEndpoint
+	})
 	if d.OrderingKey != "" && !d.Test && w.ord.admit(t, returned) {
 		return // behind an earlier delivery of its ordering key
 	}
 	w.start(ctx, t, returned)
 }
 
-// start gives t to its endpoint: started now, queued, or moved aside.
+// start queues t for its project's share of the sending slots (fairshare.go) and admits what the
+// free slots allow; a project whose buffer is full has t moved aside.
 func (w *Worker) start(ctx context.Context, t *task, returned bool) {
-	switch a, wait := w.eps.admit(t, returned); a {
-	case admitStart:
-		w.wg.Add(1)
-		go w.runEndpoint(ctx, t)
-	case admitOverflow:
-		w.overflow(t, wait)
+	w.wg.Add(1) // a drain waits for the deliveries waiting in the fair queue too
+	if ok, wait := w.fair.push(t, returned); !ok {
+		w.wg.Done()
+		w.overflow(t, wait, overflowByProject)
+		return
 	}
+	w.dispatch(ctx)
+}
+
+// dispatch admits waiting deliveries to their endpoints, in fair-share order, while sending
+// slots are free.
+func (w *Worker) dispatch(ctx context.Context) {
+	for {
+		select {
+		case w.sending <- struct{}{}:
+		default:
+			return
+		}
+		q, ok := w.fair.pop()
+		if !ok {
+			<-w.sending
+			if w.fair.len() == 0 { // else one was pushed while this held the slot it needed
+				return
+			}
+			continue
+		}
+		switch a, wait := w.eps.admit(q.t, q.returned); a {
+		case admitStart:
+			w.wg.Add(1)
+			go w.runEndpoint(ctx, q.t)
+		case admitOverflow:
+			w.overflow(q.t, wait, overflowByEndpoint)
+			<-w.sending
+		}
+		w.wg.Done()
+	}
+}
+
+// projectWeight is a project's share of the sending slots relative to others (Project's
+// delivery_weight, 1 when unset).
+func (w *Worker) projectWeight(projectID string) int {
+	if w.reg == nil {
+		return 1
+	}
+	return min(max(1, int(w.reg.Project(projectID).GetDeliveryWeight())), maxDeliveryWeight)
 }
 
 // runEndpoint runs t, then whatever queued behind it for the same endpoint.
 func (w *Worker) runEndpoint(ctx context.Context, t *task) {
 	defer w.wg.Done()
 	for t != nil {
-		var took time.Duration
+		var s sample
 		if w.abandonQueued.Load() || !t.begin() {
 			// Not started (the drain timed out, or its partition was revoked): leave it
 			// unfinished for the next owner, and release the rest. A draining worker still runs
@@ -237,9 +284,19 @@ func (w *Worker) runEndpoint(ctx context.Context, t *task) {
 			// it leaves, so everything finished after it on the partition would be sent again.
 			t.giveBack()
 		} else {
-			took = w.deliver(ctx, t)
+			s = w.deliver(ctx, t)
 		}
-		t = w.eps.next(t.d.WebhookId, took)
+		<-w.sending // the tasks next returns hold slots of their own
+		next := w.eps.next(t.d.WebhookId, s)
+		w.dispatch(ctx)
+		t = nil
+		if len(next) > 0 {
+			t = next[0]
+			for _, more := range next[1:] { // the endpoint's limit rose: more slots are open
+				w.wg.Add(1)
+				go w.runEndpoint(ctx, more)
+			}
+		}
 	}
 }
 
@@ -268,15 +325,16 @@ func (w *Worker) quiesce(partitions []int32, limit time.Duration) {
 }
 
 // deliver makes one attempt of t: it asks the decision whether to send, sends, asks it what the
-// result means, and applies that. It returns how long the request took (0: none was made).
-func (w *Worker) deliver(ctx context.Context, t *task) time.Duration {
+// result means, and applies that. It returns what the attempt teaches the endpoint's concurrency
+// limit (took 0: no request was made).
+func (w *Worker) deliver(ctx context.Context, t *task) sample {
 	d := t.d
 	if wait := time.Until(time.UnixMilli(d.NotBeforeMs)); wait > 0 {
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
 			t.giveBack()
-			return 0
+			return sample{}
 		}
 	}
 	wh := w.reg.Webhook(d.WebhookId)
@@ -298,7 +356,7 @@ func (w *Worker) deliver(ctx context.Context, t *task) time.Duration {
 		if lim := w.eps.limiter(d.WebhookId, wh.RateLimitPerS); lim != nil && !d.Test {
 			if err := lim.Wait(ctx); err != nil {
 				t.giveBack()
-				return 0
+				return sample{}
 			}
 		}
 		start = time.Now()
@@ -322,7 +380,7 @@ func (w *Worker) deliver(ctx context.Context, t *task) time.Duration {
 				judge(errNotJudged)
 			}
 			t.giveBack() // drain timed out mid-request: the next owner redoes it
-			return 0
+			return sample{}
 		}
 		if !in.BreakerOpen {
 			in.Sent = &res
@@ -335,11 +393,12 @@ func (w *Worker) deliver(ctx context.Context, t *task) time.Duration {
 	}
 	a := attemptRecord(in, dec, w.name, start)
 	erasedAttempt(a)
+	a.ConcurrencyLimit = int32(w.eps.currentLimit(d.WebhookId))
 	if sc := t.span.SpanContext(); sc.HasTraceID() {
 		a.TraceId = sc.TraceID().String() // the attempt log links to the event's trace
 	}
 	w.apply(t, a, dec, w.health.observe(d, wh, in.Sent, dec, in.Now)...)
-	return res.Latency
+	return sample{start: start, took: res.Latency, dropped: overloaded(in.Sent, dec.Outcome)}
 }
 
 // attemptRecord is the attempt log's record of one decided attempt that started at start.
@@ -412,10 +471,17 @@ func (w *Worker) apply(t *task, a *pb.Attempt, dec decision, extra ...*kgo.Recor
 // counts it back when it returns.
 const overflowHeader = "surveyhooks-overflow"
 
-// overflow moves t aside: its endpoint holds more than its share, so it goes to the retry tier
-// nearest the time the endpoint needs to work through what it holds — same attempt, same tier
-// number, nothing recorded as an attempt — and its offset counts as done once Kafka has it.
-func (w *Worker) overflow(t *task, wait time.Duration) {
+// The overflow header's values: who moved the delivery aside.
+const (
+	overflowByEndpoint = "1"       // its endpoint held its share of the worker
+	overflowByProject  = "project" // its project's buffer of waiting deliveries was full
+)
+
+// overflow moves t aside, because its endpoint holds more than its share or its project's buffer
+// is full (by says which), to the retry tier nearest wait, the time the endpoint or the project
+// needs to work through what it holds: same attempt, same tier number, nothing recorded as an
+// attempt. Its offset counts as done once Kafka has it.
+func (w *Worker) overflow(t *task, wait time.Duration, by string) {
 	schedule := w.cfg.Kafka.RetrySchedule
 	delay := schedule[max(1, tierFor(schedule, wait.Milliseconds()))-1]
 	next := proto.Clone(t.d).(*pb.Delivery)
@@ -424,7 +490,7 @@ func (w *Worker) overflow(t *task, wait time.Duration) {
 	t.span.SetAttributes(attribute.String("surveyhooks.outcome", "moved_aside"))
 	w.met.MovedAside(t.ctx)
 	recs := []*kgo.Record{{Topic: w.cfg.Kafka.Topics.Retry(delay), Key: []byte(t.d.WebhookId), Value: v,
-		Headers: []kgo.RecordHeader{{Key: overflowHeader, Value: []byte("1")}}}}
+		Headers: []kgo.RecordHeader{{Key: overflowHeader, Value: []byte(by)}}}}
 	var then func()
 	if t.d.OrderingKey != "" && !t.d.Test {
 		var more []*kgo.Record

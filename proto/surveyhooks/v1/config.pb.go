@@ -32,6 +32,9 @@ type Project struct {
 	ApiKeyPrefix string                 `protobuf:"bytes,5,opt,name=api_key_prefix,json=apiKeyPrefix,proto3" json:"api_key_prefix,omitempty"` // first characters of the key, for operators to recognise it
 	// Masking rules the sink applies to bodies before storing them in ClickHouse (pkg/masking).
 	StorageMasking []*MaskingRule `protobuf:"bytes,60,rep,name=storage_masking,json=storageMasking,proto3" json:"storage_masking,omitempty"`
+	// The project's share of a delivery worker's sending slots relative to other projects when
+	// offered load exceeds them (weighted fair queueing): 1 to 100, 0 meaning 1.
+	DeliveryWeight int32 `protobuf:"varint,110,opt,name=delivery_weight,json=deliveryWeight,proto3" json:"delivery_weight,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -106,6 +109,13 @@ func (x *Project) GetStorageMasking() []*MaskingRule {
 		return x.StorageMasking
 	}
 	return nil
+}
+
+func (x *Project) GetDeliveryWeight() int32 {
+	if x != nil {
+		return x.DeliveryWeight
+	}
+	return 0
 }
 
 // ApiKey is one named key of a project, a record of its own on the compacted `projects` topic,
@@ -641,7 +651,7 @@ var File_surveyhooks_v1_config_proto protoreflect.FileDescriptor
 
 const file_surveyhooks_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x1bsurveyhooks/v1/config.proto\x12\x0esurveyhooks.v1\"\xdf\x01\n" +
+	"\x1bsurveyhooks/v1/config.proto\x12\x0esurveyhooks.v1\"\x88\x02\n" +
 	"\aProject\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
@@ -649,7 +659,8 @@ const file_surveyhooks_v1_config_proto_rawDesc = "" +
 	"apiKeyHash\x12\"\n" +
 	"\rcreated_at_ms\x18\x04 \x01(\x03R\vcreatedAtMs\x12$\n" +
 	"\x0eapi_key_prefix\x18\x05 \x01(\tR\fapiKeyPrefix\x12D\n" +
-	"\x0fstorage_masking\x18< \x03(\v2\x1b.surveyhooks.v1.MaskingRuleR\x0estorageMasking\"\xdc\x01\n" +
+	"\x0fstorage_masking\x18< \x03(\v2\x1b.surveyhooks.v1.MaskingRuleR\x0estorageMasking\x12'\n" +
+	"\x0fdelivery_weight\x18n \x01(\x05R\x0edeliveryWeight\"\xdc\x01\n" +
 	"\x06ApiKey\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +

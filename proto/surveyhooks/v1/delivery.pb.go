@@ -493,8 +493,11 @@ type Attempt struct {
 	// replayable).
 	StorageMasked bool   `protobuf:"varint,100,opt,name=storage_masked,json=storageMasked,proto3" json:"storage_masked,omitempty"`
 	SealedBody    []byte `protobuf:"bytes,101,opt,name=sealed_body,json=sealedBody,proto3" json:"sealed_body,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The endpoint's concurrency limit when the attempt was made: how many requests the worker let
+	// it have open (adaptive, at most DELIVERY_PER_ENDPOINT_CONCURRENCY).
+	ConcurrencyLimit int32 `protobuf:"varint,110,opt,name=concurrency_limit,json=concurrencyLimit,proto3" json:"concurrency_limit,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Attempt) Reset() {
@@ -688,6 +691,13 @@ func (x *Attempt) GetSealedBody() []byte {
 	return nil
 }
 
+func (x *Attempt) GetConcurrencyLimit() int32 {
+	if x != nil {
+		return x.ConcurrencyLimit
+	}
+	return 0
+}
+
 var File_surveyhooks_v1_delivery_proto protoreflect.FileDescriptor
 
 const file_surveyhooks_v1_delivery_proto_rawDesc = "" +
@@ -728,7 +738,7 @@ const file_surveyhooks_v1_delivery_proto_rawDesc = "" +
 	"statusCode\x12\x14\n" +
 	"\x05error\x18\x04 \x01(\tR\x05error\x12\x13\n" +
 	"\x05at_ms\x18\x05 \x01(\x03R\x04atMs\x12$\n" +
-	"\x0eretry_after_ms\x18\x06 \x01(\x03R\fretryAfterMs\"\xef\a\n" +
+	"\x0eretry_after_ms\x18\x06 \x01(\x03R\fretryAfterMs\"\x9c\b\n" +
 	"\aAttempt\x12\x1d\n" +
 	"\n" +
 	"attempt_id\x18\x01 \x01(\tR\tattemptId\x12\x1f\n" +
@@ -761,7 +771,8 @@ const file_surveyhooks_v1_delivery_proto_rawDesc = "" +
 	"\x04test\x18\x15 \x01(\bR\x04test\x12%\n" +
 	"\x0estorage_masked\x18d \x01(\bR\rstorageMasked\x12\x1f\n" +
 	"\vsealed_body\x18e \x01(\fR\n" +
-	"sealedBody\x1aA\n" +
+	"sealedBody\x12+\n" +
+	"\x11concurrency_limit\x18n \x01(\x05R\x10concurrencyLimit\x1aA\n" +
 	"\x13RequestHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aB\n" +

@@ -20,9 +20,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/surveyhooks/surveyhooks/pkg/hooktest"
 	"github.com/surveyhooks/surveyhooks/pkg/proctest"
 	"github.com/surveyhooks/surveyhooks/services/loadgen/produce"
-	"github.com/surveyhooks/surveyhooks/pkg/hooktest"
 	"github.com/surveyhooks/surveyhooks/services/loadgen/stack"
 )
 
@@ -110,6 +110,7 @@ type bench struct {
 	secret   string // a webhook secret, for the baseline's signatures
 
 	sfSlow, sfHealthy target // slow_flood: the slow endpoint that gets the flood, the healthy one beside it
+	fair              fairnessTargets
 }
 
 // target is one webhook and the receiver endpoint behind it.
@@ -170,6 +171,7 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 		{"isolation", b.runIsolation},
 		{"slow_flood", b.runSlowFlood},
 		{"ordered", b.runOrdered},
+		{"fairness", b.runFairness},
 		{"http_ingest", b.runHTTPIngest},
 		{"cpu_at_400", b.runCPUAt400},
 		{"many_endpoints", b.runManyEndpoints},
@@ -285,6 +287,9 @@ func (b *bench) teardown() {
 	if b.rx != nil {
 		_ = b.rx.Close()
 	}
+	if b.fair.rx != nil {
+		_ = b.fair.rx.Close()
+	}
 	if b.db != "" && b.opts.ClickHouseAddr != "" {
 		dropDatabase(b.opts.ClickHouseAddr, b.db)
 	}
@@ -323,6 +328,9 @@ func (b *bench) subscribe(ctx context.Context) error {
 		return err
 	}
 	b.baseline = b.rx.Endpoint("baseline", hooktest.Fast)
+	if err := b.subscribeFairness(ctx); err != nil {
+		return err
+	}
 
 	if b.fanProj, err = b.api.createProject(ctx, "bench fanout"); err != nil {
 		return err

@@ -14,8 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/surveyhooks/surveyhooks/services/loadgen/produce"
 	"github.com/surveyhooks/surveyhooks/pkg/hooktest"
+	"github.com/surveyhooks/surveyhooks/services/loadgen/produce"
 )
 
 // HTTPIngest is the HTTP path as producers use it: 50 concurrent producers POSTing one event each

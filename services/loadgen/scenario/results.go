@@ -37,8 +37,10 @@ type Results struct {
 	SlowFlood         SlowFlood `json:"slow_flood"`
 	SlowFloodP99Ratio float64   `json:"slow_flood_p99_ratio"` // healthy p99 beside a slow, flooded endpoint / alone
 
-	Ordered    Ordered `json:"ordered"`
-	OrderedRPS float64 `json:"ordered_rps"` // an ordered webhook's deliveries/s beside an unordered one's (ordered.unordered_rps)
+	Ordered          Ordered  `json:"ordered"`
+	OrderedRPS       float64  `json:"ordered_rps"` // an ordered webhook's deliveries/s beside an unordered one's (ordered.unordered_rps)
+	Fairness         Fairness `json:"fairness"`
+	FairnessP99Ratio float64  `json:"fairness_p99_ratio"` // small projects' p99 beside a viral one at 2× capacity / at normal load
 
 	SinkRowsPerS float64            `json:"sink_rows_per_s"` // attempt rows/s into ClickHouse during throughput
 	SinkMaxLag   int64              `json:"sink_max_lag"`    // the sink group's highest lag on delivery-attempts then
@@ -167,6 +169,7 @@ func (r *Results) evaluate() {
 	add("latency_ms.p99", "≤ 100", fmt.Sprintf("%.1f", r.LatencyMs.P99), r.LatencyMs.N > 0 && r.LatencyMs.P99 <= 100)
 	add("isolation_p99_ratio", "≤ 2", fmt.Sprintf("%.2f", r.IsolationP99Ratio), r.IsolationP99Ratio > 0 && r.IsolationP99Ratio <= 2)
 	add("slow_flood_p99_ratio", "≤ 2", fmt.Sprintf("%.2f", r.SlowFloodP99Ratio), r.SlowFloodP99Ratio > 0 && r.SlowFloodP99Ratio <= 2)
+	add("fairness_p99_ratio", "≤ 2", fmt.Sprintf("%.2f", r.FairnessP99Ratio), r.FairnessP99Ratio > 0 && r.FairnessP99Ratio <= 2)
 	sinkOK := r.PipelineRPS > 0 && r.SinkRowsPerS >= 0.9*r.PipelineRPS && float64(r.SinkMaxLag) <= 5*r.PipelineRPS
 	add("sink not the bottleneck", "rows/s ≈ deliveries/s, lag ≤ 5 s of traffic",
 		fmt.Sprintf("%.0f rows/s vs %.0f deliveries/s, max lag %d", r.SinkRowsPerS, r.PipelineRPS, r.SinkMaxLag), sinkOK)
@@ -212,6 +215,9 @@ func (r *Results) Table(w io.Writer) {
 		r.SlowFloodP99Ratio, r.SlowFlood.AloneMs.P99, r.SlowFlood.Flood, r.SlowFlood.SlowDelayMs, r.SlowFlood.FloodedMs.P99)
 	fmt.Fprintf(tw, "ordered\tordered_rps (ordering \"respondent\", %d users) vs unordered\t%.0f /s vs %.0f /s (ratio %.2f)\n",
 		r.Ordered.Respondents, r.OrderedRPS, r.Ordered.UnorderedRPS, r.Ordered.Ratio)
+	fmt.Fprintf(tw, "fairness\tsmall projects' p99 viral / normal\t%.2f  (normal %.1f ms, beside a viral project at %.0f/s of %d/s %.1f ms; backlog %d of %d in %.0f s)\n",
+		r.FairnessP99Ratio, r.Fairness.SmallNormalMs.P99, r.Fairness.ViralPerS, r.Fairness.CapacityPerS, r.Fairness.SmallViralMs.P99,
+		r.Fairness.ViralDelivered, r.Fairness.ViralSent, r.Fairness.ViralDrainS)
 	fmt.Fprintf(tw, "sink\tsink_rows_per_s (during throughput)\t%.0f rows/s\n", r.SinkRowsPerS)
 	fmt.Fprintf(tw, "sink\tsink_max_lag\t%d records\n", r.SinkMaxLag)
 	fmt.Fprintf(tw, "memory\tdelivery_peak_rss_mb (%d requests open)\t%.1f MiB (idle %.1f; %.1f KiB per delivery)\n",

@@ -8,8 +8,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 
-	"github.com/surveyhooks/surveyhooks/services/loadgen/produce"
 	"github.com/surveyhooks/surveyhooks/pkg/hooktest"
+	"github.com/surveyhooks/surveyhooks/services/loadgen/produce"
 	"github.com/surveyhooks/surveyhooks/services/loadgen/stack"
 )
 

@@ -11,8 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/surveyhooks/surveyhooks/services/loadgen/produce"
 	"github.com/surveyhooks/surveyhooks/pkg/hooktest"
+	"github.com/surveyhooks/surveyhooks/services/loadgen/produce"
 	"github.com/surveyhooks/surveyhooks/services/loadgen/stack"
 )
 

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/surveyhooks/surveyhooks/services/loadgen/produce"
 	"github.com/surveyhooks/surveyhooks/pkg/hooktest"
+	"github.com/surveyhooks/surveyhooks/services/loadgen/produce"
 )
 
 // slow_flood (issue 13, case 1): one endpoint that answers slowly gets a flood of deliveries — more

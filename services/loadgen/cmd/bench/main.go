@@ -28,7 +28,7 @@ func main() {
 	warmup := flag.Duration("warmup", 5*time.Second, "unmeasured time before each window")
 	partitions := flag.Int("partitions", 12, "partitions of every topic (KAFKA_PARTITIONS)")
 	concurrency := flag.Int("concurrency", 50, "per-endpoint concurrency of the delivery service, and the baseline's")
-	only := flag.String("only", "", "comma-separated scenarios to run (baseline, throughput, fanout, latency, isolation, slow_flood, ordered, http_ingest, cpu_at_400, many_endpoints, scale_out, memory); latency needs throughput, isolation needs latency, cpu_ratio and the ratios need baseline")
+	only := flag.String("only", "", "comma-separated scenarios to run (baseline, throughput, fanout, latency, isolation, slow_flood, ordered, fairness, http_ingest, cpu_at_400, many_endpoints, scale_out, memory); latency needs throughput, isolation needs latency, cpu_ratio and the ratios need baseline")
 	keep := flag.Bool("keep", false, "keep the service binaries and logs (the folder is printed)")
 	flag.Parse()
 
