@@ -83,6 +83,7 @@ type webhook struct {
 	Revision          int64             `json:"revision"`
 	CreatedAt         time.Time         `json:"created_at"`
 	UpdatedAt         time.Time         `json:"updated_at"`
+	FailingSince      *time.Time        `json:"failing_since"`
 }
 
 // MaskingRule is one masking rule of a webhook or of the project's storage, shown read-only (the

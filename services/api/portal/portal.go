@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -97,16 +98,19 @@ func New(cfg Config) (*Portal, error) {
 	return p, nil
 }
 
+// parts are the templates every page is parsed with.
+var parts = []string{"templates/layout.html", "templates/filter.html", "templates/replays_table.html"}
+
 func (p *Portal) parse() error {
 	names, err := fs.Glob(templateFS, "templates/*.html")
 	if err != nil {
 		return fmt.Errorf("listing templates: %w", err)
 	}
 	for _, n := range names {
-		if n == "templates/layout.html" || n == "templates/filter.html" {
+		if slices.Contains(parts, n) {
 			continue // parts of every page
 		}
-		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/filter.html", n)
+		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, append(slices.Clone(parts), n)...)
 		if err != nil {
 			return fmt.Errorf("parsing %s: %w", n, err)
 		}
@@ -167,6 +171,8 @@ func (p *Portal) routes() {
 	p.mux.HandleFunc("POST /portal/webhooks/{id}/test", p.portal(true, p.sendTest))
 	p.mux.HandleFunc("POST /portal/webhooks/{id}/secret", p.portal(true, p.revealSecret))
 	p.mux.HandleFunc("POST /portal/webhooks/{id}/rotate", p.portal(true, p.rotateSecret))
+	p.mux.HandleFunc("POST /portal/webhooks/{id}/recover", p.portal(true, p.recoverWebhook))
+	p.mux.HandleFunc("GET /portal/replays/{id}", p.portal(false, p.showReplay))
 	p.mux.HandleFunc("GET /portal/attempts", p.portal(false, p.listAttempts))
 	p.mux.HandleFunc("GET /portal/attempts/{id}", p.portal(false, p.showAttempt))
 	p.mux.HandleFunc("GET /portal/dead-letters", p.portal(false, p.listDeadLetters))
@@ -204,6 +210,7 @@ type page struct {
 	Message   string
 	BackURL   string
 	BackLabel string
+	Refresh   int // seconds: the page reloads itself (a job in progress); 0: never
 	Data      any
 }
 

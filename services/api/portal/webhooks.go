@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
 	"github.com/surveyhooks/surveyhooks/pkg/envelope"
 )
 
@@ -382,18 +383,36 @@ type detail struct {
 	Snippet  string
 	Secret   string // only on the page answering "Reveal"
 	LogError string
+	Recover  *recoverForm
+	Replays  []attemptlog.ReplayJob // the project's recent recoveries the session may see
+	// Stopped is set when surveyhooks disabled the webhook itself ("failing", "gone"): since
+	// when, for "Recover what was skipped".
+	Stopped      bool
+	StoppedSince time.Time
 }
 
 func (p *Portal) showWebhook(w http.ResponseWriter, r *http.Request, s *session) error {
-	return p.webhookPage(w, r, s, "")
+	return p.webhookPage(w, r, s, "", nil, http.StatusOK)
 }
 
-func (p *Portal) webhookPage(w http.ResponseWriter, r *http.Request, s *session, secret string) error {
+// webhookPage shows the webhook; secret when the user asked to reveal it, rf when the recover
+// form comes back with the API's complaint (nil: its defaults).
+func (p *Portal) webhookPage(w http.ResponseWriter, r *http.Request, s *session, secret string, rf *recoverForm, status int) error {
 	wh, err := p.webhook(r, s, r.PathValue("id"))
 	if err != nil {
 		return err
 	}
-	d := &detail{Webhook: wh, Health: p.health(r, s, wh.ID), Step: r.URL.Query().Get("step"), Snippet: snippet, Secret: secret}
+	if rf == nil {
+		rf = newRecoverForm(p.cfg.Now())
+	}
+	d := &detail{Webhook: wh, Health: p.health(r, s, wh.ID), Step: r.URL.Query().Get("step"), Snippet: snippet, Secret: secret,
+		Recover: rf, Replays: p.recentReplays(r, s, 5)}
+	if !wh.Enabled && (wh.DisabledReason == "failing" || wh.DisabledReason == "gone") {
+		d.Stopped, d.StoppedSince = true, wh.UpdatedAt
+		if wh.FailingSince != nil {
+			d.StoppedSince = *wh.FailingSince
+		}
+	}
 	if d.Step != "1d" {
 		d.Step = "1h"
 	}
@@ -411,7 +430,7 @@ func (p *Portal) webhookPage(w http.ResponseWriter, r *http.Request, s *session,
 	pg := s.page(wh.Name, "")
 	pg.Notice = notice(r)
 	pg.Data = d
-	p.render(w, r, http.StatusOK, "webhook", pg)
+	p.render(w, r, status, "webhook", pg)
 	return nil
 }
 
@@ -444,7 +463,7 @@ func (p *Portal) revealSecret(w http.ResponseWriter, r *http.Request, s *session
 	if err != nil {
 		return err
 	}
-	return p.webhookPage(w, r, s, secret)
+	return p.webhookPage(w, r, s, secret, nil, http.StatusOK)
 }
 
 func (p *Portal) rotateSecret(w http.ResponseWriter, r *http.Request, s *session) error {
