@@ -18,10 +18,10 @@ var funcs = template.FuncMap{
 		}
 		return t.UTC().Format("2006-01-02 15:04:05 UTC")
 	},
-	"ms":  ms,
+	"ms":    ms,
 	"local": func(t time.Time) string { return t.UTC().Format(localTime) },
-	"f1":  func(v float64) string { return fmt.Sprintf("%.1f", v) },
-	"esc": url.PathEscape,
+	"f1":    func(v float64) string { return fmt.Sprintf("%.1f", v) },
+	"esc":   url.PathEscape,
 	"outcomeClass": func(o string) string {
 		switch o {
 		case "success":
