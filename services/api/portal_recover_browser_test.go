@@ -27,16 +27,7 @@ func TestPortalRecoversWhatASurveyhooksDisabledWebhookSkipped(t *testing.T) {
 	rc := newReceiver(t, http.StatusServiceUnavailable)
 	project, key := s.project("Acme")
 	wh := s.webhook(key, map[string]any{"name": "CRM sync", "url": rc.URL + "/hook", "events": []string{"nps.scored"}}).str("id")
-	n := 0
-	send := func() string {
-		n++
-		score := int32(n % 11)
-		id := fmt.Sprintf("evt-%d", n)
-		v, _ := proto.Marshal(&pb.Event{EventId: id, ProjectId: project, EventType: "nps.scored", TimeMs: time.Now().UnixMilli(),
-			ReceivedAtMs: time.Now().UnixMilli(), User: &pb.User{Id: "u1"}, Nps: &pb.Nps{Score: &score}})
-		require.NoError(t, s.kcl.ProduceSync(s.ctx, &kgo.Record{Topic: s.cfg.Kafka.Topics.Events, Key: []byte(project), Value: v}).FirstErr())
-		return id
-	}
+	send := npsSender(t, s, project)
 	// Two events, three failed attempts each: six in a row disable the webhook.
 	send()
 	send()
@@ -84,4 +75,19 @@ func TestPortalRecoversWhatASurveyhooksDisabledWebhookSkipped(t *testing.T) {
 	b.open(s.base + "/portal/webhooks/" + wh)
 	require.Equal(t, "Enabled", b.text("#state"))
 	require.Equal(t, 0, eval[int](b, `document.querySelectorAll("#stopped").length`))
+}
+
+// npsSender returns a function that produces an nps.scored event of project straight to the
+// events topic (as ingest would), with ids evt-1, evt-2, …, and returns its id.
+func npsSender(t *testing.T, s *stack, project string) func() string {
+	n := 0
+	return func() string {
+		n++
+		score := int32(n % 11)
+		id := fmt.Sprintf("evt-%d", n)
+		v, _ := proto.Marshal(&pb.Event{EventId: id, ProjectId: project, EventType: "nps.scored", TimeMs: time.Now().UnixMilli(),
+			ReceivedAtMs: time.Now().UnixMilli(), User: &pb.User{Id: "u1"}, Nps: &pb.Nps{Score: &score}})
+		require.NoError(t, s.kcl.ProduceSync(s.ctx, &kgo.Record{Topic: s.cfg.Kafka.Topics.Events, Key: []byte(project), Value: v}).FirstErr())
+		return id
+	}
 }

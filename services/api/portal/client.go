@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"time"
 )
 
 // apiError is an error answer of the JSON API, kept whole so a form can show its message beside
@@ -54,96 +53,6 @@ func notFoundError(what, id string) error {
 }
 
 // The API's answers, as far as the pages use them.
-
-type secretInfo struct {
-	Fingerprint string     `json:"fingerprint"`
-	CreatedAt   time.Time  `json:"created_at"`
-	ExpiresAt   *time.Time `json:"expires_at"`
-}
-
-type webhook struct {
-	ID                string            `json:"id"`
-	Name              string            `json:"name"`
-	Description       string            `json:"description"`
-	URL               string            `json:"url"`
-	Events            []string          `json:"events"`
-	Enabled           bool              `json:"enabled"`
-	DisabledReason    string            `json:"disabled_reason"`
-	Secrets           []secretInfo      `json:"secrets"`
-	UserProperties    []string          `json:"user_properties"`
-	CompanyProperties []string          `json:"company_properties"`
-	PayloadVersion    string            `json:"payload_version"`
-	Filter            string            `json:"filter"`
-	Transform         string            `json:"transform"`
-	Format            string            `json:"format"`
-	RateLimitPerS     float64           `json:"rate_limit_per_s"`
-	RetryClientErrors bool              `json:"retry_client_errors"`
-	Headers           map[string]string `json:"headers"`
-	Masking           []MaskingRule     `json:"masking"`
-	Revision          int64             `json:"revision"`
-	CreatedAt         time.Time         `json:"created_at"`
-	UpdatedAt         time.Time         `json:"updated_at"`
-	FailingSince      *time.Time        `json:"failing_since"`
-}
-
-// MaskingRule is one masking rule of a webhook or of the project's storage, shown read-only (the
-// API edits them).
-type MaskingRule struct {
-	Path   string `json:"path"`
-	Action string `json:"action"`
-	Keep   int    `json:"keep"`
-}
-
-type attempt struct {
-	ID          string    `json:"id"`
-	DeliveryID  string    `json:"delivery_id"`
-	EventID     string    `json:"event_id"`
-	WebhookID   string    `json:"webhook_id"`
-	EventType   string    `json:"event_type"`
-	Outcome     string    `json:"outcome"`
-	Disposition string    `json:"disposition"`
-	Error       string    `json:"error"`
-	Attempt     int       `json:"attempt"`
-	StatusCode  int       `json:"status_code"`
-	StartedAt   time.Time `json:"started_at"`
-	LatencyMs   float64   `json:"latency_ms"`
-	Test        bool      `json:"test"`
-
-	RequestURL        string            `json:"request_url"`
-	RequestHeaders    map[string]string `json:"request_headers"`
-	RequestBody       string            `json:"request_body"`
-	ResponseHeaders   map[string]string `json:"response_headers"`
-	ResponseBody      string            `json:"response_body"`
-	ResponseTruncated bool              `json:"response_truncated"`
-	TraceID           string            `json:"trace_id"`
-	NextAttemptAt     *time.Time        `json:"next_attempt_at"`
-}
-
-type deadLetter struct {
-	ID         string    `json:"id"`
-	DeliveryID string    `json:"delivery_id"`
-	EventID    string    `json:"event_id"`
-	WebhookID  string    `json:"webhook_id"`
-	EventType  string    `json:"event_type"`
-	Outcome    string    `json:"outcome"`
-	Error      string    `json:"error"`
-	Attempts   int       `json:"attempts"`
-	StatusCode int       `json:"status_code"`
-	DeadAt     time.Time `json:"dead_at"`
-	Replayed   bool      `json:"replayed"`
-}
-
-type statsBucket struct {
-	Start       time.Time `json:"start"`
-	Count       uint64    `json:"count"`
-	Success     uint64    `json:"success"`
-	Status4xx   uint64    `json:"status_4xx"`
-	Status5xx   uint64    `json:"status_5xx"`
-	Errors      uint64    `json:"errors"`
-	SuccessRate float64   `json:"success_rate"`
-	P50Ms       float64   `json:"p50_ms"`
-	P99Ms       float64   `json:"p99_ms"`
-}
 
 type listOf[T any] struct {
 	Data       []T    `json:"data"`

@@ -10,7 +10,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
 	"github.com/surveyhooks/surveyhooks/pkg/envelope"
+	"github.com/surveyhooks/surveyhooks/services/api/apiv1"
 )
 
 // outcomes are the log's outcome names a filter may choose, as the API knows them.
@@ -21,7 +23,7 @@ var outcomes = []string{"success", "http_retryable", "http_permanent", "timeout"
 type logFilter struct {
 	WebhookID, Outcome, EventType, EventID, StatusCode string
 	From, To                                           string // datetime-local, UTC
-	Webhooks                                           []webhook
+	Webhooks                                           []apiv1.Webhook
 	Outcomes, EventTypes                               []string
 	Error                                              string
 	NeedWebhook                                        bool // a session scoped to several webhooks must pick one
@@ -78,7 +80,7 @@ func (p *Portal) listAttempts(w http.ResponseWriter, r *http.Request, s *session
 	if err != nil {
 		return err
 	}
-	var list listOf[attempt]
+	var list listOf[attemptlog.AttemptSummary]
 	if !f.NeedWebhook {
 		err := p.call(r, s, "GET", query("/v1/attempts", f.params("limit", "50", "cursor", r.URL.Query().Get("cursor"))...), nil, &list)
 		if ae, ok := err.(*apiError); ok && ae.Status == http.StatusBadRequest {
@@ -94,7 +96,7 @@ func (p *Portal) listAttempts(w http.ResponseWriter, r *http.Request, s *session
 	pg := s.page("Delivery log", "")
 	pg.Data = struct {
 		Filter   *logFilter
-		Attempts []attempt
+		Attempts []attemptlog.AttemptSummary
 		Next     string
 		Names    map[string]string
 	}{f, list.Data, next, names(f.Webhooks)}
@@ -102,7 +104,7 @@ func (p *Portal) listAttempts(w http.ResponseWriter, r *http.Request, s *session
 	return nil
 }
 
-func names(whs []webhook) map[string]string {
+func names(whs []apiv1.Webhook) map[string]string {
 	m := make(map[string]string, len(whs))
 	for _, wh := range whs {
 		m[wh.ID] = wh.Name
@@ -112,7 +114,7 @@ func names(whs []webhook) map[string]string {
 
 func (p *Portal) showAttempt(w http.ResponseWriter, r *http.Request, s *session) error {
 	id := r.PathValue("id")
-	var a attempt
+	var a attemptlog.AttemptDetail
 	if err := p.call(r, s, "GET", "/v1/attempts/"+url.PathEscape(id), nil, &a); err != nil {
 		return err
 	}
@@ -120,7 +122,7 @@ func (p *Portal) showAttempt(w http.ResponseWriter, r *http.Request, s *session)
 		return notFoundError("attempt", id)
 	}
 	a.RequestBody, a.ResponseBody = indent([]byte(a.RequestBody)), indent([]byte(a.ResponseBody))
-	pg := s.page("Attempt "+a.ID, "")
+	pg := s.page("Attempt "+a.AttemptID, "")
 	pg.BackURL, pg.BackLabel = query("/portal/attempts", "webhook_id", a.WebhookID), "Back to the delivery log"
 	pg.Data = a
 	p.render(w, r, http.StatusOK, "attempt", pg)
@@ -141,7 +143,7 @@ func (p *Portal) listDeadLetters(w http.ResponseWriter, r *http.Request, s *sess
 	if err != nil {
 		return err
 	}
-	var list listOf[deadLetter]
+	var list listOf[attemptlog.DeadLetter]
 	if !f.NeedWebhook {
 		err := p.call(r, s, "GET", query("/v1/dead-letters", f.params("limit", "50", "cursor", r.URL.Query().Get("cursor"))...), nil, &list)
 		if ae, ok := err.(*apiError); ok && ae.Status == http.StatusBadRequest {
@@ -161,7 +163,7 @@ func (p *Portal) listDeadLetters(w http.ResponseWriter, r *http.Request, s *sess
 	}
 	pg.Data = struct {
 		Filter *logFilter
-		Dead   []deadLetter
+		Dead   []attemptlog.DeadLetter
 		Next   string
 		Names  map[string]string
 	}{f, list.Data, next, names(f.Webhooks)}
@@ -178,11 +180,11 @@ func (p *Portal) replayDeadLetter(w http.ResponseWriter, r *http.Request, s *ses
 		if !s.Allows(whID) || evID == "" {
 			return notFoundError("dead letter", id)
 		}
-		var list listOf[deadLetter]
+		var list listOf[attemptlog.DeadLetter]
 		if err := p.call(r, s, "GET", query("/v1/dead-letters", "webhook_id", whID, "event_id", evID, "include_replayed", "true", "limit", "500"), nil, &list); err != nil {
 			return err
 		}
-		if !slices.ContainsFunc(list.Data, func(d deadLetter) bool { return d.ID == id }) {
+		if !slices.ContainsFunc(list.Data, func(d attemptlog.DeadLetter) bool { return d.ID == id }) {
 			return notFoundError("dead letter", id)
 		}
 	}

@@ -22,6 +22,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/surveyhooks/surveyhooks/services/api/apiv1"
 )
 
 // Backend is what the pages need of the API service.
@@ -33,7 +35,7 @@ type Backend interface {
 	ProjectName(id string) (string, bool)
 	// StorageMasking returns the project's storage masking rules: what the delivery log keeps
 	// masked of every request body.
-	StorageMasking(projectID string) []MaskingRule
+	StorageMasking(projectID string) []apiv1.MaskingRule
 	// RevealSecret returns the webhook's newest secret, for the project that owns it.
 	RevealSecret(projectID, webhookID string) (string, error)
 	// AdminToken reports whether token is the admin token.

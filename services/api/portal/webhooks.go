@@ -12,6 +12,7 @@ import (
 
 	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
 	"github.com/surveyhooks/surveyhooks/pkg/envelope"
+	"github.com/surveyhooks/surveyhooks/services/api/apiv1"
 )
 
 // notices are the fixed messages a redirect may ask the next page to show (never text from the URL).
@@ -29,23 +30,23 @@ func notice(r *http.Request) string { return notices[r.URL.Query().Get("notice")
 
 // webhook reads one webhook of the session: outside its scope is the same 404 as another
 // project's webhook, which the API answers itself.
-func (p *Portal) webhook(r *http.Request, s *session, id string) (*webhook, error) {
+func (p *Portal) webhook(r *http.Request, s *session, id string) (*apiv1.Webhook, error) {
 	if !s.Allows(id) {
 		return nil, notFoundError("webhook", id)
 	}
-	var wh webhook
+	var wh apiv1.Webhook
 	if err := p.call(r, s, "GET", "/v1/webhooks/"+url.PathEscape(id), nil, &wh); err != nil {
 		return nil, err
 	}
 	return &wh, nil
 }
 
-func (p *Portal) webhooks(r *http.Request, s *session) ([]webhook, error) {
-	var list listOf[webhook]
+func (p *Portal) webhooks(r *http.Request, s *session) ([]apiv1.Webhook, error) {
+	var list listOf[apiv1.Webhook]
 	if err := p.call(r, s, "GET", "/v1/webhooks", nil, &list); err != nil {
 		return nil, err
 	}
-	return slices.DeleteFunc(list.Data, func(wh webhook) bool { return !s.Allows(wh.ID) }), nil
+	return slices.DeleteFunc(list.Data, func(wh apiv1.Webhook) bool { return !s.Allows(wh.ID) }), nil
 }
 
 // health is a webhook's last 24 hours at a glance.
@@ -61,7 +62,7 @@ type health struct {
 func (p *Portal) health(r *http.Request, s *session, id string) health {
 	var h health
 	var st struct {
-		Data []statsBucket `json:"data"`
+		Data []attemptlog.StatsBucket `json:"data"`
 	}
 	if err := p.call(r, s, "GET", "/v1/webhooks/"+url.PathEscape(id)+"/stats", nil, &st); err != nil {
 		h.Unavailable = true
@@ -80,7 +81,7 @@ func (p *Portal) health(r *http.Request, s *session, id string) health {
 		h.SuccessRate = fmt.Sprintf("%.1f%%", 100*float64(ok)/float64(h.Attempts))
 		h.P99 = ms(p99)
 	}
-	var recent listOf[attempt]
+	var recent listOf[attemptlog.AttemptSummary]
 	if err := p.call(r, s, "GET", query("/v1/webhooks/"+url.PathEscape(id)+"/attempts", "limit", "25"), nil, &recent); err == nil {
 		for _, a := range recent.Data {
 			if a.Outcome != "success" {
@@ -114,7 +115,7 @@ func ms(v float64) string {
 }
 
 type webhookRow struct {
-	webhook
+	apiv1.Webhook
 	Health health
 }
 
@@ -125,14 +126,14 @@ func (p *Portal) listWebhooks(w http.ResponseWriter, r *http.Request, s *session
 	}
 	rows := make([]webhookRow, 0, len(whs))
 	for _, wh := range whs {
-		rows = append(rows, webhookRow{webhook: wh, Health: p.health(r, s, wh.ID)})
+		rows = append(rows, webhookRow{Webhook: wh, Health: p.health(r, s, wh.ID)})
 	}
 	pg := s.page("Webhooks", "")
 	pg.Notice = notice(r)
 	pg.Data = struct {
 		Rows           []webhookRow
 		CanWrite       bool
-		StorageMasking []MaskingRule
+		StorageMasking []apiv1.MaskingRule
 	}{rows, !s.ReadOnly && !s.Scoped(), p.cfg.Backend.StorageMasking(s.ProjectID)}
 	p.render(w, r, http.StatusOK, "webhooks", pg)
 	return nil
@@ -171,7 +172,7 @@ func (f *form) fill() {
 	}
 }
 
-func formOf(wh *webhook) *form {
+func formOf(wh *apiv1.Webhook) *form {
 	f := &form{Name: wh.Name, Descr: wh.Description, URL: wh.URL, Enabled: wh.Enabled, Version: wh.PayloadVersion,
 		Format: wh.Format, Filter: wh.Filter, Transform: wh.Transform, RetryCE: wh.RetryClientErrors,
 		UserProps: strings.Join(wh.UserProperties, ", "), CompProps: strings.Join(wh.CompanyProperties, ", ")}
@@ -289,7 +290,7 @@ func (p *Portal) createWebhook(w http.ResponseWriter, r *http.Request, s *sessio
 		p.renderForm(w, r, s, http.StatusOK, "New webhook", f)
 		return nil
 	}
-	var created webhook
+	var created apiv1.Webhook
 	if err := p.call(r, s, "POST", "/v1/webhooks", body, &created); err != nil {
 		return p.formError(w, r, s, "New webhook", f, err)
 	}
@@ -375,11 +376,11 @@ func (p *Portal) deleteWebhook(w http.ResponseWriter, r *http.Request, s *sessio
 
 // detail is the webhook page.
 type detail struct {
-	Webhook  *webhook
+	Webhook  *apiv1.Webhook
 	Health   health
 	Chart    *charts
 	Step     string
-	Attempts []attempt
+	Attempts []attemptlog.AttemptSummary
 	Snippet  string
 	Secret   string // only on the page answering "Reveal"
 	LogError string
@@ -423,7 +424,7 @@ func (p *Portal) webhookPage(w http.ResponseWriter, r *http.Request, s *session,
 			d.LogError = ae.Message
 		}
 	}
-	var recent listOf[attempt]
+	var recent listOf[attemptlog.AttemptSummary]
 	if err := p.call(r, s, "GET", query("/v1/webhooks/"+url.PathEscape(wh.ID)+"/attempts", "limit", "10"), nil, &recent); err == nil {
 		d.Attempts = recent.Data
 	}
@@ -447,7 +448,7 @@ func (p *Portal) sendTest(w http.ResponseWriter, r *http.Request, s *session) er
 	pg := s.page("Test sent to "+wh.Name, "")
 	pg.BackURL, pg.BackLabel = "/portal/webhooks/"+url.PathEscape(wh.ID), "Back to "+wh.Name
 	pg.Data = struct {
-		Webhook *webhook
+		Webhook *apiv1.Webhook
 		Result  testResult
 	}{wh, res}
 	p.render(w, r, http.StatusOK, "test", pg)

@@ -1,0 +1,62 @@
+// Package apiv1 holds the JSON API's v1 wire types that more than one package reads: the API
+// (services/api) writes them, and the portal (services/api/portal), which reaches the API only
+// through its handlers, decodes the same types rather than a copy of them. Types the attempt log
+// answers with (attempts, dead letters, statistics, replay jobs) are pkg/attemptlog's own.
+package apiv1
+
+import "time"
+
+// Secret is one of a webhook's signing secrets as clients see it: never the secret itself.
+type Secret struct {
+	Fingerprint string     `json:"fingerprint"`
+	PublicKey   string     `json:"public_key,omitempty"` // v1a: the "whpk_…" key receivers verify with
+	CreatedAt   time.Time  `json:"created_at"`
+	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
+}
+
+// Webhook is a webhook as the API answers it (GET /v1/webhooks/{id} and the list): every
+// setting, each unexpired secret's metadata, and the failing streak the delivery service recorded.
+type Webhook struct {
+	ID              string          `json:"id"`
+	ProjectID       string          `json:"project_id"`
+	Name            string          `json:"name"`
+	Description     string          `json:"description"`
+	URL             string          `json:"url"`
+	Events          []string        `json:"events"`
+	EventToggles    map[string]bool `json:"event_toggles"`
+	Enabled         bool            `json:"enabled"`
+	DisabledReason  string          `json:"disabled_reason,omitempty"`
+	Secret          string          `json:"secret,omitempty"` // only right after it was created or rotated
+	SignatureScheme string          `json:"signature_scheme"`
+	PublicKey       string          `json:"public_key,omitempty"` // v1a: the newest key's "whpk_…"
+	// ClientCertificate is public (the key never leaves the box); with its expiry.
+	ClientCertificate          string            `json:"client_certificate,omitempty"`
+	ClientCertificateExpiresAt *time.Time        `json:"client_certificate_expires_at,omitempty"`
+	Secrets                    []Secret          `json:"secrets"`
+	UserProperties             []string          `json:"user_properties"`
+	CompanyProperties          []string          `json:"company_properties"`
+	PayloadVersion             string            `json:"payload_version"`
+	Filter                     string            `json:"filter"`
+	Transform                  string            `json:"transform"`
+	Format                     string            `json:"format"`
+	RateLimitPerS              float64           `json:"rate_limit_per_s"`
+	RetryClientErrors          bool              `json:"retry_client_errors"`
+	RetryPolicy                string            `json:"retry_policy"`
+	Headers                    map[string]string `json:"headers"`
+	Masking                    []MaskingRule     `json:"masking"`
+	Revision                   int64             `json:"revision"`
+	CreatedAt                  time.Time         `json:"created_at"`
+	UpdatedAt                  time.Time         `json:"updated_at"`
+	// FailingSince and ConsecutiveFailures show a failing streak once the delivery service
+	// recorded it (at DELIVERY_FAILING_NOTIFY_AFTER failures, and at the disable).
+	FailingSince        *time.Time `json:"failing_since,omitempty"`
+	ConsecutiveFailures int32      `json:"consecutive_failures,omitempty"`
+}
+
+// MaskingRule is a masking rule as the API shows and takes it: a webhook's `masking` (what it
+// receives) and a project's `storage_masking` (what the attempt log stores).
+type MaskingRule struct {
+	Path   string `json:"path"`
+	Action string `json:"action"`
+	Keep   int32  `json:"keep,omitempty"`
+}
