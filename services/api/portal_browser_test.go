@@ -567,7 +567,8 @@ func TestPortalInARealBrowser(t *testing.T) {
 		require.Contains(t, b.text("header"), "Globex")
 		require.NotContains(t, b.text("main"), "CRM sync")
 		// Ids of the first project typed into addresses: the same 404 as an id that does not exist.
-		for _, path := range []string{"/portal/webhooks/" + whA, "/portal/webhooks/" + whA + "/edit", "/portal/attempts/" + attA} {
+		for _, path := range []string{"/portal/webhooks/" + whA, "/portal/webhooks/" + whA + "/edit", "/portal/attempts/" + attA,
+			"/portal/replays/" + recovery} {
 			require.Equal(t, http.StatusNotFound, b.open(s.base+path), path)
 			require.Equal(t, "Not found", b.text("h1"))
 		}
@@ -576,6 +577,8 @@ func TestPortalInARealBrowser(t *testing.T) {
 		require.Empty(t, b.text("#attempts"))
 		b.open(s.base + "/portal/dead-letters?webhook_id=" + url.QueryEscape(whA))
 		require.Contains(t, b.text("#no-dead"), "No dead letters match")
+		b.open(s.base + "/portal/webhooks/" + whB)
+		require.Contains(t, b.text("#no-replays"), "No recoveries yet", "the first project's recovery is not listed")
 		// Forms of the second project's own page, sent with the first's ids.
 		b.open(s.base + "/portal/webhooks/" + whB)
 		for path, fields := range map[string]map[string]string{

@@ -75,7 +75,7 @@ func (p *Portal) recoverWebhook(w http.ResponseWriter, r *http.Request, s *sessi
 		if f.ErrField == "target_webhook_id" {
 			f.ErrField = "" // the target is this webhook: not a field of the form
 		}
-		return p.webhookPage(w, r, s, "", f, http.StatusBadRequest)
+		return p.webhookPage(w, r, s, "", f, ae.Status)
 	}
 	http.Redirect(w, r, "/portal/replays/"+url.PathEscape(job.ID), http.StatusSeeOther)
 	return nil
