@@ -60,3 +60,30 @@ type MaskingRule struct {
 	Action string `json:"action"`
 	Keep   int32  `json:"keep,omitempty"`
 }
+
+// TestResult answers Send Test: the attempt the delivery service made, with its request body and
+// the response.
+type TestResult struct {
+	DeliveryID      string            `json:"delivery_id"`
+	EventID         string            `json:"event_id"`
+	AttemptID       string            `json:"attempt_id"`
+	Outcome         string            `json:"outcome"`
+	Success         bool              `json:"success"`
+	StatusCode      int32             `json:"status_code"`
+	LatencyMs       float64           `json:"latency_ms"`
+	Error           string            `json:"error,omitempty"`
+	RequestBody     string            `json:"request_body"`
+	ResponseHeaders map[string]string `json:"response_headers"`
+	ResponseBody    string            `json:"response_body"`
+}
+
+// DeadLetterReplay answers a dead-letter replay: how many were queued again and skipped, whether
+// more match (call again), and for one dead letter its ids.
+type DeadLetterReplay struct {
+	Replayed   int    `json:"replayed"`
+	Skipped    int    `json:"skipped"`
+	More       bool   `json:"more"`
+	DeliveryID string `json:"delivery_id,omitempty"`
+	EventID    string `json:"event_id,omitempty"`
+	WebhookID  string `json:"webhook_id,omitempty"`
+}

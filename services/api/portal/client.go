@@ -59,26 +59,6 @@ type listOf[T any] struct {
 	NextCursor string `json:"next_cursor"`
 }
 
-type testResult struct {
-	DeliveryID      string            `json:"delivery_id"`
-	EventID         string            `json:"event_id"`
-	AttemptID       string            `json:"attempt_id"`
-	Outcome         string            `json:"outcome"`
-	Success         bool              `json:"success"`
-	StatusCode      int               `json:"status_code"`
-	LatencyMs       float64           `json:"latency_ms"`
-	Error           string            `json:"error"`
-	RequestBody     string            `json:"request_body"`
-	ResponseHeaders map[string]string `json:"response_headers"`
-	ResponseBody    string            `json:"response_body"`
-}
-
-type replayResult struct {
-	Replayed int  `json:"replayed"`
-	Skipped  int  `json:"skipped"`
-	More     bool `json:"more"`
-}
-
 // query builds a target with its non-empty parameters.
 func query(path string, kv ...string) string {
 	v := url.Values{}

@@ -215,7 +215,7 @@ func (p *Portal) replayDeadLetters(w http.ResponseWriter, r *http.Request, s *se
 			return notFoundError("webhook", id)
 		}
 	}
-	var res replayResult
+	var res apiv1.DeadLetterReplay
 	if err := p.call(r, s, "POST", "/v1/dead-letters/replay", in, &res); err != nil {
 		return err
 	}

@@ -440,7 +440,7 @@ func (p *Portal) sendTest(w http.ResponseWriter, r *http.Request, s *session) er
 	if err != nil {
 		return err
 	}
-	var res testResult
+	var res apiv1.TestResult
 	if err := p.call(r, s, "POST", "/v1/webhooks/"+url.PathEscape(wh.ID)+"/test", nil, &res); err != nil {
 		return err
 	}
@@ -449,7 +449,7 @@ func (p *Portal) sendTest(w http.ResponseWriter, r *http.Request, s *session) er
 	pg.BackURL, pg.BackLabel = "/portal/webhooks/"+url.PathEscape(wh.ID), "Back to "+wh.Name
 	pg.Data = struct {
 		Webhook *apiv1.Webhook
-		Result  testResult
+		Result  apiv1.TestResult
 	}{wh, res}
 	p.render(w, r, http.StatusOK, "test", pg)
 	return nil
