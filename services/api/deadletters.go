@@ -43,7 +43,7 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request, p *pb.P
 	if err != nil {
 		return s.logs.failed(r.Context(), st, err)
 	}
-	httpapi.WriteJSON(w, http.StatusOK, page[attemptlog.DeadLetter]{Data: items, NextCursor: next})
+	httpapi.WriteJSON(w, http.StatusOK, apiv1.List[attemptlog.DeadLetter]{Data: items, NextCursor: next})
 	return nil
 }
 

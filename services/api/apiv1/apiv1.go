@@ -87,3 +87,9 @@ type DeadLetterReplay struct {
 	EventID    string `json:"event_id,omitempty"`
 	WebhookID  string `json:"webhook_id,omitempty"`
 }
+
+// List is one page of a list: its items, and the cursor of the next page ("" on the last).
+type List[T any] struct {
+	Data       []T    `json:"data"`
+	NextCursor string `json:"next_cursor"`
+}

@@ -6,18 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+
+	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
 )
-
-// apiError is an error answer of the JSON API, kept whole so a form can show its message beside
-// the field it names.
-type apiError struct {
-	Status  int
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Field   string `json:"field"`
-}
-
-func (e *apiError) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.Code, e.Message) }
 
 // call runs an API operation for the session's project and decodes its answer into out (nil: ignore).
 func (p *Portal) call(r *http.Request, s *session, method, target string, in, out any) error {
@@ -31,7 +22,7 @@ func (p *Portal) call(r *http.Request, s *session, method, target string, in, ou
 	status, resp := p.cfg.Backend.Do(r.Context(), s.ProjectID, method, target, body)
 	if status >= 300 {
 		var e struct {
-			Error apiError `json:"error"`
+			Error httpapi.Error `json:"error"`
 		}
 		if err := json.Unmarshal(resp, &e); err != nil || e.Error.Message == "" {
 			return fmt.Errorf("%s %s answered %d: %.200s", method, target, status, resp)
@@ -49,15 +40,10 @@ func (p *Portal) call(r *http.Request, s *session, method, target string, in, ou
 }
 
 func notFoundError(what, id string) error {
-	return &apiError{Status: http.StatusNotFound, Code: "not_found", Message: fmt.Sprintf("%s %q not found", what, id)}
+	return &httpapi.Error{Status: http.StatusNotFound, Code: "not_found", Message: fmt.Sprintf("%s %q not found", what, id)}
 }
 
 // The API's answers, as far as the pages use them.
-
-type listOf[T any] struct {
-	Data       []T    `json:"data"`
-	NextCursor string `json:"next_cursor"`
-}
 
 // query builds a target with its non-empty parameters.
 func query(path string, kv ...string) string {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
 	"github.com/surveyhooks/surveyhooks/pkg/envelope"
+	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
 	"github.com/surveyhooks/surveyhooks/services/api/apiv1"
 )
 
@@ -80,10 +81,10 @@ func (p *Portal) listAttempts(w http.ResponseWriter, r *http.Request, s *session
 	if err != nil {
 		return err
 	}
-	var list listOf[attemptlog.AttemptSummary]
+	var list apiv1.List[attemptlog.AttemptSummary]
 	if !f.NeedWebhook {
 		err := p.call(r, s, "GET", query("/v1/attempts", f.params("limit", "50", "cursor", r.URL.Query().Get("cursor"))...), nil, &list)
-		if ae, ok := err.(*apiError); ok && ae.Status == http.StatusBadRequest {
+		if ae, ok := err.(*httpapi.Error); ok && ae.Status == http.StatusBadRequest {
 			f.Error = ae.Message
 		} else if err != nil {
 			return err
@@ -143,10 +144,10 @@ func (p *Portal) listDeadLetters(w http.ResponseWriter, r *http.Request, s *sess
 	if err != nil {
 		return err
 	}
-	var list listOf[attemptlog.DeadLetter]
+	var list apiv1.List[attemptlog.DeadLetter]
 	if !f.NeedWebhook {
 		err := p.call(r, s, "GET", query("/v1/dead-letters", f.params("limit", "50", "cursor", r.URL.Query().Get("cursor"))...), nil, &list)
-		if ae, ok := err.(*apiError); ok && ae.Status == http.StatusBadRequest {
+		if ae, ok := err.(*httpapi.Error); ok && ae.Status == http.StatusBadRequest {
 			f.Error = ae.Message
 		} else if err != nil {
 			return err
@@ -180,7 +181,7 @@ func (p *Portal) replayDeadLetter(w http.ResponseWriter, r *http.Request, s *ses
 		if !s.Allows(whID) || evID == "" {
 			return notFoundError("dead letter", id)
 		}
-		var list listOf[attemptlog.DeadLetter]
+		var list apiv1.List[attemptlog.DeadLetter]
 		if err := p.call(r, s, "GET", query("/v1/dead-letters", "webhook_id", whID, "event_id", evID, "include_replayed", "true", "limit", "500"), nil, &list); err != nil {
 			return err
 		}

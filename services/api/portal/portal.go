@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
 	"github.com/surveyhooks/surveyhooks/services/api/apiv1"
 )
 
@@ -354,7 +355,7 @@ func (s *session) page(title, message string) page {
 // fail answers a handler's error with a page: the API's own message for its errors, a plain
 // "something went wrong" (and a log line) for anything else — never a stack trace.
 func (p *Portal) fail(w http.ResponseWriter, r *http.Request, pg page, err error) {
-	var ae *apiError
+	var ae *httpapi.Error
 	if errors.As(err, &ae) {
 		pg.Title, pg.Message = "Cannot do that", ae.Message
 		switch ae.Status {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
+	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
+	"github.com/surveyhooks/surveyhooks/services/api/apiv1"
 )
 
 // Recover (Svix's "Recover failed messages"): a webhook's page starts a replay job over a time
@@ -67,7 +69,7 @@ func (p *Portal) recoverWebhook(w http.ResponseWriter, r *http.Request, s *sessi
 	}
 	var job attemptlog.ReplayJob
 	if err := p.call(r, s, "POST", "/v1/webhooks/"+url.PathEscape(wh.ID)+"/replays", in, &job); err != nil {
-		var ae *apiError
+		var ae *httpapi.Error
 		if !errors.As(err, &ae) || ae.Status >= 500 || ae.Status == http.StatusNotFound {
 			return err
 		}
@@ -89,7 +91,7 @@ func replayAllowed(s *session, j attemptlog.ReplayJob) bool {
 // recentReplays is the project's latest replay jobs the session may see (nil when the log does
 // not answer: the page says nothing rather than fail).
 func (p *Portal) recentReplays(r *http.Request, s *session, limit int) []attemptlog.ReplayJob {
-	var list listOf[attemptlog.ReplayJob]
+	var list apiv1.List[attemptlog.ReplayJob]
 	if err := p.call(r, s, "GET", "/v1/replays?limit=50", nil, &list); err != nil {
 		return nil
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
 	"github.com/surveyhooks/surveyhooks/pkg/envelope"
+	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
 	"github.com/surveyhooks/surveyhooks/services/api/apiv1"
 )
 
@@ -42,7 +43,7 @@ func (p *Portal) webhook(r *http.Request, s *session, id string) (*apiv1.Webhook
 }
 
 func (p *Portal) webhooks(r *http.Request, s *session) ([]apiv1.Webhook, error) {
-	var list listOf[apiv1.Webhook]
+	var list apiv1.List[apiv1.Webhook]
 	if err := p.call(r, s, "GET", "/v1/webhooks", nil, &list); err != nil {
 		return nil, err
 	}
@@ -81,7 +82,7 @@ func (p *Portal) health(r *http.Request, s *session, id string) health {
 		h.SuccessRate = fmt.Sprintf("%.1f%%", 100*float64(ok)/float64(h.Attempts))
 		h.P99 = ms(p99)
 	}
-	var recent listOf[attemptlog.AttemptSummary]
+	var recent apiv1.List[attemptlog.AttemptSummary]
 	if err := p.call(r, s, "GET", query("/v1/webhooks/"+url.PathEscape(id)+"/attempts", "limit", "25"), nil, &recent); err == nil {
 		for _, a := range recent.Data {
 			if a.Outcome != "success" {
@@ -270,7 +271,7 @@ func (p *Portal) renderForm(w http.ResponseWriter, r *http.Request, s *session, 
 
 func (p *Portal) newWebhook(w http.ResponseWriter, r *http.Request, s *session) error {
 	if s.Scoped() {
-		return &apiError{Status: http.StatusForbidden, Message: "This portal session manages only the webhooks it was opened for; it cannot create others."}
+		return &httpapi.Error{Status: http.StatusForbidden, Message: "This portal session manages only the webhooks it was opened for; it cannot create others."}
 	}
 	f := &form{Action: "/portal/webhooks", Submit: "Create webhook", New: true, Enabled: true}
 	f.fill()
@@ -281,7 +282,7 @@ func (p *Portal) newWebhook(w http.ResponseWriter, r *http.Request, s *session) 
 
 func (p *Portal) createWebhook(w http.ResponseWriter, r *http.Request, s *session) error {
 	if s.Scoped() {
-		return &apiError{Status: http.StatusForbidden, Message: "This portal session manages only the webhooks it was opened for; it cannot create others."}
+		return &httpapi.Error{Status: http.StatusForbidden, Message: "This portal session manages only the webhooks it was opened for; it cannot create others."}
 	}
 	f, body := readForm(r)
 	f.Action, f.Submit, f.New = "/portal/webhooks", "Create webhook", true
@@ -300,7 +301,7 @@ func (p *Portal) createWebhook(w http.ResponseWriter, r *http.Request, s *sessio
 
 // formError shows the API's validation error inline in the form; other errors go up.
 func (p *Portal) formError(w http.ResponseWriter, r *http.Request, s *session, title string, f *form, err error) error {
-	ae, ok := err.(*apiError)
+	ae, ok := err.(*httpapi.Error)
 	if !ok || ae.Status != http.StatusBadRequest {
 		return err
 	}
@@ -420,11 +421,11 @@ func (p *Portal) webhookPage(w http.ResponseWriter, r *http.Request, s *session,
 	d.Chart, err = p.charts(r, s, wh.ID, d.Step)
 	if err != nil {
 		d.LogError = logUnavailable
-		if ae := (*apiError)(nil); errors.As(err, &ae) && ae.Status != http.StatusServiceUnavailable {
+		if ae := (*httpapi.Error)(nil); errors.As(err, &ae) && ae.Status != http.StatusServiceUnavailable {
 			d.LogError = ae.Message
 		}
 	}
-	var recent listOf[attemptlog.AttemptSummary]
+	var recent apiv1.List[attemptlog.AttemptSummary]
 	if err := p.call(r, s, "GET", query("/v1/webhooks/"+url.PathEscape(wh.ID)+"/attempts", "limit", "10"), nil, &recent); err == nil {
 		d.Attempts = recent.Data
 	}
