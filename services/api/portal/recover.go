@@ -88,15 +88,15 @@ func replayAllowed(s *session, j attemptlog.ReplayJob) bool {
 	return s.Allows(j.WebhookID) && s.Allows(j.TargetWebhookID)
 }
 
-// recentReplays is the project's latest replay jobs the session may see (nil when the log does
-// not answer: the page says nothing rather than fail).
-func (p *Portal) recentReplays(r *http.Request, s *session, limit int) []attemptlog.ReplayJob {
+// recentReplays is the project's latest replay jobs the session may see; ok is false when the
+// log does not answer (the page says so rather than fail).
+func (p *Portal) recentReplays(r *http.Request, s *session, limit int) (jobs []attemptlog.ReplayJob, ok bool) {
 	var list apiv1.List[attemptlog.ReplayJob]
 	if err := p.call(r, s, "GET", "/v1/replays?limit=50", nil, &list); err != nil {
-		return nil
+		return nil, false
 	}
-	jobs := slices.DeleteFunc(list.Data, func(j attemptlog.ReplayJob) bool { return !replayAllowed(s, j) })
-	return jobs[:min(limit, len(jobs))]
+	jobs = slices.DeleteFunc(list.Data, func(j attemptlog.ReplayJob) bool { return !replayAllowed(s, j) })
+	return jobs[:min(limit, len(jobs))], true
 }
 
 // showReplay is a replay job's page: its range, status and counts; it reloads itself every few
@@ -121,11 +121,13 @@ func (p *Portal) showReplay(w http.ResponseWriter, r *http.Request, s *session) 
 		pg.Refresh = 2
 	}
 	pg.BackURL, pg.BackLabel = "/portal/webhooks/"+url.PathEscape(job.WebhookID), "Back to "+nameOr(names, job.WebhookID)
+	recent, ok := p.recentReplays(r, s, 10)
 	pg.Data = struct {
-		Job    attemptlog.ReplayJob
-		Names  map[string]string
-		Recent []attemptlog.ReplayJob
-	}{job, names, p.recentReplays(r, s, 10)}
+		Job           attemptlog.ReplayJob
+		Names         map[string]string
+		Recent        []attemptlog.ReplayJob
+		RecentMissing bool
+	}{job, names, recent, !ok}
 	p.render(w, r, http.StatusOK, "replay", pg)
 	return nil
 }

@@ -377,16 +377,17 @@ func (p *Portal) deleteWebhook(w http.ResponseWriter, r *http.Request, s *sessio
 
 // detail is the webhook page.
 type detail struct {
-	Webhook  *apiv1.Webhook
-	Health   health
-	Chart    *charts
-	Step     string
-	Attempts []attemptlog.AttemptSummary
-	Snippet  string
-	Secret   string // only on the page answering "Reveal"
-	LogError string
-	Recover  *recoverForm
-	Replays  []attemptlog.ReplayJob // the project's recent recoveries the session may see
+	Webhook        *apiv1.Webhook
+	Health         health
+	Chart          *charts
+	Step           string
+	Attempts       []attemptlog.AttemptSummary
+	Snippet        string
+	Secret         string // only on the page answering "Reveal"
+	LogError       string
+	Recover        *recoverForm
+	Replays        []attemptlog.ReplayJob // the project's recent recoveries the session may see
+	ReplaysMissing bool                   // the log did not answer
 	// Stopped is set when surveyhooks disabled the webhook itself ("failing", "gone"): since
 	// when, for "Recover what was skipped".
 	Stopped      bool
@@ -408,7 +409,10 @@ func (p *Portal) webhookPage(w http.ResponseWriter, r *http.Request, s *session,
 		rf = newRecoverForm(p.cfg.Now())
 	}
 	d := &detail{Webhook: wh, Health: p.health(r, s, wh.ID), Step: r.URL.Query().Get("step"), Snippet: snippet, Secret: secret,
-		Recover: rf, Replays: p.recentReplays(r, s, 5)}
+		Recover: rf}
+	var ok bool
+	d.Replays, ok = p.recentReplays(r, s, 5)
+	d.ReplaysMissing = !ok
 	if !wh.Enabled && (wh.DisabledReason == "failing" || wh.DisabledReason == "gone") {
 		d.Stopped, d.StoppedSince = true, wh.UpdatedAt
 		if wh.FailingSince != nil {
