@@ -13,6 +13,7 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
 	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
+	"github.com/surveyhooks/surveyhooks/services/api/apiv1"
 )
 
 // replayPage is how many dead letters a bulk replay reads, sends and marks at a time.
@@ -42,7 +43,7 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request, p *pb.P
 	if err != nil {
 		return s.logs.failed(r.Context(), st, err)
 	}
-	httpapi.WriteJSON(w, http.StatusOK, page[attemptlog.DeadLetter]{Data: items, NextCursor: next})
+	httpapi.WriteJSON(w, http.StatusOK, apiv1.List[attemptlog.DeadLetter]{Data: items, NextCursor: next})
 	return nil
 }
 
@@ -107,15 +108,6 @@ func (s *Server) send(ctx context.Context, ds []*pb.Delivery) error {
 	return nil
 }
 
-type replayOut struct {
-	Replayed   int    `json:"replayed"`
-	Skipped    int    `json:"skipped"`
-	More       bool   `json:"more"`
-	DeliveryID string `json:"delivery_id,omitempty"`
-	EventID    string `json:"event_id,omitempty"`
-	WebhookID  string `json:"webhook_id,omitempty"`
-}
-
 func (s *Server) replayDeadLetter(w http.ResponseWriter, r *http.Request, p *pb.Project) error {
 	if err := onlyParams(r); err != nil {
 		return err
@@ -147,7 +139,7 @@ func (s *Server) replayDeadLetter(w http.ResponseWriter, r *http.Request, p *pb.
 		return fmt.Errorf("dead letter %s was replayed but could not be marked: %w", id, err)
 	}
 	s.log.Info("dead letter replayed", "project_id", p.Id, "dead_letter_id", id, "delivery_id", d.DeliveryId)
-	httpapi.WriteJSON(w, http.StatusAccepted, replayOut{Replayed: 1, DeliveryID: d.DeliveryId, EventID: d.EventId, WebhookID: d.WebhookId})
+	httpapi.WriteJSON(w, http.StatusAccepted, apiv1.DeadLetterReplay{Replayed: 1, DeliveryID: d.DeliveryId, EventID: d.EventId, WebhookID: d.WebhookId})
 	return nil
 }
 
@@ -186,7 +178,7 @@ func (s *Server) replayDeadLetters(w http.ResponseWriter, r *http.Request, p *pb
 	if err != nil {
 		return err
 	}
-	out := replayOut{}
+	out := apiv1.DeadLetterReplay{}
 	q := in.deadQuery(p.Id, min(replayPage, limit), "")
 	for {
 		items, next, err := st.ListDeadLetters(r.Context(), q)

@@ -17,6 +17,7 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/envelope"
 	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
+	"github.com/surveyhooks/surveyhooks/services/api/apiv1"
 )
 
 const (
@@ -209,11 +210,6 @@ func (f filters) deadQuery(projectID string, limit int, cursor string) attemptlo
 		Limit: limit, Cursor: cursor}
 }
 
-type page[T any] struct {
-	Data       []T    `json:"data"`
-	NextCursor string `json:"next_cursor"`
-}
-
 // attempts answers one page of attempts; the project in q is the caller's.
 func (s *Server) attempts(w http.ResponseWriter, r *http.Request, q attemptlog.AttemptQuery) ([]attemptlog.AttemptSummary, error) {
 	st, err := s.logs.get(r.Context())
@@ -227,7 +223,7 @@ func (s *Server) attempts(w http.ResponseWriter, r *http.Request, q attemptlog.A
 	if err != nil {
 		return nil, s.logs.failed(r.Context(), st, err)
 	}
-	httpapi.WriteJSON(w, http.StatusOK, page[attemptlog.AttemptSummary]{Data: items, NextCursor: next})
+	httpapi.WriteJSON(w, http.StatusOK, apiv1.List[attemptlog.AttemptSummary]{Data: items, NextCursor: next})
 	return items, nil
 }
 

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"github.com/surveyhooks/surveyhooks/services/api/apiv1"
+
 	"encoding/base64"
 	"errors"
 
@@ -8,15 +10,7 @@ import (
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
 
-// maskingRule is a masking rule as the API shows and takes it: a webhook's `masking` (what it
-// receives) and a project's `storage_masking` (what the attempt log stores).
-type maskingRule struct {
-	Path   string `json:"path"`
-	Action string `json:"action"`
-	Keep   int32  `json:"keep,omitempty"`
-}
-
-func maskingIn(in []maskingRule) []*pb.MaskingRule {
+func maskingIn(in []apiv1.MaskingRule) []*pb.MaskingRule {
 	if len(in) == 0 {
 		return nil
 	}
@@ -27,10 +21,10 @@ func maskingIn(in []maskingRule) []*pb.MaskingRule {
 	return out
 }
 
-func maskingOut(in []*pb.MaskingRule) []maskingRule {
-	out := make([]maskingRule, len(in))
+func maskingOut(in []*pb.MaskingRule) []apiv1.MaskingRule {
+	out := make([]apiv1.MaskingRule, len(in))
 	for i, r := range in {
-		out[i] = maskingRule{Path: r.Path, Action: r.Action, Keep: r.Keep}
+		out[i] = apiv1.MaskingRule{Path: r.Path, Action: r.Action, Keep: r.Keep}
 	}
 	return out
 }

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"github.com/surveyhooks/surveyhooks/services/api/apiv1"
+
 	"cmp"
 	"net/http"
 	"slices"
@@ -43,7 +45,7 @@ type operationalOut struct {
 	DisabledReason string            `json:"disabled_reason,omitempty"`
 	Headers        map[string]string `json:"headers"`
 	Secret         string            `json:"secret,omitempty"`
-	Secrets        []secretOut       `json:"secrets"`
+	Secrets        []apiv1.Secret    `json:"secrets"`
 	Revision       int64             `json:"revision"`
 	CreatedAt      time.Time         `json:"created_at"`
 	UpdatedAt      time.Time         `json:"updated_at"`

@@ -2,7 +2,6 @@ package api_test
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -117,16 +116,7 @@ func TestAFailingWebhookIsAutoDisabledAndItsEventsAreKeptAsSkipped(t *testing.T)
 	project, key := s.project("Acme")
 	wh := s.webhook(key, map[string]any{"name": "CRM sync", "url": rc.URL + "/hook", "events": []string{"nps.scored"}}).str("id")
 
-	n := 0
-	send := func() string {
-		n++
-		score := int32(n % 11)
-		id := fmt.Sprintf("evt-%d", n)
-		v, _ := proto.Marshal(&pb.Event{EventId: id, ProjectId: project, EventType: "nps.scored", TimeMs: time.Now().UnixMilli(),
-			ReceivedAtMs: time.Now().UnixMilli(), User: &pb.User{Id: "u1"}, Nps: &pb.Nps{Score: &score}})
-		require.NoError(t, s.kcl.ProduceSync(s.ctx, &kgo.Record{Topic: s.cfg.Kafka.Topics.Events, Key: []byte(project), Value: v}).FirstErr())
-		return id
-	}
+	send := npsSender(t, s, project)
 	// waitFor waits for the webhook's lifecycle events (failing, recovered, disabled) to be want,
 	// in order, and for at least deadLetters delivery.dead_lettered events: those are sent beside
 	// the lifecycle event of the same attempt, so they may arrive before or after it.

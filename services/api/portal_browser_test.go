@@ -426,6 +426,63 @@ func TestPortalInARealBrowser(t *testing.T) {
 		require.Contains(t, b.text(".error"), "status_code must be")
 	})
 
+	var recovery string
+	t.Run("recover what failed from the webhook page, and follow the job to its counts", func(t *testing.T) {
+		b := b.in(t)
+		rc.status.Store(http.StatusInternalServerError)
+		sendEvents(t, ingestURL, keyA, npsEvent("u-recover"))
+		// Dead-lettered, and its attempts in the log.
+		require.Eventually(t, func() bool {
+			for _, d := range s.must(http.StatusOK, "GET", "/v1/dead-letters?webhook_id="+whA, keyA, nil).list() {
+				if d["replayed"] == false {
+					return true
+				}
+			}
+			return false
+		}, 30*time.Second, 100*time.Millisecond)
+		rc.status.Store(http.StatusOK)
+		before := len(rc.requests())
+
+		b.open(s.base + "/portal/webhooks/" + whA)
+		require.Contains(t, b.text("#recover"), "No recoveries yet")
+		// The defaults: the last 24 hours, what failed.
+		require.Equal(t, "failed", eval[string](b, `document.querySelector("#recover-outcome").value`))
+		since, err := time.Parse("2006-01-02T15:04", eval[string](b, `document.querySelector("#since").value`))
+		require.NoError(t, err)
+		require.WithinDuration(t, time.Now().UTC().Add(-24*time.Hour), since, 2*time.Minute)
+		// The API's refusal, beside the field it names.
+		b.setValue("#since", "2001-01-01T00:00")
+		b.submit("#recover-start", "#recover-error")
+		require.Contains(t, b.text("#recover-error"), "retention")
+		require.Equal(t, "true", eval[string](b, `document.querySelector("#since").getAttribute("aria-invalid")`))
+		require.Equal(t, "2001-01-01T00:00", eval[string](b, `document.querySelector("#since").value`), "what was typed stays")
+
+		b.setValue("#since", since.Format("2006-01-02T15:04"))
+		b.submit("#recover-start", "#job")
+		require.Contains(t, b.location(), "/portal/replays/rp_")
+		recovery = strings.TrimPrefix(b.location(), s.base+"/portal/replays/")
+		// The page refreshes itself until the job is done.
+		b.waitText("#job-status", "done", false)
+		matched := b.text("#job-matched")
+		require.NotEqual(t, "0", matched)
+		require.Equal(t, matched, b.text("#job-replayed"), "everything matched was sent")
+		require.Equal(t, "0", b.text("#job-skipped"))
+		require.Eventually(t, func() bool {
+			for _, r := range rc.requests()[before:] {
+				if r.header.Get("surveyhooks-replay") == recovery && strings.Contains(string(r.body), "u-recover") {
+					return true
+				}
+			}
+			return false
+		}, 30*time.Second, 50*time.Millisecond, "the receiver got the recovered delivery, marked with the job")
+		b.screenshot("portal-recover.png")
+
+		// The webhook page lists it among the recent recoveries.
+		b.open(s.base + "/portal/webhooks/" + whA)
+		require.Contains(t, b.text("#replays tbody tr:first-child"), "done")
+		require.Equal(t, "/portal/replays/"+recovery, eval[string](b, `document.querySelector("#replays a").getAttribute("href")`))
+	})
+
 	t.Run("edit with the API's validation inline, disable and enable", func(t *testing.T) {
 		b := b.in(t)
 		b.open(s.base + "/portal/webhooks/" + whA)
@@ -484,7 +541,8 @@ func TestPortalInARealBrowser(t *testing.T) {
 		}()
 		attempt := s.must(http.StatusOK, "GET", "/v1/webhooks/"+whA+"/attempts", keyA, nil).list()[0]["id"].(string)
 		for _, path := range []string{"/portal/", "/portal/webhooks/" + whA, "/portal/attempts", "/portal/webhooks/new",
-			"/portal/webhooks/" + whA + "/edit", "/portal/attempts/" + attempt, "/portal/dead-letters?webhook_id=" + whA} {
+			"/portal/webhooks/" + whA + "/edit", "/portal/attempts/" + attempt, "/portal/dead-letters?webhook_id=" + whA,
+			"/portal/replays/" + recovery} {
 			b.open(s.base + path)
 			b.checkPage()
 			require.LessOrEqual(t, eval[int](b, `document.documentElement.scrollWidth`), 375, "%s scrolls sideways at 375 px", path)
@@ -504,12 +562,13 @@ func TestPortalInARealBrowser(t *testing.T) {
 		b := b.in(t)
 		whB := s.webhook(keyB, map[string]any{"name": "Globex hook", "url": rc.URL + "/b"}).str("id")
 		attA := s.must(http.StatusOK, "GET", "/v1/webhooks/"+whA+"/attempts", keyA, nil).list()[0]["id"].(string)
-		deadA := s.deadLetters(keyA, "?include_replayed=true", 3)[0]["id"].(string)
+		deadA := s.deadLetters(keyA, "?include_replayed=true", 4)[0]["id"].(string) // 3 replayed, 1 recovered
 		require.Equal(t, http.StatusOK, b.open(s.portalLink(pbID, map[string]any{})))
 		require.Contains(t, b.text("header"), "Globex")
 		require.NotContains(t, b.text("main"), "CRM sync")
 		// Ids of the first project typed into addresses: the same 404 as an id that does not exist.
-		for _, path := range []string{"/portal/webhooks/" + whA, "/portal/webhooks/" + whA + "/edit", "/portal/attempts/" + attA} {
+		for _, path := range []string{"/portal/webhooks/" + whA, "/portal/webhooks/" + whA + "/edit", "/portal/attempts/" + attA,
+			"/portal/replays/" + recovery} {
 			require.Equal(t, http.StatusNotFound, b.open(s.base+path), path)
 			require.Equal(t, "Not found", b.text("h1"))
 		}
@@ -518,6 +577,8 @@ func TestPortalInARealBrowser(t *testing.T) {
 		require.Empty(t, b.text("#attempts"))
 		b.open(s.base + "/portal/dead-letters?webhook_id=" + url.QueryEscape(whA))
 		require.Contains(t, b.text("#no-dead"), "No dead letters match")
+		b.open(s.base + "/portal/webhooks/" + whB)
+		require.Contains(t, b.text("#no-replays"), "No recoveries yet", "the first project's recovery is not listed")
 		// Forms of the second project's own page, sent with the first's ids.
 		b.open(s.base + "/portal/webhooks/" + whB)
 		for path, fields := range map[string]map[string]string{

@@ -91,6 +91,8 @@ func TestPortalPagesSayWhatIsDownWhenClickHouseIs(t *testing.T) {
 	status, page = get("/portal/webhooks/" + wh)
 	require.Equal(t, http.StatusOK, status)
 	require.Contains(t, page, "The delivery log is temporarily unavailable")
+	require.Contains(t, page, "The list of recoveries is temporarily unavailable")
+	require.NotContains(t, page, "No recoveries yet", "an outage is not an empty list")
 	require.NotContains(t, page, "ClickHouse at", "no internal address shown to subscribers")
 
 	status, page = get("/portal/attempts")

@@ -22,6 +22,7 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
 	"github.com/surveyhooks/surveyhooks/pkg/secrets"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
+	"github.com/surveyhooks/surveyhooks/services/api/apiv1"
 	"github.com/surveyhooks/surveyhooks/services/api/portal"
 )
 
@@ -156,10 +157,10 @@ func (b portalBackend) ProjectName(id string) (string, bool) {
 	return p.Name, true
 }
 
-func (b portalBackend) StorageMasking(projectID string) []portal.MaskingRule {
-	var out []portal.MaskingRule
+func (b portalBackend) StorageMasking(projectID string) []apiv1.MaskingRule {
+	var out []apiv1.MaskingRule
 	for _, r := range b.s.reg.Project(projectID).GetStorageMasking() {
-		out = append(out, portal.MaskingRule{Path: r.Path, Action: r.Action, Keep: int(r.Keep)})
+		out = append(out, apiv1.MaskingRule{Path: r.Path, Action: r.Action, Keep: r.Keep})
 	}
 	return out
 }

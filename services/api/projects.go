@@ -1,6 +1,8 @@
 package api
 
 import (
+	"github.com/surveyhooks/surveyhooks/services/api/apiv1"
+
 	"context"
 	"fmt"
 	"hash/fnv"
@@ -30,7 +32,7 @@ type projectOut struct {
 	APIKeyPrefix string    `json:"api_key_prefix"`
 	CreatedAt    time.Time `json:"created_at"`
 	// StorageMasking is what the sink applies to bodies before storing them (docs/privacy.md).
-	StorageMasking []maskingRule `json:"storage_masking"`
+	StorageMasking []apiv1.MaskingRule `json:"storage_masking"`
 	// DeliveryWeight is the project's share of a busy delivery worker relative to other projects
 	// (docs/architecture.md, "Fair share between projects").
 	DeliveryWeight int32 `json:"delivery_weight"`
@@ -92,8 +94,8 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var in struct {
-		Name           string        `json:"name"`
-		StorageMasking []maskingRule `json:"storage_masking"`
+		Name           string              `json:"name"`
+		StorageMasking []apiv1.MaskingRule `json:"storage_masking"`
 	}
 	if err := httpapi.DecodeStrict(body, &in); err != nil {
 		return err
@@ -143,7 +145,7 @@ func (s *Server) setStorageMasking(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	var in struct {
-		StorageMasking *[]maskingRule `json:"storage_masking"`
+		StorageMasking *[]apiv1.MaskingRule `json:"storage_masking"`
 	}
 	if err := httpapi.DecodeStrict(body, &in); err != nil {
 		return err

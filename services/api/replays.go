@@ -19,6 +19,7 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/envelope"
 	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
+	"github.com/surveyhooks/surveyhooks/services/api/apiv1"
 )
 
 // Replay jobs (Svix's "recover", Convoy's batch replay): POST /v1/webhooks/{id}/replays sends
@@ -233,7 +234,7 @@ func (s *Server) listReplays(w http.ResponseWriter, r *http.Request, p *pb.Proje
 	if err != nil {
 		return s.logs.failed(r.Context(), st, err)
 	}
-	httpapi.WriteJSON(w, http.StatusOK, page[attemptlog.ReplayJob]{Data: jobs})
+	httpapi.WriteJSON(w, http.StatusOK, apiv1.List[attemptlog.ReplayJob]{Data: jobs})
 	return nil
 }
 

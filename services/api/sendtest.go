@@ -19,6 +19,7 @@ import (
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
 	"github.com/surveyhooks/surveyhooks/pkg/masking"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
+	"github.com/surveyhooks/surveyhooks/services/api/apiv1"
 )
 
 // testWaiters follows `delivery-attempts` and hands each test attempt to the Send Test call
@@ -121,20 +122,6 @@ func (t *testWaiters) expect(ctx context.Context, id string) (<-chan *pb.Attempt
 	}, nil
 }
 
-type testOut struct {
-	DeliveryID      string            `json:"delivery_id"`
-	EventID         string            `json:"event_id"`
-	AttemptID       string            `json:"attempt_id"`
-	Outcome         string            `json:"outcome"`
-	Success         bool              `json:"success"`
-	StatusCode      int32             `json:"status_code"`
-	LatencyMs       float64           `json:"latency_ms"`
-	Error           string            `json:"error,omitempty"`
-	RequestBody     string            `json:"request_body"`
-	ResponseHeaders map[string]string `json:"response_headers"`
-	ResponseBody    string            `json:"response_body"`
-}
-
 // sendTest delivers a webhook.test event to the webhook — enabled or not, so it can be tried before
 // going live — and answers with the attempt's outcome once the delivery service has made it.
 func (s *Server) sendTest(w http.ResponseWriter, r *http.Request, p *pb.Project) error {
@@ -178,7 +165,7 @@ func (s *Server) sendTest(w http.ResponseWriter, r *http.Request, p *pb.Project)
 	select {
 	case a := <-ch:
 		o := a.GetOutcome()
-		httpapi.WriteJSON(w, http.StatusOK, testOut{DeliveryID: d.DeliveryId, EventID: d.EventId, AttemptID: a.AttemptId,
+		httpapi.WriteJSON(w, http.StatusOK, apiv1.TestResult{DeliveryID: d.DeliveryId, EventID: d.EventId, AttemptID: a.AttemptId,
 			Outcome: attemptlog.OutcomeName(o.GetClass()), Success: o.GetClass() == pb.OutcomeClass_OUTCOME_CLASS_SUCCESS,
 			StatusCode: o.GetStatusCode(), LatencyMs: float64(a.LatencyUs) / 1000, Error: o.GetError(),
 			RequestBody: string(a.RequestBody), ResponseHeaders: nonNilMap(a.ResponseHeaders), ResponseBody: string(a.ResponseBody)})

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"github.com/surveyhooks/surveyhooks/services/api/apiv1"
+
 	"bytes"
 	"cmp"
 	"crypto/sha256"
@@ -46,23 +48,23 @@ var retryPolicies = []string{"default", "screeb", "askusers", "segmanta"}
 // webhookSpec is what a webhook's owner edits: the body of a creation, and — as a JSON document —
 // what a PATCH is merged into (RFC 7386: a member set to null returns to its default).
 type webhookSpec struct {
-	Name              string            `json:"name"`
-	Description       string            `json:"description"`
-	URL               string            `json:"url"`
-	Events            []string          `json:"events"`
-	EventToggles      map[string]bool   `json:"event_toggles"`
-	Enabled           *bool             `json:"enabled"` // default true
-	UserProperties    []string          `json:"user_properties"`
-	CompanyProperties []string          `json:"company_properties"`
-	PayloadVersion    string            `json:"payload_version"`
-	Filter            string            `json:"filter"`
-	Transform         string            `json:"transform"`
-	Format            string            `json:"format"`
-	RateLimitPerS     float64           `json:"rate_limit_per_s"`
-	RetryClientErrors bool              `json:"retry_client_errors"`
-	RetryPolicy       string            `json:"retry_policy"`
-	Headers           map[string]string `json:"headers"`
-	Masking           []maskingRule     `json:"masking"`
+	Name              string              `json:"name"`
+	Description       string              `json:"description"`
+	URL               string              `json:"url"`
+	Events            []string            `json:"events"`
+	EventToggles      map[string]bool     `json:"event_toggles"`
+	Enabled           *bool               `json:"enabled"` // default true
+	UserProperties    []string            `json:"user_properties"`
+	CompanyProperties []string            `json:"company_properties"`
+	PayloadVersion    string              `json:"payload_version"`
+	Filter            string              `json:"filter"`
+	Transform         string              `json:"transform"`
+	Format            string              `json:"format"`
+	RateLimitPerS     float64             `json:"rate_limit_per_s"`
+	RetryClientErrors bool                `json:"retry_client_errors"`
+	RetryPolicy       string              `json:"retry_policy"`
+	Headers           map[string]string   `json:"headers"`
+	Masking           []apiv1.MaskingRule `json:"masking"`
 	// SignatureScheme is "v1" (HMAC, the default) or "v1a" (ed25519); it is chosen at creation and
 	// changed only by a rotation, which makes the new scheme's key.
 	SignatureScheme string `json:"signature_scheme"`
@@ -179,57 +181,11 @@ func validScheme(scheme string) (string, error) {
 	return "", invalid("signature_scheme", "signature_scheme must be %q (HMAC-SHA256) or %q (ed25519)", schemeV1, schemeV1a)
 }
 
-type secretOut struct {
-	Fingerprint string     `json:"fingerprint"`
-	PublicKey   string     `json:"public_key,omitempty"` // v1a: the "whpk_…" key receivers verify with
-	CreatedAt   time.Time  `json:"created_at"`
-	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
-}
-
-type webhookOut struct {
-	ID              string          `json:"id"`
-	ProjectID       string          `json:"project_id"`
-	Name            string          `json:"name"`
-	Description     string          `json:"description"`
-	URL             string          `json:"url"`
-	Events          []string        `json:"events"`
-	EventToggles    map[string]bool `json:"event_toggles"`
-	Enabled         bool            `json:"enabled"`
-	DisabledReason  string          `json:"disabled_reason,omitempty"`
-	Secret          string          `json:"secret,omitempty"` // only right after it was created or rotated
-	SignatureScheme string          `json:"signature_scheme"`
-	PublicKey       string          `json:"public_key,omitempty"` // v1a: the newest key's "whpk_…"
-	// ClientCertificate is public (the key never leaves the box); with its expiry.
-	ClientCertificate          string            `json:"client_certificate,omitempty"`
-	ClientCertificateExpiresAt *time.Time        `json:"client_certificate_expires_at,omitempty"`
-	Secrets                    []secretOut       `json:"secrets"`
-	UserProperties             []string          `json:"user_properties"`
-	CompanyProperties          []string          `json:"company_properties"`
-	PayloadVersion             string            `json:"payload_version"`
-	Filter                     string            `json:"filter"`
-	Transform                  string            `json:"transform"`
-	Format                     string            `json:"format"`
-	RateLimitPerS              float64           `json:"rate_limit_per_s"`
-	RetryClientErrors          bool              `json:"retry_client_errors"`
-	RetryPolicy                string            `json:"retry_policy"`
-	Headers                    map[string]string `json:"headers"`
-	Masking                    []maskingRule     `json:"masking"`
-	Revision                   int64             `json:"revision"`
-	CreatedAt                  time.Time         `json:"created_at"`
-	UpdatedAt                  time.Time         `json:"updated_at"`
-	// FailingSince and ConsecutiveFailures show a failing streak once the delivery service
-	// recorded it (at DELIVERY_FAILING_NOTIFY_AFTER failures, and at the disable).
-	FailingSince        *time.Time `json:"failing_since,omitempty"`
-	ConsecutiveFailures int32      `json:"consecutive_failures,omitempty"`
-
-	Ordering string `json:"ordering"` // "" or "respondent"
-}
-
 // view is what a client sees of a webhook: never a secret, only each unexpired secret's metadata.
-func (s *Server) view(wh *pb.Webhook) webhookOut {
-	out := webhookOut{ID: wh.Id, ProjectID: wh.ProjectId, Name: wh.Name, Description: wh.Description, URL: wh.Url,
+func (s *Server) view(wh *pb.Webhook) apiv1.Webhook {
+	out := apiv1.Webhook{ID: wh.Id, ProjectID: wh.ProjectId, Name: wh.Name, Description: wh.Description, URL: wh.Url,
 		Events: nonNil(wh.EventTypes), EventToggles: wh.EventToggles, Enabled: wh.Enabled,
-		DisabledReason: wh.DisabledReason, Secrets: []secretOut{}, UserProperties: nonNil(wh.UserProperties),
+		DisabledReason: wh.DisabledReason, Secrets: []apiv1.Secret{}, UserProperties: nonNil(wh.UserProperties),
 		CompanyProperties: nonNil(wh.CompanyProperties), PayloadVersion: wh.PayloadVersion, Filter: wh.Filter,
 		Transform: wh.Transform, Format: wh.Format, RateLimitPerS: wh.RateLimitPerS, Headers: wh.Headers,
 		RetryClientErrors: wh.RetryClientErrors, RetryPolicy: cmp.Or(wh.RetryPolicy, "default"), Ordering: wh.Ordering, SignatureScheme: cmp.Or(wh.SignatureScheme, schemeV1), Revision: wh.Revision, CreatedAt: time.UnixMilli(wh.CreatedAtMs).UTC(), UpdatedAt: time.UnixMilli(wh.UpdatedAtMs).UTC()}
@@ -256,7 +212,7 @@ func (s *Server) view(wh *pb.Webhook) webhookOut {
 			continue // no longer signs
 		}
 		fp, public := s.fingerprint(sc.Sealed)
-		so := secretOut{Fingerprint: fp, PublicKey: public, CreatedAt: time.UnixMilli(sc.CreatedAtMs).UTC()}
+		so := apiv1.Secret{Fingerprint: fp, PublicKey: public, CreatedAt: time.UnixMilli(sc.CreatedAtMs).UTC()}
 		if out.PublicKey == "" {
 			out.PublicKey = public
 		}
@@ -554,7 +510,7 @@ func (s *Server) listWebhooks(w http.ResponseWriter, r *http.Request, p *pb.Proj
 	slices.SortFunc(whs, func(a, b *pb.Webhook) int {
 		return cmp.Or(cmp.Compare(a.CreatedAtMs, b.CreatedAtMs), strings.Compare(a.Id, b.Id))
 	})
-	out := make([]webhookOut, 0, len(whs))
+	out := make([]apiv1.Webhook, 0, len(whs))
 	for _, wh := range whs {
 		out = append(out, s.view(wh))
 	}

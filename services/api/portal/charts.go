@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
 )
 
 // Charts are drawn here, as SVG shapes with computed coordinates, from the API's statistics
@@ -62,7 +64,7 @@ func (p *Portal) charts(r *http.Request, s *session, id, step string) (*charts, 
 		from, rng = now.Add(-30*24*time.Hour), "last 30 days, by day"
 	}
 	var st struct {
-		Data []statsBucket `json:"data"`
+		Data []attemptlog.StatsBucket `json:"data"`
 	}
 	target := query("/v1/webhooks/"+url.PathEscape(id)+"/stats", "from", from.Format(time.RFC3339), "to",
 		now.Format(time.RFC3339), "step", step)
@@ -72,7 +74,7 @@ func (p *Portal) charts(r *http.Request, s *session, id, step string) (*charts, 
 	return drawCharts(st.Data, step, rng), nil
 }
 
-func drawCharts(data []statsBucket, step, rng string) *charts {
+func drawCharts(data []attemptlog.StatsBucket, step, rng string) *charts {
 	c := &charts{Range: rng, Empty: true}
 	n := len(data)
 	if n == 0 {

@@ -6,19 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"time"
+
+	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
 )
-
-// apiError is an error answer of the JSON API, kept whole so a form can show its message beside
-// the field it names.
-type apiError struct {
-	Status  int
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Field   string `json:"field"`
-}
-
-func (e *apiError) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.Code, e.Message) }
 
 // call runs an API operation for the session's project and decodes its answer into out (nil: ignore).
 func (p *Portal) call(r *http.Request, s *session, method, target string, in, out any) error {
@@ -32,7 +22,7 @@ func (p *Portal) call(r *http.Request, s *session, method, target string, in, ou
 	status, resp := p.cfg.Backend.Do(r.Context(), s.ProjectID, method, target, body)
 	if status >= 300 {
 		var e struct {
-			Error apiError `json:"error"`
+			Error httpapi.Error `json:"error"`
 		}
 		if err := json.Unmarshal(resp, &e); err != nil || e.Error.Message == "" {
 			return fmt.Errorf("%s %s answered %d: %.200s", method, target, status, resp)
@@ -50,125 +40,10 @@ func (p *Portal) call(r *http.Request, s *session, method, target string, in, ou
 }
 
 func notFoundError(what, id string) error {
-	return &apiError{Status: http.StatusNotFound, Code: "not_found", Message: fmt.Sprintf("%s %q not found", what, id)}
+	return &httpapi.Error{Status: http.StatusNotFound, Code: "not_found", Message: fmt.Sprintf("%s %q not found", what, id)}
 }
 
 // The API's answers, as far as the pages use them.
-
-type secretInfo struct {
-	Fingerprint string     `json:"fingerprint"`
-	CreatedAt   time.Time  `json:"created_at"`
-	ExpiresAt   *time.Time `json:"expires_at"`
-}
-
-type webhook struct {
-	ID                string            `json:"id"`
-	Name              string            `json:"name"`
-	Description       string            `json:"description"`
-	URL               string            `json:"url"`
-	Events            []string          `json:"events"`
-	Enabled           bool              `json:"enabled"`
-	DisabledReason    string            `json:"disabled_reason"`
-	Secrets           []secretInfo      `json:"secrets"`
-	UserProperties    []string          `json:"user_properties"`
-	CompanyProperties []string          `json:"company_properties"`
-	PayloadVersion    string            `json:"payload_version"`
-	Filter            string            `json:"filter"`
-	Transform         string            `json:"transform"`
-	Format            string            `json:"format"`
-	RateLimitPerS     float64           `json:"rate_limit_per_s"`
-	RetryClientErrors bool              `json:"retry_client_errors"`
-	Headers           map[string]string `json:"headers"`
-	Masking           []MaskingRule     `json:"masking"`
-	Ordering          string            `json:"ordering"`
-	Revision          int64             `json:"revision"`
-	CreatedAt         time.Time         `json:"created_at"`
-	UpdatedAt         time.Time         `json:"updated_at"`
-}
-
-// MaskingRule is one masking rule of a webhook or of the project's storage, shown read-only (the
-// API edits them).
-type MaskingRule struct {
-	Path   string `json:"path"`
-	Action string `json:"action"`
-	Keep   int    `json:"keep"`
-}
-
-type attempt struct {
-	ID          string    `json:"id"`
-	DeliveryID  string    `json:"delivery_id"`
-	EventID     string    `json:"event_id"`
-	WebhookID   string    `json:"webhook_id"`
-	EventType   string    `json:"event_type"`
-	Outcome     string    `json:"outcome"`
-	Disposition string    `json:"disposition"`
-	Error       string    `json:"error"`
-	Attempt     int       `json:"attempt"`
-	StatusCode  int       `json:"status_code"`
-	StartedAt   time.Time `json:"started_at"`
-	LatencyMs   float64   `json:"latency_ms"`
-	Test        bool      `json:"test"`
-
-	RequestURL        string            `json:"request_url"`
-	RequestHeaders    map[string]string `json:"request_headers"`
-	RequestBody       string            `json:"request_body"`
-	ResponseHeaders   map[string]string `json:"response_headers"`
-	ResponseBody      string            `json:"response_body"`
-	ResponseTruncated bool              `json:"response_truncated"`
-	TraceID           string            `json:"trace_id"`
-	NextAttemptAt     *time.Time        `json:"next_attempt_at"`
-}
-
-type deadLetter struct {
-	ID         string    `json:"id"`
-	DeliveryID string    `json:"delivery_id"`
-	EventID    string    `json:"event_id"`
-	WebhookID  string    `json:"webhook_id"`
-	EventType  string    `json:"event_type"`
-	Outcome    string    `json:"outcome"`
-	Error      string    `json:"error"`
-	Attempts   int       `json:"attempts"`
-	StatusCode int       `json:"status_code"`
-	DeadAt     time.Time `json:"dead_at"`
-	Replayed   bool      `json:"replayed"`
-}
-
-type statsBucket struct {
-	Start       time.Time `json:"start"`
-	Count       uint64    `json:"count"`
-	Success     uint64    `json:"success"`
-	Status4xx   uint64    `json:"status_4xx"`
-	Status5xx   uint64    `json:"status_5xx"`
-	Errors      uint64    `json:"errors"`
-	SuccessRate float64   `json:"success_rate"`
-	P50Ms       float64   `json:"p50_ms"`
-	P99Ms       float64   `json:"p99_ms"`
-}
-
-type listOf[T any] struct {
-	Data       []T    `json:"data"`
-	NextCursor string `json:"next_cursor"`
-}
-
-type testResult struct {
-	DeliveryID      string            `json:"delivery_id"`
-	EventID         string            `json:"event_id"`
-	AttemptID       string            `json:"attempt_id"`
-	Outcome         string            `json:"outcome"`
-	Success         bool              `json:"success"`
-	StatusCode      int               `json:"status_code"`
-	LatencyMs       float64           `json:"latency_ms"`
-	Error           string            `json:"error"`
-	RequestBody     string            `json:"request_body"`
-	ResponseHeaders map[string]string `json:"response_headers"`
-	ResponseBody    string            `json:"response_body"`
-}
-
-type replayResult struct {
-	Replayed int  `json:"replayed"`
-	Skipped  int  `json:"skipped"`
-	More     bool `json:"more"`
-}
 
 // query builds a target with its non-empty parameters.
 func query(path string, kv ...string) string {

@@ -18,9 +18,10 @@ var funcs = template.FuncMap{
 		}
 		return t.UTC().Format("2006-01-02 15:04:05 UTC")
 	},
-	"ms":  ms,
-	"f1":  func(v float64) string { return fmt.Sprintf("%.1f", v) },
-	"esc": url.PathEscape,
+	"ms":    ms,
+	"local": func(t time.Time) string { return t.UTC().Format(localTime) },
+	"f1":    func(v float64) string { return fmt.Sprintf("%.1f", v) },
+	"esc":   url.PathEscape,
 	"outcomeClass": func(o string) string {
 		switch o {
 		case "success":
@@ -50,6 +51,30 @@ var funcs = template.FuncMap{
 			}
 		}
 		return false
+	},
+	"recoverLabel": func(o string) string {
+		switch o {
+		case "failed":
+			return "failed (waiting for a retry or dead)"
+		case "dead":
+			return "are dead letters"
+		case "skipped":
+			return "were skipped (webhook disabled)"
+		case "delivered":
+			return "were delivered"
+		case "all":
+			return "all deliveries"
+		}
+		return o
+	},
+	"jobClass": func(status string) string {
+		switch status {
+		case "done":
+			return "ok"
+		case "running":
+			return "warn"
+		}
+		return "bad"
 	},
 	"invalid": func(f *form, field string) bool { return f.ErrField == field },
 }

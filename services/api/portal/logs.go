@@ -10,7 +10,10 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
 	"github.com/surveyhooks/surveyhooks/pkg/envelope"
+	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
+	"github.com/surveyhooks/surveyhooks/services/api/apiv1"
 )
 
 // outcomes are the log's outcome names a filter may choose, as the API knows them.
@@ -21,7 +24,7 @@ var outcomes = []string{"success", "http_retryable", "http_permanent", "timeout"
 type logFilter struct {
 	WebhookID, Outcome, EventType, EventID, StatusCode string
 	From, To                                           string // datetime-local, UTC
-	Webhooks                                           []webhook
+	Webhooks                                           []apiv1.Webhook
 	Outcomes, EventTypes                               []string
 	Error                                              string
 	NeedWebhook                                        bool // a session scoped to several webhooks must pick one
@@ -78,10 +81,10 @@ func (p *Portal) listAttempts(w http.ResponseWriter, r *http.Request, s *session
 	if err != nil {
 		return err
 	}
-	var list listOf[attempt]
+	var list apiv1.List[attemptlog.AttemptSummary]
 	if !f.NeedWebhook {
 		err := p.call(r, s, "GET", query("/v1/attempts", f.params("limit", "50", "cursor", r.URL.Query().Get("cursor"))...), nil, &list)
-		if ae, ok := err.(*apiError); ok && ae.Status == http.StatusBadRequest {
+		if ae, ok := err.(*httpapi.Error); ok && ae.Status == http.StatusBadRequest {
 			f.Error = ae.Message
 		} else if err != nil {
 			return err
@@ -94,7 +97,7 @@ func (p *Portal) listAttempts(w http.ResponseWriter, r *http.Request, s *session
 	pg := s.page("Delivery log", "")
 	pg.Data = struct {
 		Filter   *logFilter
-		Attempts []attempt
+		Attempts []attemptlog.AttemptSummary
 		Next     string
 		Names    map[string]string
 	}{f, list.Data, next, names(f.Webhooks)}
@@ -102,7 +105,7 @@ func (p *Portal) listAttempts(w http.ResponseWriter, r *http.Request, s *session
 	return nil
 }
 
-func names(whs []webhook) map[string]string {
+func names(whs []apiv1.Webhook) map[string]string {
 	m := make(map[string]string, len(whs))
 	for _, wh := range whs {
 		m[wh.ID] = wh.Name
@@ -112,7 +115,7 @@ func names(whs []webhook) map[string]string {
 
 func (p *Portal) showAttempt(w http.ResponseWriter, r *http.Request, s *session) error {
 	id := r.PathValue("id")
-	var a attempt
+	var a attemptlog.AttemptDetail
 	if err := p.call(r, s, "GET", "/v1/attempts/"+url.PathEscape(id), nil, &a); err != nil {
 		return err
 	}
@@ -120,7 +123,7 @@ func (p *Portal) showAttempt(w http.ResponseWriter, r *http.Request, s *session)
 		return notFoundError("attempt", id)
 	}
 	a.RequestBody, a.ResponseBody = indent([]byte(a.RequestBody)), indent([]byte(a.ResponseBody))
-	pg := s.page("Attempt "+a.ID, "")
+	pg := s.page("Attempt "+a.AttemptID, "")
 	pg.BackURL, pg.BackLabel = query("/portal/attempts", "webhook_id", a.WebhookID), "Back to the delivery log"
 	pg.Data = a
 	p.render(w, r, http.StatusOK, "attempt", pg)
@@ -141,10 +144,10 @@ func (p *Portal) listDeadLetters(w http.ResponseWriter, r *http.Request, s *sess
 	if err != nil {
 		return err
 	}
-	var list listOf[deadLetter]
+	var list apiv1.List[attemptlog.DeadLetter]
 	if !f.NeedWebhook {
 		err := p.call(r, s, "GET", query("/v1/dead-letters", f.params("limit", "50", "cursor", r.URL.Query().Get("cursor"))...), nil, &list)
-		if ae, ok := err.(*apiError); ok && ae.Status == http.StatusBadRequest {
+		if ae, ok := err.(*httpapi.Error); ok && ae.Status == http.StatusBadRequest {
 			f.Error = ae.Message
 		} else if err != nil {
 			return err
@@ -161,7 +164,7 @@ func (p *Portal) listDeadLetters(w http.ResponseWriter, r *http.Request, s *sess
 	}
 	pg.Data = struct {
 		Filter *logFilter
-		Dead   []deadLetter
+		Dead   []attemptlog.DeadLetter
 		Next   string
 		Names  map[string]string
 	}{f, list.Data, next, names(f.Webhooks)}
@@ -178,11 +181,11 @@ func (p *Portal) replayDeadLetter(w http.ResponseWriter, r *http.Request, s *ses
 		if !s.Allows(whID) || evID == "" {
 			return notFoundError("dead letter", id)
 		}
-		var list listOf[deadLetter]
+		var list apiv1.List[attemptlog.DeadLetter]
 		if err := p.call(r, s, "GET", query("/v1/dead-letters", "webhook_id", whID, "event_id", evID, "include_replayed", "true", "limit", "500"), nil, &list); err != nil {
 			return err
 		}
-		if !slices.ContainsFunc(list.Data, func(d deadLetter) bool { return d.ID == id }) {
+		if !slices.ContainsFunc(list.Data, func(d attemptlog.DeadLetter) bool { return d.ID == id }) {
 			return notFoundError("dead letter", id)
 		}
 	}
@@ -213,7 +216,7 @@ func (p *Portal) replayDeadLetters(w http.ResponseWriter, r *http.Request, s *se
 			return notFoundError("webhook", id)
 		}
 	}
-	var res replayResult
+	var res apiv1.DeadLetterReplay
 	if err := p.call(r, s, "POST", "/v1/dead-letters/replay", in, &res); err != nil {
 		return err
 	}

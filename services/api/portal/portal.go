@@ -19,8 +19,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
+	"github.com/surveyhooks/surveyhooks/services/api/apiv1"
 )
 
 // Backend is what the pages need of the API service.
@@ -32,7 +36,7 @@ type Backend interface {
 	ProjectName(id string) (string, bool)
 	// StorageMasking returns the project's storage masking rules: what the delivery log keeps
 	// masked of every request body.
-	StorageMasking(projectID string) []MaskingRule
+	StorageMasking(projectID string) []apiv1.MaskingRule
 	// RevealSecret returns the webhook's newest secret, for the project that owns it.
 	RevealSecret(projectID, webhookID string) (string, error)
 	// AdminToken reports whether token is the admin token.
@@ -97,16 +101,19 @@ func New(cfg Config) (*Portal, error) {
 	return p, nil
 }
 
+// parts are the templates every page is parsed with.
+var parts = []string{"templates/layout.html", "templates/filter.html", "templates/replays_table.html"}
+
 func (p *Portal) parse() error {
 	names, err := fs.Glob(templateFS, "templates/*.html")
 	if err != nil {
 		return fmt.Errorf("listing templates: %w", err)
 	}
 	for _, n := range names {
-		if n == "templates/layout.html" || n == "templates/filter.html" {
+		if slices.Contains(parts, n) {
 			continue // parts of every page
 		}
-		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/filter.html", n)
+		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, append(slices.Clone(parts), n)...)
 		if err != nil {
 			return fmt.Errorf("parsing %s: %w", n, err)
 		}
@@ -167,6 +174,8 @@ func (p *Portal) routes() {
 	p.mux.HandleFunc("POST /portal/webhooks/{id}/test", p.portal(true, p.sendTest))
 	p.mux.HandleFunc("POST /portal/webhooks/{id}/secret", p.portal(true, p.revealSecret))
 	p.mux.HandleFunc("POST /portal/webhooks/{id}/rotate", p.portal(true, p.rotateSecret))
+	p.mux.HandleFunc("POST /portal/webhooks/{id}/recover", p.portal(true, p.recoverWebhook))
+	p.mux.HandleFunc("GET /portal/replays/{id}", p.portal(false, p.showReplay))
 	p.mux.HandleFunc("GET /portal/attempts", p.portal(false, p.listAttempts))
 	p.mux.HandleFunc("GET /portal/attempts/{id}", p.portal(false, p.showAttempt))
 	p.mux.HandleFunc("GET /portal/dead-letters", p.portal(false, p.listDeadLetters))
@@ -204,6 +213,7 @@ type page struct {
 	Message   string
 	BackURL   string
 	BackLabel string
+	Refresh   int // seconds: the page reloads itself (a job in progress); 0: never
 	Data      any
 }
 
@@ -345,7 +355,7 @@ func (s *session) page(title, message string) page {
 // fail answers a handler's error with a page: the API's own message for its errors, a plain
 // "something went wrong" (and a log line) for anything else — never a stack trace.
 func (p *Portal) fail(w http.ResponseWriter, r *http.Request, pg page, err error) {
-	var ae *apiError
+	var ae *httpapi.Error
 	if errors.As(err, &ae) {
 		pg.Title, pg.Message = "Cannot do that", ae.Message
 		switch ae.Status {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
 	"github.com/surveyhooks/surveyhooks/pkg/envelope"
 )
 
@@ -79,7 +80,7 @@ func TestPortalScopeAllowsOnlyItsWebhooks(t *testing.T) {
 
 func TestPortalChartsScaleBucketsToTheirMaximum(t *testing.T) {
 	t0 := time.Date(2026, 1, 31, 10, 0, 0, 0, time.UTC)
-	c := drawCharts([]statsBucket{
+	c := drawCharts([]attemptlog.StatsBucket{
 		{Start: t0, Count: 4, Success: 3, P50Ms: 10, P99Ms: 40},
 		{Start: t0.Add(time.Hour)},
 		{Start: t0.Add(2 * time.Hour), Count: 2, Success: 2, P50Ms: 5, P99Ms: 8},
@@ -100,7 +101,7 @@ func TestPortalChartsScaleBucketsToTheirMaximum(t *testing.T) {
 	require.False(t, c.Rows[1].HasLatency)
 	require.Equal(t, "40 ms", c.Latency.YTicks[4].Label)
 
-	require.True(t, drawCharts([]statsBucket{{Start: t0}}, "1d", "").Empty)
+	require.True(t, drawCharts([]attemptlog.StatsBucket{{Start: t0}}, "1d", "").Empty)
 }
 
 func TestPortalPickerDescribesEveryEventType(t *testing.T) {

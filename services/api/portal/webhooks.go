@@ -10,7 +10,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
 	"github.com/surveyhooks/surveyhooks/pkg/envelope"
+	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
+	"github.com/surveyhooks/surveyhooks/services/api/apiv1"
 )
 
 // notices are the fixed messages a redirect may ask the next page to show (never text from the URL).
@@ -28,23 +31,23 @@ func notice(r *http.Request) string { return notices[r.URL.Query().Get("notice")
 
 // webhook reads one webhook of the session: outside its scope is the same 404 as another
 // project's webhook, which the API answers itself.
-func (p *Portal) webhook(r *http.Request, s *session, id string) (*webhook, error) {
+func (p *Portal) webhook(r *http.Request, s *session, id string) (*apiv1.Webhook, error) {
 	if !s.Allows(id) {
 		return nil, notFoundError("webhook", id)
 	}
-	var wh webhook
+	var wh apiv1.Webhook
 	if err := p.call(r, s, "GET", "/v1/webhooks/"+url.PathEscape(id), nil, &wh); err != nil {
 		return nil, err
 	}
 	return &wh, nil
 }
 
-func (p *Portal) webhooks(r *http.Request, s *session) ([]webhook, error) {
-	var list listOf[webhook]
+func (p *Portal) webhooks(r *http.Request, s *session) ([]apiv1.Webhook, error) {
+	var list apiv1.List[apiv1.Webhook]
 	if err := p.call(r, s, "GET", "/v1/webhooks", nil, &list); err != nil {
 		return nil, err
 	}
-	return slices.DeleteFunc(list.Data, func(wh webhook) bool { return !s.Allows(wh.ID) }), nil
+	return slices.DeleteFunc(list.Data, func(wh apiv1.Webhook) bool { return !s.Allows(wh.ID) }), nil
 }
 
 // health is a webhook's last 24 hours at a glance.
@@ -60,7 +63,7 @@ type health struct {
 func (p *Portal) health(r *http.Request, s *session, id string) health {
 	var h health
 	var st struct {
-		Data []statsBucket `json:"data"`
+		Data []attemptlog.StatsBucket `json:"data"`
 	}
 	if err := p.call(r, s, "GET", "/v1/webhooks/"+url.PathEscape(id)+"/stats", nil, &st); err != nil {
 		h.Unavailable = true
@@ -79,7 +82,7 @@ func (p *Portal) health(r *http.Request, s *session, id string) health {
 		h.SuccessRate = fmt.Sprintf("%.1f%%", 100*float64(ok)/float64(h.Attempts))
 		h.P99 = ms(p99)
 	}
-	var recent listOf[attempt]
+	var recent apiv1.List[attemptlog.AttemptSummary]
 	if err := p.call(r, s, "GET", query("/v1/webhooks/"+url.PathEscape(id)+"/attempts", "limit", "25"), nil, &recent); err == nil {
 		for _, a := range recent.Data {
 			if a.Outcome != "success" {
@@ -113,7 +116,7 @@ func ms(v float64) string {
 }
 
 type webhookRow struct {
-	webhook
+	apiv1.Webhook
 	Health health
 }
 
@@ -124,14 +127,14 @@ func (p *Portal) listWebhooks(w http.ResponseWriter, r *http.Request, s *session
 	}
 	rows := make([]webhookRow, 0, len(whs))
 	for _, wh := range whs {
-		rows = append(rows, webhookRow{webhook: wh, Health: p.health(r, s, wh.ID)})
+		rows = append(rows, webhookRow{Webhook: wh, Health: p.health(r, s, wh.ID)})
 	}
 	pg := s.page("Webhooks", "")
 	pg.Notice = notice(r)
 	pg.Data = struct {
 		Rows           []webhookRow
 		CanWrite       bool
-		StorageMasking []MaskingRule
+		StorageMasking []apiv1.MaskingRule
 	}{rows, !s.ReadOnly && !s.Scoped(), p.cfg.Backend.StorageMasking(s.ProjectID)}
 	p.render(w, r, http.StatusOK, "webhooks", pg)
 	return nil
@@ -170,7 +173,7 @@ func (f *form) fill() {
 	}
 }
 
-func formOf(wh *webhook) *form {
+func formOf(wh *apiv1.Webhook) *form {
 	f := &form{Name: wh.Name, Descr: wh.Description, URL: wh.URL, Enabled: wh.Enabled, Version: wh.PayloadVersion,
 		Format: wh.Format, Filter: wh.Filter, Transform: wh.Transform, RetryCE: wh.RetryClientErrors,
 		UserProps: strings.Join(wh.UserProperties, ", "), CompProps: strings.Join(wh.CompanyProperties, ", ")}
@@ -268,7 +271,7 @@ func (p *Portal) renderForm(w http.ResponseWriter, r *http.Request, s *session, 
 
 func (p *Portal) newWebhook(w http.ResponseWriter, r *http.Request, s *session) error {
 	if s.Scoped() {
-		return &apiError{Status: http.StatusForbidden, Message: "This portal session manages only the webhooks it was opened for; it cannot create others."}
+		return &httpapi.Error{Status: http.StatusForbidden, Message: "This portal session manages only the webhooks it was opened for; it cannot create others."}
 	}
 	f := &form{Action: "/portal/webhooks", Submit: "Create webhook", New: true, Enabled: true}
 	f.fill()
@@ -279,7 +282,7 @@ func (p *Portal) newWebhook(w http.ResponseWriter, r *http.Request, s *session) 
 
 func (p *Portal) createWebhook(w http.ResponseWriter, r *http.Request, s *session) error {
 	if s.Scoped() {
-		return &apiError{Status: http.StatusForbidden, Message: "This portal session manages only the webhooks it was opened for; it cannot create others."}
+		return &httpapi.Error{Status: http.StatusForbidden, Message: "This portal session manages only the webhooks it was opened for; it cannot create others."}
 	}
 	f, body := readForm(r)
 	f.Action, f.Submit, f.New = "/portal/webhooks", "Create webhook", true
@@ -288,7 +291,7 @@ func (p *Portal) createWebhook(w http.ResponseWriter, r *http.Request, s *sessio
 		p.renderForm(w, r, s, http.StatusOK, "New webhook", f)
 		return nil
 	}
-	var created webhook
+	var created apiv1.Webhook
 	if err := p.call(r, s, "POST", "/v1/webhooks", body, &created); err != nil {
 		return p.formError(w, r, s, "New webhook", f, err)
 	}
@@ -298,7 +301,7 @@ func (p *Portal) createWebhook(w http.ResponseWriter, r *http.Request, s *sessio
 
 // formError shows the API's validation error inline in the form; other errors go up.
 func (p *Portal) formError(w http.ResponseWriter, r *http.Request, s *session, title string, f *form, err error) error {
-	ae, ok := err.(*apiError)
+	ae, ok := err.(*httpapi.Error)
 	if !ok || ae.Status != http.StatusBadRequest {
 		return err
 	}
@@ -374,44 +377,66 @@ func (p *Portal) deleteWebhook(w http.ResponseWriter, r *http.Request, s *sessio
 
 // detail is the webhook page.
 type detail struct {
-	Webhook  *webhook
-	Health   health
-	Chart    *charts
-	Step     string
-	Attempts []attempt
-	Snippet  string
-	Secret   string // only on the page answering "Reveal"
-	LogError string
+	Webhook        *apiv1.Webhook
+	Health         health
+	Chart          *charts
+	Step           string
+	Attempts       []attemptlog.AttemptSummary
+	Snippet        string
+	Secret         string // only on the page answering "Reveal"
+	LogError       string
+	Recover        *recoverForm
+	Replays        []attemptlog.ReplayJob // the project's recent recoveries the session may see
+	ReplaysMissing bool                   // the log did not answer
+	// Stopped is set when surveyhooks disabled the webhook itself ("failing", "gone"): since
+	// when, for "Recover what was skipped".
+	Stopped      bool
+	StoppedSince time.Time
 }
 
 func (p *Portal) showWebhook(w http.ResponseWriter, r *http.Request, s *session) error {
-	return p.webhookPage(w, r, s, "")
+	return p.webhookPage(w, r, s, "", nil, http.StatusOK)
 }
 
-func (p *Portal) webhookPage(w http.ResponseWriter, r *http.Request, s *session, secret string) error {
+// webhookPage shows the webhook; secret when the user asked to reveal it, rf when the recover
+// form comes back with the API's complaint (nil: its defaults).
+func (p *Portal) webhookPage(w http.ResponseWriter, r *http.Request, s *session, secret string, rf *recoverForm, status int) error {
 	wh, err := p.webhook(r, s, r.PathValue("id"))
 	if err != nil {
 		return err
 	}
-	d := &detail{Webhook: wh, Health: p.health(r, s, wh.ID), Step: r.URL.Query().Get("step"), Snippet: snippet, Secret: secret}
+	if rf == nil {
+		rf = newRecoverForm(p.cfg.Now())
+	}
+	d := &detail{Webhook: wh, Health: p.health(r, s, wh.ID), Step: r.URL.Query().Get("step"), Snippet: snippet, Secret: secret,
+		Recover: rf}
+	var ok bool
+	d.Replays, ok = p.recentReplays(r, s, 5)
+	d.ReplaysMissing = !ok
+	if !wh.Enabled && (wh.DisabledReason == "failing" || wh.DisabledReason == "gone") {
+		d.Stopped, d.StoppedSince = true, wh.UpdatedAt
+		if wh.FailingSince != nil {
+			d.StoppedSince = *wh.FailingSince
+		}
+	}
 	if d.Step != "1d" {
 		d.Step = "1h"
 	}
 	d.Chart, err = p.charts(r, s, wh.ID, d.Step)
 	if err != nil {
 		d.LogError = logUnavailable
-		if ae := (*apiError)(nil); errors.As(err, &ae) && ae.Status != http.StatusServiceUnavailable {
+		if ae := (*httpapi.Error)(nil); errors.As(err, &ae) && ae.Status != http.StatusServiceUnavailable {
 			d.LogError = ae.Message
 		}
 	}
-	var recent listOf[attempt]
+	var recent apiv1.List[attemptlog.AttemptSummary]
 	if err := p.call(r, s, "GET", query("/v1/webhooks/"+url.PathEscape(wh.ID)+"/attempts", "limit", "10"), nil, &recent); err == nil {
 		d.Attempts = recent.Data
 	}
 	pg := s.page(wh.Name, "")
 	pg.Notice = notice(r)
 	pg.Data = d
-	p.render(w, r, http.StatusOK, "webhook", pg)
+	p.render(w, r, status, "webhook", pg)
 	return nil
 }
 
@@ -420,7 +445,7 @@ func (p *Portal) sendTest(w http.ResponseWriter, r *http.Request, s *session) er
 	if err != nil {
 		return err
 	}
-	var res testResult
+	var res apiv1.TestResult
 	if err := p.call(r, s, "POST", "/v1/webhooks/"+url.PathEscape(wh.ID)+"/test", nil, &res); err != nil {
 		return err
 	}
@@ -428,8 +453,8 @@ func (p *Portal) sendTest(w http.ResponseWriter, r *http.Request, s *session) er
 	pg := s.page("Test sent to "+wh.Name, "")
 	pg.BackURL, pg.BackLabel = "/portal/webhooks/"+url.PathEscape(wh.ID), "Back to "+wh.Name
 	pg.Data = struct {
-		Webhook *webhook
-		Result  testResult
+		Webhook *apiv1.Webhook
+		Result  apiv1.TestResult
 	}{wh, res}
 	p.render(w, r, http.StatusOK, "test", pg)
 	return nil
@@ -444,7 +469,7 @@ func (p *Portal) revealSecret(w http.ResponseWriter, r *http.Request, s *session
 	if err != nil {
 		return err
 	}
-	return p.webhookPage(w, r, s, secret)
+	return p.webhookPage(w, r, s, secret, nil, http.StatusOK)
 }
 
 func (p *Portal) rotateSecret(w http.ResponseWriter, r *http.Request, s *session) error {
