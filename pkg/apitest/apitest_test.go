@@ -30,7 +30,6 @@ func echo(t *testing.T) string {
 	return srv.URL
 }
 
-
 func TestDoSendsJSONWithTokenAndHeadersAndReadsTheObject(t *testing.T) {
 	base := echo(t)
 	r, err := apitest.Do(context.Background(), nil, apitest.Request{Method: "POST", URL: base + "/x", Token: "tok",
