@@ -260,6 +260,52 @@ func (s *Store) Stats(ctx context.Context, q StatsQuery) ([]StatsBucket, error) 
 	return out, rows.Err()
 }
 
+// sentOutcomes are the outcome classes of attempts whose request was made: only these held one of
+// the endpoint's concurrency slots. Circuit open, webhook disabled, invalid request, blocked
+// destination and erased attempts are recorded without a request, with the limit of the moment.
+var sentOutcomes = []string{
+	OutcomeName(pb.OutcomeClass_OUTCOME_CLASS_SUCCESS),
+	OutcomeName(pb.OutcomeClass_OUTCOME_CLASS_HTTP_RETRYABLE),
+	OutcomeName(pb.OutcomeClass_OUTCOME_CLASS_HTTP_PERMANENT),
+	OutcomeName(pb.OutcomeClass_OUTCOME_CLASS_TIMEOUT),
+	OutcomeName(pb.OutcomeClass_OUTCOME_CLASS_CONNECTION_ERROR),
+	OutcomeName(pb.OutcomeClass_OUTCOME_CLASS_GONE),
+}
+
+// ConcurrencyLimits is what one webhook's sent attempts of a window say of its endpoint's adaptive
+// concurrency limit. All zero when none was sent in the window (or none recorded the limit).
+type ConcurrencyLimits struct {
+	Latest   int       // the limit of the latest sent attempt
+	LatestAt time.Time // when that attempt started
+	Min      int       // the lowest limit of the window's sent attempts
+	Attempts uint64    // the sent attempts that recorded a limit
+}
+
+// ConcurrencyLimits reads the limits of the webhook's sent attempts in [q.From, q.To) (q.Step is
+// not used). It reads raw rows, but only the webhook's of the window (the primary key's prefix)
+// and three narrow columns; attempts of the same millisecond are ordered by attempt id.
+func (s *Store) ConcurrencyLimits(ctx context.Context, q StatsQuery) (ConcurrencyLimits, error) {
+	if q.ProjectID == "" || q.WebhookID == "" {
+		return ConcurrencyLimits{}, errors.New("ConcurrencyLimits: ProjectID and WebhookID are required")
+	}
+	var latest, low uint16
+	var latestMs, n uint64
+	err := queryRow(ctx, s.conn, `SELECT argMax(concurrency_limit, (started_ms, attempt_id)), max(started_ms),
+		min(concurrency_limit), count() FROM `+s.db+`.delivery_attempts
+		WHERE project_id = ? AND webhook_id = ? AND started_at >= ? AND started_at <= ? AND started_ms >= ? AND started_ms < ?
+		AND concurrency_limit > 0 AND has(?, outcome)`,
+		[]any{q.ProjectID, q.WebhookID, q.From.UTC().Truncate(time.Second), q.To.UTC().Truncate(time.Second),
+			uint64(max(q.From.UnixMilli(), 0)), uint64(max(q.To.UnixMilli(), 0)), sentOutcomes},
+		&latest, &latestMs, &low, &n)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return ConcurrencyLimits{}, fmt.Errorf("reading concurrency limits: %w", err)
+	}
+	if n == 0 {
+		return ConcurrencyLimits{}, nil
+	}
+	return ConcurrencyLimits{Latest: int(latest), LatestAt: time.UnixMilli(int64(latestMs)).UTC(), Min: int(low), Attempts: n}, nil
+}
+
 // DeadLetterQuery selects dead letters of one project, newest first.
 type DeadLetterQuery struct {
 	ProjectID, WebhookID, EventID, EventType string
