@@ -296,19 +296,6 @@ func (s *Server) getAttempt(w http.ResponseWriter, r *http.Request, p *pb.Projec
 	return nil
 }
 
-type statsOut struct {
-	WebhookID string    `json:"webhook_id"`
-	From      time.Time `json:"from"`
-	To        time.Time `json:"to"`
-	Step      string    `json:"step"`
-	// The endpoint's adaptive concurrency limit as the range's latest sent attempt recorded it, when
-	// that attempt started, and the lowest limit of the range's sent attempts; absent when none.
-	ConcurrencyLimit    int                      `json:"concurrency_limit,omitempty"`
-	ConcurrencyLimitAt  *time.Time               `json:"concurrency_limit_at,omitempty"`
-	ConcurrencyLimitMin int                      `json:"concurrency_limit_min,omitempty"`
-	Data                []attemptlog.StatsBucket `json:"data"`
-}
-
 // parseStep reads a step of whole hours: "1h", "6h", "24h" or days such as "1d", "7d".
 func parseStep(v string) (time.Duration, bool) {
 	if days, ok := strings.CutSuffix(v, "d"); ok {
@@ -375,7 +362,7 @@ func (s *Server) webhookStats(w http.ResponseWriter, r *http.Request, p *pb.Proj
 	for _, b := range got {
 		byStart[b.Start.Unix()] = b
 	}
-	out := statsOut{WebhookID: wh.Id, From: q.From.UTC(), To: q.To.UTC(), Step: stepName(q.Step), Data: []attemptlog.StatsBucket{}}
+	out := apiv1.Stats{WebhookID: wh.Id, From: q.From.UTC(), To: q.To.UTC(), Step: stepName(q.Step), Data: []attemptlog.StatsBucket{}}
 	if limits.Attempts > 0 {
 		out.ConcurrencyLimit, out.ConcurrencyLimitAt, out.ConcurrencyLimitMin = limits.Latest, &limits.LatestAt, limits.Min
 	}

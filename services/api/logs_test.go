@@ -2,8 +2,12 @@ package api_test
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -237,6 +241,35 @@ func TestDeliveredAttemptsCarryTheConcurrencyLimitIntoTheStats(t *testing.T) {
 	require.EqualValues(t, 7, r.body["concurrency_limit"], "%s", r)
 	require.EqualValues(t, 7, r.body["concurrency_limit_min"])
 	require.Len(t, rc.withID("msg_1"), 1)
+}
+
+// TestPortalShowsTheEndpointsConcurrencyLimit: the portal's webhook list and page show the limit
+// of the last 24 hours' latest sent attempt, and the page the lowest.
+func TestPortalShowsTheEndpointsConcurrencyLimit(t *testing.T) {
+	s := startStack(t, withClickHouse())
+	pid, key := s.project("Acme")
+	wh := s.webhook(key, map[string]any{"name": "CRM sync", "url": "https://example.com/a"}).str("id")
+	now := time.Now()
+	for i, limit := range []int32{11, 4, 9} {
+		s.logAttempts(&pb.Attempt{AttemptId: fmt.Sprintf("att_%d", i), DeliveryId: "msg_1", EventId: "evt_1", WebhookId: wh,
+			ProjectId: pid, EventType: "nps.scored", Attempt: int32(i + 1), ConcurrencyLimit: limit,
+			StartedAtMs: now.Add(time.Duration(i-10) * time.Minute).UnixMilli(),
+			Outcome:     &pb.Outcome{Class: pb.OutcomeClass_OUTCOME_CLASS_HTTP_RETRYABLE, Disposition: pb.Disposition_DISPOSITION_RETRY, StatusCode: 503}})
+	}
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	client := &http.Client{Jar: jar}
+	get := func(path string) string {
+		resp, err := client.Get(s.base + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", b)
+		return string(b)
+	}
+	link := s.must(http.StatusCreated, "POST", "/v1/projects/"+pid+"/portal-sessions", adminToken, nil).str("url")
+	require.Contains(t, get(strings.TrimPrefix(link, s.base)), `<dd class="concurrency-limit">9</dd>`)
+	require.Contains(t, get("/portal/webhooks/"+wh), `<dd id="concurrency-limit">9 requests at once (lowest in 24 h: 4)</dd>`)
 }
 
 func TestBadQueryParametersAreRefusedNamingTheParameter(t *testing.T) {
