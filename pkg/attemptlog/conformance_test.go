@@ -223,7 +223,8 @@ func testStats(t *testing.T, e engine) {
 // testConcurrencyLimits: wh1's sent attempts of the first hour had limits 20, 8, 12 and 14 (the
 // last two in the same millisecond: the greater attempt id is the later); later in that hour come
 // attempts that were not sent (circuit open, erased, skipped), which carry a limit or 0 but count
-// for nothing; another webhook, another project and the next hour have their own.
+// for nothing; another webhook, another project and the next hour have their own. Over more than
+// MinLimitRange only the latest is read.
 func testConcurrencyLimits(t *testing.T, e engine) {
 	ctx := context.Background()
 	st := migrated(t, e)
@@ -255,13 +256,15 @@ func testConcurrencyLimits(t *testing.T, e engine) {
 		want     attemptlog.ConcurrencyLimits
 	}{
 		{"the latest sent attempt's", "wh1", 0, time.Hour,
-			attemptlog.ConcurrencyLimits{Latest: 14, LatestAt: base.Add(30 * time.Minute), Min: 8, Attempts: 4}},
+			attemptlog.ConcurrencyLimits{Latest: 14, LatestAt: base.Add(30 * time.Minute), Min: 8}},
 		{"the window bounds it", "wh1", 15 * time.Minute, 30 * time.Minute,
-			attemptlog.ConcurrencyLimits{Latest: 8, LatestAt: base.Add(20 * time.Minute), Min: 8, Attempts: 1}},
+			attemptlog.ConcurrencyLimits{Latest: 8, LatestAt: base.Add(20 * time.Minute), Min: 8}},
 		{"a later window", "wh1", 0, 2 * time.Hour,
-			attemptlog.ConcurrencyLimits{Latest: 30, LatestAt: base.Add(70 * time.Minute), Min: 8, Attempts: 5}},
+			attemptlog.ConcurrencyLimits{Latest: 30, LatestAt: base.Add(70 * time.Minute), Min: 8}},
 		{"another webhook", "wh2", 0, time.Hour,
-			attemptlog.ConcurrencyLimits{Latest: 3, LatestAt: base.Add(50 * time.Minute), Min: 3, Attempts: 1}},
+			attemptlog.ConcurrencyLimits{Latest: 3, LatestAt: base.Add(50 * time.Minute), Min: 3}},
+		{"no minimum over long ranges", "wh1", -8 * 24 * time.Hour, time.Hour,
+			attemptlog.ConcurrencyLimits{Latest: 14, LatestAt: base.Add(30 * time.Minute)}},
 		{"only attempts not sent", "wh1", 35 * time.Minute, time.Hour, attemptlog.ConcurrencyLimits{}},
 		{"no attempts", "wh1", 3 * time.Hour, 4 * time.Hour, attemptlog.ConcurrencyLimits{}},
 	} {

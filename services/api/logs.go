@@ -363,7 +363,7 @@ func (s *Server) webhookStats(w http.ResponseWriter, r *http.Request, p *pb.Proj
 		byStart[b.Start.Unix()] = b
 	}
 	out := apiv1.Stats{WebhookID: wh.Id, From: q.From.UTC(), To: q.To.UTC(), Step: stepName(q.Step), Data: []attemptlog.StatsBucket{}}
-	if limits.Attempts > 0 {
+	if limits.Latest > 0 {
 		out.ConcurrencyLimit, out.ConcurrencyLimitAt, out.ConcurrencyLimitMin = limits.Latest, &limits.LatestAt, limits.Min
 	}
 	for t := first; t.Before(q.To); t = t.Add(q.Step) {

@@ -184,8 +184,8 @@ func TestQueryAPIFiltersPaginatesAndAggregatesTheDeliveryLog(t *testing.T) {
 }
 
 // TestWebhookStatsShowTheEndpointsConcurrencyLimit: the limit of the range's latest attempt that
-// was sent, and the range's lowest; an attempt the circuit breaker held back carries the limit of
-// its moment but was not sent, so it counts for nothing.
+// was sent, and the range's lowest (ranges of up to 7 days); an attempt the circuit breaker held
+// back carries the limit of its moment but was not sent, so it counts for nothing.
 func TestWebhookStatsShowTheEndpointsConcurrencyLimit(t *testing.T) {
 	s := startStack(t, withClickHouse())
 	pid, key := s.project("Acme")
@@ -216,6 +216,9 @@ func TestWebhookStatsShowTheEndpointsConcurrencyLimit(t *testing.T) {
 	both := stats(w1, 0, 3*time.Hour)
 	require.EqualValues(t, 12, both.body["concurrency_limit"])
 	require.EqualValues(t, 6, both.body["concurrency_limit_min"])
+	long := stats(w1, -8*24*time.Hour, 3*time.Hour)
+	require.EqualValues(t, 12, long.body["concurrency_limit"])
+	require.NotContains(t, long.body, "concurrency_limit_min", "over 7 days the minimum would read every attempt")
 	for _, r := range []reply{stats(w1, -2*time.Hour, -time.Hour), stats(w2, 0, 3*time.Hour)} {
 		require.NotContains(t, r.body, "concurrency_limit", "no attempt sent in the range: %s", r)
 		require.NotContains(t, r.body, "concurrency_limit_min")

@@ -101,7 +101,8 @@ type Stats struct {
 	To        time.Time `json:"to"`
 	Step      string    `json:"step"`
 	// The endpoint's adaptive concurrency limit as the range's latest sent attempt recorded it, when
-	// that attempt started, and the lowest limit of the range's sent attempts; absent when none.
+	// that attempt started, and the lowest limit of the range's sent attempts (ranges of up to
+	// attemptlog.MinLimitRange); absent when none.
 	ConcurrencyLimit    int                      `json:"concurrency_limit,omitempty"`
 	ConcurrencyLimitAt  *time.Time               `json:"concurrency_limit_at,omitempty"`
 	ConcurrencyLimitMin int                      `json:"concurrency_limit_min,omitempty"`
