@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -166,11 +167,12 @@ func (s *Store) Ping(ctx context.Context) error { return s.conn.Ping(ctx) }
 // Migrate applies the embedded schema of the store's form to its database (the connection's
 // default, so the schema names no database); every statement is idempotent. A table made before
 // a column existed gets it: retention_days filled with the default retention, storage_masked 2
-// (unknown: the body may be masked, without a seal) and sealed_body empty.
+// (unknown: the body may be masked, without a seal), sealed_body empty and concurrency_limit 0
+// (not recorded).
 func (s *Store) Migrate(ctx context.Context) error {
-	schema := Schema
+	schema, limitDecl := Schema, "UInt16"
 	if s.form == Current {
-		schema = SchemaCurrent
+		schema, limitDecl = SchemaCurrent, "UInt16 CODEC(T64, ZSTD(1))"
 	}
 	for _, stmt := range strings.Split(schema, "\n;\n") {
 		var lines []string
@@ -193,6 +195,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 		// 2: stored before attempts said whether storage masking applied (unknown).
 		{"delivery_attempts", "storage_masked", "UInt8 DEFAULT 2"},
 		{"delivery_attempts", "sealed_body", "String"},
+		{"delivery_attempts", "concurrency_limit", limitDecl},
 	} {
 		var n uint64
 		if err := queryRow(ctx, s.conn, `SELECT count() FROM system.columns WHERE database = ? AND table = ?
@@ -277,7 +280,8 @@ func (s *Store) MaxOffsets(ctx context.Context, table string) (map[int32]int64, 
 const attemptColumns = `attempt_id, delivery_id, event_id, webhook_id, project_id, event_type, attempt, tier, outcome,
 disposition, status_code, error, retry_after_ms, started_at, started_ms, latency_us, request_url, request_header_names,
 request_header_values, request_body, response_header_names, response_header_values, response_body, response_truncated,
-worker, trace_id, next_attempt_ms, test, kafka_partition, kafka_offset, retention_days, storage_masked, sealed_body`
+worker, trace_id, next_attempt_ms, test, kafka_partition, kafka_offset, retention_days, storage_masked, sealed_body,
+concurrency_limit`
 
 // InsertAttempts writes attempts in one batch (one block: atomic for rows of one day). Each row
 // carries its project's retention in days, which the current schema's TTL and the legacy form's
@@ -294,7 +298,7 @@ func (s *Store) InsertAttempts(ctx context.Context, attempts []*pb.Attempt, src 
 			time.UnixMilli(a.StartedAtMs), uint64(a.StartedAtMs), uint64(max(a.LatencyUs, 0)), a.RequestUrl, qn, qv,
 			string(a.RequestBody), rn, rv, string(a.ResponseBody), b2u(a.ResponseTruncated), a.Worker, a.TraceId,
 			uint64(max(a.NextAttemptAtMs, 0)), b2u(a.Test), src[i].Partition, src[i].Offset, s.retention.Days(a.ProjectId),
-			b2u(a.StorageMasked), string(a.SealedBody)})
+			b2u(a.StorageMasked), string(a.SealedBody), uint16(min(max(a.ConcurrencyLimit, 0), math.MaxUint16))})
 	}
 	if err := s.conn.Insert(ctx, "INSERT INTO "+s.db+".delivery_attempts ("+attemptColumns+")", rows); err != nil {
 		return fmt.Errorf("inserting %d attempts: %w", len(attempts), err)

@@ -55,6 +55,7 @@ func TestConformance(t *testing.T) {
 			t.Run("Schema", func(t *testing.T) { testSchema(t, e) })
 			t.Run("Attempts", func(t *testing.T) { testAttempts(t, e) })
 			t.Run("Stats", func(t *testing.T) { testStats(t, e) })
+			t.Run("ConcurrencyLimits", func(t *testing.T) { testConcurrencyLimits(t, e) })
 			t.Run("DeadLetters", func(t *testing.T) { testDeadLetters(t, e) })
 			t.Run("Retention", func(t *testing.T) { testRetention(t, e) })
 			t.Run("Erasure", func(t *testing.T) { testErasure(t, e) })
@@ -217,6 +218,64 @@ func testStats(t *testing.T, e engine) {
 	require.Equal(t, uint64(4), got["p1/wh1"].Attempts)
 	require.Equal(t, uint64(2), got["p1/wh1"].Success)
 	require.Equal(t, uint64(1), got["p2/wh1"].Attempts)
+}
+
+// testConcurrencyLimits: wh1's sent attempts of the first hour had limits 20, 8, 12 and 14 (the
+// last two in the same millisecond: the greater attempt id is the later); later in that hour come
+// attempts that were not sent (circuit open, erased, skipped), which carry a limit or 0 but count
+// for nothing; another webhook, another project and the next hour have their own. Over more than
+// MinLimitRange only the latest is read.
+func testConcurrencyLimits(t *testing.T, e engine) {
+	ctx := context.Background()
+	st := migrated(t, e)
+	mk := func(id, project, webhook string, at time.Duration, class pb.OutcomeClass, status, limit int) *pb.Attempt {
+		a := attempt(id, project, webhook, "e-"+id, base.Add(at), status, class)
+		a.ConcurrencyLimit = int32(limit)
+		return a
+	}
+	ok, retry := pb.OutcomeClass_OUTCOME_CLASS_SUCCESS, pb.OutcomeClass_OUTCOME_CLASS_HTTP_RETRYABLE
+	in := []*pb.Attempt{
+		mk("c1", "p1", "wh1", 10*time.Minute, ok, 200, 20),
+		mk("c2", "p1", "wh1", 20*time.Minute, retry, 503, 8),
+		mk("c3z", "p1", "wh1", 30*time.Minute, pb.OutcomeClass_OUTCOME_CLASS_TIMEOUT, 0, 14),
+		mk("c3a", "p1", "wh1", 30*time.Minute, ok, 200, 12),
+		mk("c4", "p1", "wh1", 40*time.Minute, pb.OutcomeClass_OUTCOME_CLASS_CIRCUIT_OPEN, 0, 50),
+		mk("c5", "p1", "wh1", 45*time.Minute, pb.OutcomeClass_OUTCOME_CLASS_ERASED, 0, 2),
+		mk("c6", "p1", "wh1", 50*time.Minute, pb.OutcomeClass_OUTCOME_CLASS_WEBHOOK_DISABLED, 0, 0),
+		mk("c7", "p1", "wh1", 55*time.Minute, ok, 200, 0), // stored before attempts recorded the limit
+		mk("c8", "p1", "wh2", 50*time.Minute, ok, 200, 3),
+		mk("c9", "p2", "wh1", 50*time.Minute, ok, 200, 4),
+		mk("c10", "p1", "wh1", 70*time.Minute, ok, 200, 30),
+	}
+	require.NoError(t, st.InsertAttempts(ctx, in, src(len(in))))
+
+	for _, c := range []struct {
+		name     string
+		webhook  string
+		from, to time.Duration
+		want     attemptlog.ConcurrencyLimits
+	}{
+		{"the latest sent attempt's", "wh1", 0, time.Hour,
+			attemptlog.ConcurrencyLimits{Latest: 14, LatestAt: base.Add(30 * time.Minute), Min: 8}},
+		{"the window bounds it", "wh1", 15 * time.Minute, 30 * time.Minute,
+			attemptlog.ConcurrencyLimits{Latest: 8, LatestAt: base.Add(20 * time.Minute), Min: 8}},
+		{"a later window", "wh1", 0, 2 * time.Hour,
+			attemptlog.ConcurrencyLimits{Latest: 30, LatestAt: base.Add(70 * time.Minute), Min: 8}},
+		{"another webhook", "wh2", 0, time.Hour,
+			attemptlog.ConcurrencyLimits{Latest: 3, LatestAt: base.Add(50 * time.Minute), Min: 3}},
+		{"no minimum over long ranges", "wh1", -8 * 24 * time.Hour, time.Hour,
+			attemptlog.ConcurrencyLimits{Latest: 14, LatestAt: base.Add(30 * time.Minute)}},
+		{"only attempts not sent", "wh1", 35 * time.Minute, time.Hour, attemptlog.ConcurrencyLimits{}},
+		{"no attempts", "wh1", 3 * time.Hour, 4 * time.Hour, attemptlog.ConcurrencyLimits{}},
+	} {
+		got, err := st.ConcurrencyLimits(ctx, attemptlog.StatsQuery{ProjectID: "p1", WebhookID: c.webhook,
+			From: base.Add(c.from), To: base.Add(c.to)})
+		require.NoError(t, err, c.name)
+		require.Equal(t, c.want, got, c.name)
+	}
+	other, err := st.ConcurrencyLimits(ctx, attemptlog.StatsQuery{ProjectID: "p2", WebhookID: "wh1", From: base, To: base.Add(time.Hour)})
+	require.NoError(t, err)
+	require.Equal(t, 4, other.Latest, "another project's webhook of the same id")
 }
 
 func dead(id, project, webhook string, at time.Time, status int, body string) *pb.Delivery {

@@ -260,6 +260,65 @@ func (s *Store) Stats(ctx context.Context, q StatsQuery) ([]StatsBucket, error) 
 	return out, rows.Err()
 }
 
+// sentOutcomes are the outcome classes of attempts whose request was made: only these held one of
+// the endpoint's concurrency slots. Circuit open, webhook disabled, invalid request, blocked
+// destination and erased attempts are recorded without a request, with the limit of the moment.
+var sentOutcomes = []string{
+	OutcomeName(pb.OutcomeClass_OUTCOME_CLASS_SUCCESS),
+	OutcomeName(pb.OutcomeClass_OUTCOME_CLASS_HTTP_RETRYABLE),
+	OutcomeName(pb.OutcomeClass_OUTCOME_CLASS_HTTP_PERMANENT),
+	OutcomeName(pb.OutcomeClass_OUTCOME_CLASS_TIMEOUT),
+	OutcomeName(pb.OutcomeClass_OUTCOME_CLASS_CONNECTION_ERROR),
+	OutcomeName(pb.OutcomeClass_OUTCOME_CLASS_GONE),
+}
+
+// ConcurrencyLimits is what one webhook's sent attempts of a range say of its endpoint's adaptive
+// concurrency limit. All zero when none was sent in the range (or none recorded the limit).
+type ConcurrencyLimits struct {
+	Latest   int       // the limit of the latest sent attempt
+	LatestAt time.Time // when that attempt started
+	Min      int       // the lowest limit of the range's sent attempts; 0 for ranges over MinLimitRange
+}
+
+// MinLimitRange is the longest range whose lowest concurrency limit ConcurrencyLimits reads: the
+// minimum reads every attempt of the range (the hourly rollup does not hold limits), the latest
+// only the range's end.
+const MinLimitRange = 7 * 24 * time.Hour
+
+// ConcurrencyLimits reads the limits of the webhook's sent attempts in [q.From, q.To) (q.Step is
+// not used): only the webhook's rows of the range (the primary key's prefix), the latest first,
+// which a current server reads from the range's end (the key's order); attempts of the same
+// millisecond are ordered by attempt id.
+func (s *Store) ConcurrencyLimits(ctx context.Context, q StatsQuery) (ConcurrencyLimits, error) {
+	if q.ProjectID == "" || q.WebhookID == "" {
+		return ConcurrencyLimits{}, errors.New("ConcurrencyLimits: ProjectID and WebhookID are required")
+	}
+	where := `project_id = ? AND webhook_id = ? AND started_at >= ? AND started_at <= ? AND started_ms >= ?
+		AND started_ms < ? AND concurrency_limit > 0 AND has(?, outcome)`
+	args := []any{q.ProjectID, q.WebhookID, q.From.UTC().Truncate(time.Second), q.To.UTC().Truncate(time.Second),
+		uint64(max(q.From.UnixMilli(), 0)), uint64(max(q.To.UnixMilli(), 0)), sentOutcomes}
+	var latest uint16
+	var latestMs uint64
+	err := queryRow(ctx, s.conn, "SELECT concurrency_limit, started_ms FROM "+s.db+".delivery_attempts WHERE "+where+
+		" ORDER BY started_at DESC, started_ms DESC, attempt_id DESC LIMIT 1", args, &latest, &latestMs)
+	if errors.Is(err, ErrNotFound) {
+		return ConcurrencyLimits{}, nil
+	}
+	if err != nil {
+		return ConcurrencyLimits{}, fmt.Errorf("reading the latest concurrency limit: %w", err)
+	}
+	out := ConcurrencyLimits{Latest: int(latest), LatestAt: time.UnixMilli(int64(latestMs)).UTC()}
+	if q.To.Sub(q.From) > MinLimitRange {
+		return out, nil
+	}
+	var low uint16
+	if err := queryRow(ctx, s.conn, "SELECT min(concurrency_limit) FROM "+s.db+".delivery_attempts WHERE "+where, args, &low); err != nil {
+		return ConcurrencyLimits{}, fmt.Errorf("reading the lowest concurrency limit: %w", err)
+	}
+	out.Min = int(low)
+	return out, nil
+}
+
 // DeadLetterQuery selects dead letters of one project, newest first.
 type DeadLetterQuery struct {
 	ProjectID, WebhookID, EventID, EventType string

@@ -2,6 +2,8 @@
 -- for 24.x and later): no TTL, no DateTime64, no Map, no LowCardinality. Times are DateTime
 -- (seconds) plus epoch milliseconds. retention_days is the row's project retention: the store's
 -- retention job deletes rows past it and drops daily partitions past the platform maximum.
+-- concurrency_limit is the endpoint's adaptive concurrency limit when the attempt was made (0 on
+-- rows stored before it was recorded); attempts that were not sent carry it too.
 -- Rows are only ever inserted through batches with explicit column lists.
 -- Statements are separated by a line holding only ';'.
 
@@ -38,7 +40,8 @@ CREATE TABLE IF NOT EXISTS delivery_attempts (
     kafka_offset Int64,
     retention_days UInt16,
     storage_masked UInt8,
-    sealed_body String
+    sealed_body String,
+    concurrency_limit UInt16
 ) ENGINE = MergeTree
 PARTITION BY toYYYYMMDD(started_at)
 ORDER BY (project_id, webhook_id, started_at, attempt_id)

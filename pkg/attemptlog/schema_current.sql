@@ -3,6 +3,8 @@
 -- retention_days is the row's project retention: TTL removes a row once it is that many days old
 -- (at the next merge that applies TTL). Headers stay parallel arrays, which the writer fills on
 -- both forms; request_headers/response_headers are Map views of them for ad-hoc queries.
+-- concurrency_limit is the endpoint's adaptive concurrency limit when the attempt was made (0 on
+-- rows stored before it was recorded); attempts that were not sent carry it too.
 -- Rows are only ever inserted through batches with explicit column lists.
 -- Statements are separated by a line holding only ';'.
 
@@ -41,7 +43,8 @@ CREATE TABLE IF NOT EXISTS delivery_attempts (
     kafka_offset Int64 CODEC(Delta, ZSTD(1)),
     retention_days UInt16,
     storage_masked UInt8,
-    sealed_body String CODEC(ZSTD(1))
+    sealed_body String CODEC(ZSTD(1)),
+    concurrency_limit UInt16 CODEC(T64, ZSTD(1))
 ) ENGINE = MergeTree
 PARTITION BY toYYYYMMDD(started_at)
 ORDER BY (project_id, webhook_id, started_at, attempt_id)

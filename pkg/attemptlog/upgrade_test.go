@@ -14,14 +14,16 @@ import (
 
 // TestMigrateUpgradesTablesMadeBeforeRetentionDays: a database made by an earlier version (no
 // retention_days, no erasures table) keeps its rows, gains the column filled with the default
-// retention (and storage_masked, "unknown" on old rows), and takes the new writes and queries.
+// retention (storage_masked "unknown" and concurrency_limit 0 on old rows), and takes the new
+// writes and queries.
 func TestMigrateUpgradesTablesMadeBeforeRetentionDays(t *testing.T) {
 	ctx := context.Background()
 	st := openServer(t, attemptlog.WithRetention(attemptlog.Retention{DefaultDays: 14, MaxDays: 90}))
 	if st.Form() != attemptlog.Legacy {
 		t.Skip("the earlier schema was the 18.16-compatible form")
 	}
-	old := strings.ReplaceAll(attemptlog.Schema, ",\n    storage_masked UInt8,\n    sealed_body String", "")
+	old := strings.ReplaceAll(attemptlog.Schema, ",\n    concurrency_limit UInt16", "")
+	old = strings.ReplaceAll(old, ",\n    storage_masked UInt8,\n    sealed_body String", "")
 	old = strings.ReplaceAll(old, ",\n    retention_days UInt16", "")
 	old = old[:strings.Index(old, "\n;\n-- Erasure jobs")]
 	for _, stmt := range strings.Split(old, "\n;\n") {
@@ -40,12 +42,18 @@ func TestMigrateUpgradesTablesMadeBeforeRetentionDays(t *testing.T) {
 
 	require.NoError(t, st.Migrate(ctx))
 	a := attempt("new", "p1", "wh", "e1", time.Now(), 200, pb.OutcomeClass_OUTCOME_CLASS_SUCCESS)
+	a.ConcurrencyLimit = 7
 	require.NoError(t, st.InsertAttempts(ctx, []*pb.Attempt{a}, src(1)))
 	got, _, err := st.ListAttempts(ctx, attemptlog.AttemptQuery{ProjectID: "p1"})
 	require.NoError(t, err)
 	require.ElementsMatch(t, []string{"old", "new"}, ids(got))
 	bodies, err := st.ReplayBodies(ctx, "p1", "wh", time.Now().Add(-time.Hour), []string{"old", "new"})
 	require.NoError(t, err)
+	limits, err := st.ConcurrencyLimits(ctx, attemptlog.StatsQuery{ProjectID: "p1", WebhookID: "wh",
+		From: time.Now().Add(-time.Hour), To: time.Now().Add(time.Minute)})
+	require.NoError(t, err)
+	require.Equal(t, 7, limits.Latest, "the new row's limit; the old row's is 0, not recorded")
+	require.Equal(t, 7, limits.Min)
 	require.True(t, bodies["old"].Unmarked, "an old row may hold a masked body without saying so")
 	require.False(t, bodies["new"].Unmarked)
 	run, err := st.EnforceRetention(ctx, time.Now().AddDate(0, 0, 15))

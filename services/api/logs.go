@@ -296,14 +296,6 @@ func (s *Server) getAttempt(w http.ResponseWriter, r *http.Request, p *pb.Projec
 	return nil
 }
 
-type statsOut struct {
-	WebhookID string                   `json:"webhook_id"`
-	From      time.Time                `json:"from"`
-	To        time.Time                `json:"to"`
-	Step      string                   `json:"step"`
-	Data      []attemptlog.StatsBucket `json:"data"`
-}
-
 // parseStep reads a step of whole hours: "1h", "6h", "24h" or days such as "1d", "7d".
 func parseStep(v string) (time.Duration, bool) {
 	if days, ok := strings.CutSuffix(v, "d"); ok {
@@ -315,7 +307,8 @@ func parseStep(v string) (time.Duration, bool) {
 }
 
 // webhookStats answers per-step statistics of one webhook from the hourly rollup: every step of the
-// range is present, empty ones with zero counts.
+// range is present, empty ones with zero counts. The endpoint's concurrency limit comes from the
+// range's sent attempts (the webhook's rows of the range only).
 func (s *Server) webhookStats(w http.ResponseWriter, r *http.Request, p *pb.Project) error {
 	wh, err := s.owned(r.PathValue("id"), p)
 	if err != nil {
@@ -361,11 +354,18 @@ func (s *Server) webhookStats(w http.ResponseWriter, r *http.Request, p *pb.Proj
 	if err != nil {
 		return s.logs.failed(r.Context(), st, err)
 	}
+	limits, err := st.ConcurrencyLimits(r.Context(), q)
+	if err != nil {
+		return s.logs.failed(r.Context(), st, err)
+	}
 	byStart := make(map[int64]attemptlog.StatsBucket, len(got))
 	for _, b := range got {
 		byStart[b.Start.Unix()] = b
 	}
-	out := statsOut{WebhookID: wh.Id, From: q.From.UTC(), To: q.To.UTC(), Step: stepName(q.Step), Data: []attemptlog.StatsBucket{}}
+	out := apiv1.Stats{WebhookID: wh.Id, From: q.From.UTC(), To: q.To.UTC(), Step: stepName(q.Step), Data: []attemptlog.StatsBucket{}}
+	if limits.Latest > 0 {
+		out.ConcurrencyLimit, out.ConcurrencyLimitAt, out.ConcurrencyLimitMin = limits.Latest, &limits.LatestAt, limits.Min
+	}
 	for t := first; t.Before(q.To); t = t.Add(q.Step) {
 		b, ok := byStart[t.Unix()]
 		if !ok {

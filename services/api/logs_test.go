@@ -2,8 +2,12 @@ package api_test
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +16,7 @@ import (
 
 	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
+	"github.com/surveyhooks/surveyhooks/services/delivery"
 )
 
 // t0 is a fixed hour, so steps and days fall the same way on every run.
@@ -29,15 +34,8 @@ type row struct {
 // logRows writes attempts straight into the test's ClickHouse database through the sink's writer.
 func (s *stack) logRows(projectID string, rows ...row) {
 	s.t.Helper()
-	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
-	defer cancel()
-	st, err := attemptlog.Open(ctx, s.cfg.ClickHouseAddr, s.cfg.ClickHouseDatabase)
-	require.NoError(s.t, err)
-	defer st.Close()
-	require.NoError(s.t, st.Migrate(ctx))
 	var as []*pb.Attempt
-	var src []attemptlog.Source
-	for i, r := range rows {
+	for _, r := range rows {
 		disp := pb.Disposition_DISPOSITION_DELIVERED
 		if r.class != pb.OutcomeClass_OUTCOME_CLASS_SUCCESS {
 			disp = pb.Disposition_DISPOSITION_RETRY
@@ -49,7 +47,22 @@ func (s *stack) logRows(projectID string, rows ...row) {
 			RequestHeaders: map[string]string{"Webhook-Id": "msg_" + r.event, "Webhook-Signature": "[redacted]"},
 			RequestBody:    []byte(`{"event_id":"` + r.event + `"}`), ResponseHeaders: map[string]string{"Content-Type": "text/plain"},
 			ResponseBody: []byte("answer of " + r.id), Worker: "w1"})
-		src = append(src, attemptlog.Source{Partition: 0, Offset: int64(i)})
+	}
+	s.logAttempts(as...)
+}
+
+// logAttempts writes attempts as they are into the test's ClickHouse database.
+func (s *stack) logAttempts(as ...*pb.Attempt) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+	defer cancel()
+	st, err := attemptlog.Open(ctx, s.cfg.ClickHouseAddr, s.cfg.ClickHouseDatabase)
+	require.NoError(s.t, err)
+	defer st.Close()
+	require.NoError(s.t, st.Migrate(ctx))
+	src := make([]attemptlog.Source, len(as))
+	for i := range as {
+		src[i] = attemptlog.Source{Partition: 0, Offset: int64(i)}
 	}
 	require.NoError(s.t, st.InsertAttempts(ctx, as, src))
 }
@@ -168,6 +181,98 @@ func TestQueryAPIFiltersPaginatesAndAggregatesTheDeliveryLog(t *testing.T) {
 	require.Len(t, day.list(), 1)
 	require.EqualValues(t, 5, day.list()[0]["count"], "a day-long step holds both hours")
 	require.Equal(t, t0.Truncate(24*time.Hour).Format(time.RFC3339), day.str("from"), "from is rounded down to a step")
+}
+
+// TestWebhookStatsShowTheEndpointsConcurrencyLimit: the limit of the range's latest attempt that
+// was sent, and the range's lowest (ranges of up to 7 days); an attempt the circuit breaker held
+// back carries the limit of its moment but was not sent, so it counts for nothing.
+func TestWebhookStatsShowTheEndpointsConcurrencyLimit(t *testing.T) {
+	s := startStack(t, withClickHouse())
+	pid, key := s.project("Acme")
+	w1 := s.webhook(key, map[string]any{"url": "https://example.com/1"}).str("id")
+	w2 := s.webhook(key, map[string]any{"url": "https://example.com/2"}).str("id")
+	attempt := func(id string, at time.Duration, class pb.OutcomeClass, status int32, limit int32) *pb.Attempt {
+		return &pb.Attempt{AttemptId: id, DeliveryId: "msg_" + id, EventId: "evt_" + id, WebhookId: w1, ProjectId: pid,
+			EventType: "nps.scored", Attempt: 1, StartedAtMs: t0.Add(at).UnixMilli(), ConcurrencyLimit: limit,
+			Outcome: &pb.Outcome{Class: class, Disposition: pb.Disposition_DISPOSITION_RETRY, StatusCode: status}}
+	}
+	ok, slow := pb.OutcomeClass_OUTCOME_CLASS_SUCCESS, pb.OutcomeClass_OUTCOME_CLASS_TIMEOUT
+	s.logAttempts(
+		attempt("att_1", time.Minute, ok, 200, 20),
+		attempt("att_2", 2*time.Minute, slow, 0, 6),
+		attempt("att_3", 3*time.Minute, ok, 200, 9),
+		attempt("att_4", 4*time.Minute, pb.OutcomeClass_OUTCOME_CLASS_CIRCUIT_OPEN, 0, 50),
+		attempt("att_5", 2*time.Hour, ok, 200, 12),
+	)
+	at := func(d time.Duration) string { return url.QueryEscape(t0.Add(d).Format(time.RFC3339)) }
+	stats := func(webhook string, from, to time.Duration) reply {
+		return s.must(http.StatusOK, "GET", "/v1/webhooks/"+webhook+"/stats?from="+at(from)+"&to="+at(to), key, nil)
+	}
+
+	first := stats(w1, 0, time.Hour)
+	require.EqualValues(t, 9, first.body["concurrency_limit"], "%s", first)
+	require.Equal(t, t0.Add(3*time.Minute).Format(time.RFC3339), first.body["concurrency_limit_at"])
+	require.EqualValues(t, 6, first.body["concurrency_limit_min"])
+	both := stats(w1, 0, 3*time.Hour)
+	require.EqualValues(t, 12, both.body["concurrency_limit"])
+	require.EqualValues(t, 6, both.body["concurrency_limit_min"])
+	long := stats(w1, -8*24*time.Hour, 3*time.Hour)
+	require.EqualValues(t, 12, long.body["concurrency_limit"])
+	require.NotContains(t, long.body, "concurrency_limit_min", "over 7 days the minimum would read every attempt")
+	for _, r := range []reply{stats(w1, -2*time.Hour, -time.Hour), stats(w2, 0, 3*time.Hour)} {
+		require.NotContains(t, r.body, "concurrency_limit", "no attempt sent in the range: %s", r)
+		require.NotContains(t, r.body, "concurrency_limit_min")
+	}
+}
+
+// TestDeliveredAttemptsCarryTheConcurrencyLimitIntoTheStats: a real delivery through the delivery
+// service and the sink; with the adaptive limit off, every attempt records the fixed cap.
+func TestDeliveredAttemptsCarryTheConcurrencyLimitIntoTheStats(t *testing.T) {
+	s := startStack(t, withSink(), withDeliveryConfig(func(c *delivery.Config) {
+		c.AdaptiveConcurrency, c.PerEndpointConcurrency = false, 7
+	}))
+	rc := newReceiver(t, http.StatusOK)
+	pid, key := s.project("Acme")
+	wh := s.webhook(key, map[string]any{"url": rc.URL}).str("id")
+	s.produceDelivery(&pb.Delivery{DeliveryId: "msg_1", EventId: "evt_1", WebhookId: wh, ProjectId: pid, EventType: "nps.scored",
+		Body: []byte(`{"event_id":"evt_1"}`), Attempt: 1, CreatedAtMs: time.Now().UnixMilli()})
+	var r reply
+	require.Eventually(t, func() bool {
+		r = s.do("GET", "/v1/webhooks/"+wh+"/stats", key, nil)
+		return r.status == http.StatusOK && r.body["concurrency_limit"] != nil
+	}, 20*time.Second, 100*time.Millisecond, "the attempt did not reach the stats")
+	require.EqualValues(t, 7, r.body["concurrency_limit"], "%s", r)
+	require.EqualValues(t, 7, r.body["concurrency_limit_min"])
+	require.Len(t, rc.withID("msg_1"), 1)
+}
+
+// TestPortalShowsTheEndpointsConcurrencyLimit: the portal's webhook list and page show the limit
+// of the last 24 hours' latest sent attempt, and the page the lowest.
+func TestPortalShowsTheEndpointsConcurrencyLimit(t *testing.T) {
+	s := startStack(t, withClickHouse())
+	pid, key := s.project("Acme")
+	wh := s.webhook(key, map[string]any{"name": "CRM sync", "url": "https://example.com/a"}).str("id")
+	now := time.Now()
+	for i, limit := range []int32{11, 4, 9} {
+		s.logAttempts(&pb.Attempt{AttemptId: fmt.Sprintf("att_%d", i), DeliveryId: "msg_1", EventId: "evt_1", WebhookId: wh,
+			ProjectId: pid, EventType: "nps.scored", Attempt: int32(i + 1), ConcurrencyLimit: limit,
+			StartedAtMs: now.Add(time.Duration(i-10) * time.Minute).UnixMilli(),
+			Outcome:     &pb.Outcome{Class: pb.OutcomeClass_OUTCOME_CLASS_HTTP_RETRYABLE, Disposition: pb.Disposition_DISPOSITION_RETRY, StatusCode: 503}})
+	}
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	client := &http.Client{Jar: jar}
+	get := func(path string) string {
+		resp, err := client.Get(s.base + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", b)
+		return string(b)
+	}
+	link := s.must(http.StatusCreated, "POST", "/v1/projects/"+pid+"/portal-sessions", adminToken, nil).str("url")
+	require.Contains(t, get(strings.TrimPrefix(link, s.base)), `<dd class="concurrency-limit">9</dd>`)
+	require.Contains(t, get("/portal/webhooks/"+wh), `<dd id="concurrency-limit">9 requests at once (lowest in 24 h: 4)</dd>`)
 }
 
 func TestBadQueryParametersAreRefusedNamingTheParameter(t *testing.T) {

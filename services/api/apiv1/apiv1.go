@@ -4,7 +4,11 @@
 // answers with (attempts, dead letters, statistics, replay jobs) are pkg/attemptlog's own.
 package apiv1
 
-import "time"
+import (
+	"time"
+
+	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
+)
 
 // Secret is one of a webhook's signing secrets as clients see it: never the secret itself.
 type Secret struct {
@@ -88,6 +92,21 @@ type DeadLetterReplay struct {
 	DeliveryID string `json:"delivery_id,omitempty"`
 	EventID    string `json:"event_id,omitempty"`
 	WebhookID  string `json:"webhook_id,omitempty"`
+}
+
+// Stats is one webhook's statistics over a range (GET /v1/webhooks/{id}/stats).
+type Stats struct {
+	WebhookID string    `json:"webhook_id"`
+	From      time.Time `json:"from"`
+	To        time.Time `json:"to"`
+	Step      string    `json:"step"`
+	// The endpoint's adaptive concurrency limit as the range's latest sent attempt recorded it, when
+	// that attempt started, and the lowest limit of the range's sent attempts (ranges of up to
+	// attemptlog.MinLimitRange); absent when none.
+	ConcurrencyLimit    int                      `json:"concurrency_limit,omitempty"`
+	ConcurrencyLimitAt  *time.Time               `json:"concurrency_limit_at,omitempty"`
+	ConcurrencyLimitMin int                      `json:"concurrency_limit_min,omitempty"`
+	Data                []attemptlog.StatsBucket `json:"data"`
 }
 
 // List is one page of a list: its items, and the cursor of the next page ("" on the last).

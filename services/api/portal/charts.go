@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
+	"github.com/surveyhooks/surveyhooks/services/api/apiv1"
 )
 
 // Charts are drawn here, as SVG shapes with computed coordinates, from the API's statistics
@@ -63,9 +64,7 @@ func (p *Portal) charts(r *http.Request, s *session, id, step string) (*charts, 
 	if step == "1d" {
 		from, rng = now.Add(-30*24*time.Hour), "last 30 days, by day"
 	}
-	var st struct {
-		Data []attemptlog.StatsBucket `json:"data"`
-	}
+	var st apiv1.Stats
 	target := query("/v1/webhooks/"+url.PathEscape(id)+"/stats", "from", from.Format(time.RFC3339), "to",
 		now.Format(time.RFC3339), "step", step)
 	if err := p.call(r, s, "GET", target, nil, &st); err != nil {

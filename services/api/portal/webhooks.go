@@ -58,13 +58,14 @@ type health struct {
 	LastError   string
 	LastErrorAt time.Time
 	Unavailable bool // the delivery log did not answer
+	// The endpoint's adaptive concurrency limit: the latest sent attempt's, and the lowest in 24 h
+	// (0: no attempt sent).
+	ConcurrencyLimit, ConcurrencyLimitMin int
 }
 
 func (p *Portal) health(r *http.Request, s *session, id string) health {
 	var h health
-	var st struct {
-		Data []attemptlog.StatsBucket `json:"data"`
-	}
+	var st apiv1.Stats
 	if err := p.call(r, s, "GET", "/v1/webhooks/"+url.PathEscape(id)+"/stats", nil, &st); err != nil {
 		h.Unavailable = true
 		return h
@@ -78,6 +79,7 @@ func (p *Portal) health(r *http.Request, s *session, id string) health {
 			p99 = max(p99, b.P99Ms)
 		}
 	}
+	h.ConcurrencyLimit, h.ConcurrencyLimitMin = st.ConcurrencyLimit, st.ConcurrencyLimitMin
 	if h.Attempts > 0 {
 		h.SuccessRate = fmt.Sprintf("%.1f%%", 100*float64(ok)/float64(h.Attempts))
 		h.P99 = ms(p99)
