@@ -121,8 +121,9 @@ func (e *endpoints) limits() []int {
 // partition is held back no longer than one request may take), and by a share of all queued
 // deliveries (half the sending slots), so no endpoint's backlog takes the sending slots of the others.
 // A Send Test always queues: its caller is waiting for it. For an overflow, wait estimates how
-// long the endpoint needs to work through what it holds and what was moved aside before: the
-// delivery comes back about when the endpoint can take it, instead of cycling through Kafka.
+// long the endpoint needs to work through what it holds and what was moved aside before (for
+// one that came back too early, what came back with it): the delivery comes back about when the
+// endpoint can take it, instead of cycling through Kafka.
 func (e *endpoints) admit(t *task, returned bool) (a admission, wait time.Duration) {
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -18,7 +18,7 @@ import (
 //     requests queued at the endpoint are estimated as limit × (1 − minRTT/avgRTT), minRTT being
 //     the lowest window average of the last two rttPeriods (the latency without a queue). Fewer
 //     than alpha queued: the limit grows, doubling until the first sign of congestion (slow
-//     start), then by alpha/2 (at least 1). More than beta in two windows in a row (in slow
+//     start, with windows of half a limit's worth: one round trip), then by alpha/2 (at least 1). More than beta in two windows in a row (in slow
 //     start, one): it shrinks towards limit × minRTT/avgRTT, by at most a quarter per window. In
 //     between it holds. alpha and beta (2 × alpha) grow with log10(limit), as in VegasLimit,
 //     and are at least 5 % and 10 % of the limit.
