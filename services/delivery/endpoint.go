@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"errors"
+	"math"
 	"sync"
 	"time"
 
@@ -167,7 +168,7 @@ func (e *endpoints) admit(t *task, returned bool) (a admission, wait time.Durati
 		now := time.Now()
 		ep.again = max(0, ep.again-float64(now.Sub(ep.againAt))/float64(max(lat, time.Millisecond))*float64(limit)) + 1
 		ep.againAt = now
-		ahead = int(ep.again)
+		ahead = int(math.Ceil(ep.again))
 		if ep.conc != nil && ep.conc.slowStart {
 			ahead = 0 // its intake doubles every round trip: by the time it is back, the burst is taken
 		}
