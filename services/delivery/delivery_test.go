@@ -335,7 +335,21 @@ func TestKilledWorkerLosesNothingAndRepeatsOnlyInFlightWork(t *testing.T) {
 // minute: an endpoint answering after 1 s (5 s in the report) flooded with 10,000 deliveries,
 // beside a healthy one on the same partition. The process holds 2,000 deliveries at most (10,000
 // in the report), so a flood that took every slot would stop fetching for everyone.
+//
+// With adaptive concurrency the slow endpoint starts at a limit of 10 while the flood arrives; it
+// must still drain about as fast as at the fixed cap (it once took three times as long: the early
+// returners were all sent to the longest tier together). The bound is 2×, for a loaded machine.
 func TestSlowFloodedEndpointDoesNotDelayOthers(t *testing.T) {
+	var adaptive, fixed time.Duration
+	t.Run("adaptive concurrency", func(t *testing.T) { adaptive = floodSlowEndpoint(t, true) })
+	t.Run("fixed cap", func(t *testing.T) { fixed = floodSlowEndpoint(t, false) })
+	t.Logf("drained in %s with adaptive concurrency, %s at the fixed cap (%.2f×)", adaptive, fixed, float64(adaptive)/float64(fixed))
+	require.Less(t, adaptive, 2*fixed, "adaptive concurrency drains a slow but healthy endpoint about as fast as the fixed cap")
+}
+
+// floodSlowEndpoint runs TestSlowFloodedEndpointDoesNotDelayOthers' flood and returns how long
+// the slow endpoint took to receive it.
+func floodSlowEndpoint(t *testing.T, adaptive bool) time.Duration {
 	const flood, healthyN = 10_000, 40
 	slowDelay := time.Second
 	h := newHarness(t, []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second},
@@ -343,6 +357,7 @@ func TestSlowFloodedEndpointDoesNotDelayOthers(t *testing.T) {
 			c.Timeout = 5 * time.Second
 			c.MaxInFlight = 2000
 			c.PerEndpointConcurrency = 400
+			c.AdaptiveConcurrency = adaptive
 			c.Kafka.Partitions = 1 // the slow endpoint's backlog sits in front of the healthy one's deliveries
 		})
 	var mu sync.Mutex
@@ -401,7 +416,8 @@ func TestSlowFloodedEndpointDoesNotDelayOthers(t *testing.T) {
 
 	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(slowSeen) == flood }, 150*time.Second, 100*time.Millisecond,
 		"every slow delivery is eventually made")
-	t.Logf("the slow endpoint's %d deliveries took %s (at least %s at its concurrency)", flood, time.Since(start),
+	drained := time.Since(start)
+	t.Logf("the slow endpoint's %d deliveries took %s (at least %s at its concurrency)", flood, drained,
 		time.Duration(flood/400)*slowDelay)
 	// Moving aside keeps the attempt number: nothing was recorded as a failed attempt.
 	as := attempts(h, 2*healthyN+flood)
@@ -409,6 +425,7 @@ func TestSlowFloodedEndpointDoesNotDelayOthers(t *testing.T) {
 		require.EqualValues(t, 1, a.Attempt, "delivery %s", a.DeliveryId)
 		require.Equal(t, pb.OutcomeClass_OUTCOME_CLASS_SUCCESS, a.Outcome.Class, "delivery %s", a.DeliveryId)
 	}
+	return drained
 }
 
 func p99(ds []time.Duration) time.Duration {

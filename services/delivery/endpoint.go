@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"errors"
+	"math"
 	"sync"
 	"time"
 
@@ -15,9 +16,13 @@ import (
 // webhook id puts all of an endpoint's traffic on one partition, hence one worker: no
 // coordination needed.
 type endpoint struct {
-	active  int
-	queue   []*task
-	aside   int           // deliveries this worker moved aside that have not come back yet
+	active int
+	queue  []*task
+	aside  int // deliveries this worker moved aside that have not come back yet
+	// deliveries that came back and were moved aside again, less what the endpoint has taken
+	// since (at its limit per latency): those ahead of the next one that comes back too early
+	again   float64
+	againAt time.Time
 	latency time.Duration // moving average of its requests' latency: how fast its queue drains
 	since   time.Time     // busy since: before any request finished, the latency is at least that old
 	limiter *rate.Limiter
@@ -117,8 +122,9 @@ func (e *endpoints) limits() []int {
 // partition is held back no longer than one request may take), and by a share of all queued
 // deliveries (half the sending slots), so no endpoint's backlog takes the sending slots of the others.
 // A Send Test always queues: its caller is waiting for it. For an overflow, wait estimates how
-// long the endpoint needs to work through what it holds and what was moved aside before: the
-// delivery comes back about when the endpoint can take it, instead of cycling through Kafka.
+// long the endpoint needs to work through what it holds and what was moved aside before (for
+// one that came back too early, what came back with it): the delivery comes back about when the
+// endpoint can take it, instead of cycling through Kafka.
 func (e *endpoints) admit(t *task, returned bool) (a admission, wait time.Duration) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -141,11 +147,11 @@ func (e *endpoints) admit(t *task, returned bool) (a admission, wait time.Durati
 	if lat == 0 {
 		lat = time.Since(ep.since) // a hanging endpoint has no finished request to learn from
 	}
-	if ep.conc != nil && ep.conc.slowStart {
-		// Its limit doubles every round trip or two until the endpoint shows congestion: judged
-		// by today's limit, a burst would be moved aside for minutes that the endpoint will
-		// take in seconds.
-		limit = e.concurrency
+	if ep.conc != nil {
+		// In slow start its limit doubles every round trip until the endpoint shows congestion,
+		// and a probe halves it for one window: judged by today's limit, a burst would be moved
+		// aside for minutes that the endpoint will take in seconds.
+		limit = ep.conc.target()
 	}
 	wait = time.Duration((len(ep.queue)+1+limit-1)/limit) * lat
 	if t.d.Test || (len(ep.queue) < e.queueCap && wait < e.maxWait && e.queued < e.maxQueued) {
@@ -154,7 +160,20 @@ func (e *endpoints) admit(t *task, returned bool) (a admission, wait time.Durati
 		return admitQueue, wait
 	}
 	ep.aside++
-	return admitOverflow, time.Duration((len(ep.queue)+ep.aside+limit-1)/limit) * lat
+	ahead := ep.aside
+	if returned {
+		// What is still aside went after it, or comes back with it and is counted here:
+		// counting all of it would send a burst that came back together to the longest tier
+		// together, and the endpoint would idle until it came back again, together.
+		now := time.Now()
+		ep.again = max(0, ep.again-float64(now.Sub(ep.againAt))/float64(max(lat, time.Millisecond))*float64(limit)) + 1
+		ep.againAt = now
+		ahead = int(math.Ceil(ep.again))
+		if ep.conc != nil && ep.conc.slowStart {
+			ahead = 0 // its intake doubles every round trip: by the time it is back, the burst is taken
+		}
+	}
+	return admitOverflow, time.Duration((len(ep.queue)+ahead+limit-1)/limit) * lat
 }
 
 // next releases a request slot of the endpoint after a delivery that taught s, and returns the

@@ -18,7 +18,7 @@ import (
 //     requests queued at the endpoint are estimated as limit × (1 − minRTT/avgRTT), minRTT being
 //     the lowest window average of the last two rttPeriods (the latency without a queue). Fewer
 //     than alpha queued: the limit grows, doubling until the first sign of congestion (slow
-//     start), then by alpha/2 (at least 1). More than beta in two windows in a row (in slow
+//     start, with windows of half a limit's worth: one round trip), then by alpha/2 (at least 1). More than beta in two windows in a row (in slow
 //     start, one): it shrinks towards limit × minRTT/avgRTT, by at most a quarter per window. In
 //     between it holds. alpha and beta (2 × alpha) grow with log10(limit), as in VegasLimit,
 //     and are at least 5 % and 10 % of the limit.
@@ -72,6 +72,19 @@ func newLimiter(maxLimit int, now time.Time) *adaptiveLimit {
 // current is the number of requests the endpoint may have open.
 func (l *adaptiveLimit) current() int { return max(1, int(l.limit)) }
 
+// target is the limit the endpoint is heading for, by which a backlog's wait is judged: the cap
+// in slow start (the limit doubles until the endpoint shows congestion), the limit a probe
+// restores, else the limit.
+func (l *adaptiveLimit) target() int {
+	switch {
+	case l.slowStart:
+		return int(l.max)
+	case l.probing:
+		return max(1, int(l.restore))
+	}
+	return l.current()
+}
+
 // started notes that a request started with open requests now open (itself included).
 func (l *adaptiveLimit) started(open int) { l.peakOpen = max(l.peakOpen, open) }
 
@@ -102,7 +115,13 @@ func (l *adaptiveLimit) observe(start time.Time, took time.Duration, dropped boo
 	}
 	l.samples++
 	l.sum += took
-	if l.samples < max(minWindowSamples, l.current()) {
+	window := l.current()
+	if l.slowStart {
+		// Half the limit's worth: the requests its doubling opened at once finish within one
+		// round trip, so the limit doubles every round trip rather than every other one.
+		window = (window + 1) / 2
+	}
+	if l.samples < max(minWindowSamples, window) {
 		return
 	}
 	avg := l.sum / time.Duration(l.samples)

@@ -136,3 +136,27 @@ func TestEndpointBreakerOpensAfterThresholdAndProbesAfterCooldown(t *testing.T) 
 		}
 	}
 }
+
+func TestEndpointMovesAsideADeliveryThatCameBackByWhatCameBackWithIt(t *testing.T) {
+	e := newEndpoints(Config{PerEndpointConcurrency: 2, PerEndpointQueue: 4, Timeout: time.Minute, MaxInFlight: 1000,
+		BreakerThreshold: 3, BreakerCooldown: time.Minute})
+	task := func() *task { return &task{d: &pb.Delivery{WebhookId: "wh"}} }
+	for range 2 + 4 { // two running, four queued
+		a, _ := e.admit(task(), false)
+		require.NotEqual(t, admitOverflow, a)
+	}
+	e.m["wh"].latency = time.Second
+	var wait time.Duration
+	for range 100 {
+		var a admission
+		a, wait = e.admit(task(), false)
+		require.Equal(t, admitOverflow, a)
+	}
+	require.Equal(t, 52*time.Second, wait, "a new delivery waits behind the queue and everything moved aside before it")
+	_, wait = e.admit(task(), true)
+	require.Equal(t, 3*time.Second, wait, "one that came back waits behind the queue, not behind what left after it")
+	_, wait = e.admit(task(), true)
+	require.Equal(t, 3*time.Second, wait)
+	_, wait = e.admit(task(), true)
+	require.Equal(t, 4*time.Second, wait, "and behind what came back with it")
+}
