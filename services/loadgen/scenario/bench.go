@@ -37,6 +37,9 @@ type Options struct {
 	Window      time.Duration // the measured part of each scenario
 	Warmup      time.Duration // run before each window, not measured
 	Backlog     int64         // closed-loop bound: events produced but not yet delivered
+	// Env adds KEY=VALUE settings to every service's environment after the bench's own (a later
+	// setting wins), e.g. DELIVERY_ADAPTIVE_CONCURRENCY=false to compare a feature off.
+	Env []string
 	// IsolationTimeout and RetrySchedule make `isolation`'s hanging endpoints give up and retry
 	// quickly enough to matter within a window.
 	IsolationTimeout time.Duration
@@ -234,6 +237,7 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 		"DELIVERY_DISABLE_AFTER_FAILURES=0", "DELIVERY_DISABLE_AFTER=0s",
 		"SURVEYHOOKS_LOG_LEVEL=info",
 	}
+	env = append(env, b.opts.Env...)
 	logDir := filepath.Join(tmp, "logs")
 	if err := os.MkdirAll(logDir, 0o700); err != nil {
 		return err

@@ -29,6 +29,7 @@ func main() {
 	partitions := flag.Int("partitions", 12, "partitions of every topic (KAFKA_PARTITIONS)")
 	concurrency := flag.Int("concurrency", 50, "per-endpoint concurrency of the delivery service, and the baseline's")
 	only := flag.String("only", "", "comma-separated scenarios to run (baseline, throughput, fanout, latency, isolation, slow_flood, ordered, fairness, http_ingest, cpu_at_400, many_endpoints, scale_out, memory); latency needs throughput, isolation needs latency, cpu_ratio and the ratios need baseline")
+	env := flag.String("env", "", "comma-separated KEY=VALUE settings added to every service's environment (e.g. DELIVERY_ADAPTIVE_CONCURRENCY=false)")
 	keep := flag.Bool("keep", false, "keep the service binaries and logs (the folder is printed)")
 	flag.Parse()
 
@@ -56,6 +57,7 @@ func main() {
 		ProfileOut:     *profile,
 		KeepDir:        *keep,
 		Only:           splitList(*only),
+		Env:            splitList(*env),
 		Progress:       os.Stderr,
 	})
 	if err != nil {
