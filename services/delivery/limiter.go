@@ -63,11 +63,12 @@ const (
 	minWindowSamples = 8
 	rttPeriod        = 30 * time.Second // the no-queue latency is forgotten after one to two of these
 	initialLimit     = 10
-	// latencyTolerance is how much of a latency rise is not taken for a queue at the endpoint. A
-	// fast endpoint's latency (a millisecond on a LAN) doubles when the sending worker's own CPU is
-	// busy, which says nothing about the endpoint: without a floor, Vegas read that as a queue and
-	// held a fast endpoint to a few requests at once (the bench's throughput fell from 6,300 to
-	// 2,900 deliveries/s). A few milliseconds still show a knee at a 50 ms endpoint.
+	// latencyTolerance is how much of a latency rise is not taken for a queue at a fast endpoint:
+	// the tolerance is latencyTolerance minus the no-queue latency (none from 5 ms up). A fast
+	// endpoint's latency (a millisecond on a LAN) doubles when the sending worker's own CPU is busy,
+	// which says nothing about the endpoint: without it, Vegas read that as a queue and held a fast
+	// endpoint to a few requests at once (the bench's throughput fell from 6,300 to 2,900
+	// deliveries/s). A slower endpoint's rise is its own, and its knee is found as before.
 	latencyTolerance = 5 * time.Millisecond
 )
 
@@ -154,7 +155,7 @@ func (l *adaptiveLimit) observe(start time.Time, took time.Duration, dropped boo
 		l.probe()
 		return
 	}
-	avg = max(l.minRTT, avg-latencyTolerance)
+	avg = max(l.minRTT, avg-max(0, latencyTolerance-l.minRTT))
 	queued := l.limit * (1 - float64(l.minRTT)/float64(avg))
 	// At high limits a few queued requests are a latency change of a few percent: noise on a
 	// busy machine. alpha is at least 5 % of the limit, so it shrinks on a rise of 10 % or more.
