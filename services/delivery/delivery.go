@@ -230,7 +230,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 	}
 	snd := sender.New(sender.Options{Timeout: cfg.Timeout, MaxResponseBytes: cfg.MaxResponseBytes,
 		MaxResponseHeaderBytes: cfg.MaxResponseHeaderBytes, Allow: allow, StartSpan: telemetry.StartClientSpan,
-		Proxy: proxy, RootCAs: roots})
+		Proxy: proxy, RootCAs: roots, MaxIdleConnsPerHost: max(512, cfg.sendingSlots())})
 	w, err := NewWorker(cfg, reg, box, snd, log, opts...)
 	if err != nil {
 		return err

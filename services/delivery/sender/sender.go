@@ -46,6 +46,12 @@ type Options struct {
 	Allow                  []netip.Prefix // destinations allowed despite the guard
 	UserAgent              string
 	MaxConnsPerHost        int // 0: unlimited
+	// MaxIdleConnsPerHost is how many connections to one host are kept open between requests;
+	// 512 when zero. It must cover the requests the worker runs at once to one host (its sending
+	// slots): beyond it, every finished request closes its connection and the next dials a new
+	// one, and under that churn requests a fast receiver already accepted time out and are sent
+	// again (the bench's many_endpoints: 10,000 webhooks on one receiver, 5,000 sending slots).
+	MaxIdleConnsPerHost int
 	// StartSpan, when set, is called with each request just before it is sent (tracing: it
 	// starts the client span and sets the traceparent header the subscriber and the attempt log
 	// see) and returns the function that ends the span with the outcome.
@@ -91,13 +97,16 @@ func New(opts Options) *Sender {
 	if opts.UserAgent == "" {
 		opts.UserAgent = "surveyhooks/1"
 	}
+	if opts.MaxIdleConnsPerHost <= 0 {
+		opts.MaxIdleConnsPerHost = 512
+	}
 	g := &Guard{Allow: opts.Allow}
 	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: g.control}
 	tr := &http.Transport{
 		DialContext:            d.DialContext,
 		ForceAttemptHTTP2:      true,
-		MaxIdleConns:           4096,
-		MaxIdleConnsPerHost:    512,
+		MaxIdleConns:           max(4096, opts.MaxIdleConnsPerHost),
+		MaxIdleConnsPerHost:    opts.MaxIdleConnsPerHost,
 		MaxConnsPerHost:        opts.MaxConnsPerHost,
 		IdleConnTimeout:        90 * time.Second,
 		TLSHandshakeTimeout:    10 * time.Second,
