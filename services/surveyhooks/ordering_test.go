@@ -148,14 +148,22 @@ func TestOrderedWebhookKeepsEachRespondentsOrderAcrossAKilledWorker(t *testing.T
 			s.kill9("delivery")
 			killedAt = time.Now()
 			s.restart("delivery")
-			// The rest is sent once the restarted worker is back at work (every event so far
-			// reached the unordered webhook), so their latencies compare the webhooks, not the kill.
-			require.Eventually(t, func() bool { return plain.delivered() == respondents*(n+1) }, 60*time.Second, 20*time.Millisecond)
+			// The rest is sent once the restarted worker is back at work — every event so far,
+			// and a probe posted after the restart, reached the unordered webhook (a kill early in
+			// the run leaves nothing undelivered, while the group still waits for the dead member's
+			// session to end) — so their latencies compare the webhooks, not the kill.
+			probe := map[string]any{"event_id": "probe-0", "event_type": "survey.question_answered",
+				"user": map[string]any{"id": "u-probe"}, "survey": map[string]any{"id": "s1"},
+				"response": map[string]any{"id": "probe"}, "question": map[string]any{"id": "q0", "type": "input"},
+				"answer": map[string]any{"fields": []map[string]any{{"type": "string", "value": "yes"}}}}
+			posted["probe-0"] = time.Now()
+			call(t, "POST", l.ingest+"/v1/events", apiKey, map[string]any{"events": []map[string]any{probe}}, 202)
+			require.Eventually(t, func() bool { return plain.delivered() == respondents*(n+1)+1 }, 60*time.Second, 20*time.Millisecond)
 			resumed = time.Now()
 		}
 	}
 	lastPost := time.Now()
-	total := respondents * perRespondent
+	total := respondents*perRespondent + 1 // and the probe
 	require.Eventually(t, func() bool { return plain.delivered() == total }, 90*time.Second, 50*time.Millisecond,
 		"every event must reach the unordered webhook")
 	plainDone := time.Now()
