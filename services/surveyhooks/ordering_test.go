@@ -1,12 +1,9 @@
 package surveyhooks_test
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"sort"
 	"strconv"
@@ -16,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/surveyhooks/surveyhooks/pkg/hooktest"
 	"github.com/surveyhooks/surveyhooks/pkg/proctest"
 )
 
@@ -36,43 +34,41 @@ type orderReceiver struct {
 	dups     int
 }
 
-func newOrderReceiver(flaky float64, maxFails int) *orderReceiver {
-	return &orderReceiver{flaky: flaky, maxFails: maxFails, rng: rand.New(rand.NewPCG(1, 2)), fails: map[string]int{},
+// newOrderReceiver serves o on a hooktest endpoint that answers every path; url is its address.
+func newOrderReceiver(t *testing.T, flaky float64, maxFails int) (o *orderReceiver, url string) {
+	o = &orderReceiver{flaky: flaky, maxFails: maxFails, rng: rand.New(rand.NewPCG(1, 2)), fails: map[string]int{},
 		first: map[string]time.Time{}, order: map[string][]int{}}
+	hook := hooktest.NewEndpoint("every path", hooktest.Fast)
+	hook.AnswerWith(o.answer)
+	return o, hooktest.StartT(t, hooktest.Options{Default: hook}).URL()
 }
 
-func (o *orderReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(r.Body)
-	var env struct {
-		EventID string `json:"event_id"`
-	}
-	if json.Unmarshal(body, &env) != nil || len(env.EventID) < 3 {
-		w.WriteHeader(http.StatusBadRequest)
-		return
+// answer decides one request: a failure on purpose, or a 2xx recorded in arrival order.
+func (o *orderReceiver) answer(r *hooktest.Request) hooktest.Answer {
+	if len(r.EventID) < 3 {
+		return hooktest.Answer{Status: http.StatusBadRequest}
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.requests++
-	if o.fails[env.EventID] < o.maxFails && o.rng.Float64() < o.flaky {
-		o.fails[env.EventID]++
+	if o.fails[r.EventID] < o.maxFails && o.rng.Float64() < o.flaky {
+		o.fails[r.EventID]++
 		o.failed++
 		if o.rng.IntN(3) == 0 {
-			w.Header().Set("Retry-After", strconv.Itoa(1+o.rng.IntN(2)))
-			w.WriteHeader(http.StatusTooManyRequests)
-			return
+			return hooktest.Answer{Status: http.StatusTooManyRequests,
+				Header: http.Header{"Retry-After": {strconv.Itoa(1 + o.rng.IntN(2))}}}
 		}
-		w.WriteHeader(http.StatusServiceUnavailable)
-		return
+		return hooktest.Answer{Status: http.StatusServiceUnavailable}
 	}
-	if _, ok := o.first[env.EventID]; ok {
+	if _, ok := o.first[r.EventID]; ok {
 		o.dups++
 	} else {
-		o.first[env.EventID] = time.Now()
+		o.first[r.EventID] = time.Now()
 		// Event ids are "<respondent>-<n>".
-		resp, n := env.EventID[:len(env.EventID)-2], int(env.EventID[len(env.EventID)-1]-'0')
+		resp, n := r.EventID[:len(r.EventID)-2], int(r.EventID[len(r.EventID)-1]-'0')
 		o.order[resp] = append(o.order[resp], n)
 	}
-	w.WriteHeader(http.StatusOK)
+	return hooktest.Answer{Status: http.StatusOK}
 }
 
 func (o *orderReceiver) delivered() int {
@@ -101,20 +97,17 @@ func TestOrderedWebhookKeepsEachRespondentsOrderAcrossAKilledWorker(t *testing.T
 	proctest.WaitHTTPOK(t, l.ingest+"/healthz", 60*time.Second)
 	proctest.WaitHTTPOK(t, l.api+"/healthz", 60*time.Second)
 
-	ordered := newOrderReceiver(0.3, 3)
-	plain := newOrderReceiver(0, 0)
-	osrv, psrv := httptest.NewServer(ordered), httptest.NewServer(plain)
-	t.Cleanup(osrv.Close)
-	t.Cleanup(psrv.Close)
+	ordered, orderedURL := newOrderReceiver(t, 0.3, 3)
+	plain, plainURL := newOrderReceiver(t, 0, 0)
 
 	project := call(t, "POST", l.api+"/v1/projects", l.admin, map[string]any{"name": "Ordered"}, 201)
 	apiKey := project["api_key"].(string)
 	events := []string{"survey.question_answered", "survey.completed"}
-	bad := call(t, "POST", l.api+"/v1/webhooks", apiKey, map[string]any{"name": "bad", "url": osrv.URL, "events": events, "ordering": "fifo"}, 400)
+	bad := call(t, "POST", l.api+"/v1/webhooks", apiKey, map[string]any{"name": "bad", "url": orderedURL, "events": events, "ordering": "fifo"}, 400)
 	require.Equal(t, "ordering", bad["error"].(map[string]any)["field"], "the error names the field: %v", bad)
-	wh := call(t, "POST", l.api+"/v1/webhooks", apiKey, map[string]any{"name": "ordered", "url": osrv.URL, "events": events, "ordering": "respondent"}, 201)
+	wh := call(t, "POST", l.api+"/v1/webhooks", apiKey, map[string]any{"name": "ordered", "url": orderedURL, "events": events, "ordering": "respondent"}, 201)
 	require.Equal(t, "respondent", wh["ordering"])
-	call(t, "POST", l.api+"/v1/webhooks", apiKey, map[string]any{"name": "plain", "url": psrv.URL, "events": events}, 201)
+	call(t, "POST", l.api+"/v1/webhooks", apiKey, map[string]any{"name": "plain", "url": plainURL, "events": events}, 201)
 
 	// Event n of every respondent, then n+1: each request is accepted before the next is sent,
 	// so ingest's accept order is the order of n.
