@@ -113,16 +113,12 @@ func (s *Server) replayDeadLetter(w http.ResponseWriter, r *http.Request, p *pb.
 		return err
 	}
 	id := r.PathValue("id")
-	st, err := s.logs.get(r.Context())
+	d, st, err := logged(r.Context(), s.logs, "dead letter", id, func(st *attemptlog.Store) (*pb.Delivery, error) {
+		_, d, err := st.GetDeadLetter(r.Context(), p.Id, id)
+		return d, err
+	})
 	if err != nil {
 		return err
-	}
-	_, d, err := st.GetDeadLetter(r.Context(), p.Id, id)
-	if errors.Is(err, attemptlog.ErrNotFound) {
-		return notFound("dead letter", id)
-	}
-	if err != nil {
-		return s.logs.failed(r.Context(), st, err)
 	}
 	if err := s.replayable(d, p); err != nil {
 		return err

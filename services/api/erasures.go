@@ -238,16 +238,12 @@ func (s *Server) getErasure(w http.ResponseWriter, r *http.Request) error {
 	if p == nil {
 		return notFound("project", r.PathValue("id"))
 	}
-	st, err := s.logs.get(r.Context())
+	id := r.PathValue("erasure_id")
+	job, st, err := logged(r.Context(), s.logs, "erasure", id, func(st *attemptlog.Store) (*attemptlog.ErasureJob, error) {
+		return st.GetErasure(r.Context(), p.Id, id)
+	})
 	if err != nil {
 		return err
-	}
-	job, err := st.GetErasure(r.Context(), p.Id, r.PathValue("erasure_id"))
-	if errors.Is(err, attemptlog.ErrNotFound) {
-		return notFound("erasure", r.PathValue("erasure_id"))
-	}
-	if err != nil {
-		return s.logs.failed(r.Context(), st, err)
 	}
 	if job.PendingStopped, err = st.StoppedByErasure(r.Context(), p.Id, job.ID); err != nil {
 		return s.logs.failed(r.Context(), st, err)

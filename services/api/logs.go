@@ -83,6 +83,25 @@ func (l *logStore) failed(ctx context.Context, st *attemptlog.Store, err error) 
 	return err
 }
 
+// logged reads one record the attempt log keeps for a project: get is called with the store; a
+// record it does not have is a 404 naming kind and id, a server that does not answer a 503. The
+// store is returned for further reads.
+func logged[T any](ctx context.Context, l *logStore, kind, id string, get func(*attemptlog.Store) (T, error)) (T, *attemptlog.Store, error) {
+	var zero T
+	st, err := l.get(ctx)
+	if err != nil {
+		return zero, nil, err
+	}
+	v, err := get(st)
+	if errors.Is(err, attemptlog.ErrNotFound) {
+		return zero, nil, notFound(kind, id)
+	}
+	if err != nil {
+		return zero, nil, l.failed(ctx, st, err)
+	}
+	return v, st, nil
+}
+
 func (l *logStore) close() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -281,16 +300,12 @@ func (s *Server) getAttempt(w http.ResponseWriter, r *http.Request, p *pb.Projec
 	if err := onlyParams(r); err != nil {
 		return err
 	}
-	st, err := s.logs.get(r.Context())
+	id := r.PathValue("id")
+	a, _, err := logged(r.Context(), s.logs, "attempt", id, func(st *attemptlog.Store) (*attemptlog.AttemptDetail, error) {
+		return st.GetAttempt(r.Context(), p.Id, id)
+	})
 	if err != nil {
 		return err
-	}
-	a, err := st.GetAttempt(r.Context(), p.Id, r.PathValue("id"))
-	if errors.Is(err, attemptlog.ErrNotFound) {
-		return notFound("attempt", r.PathValue("id"))
-	}
-	if err != nil {
-		return s.logs.failed(r.Context(), st, err)
 	}
 	httpapi.WriteJSON(w, http.StatusOK, a)
 	return nil

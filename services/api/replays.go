@@ -199,16 +199,12 @@ func (s *Server) getReplay(w http.ResponseWriter, r *http.Request, p *pb.Project
 	if err := onlyParams(r); err != nil {
 		return err
 	}
-	st, err := s.logs.get(r.Context())
+	id := r.PathValue("id")
+	job, _, err := logged(r.Context(), s.logs, "replay", id, func(st *attemptlog.Store) (*attemptlog.ReplayJob, error) {
+		return st.GetReplay(r.Context(), p.Id, id)
+	})
 	if err != nil {
 		return err
-	}
-	job, err := st.GetReplay(r.Context(), p.Id, r.PathValue("id"))
-	if errors.Is(err, attemptlog.ErrNotFound) {
-		return notFound("replay", r.PathValue("id"))
-	}
-	if err != nil {
-		return s.logs.failed(r.Context(), st, err)
 	}
 	httpapi.WriteJSON(w, http.StatusOK, job)
 	return nil
