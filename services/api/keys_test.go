@@ -286,7 +286,12 @@ func TestRevokedKeyIsRefusedByEveryProcess(t *testing.T) {
 	},
 		5*time.Second, 10*time.Millisecond)
 	s.must(http.StatusUnauthorized, "GET", "/v1/webhooks", temp.str("key"), nil)
-	require.Len(t, s.must(http.StatusOK, "GET", keys, newKey, nil).list(), 8)
+	// Both processes converge on all eight keys: the five created on the second process reach
+	// this one once it has read their `projects` records.
+	for _, proc := range []*stack{s, s2} {
+		require.Eventually(t, func() bool { return len(proc.must(http.StatusOK, "GET", keys, newKey, nil).list()) == 8 },
+			5*time.Second, 20*time.Millisecond)
+	}
 	// The list shows the revoked keys as revoked.
 	for _, k := range s2.must(http.StatusOK, "GET", keys, newKey, nil).list() {
 		want := map[string]string{"key_primary": "revoked", temp.str("id"): "revoked"}[k["id"].(string)]
