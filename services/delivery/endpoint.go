@@ -61,6 +61,7 @@ type endpoints struct {
 	queueCap    int           // deliveries queued per endpoint
 	maxWait     time.Duration // a delivery is queued only if it should start within this
 	maxQueued   int           // deliveries queued over all endpoints: half the sending slots, so queues never take them all
+	soon        time.Duration // a queue that drains within this is never over the shared bound (see admit)
 	queued      int
 	threshold   int
 	cooldown    time.Duration
@@ -68,7 +69,21 @@ type endpoints struct {
 
 func newEndpoints(cfg Config) *endpoints {
 	return &endpoints{m: map[string]*endpoint{}, concurrency: cfg.PerEndpointConcurrency, adaptive: cfg.AdaptiveConcurrency, queueCap: cfg.PerEndpointQueue,
-		maxWait: cfg.Timeout, maxQueued: max(1, cfg.sendingSlots()/2), threshold: cfg.BreakerThreshold, cooldown: cfg.BreakerCooldown}
+		maxWait: cfg.Timeout, maxQueued: max(1, cfg.sendingSlots()/2), soon: drainsSoon(cfg.Kafka.RetrySchedule),
+		threshold: cfg.BreakerThreshold, cooldown: cfg.BreakerCooldown}
+}
+
+// drainsSoon is how short an endpoint's queue must be, in time, to take deliveries past the shared
+// bound: below the nearest retry tier's delay (moving one aside could only make it later) and
+// at most a second (the slots it holds are back within that; sending slots are shared by fair share
+// order as they free up, so the other projects' deliveries wait for the next free slot, not for
+// this queue).
+func drainsSoon(schedule []time.Duration) time.Duration {
+	soon := time.Second
+	if len(schedule) > 0 {
+		soon = min(soon, schedule[0])
+	}
+	return soon
 }
 
 func (e *endpoints) get(webhookID string) *endpoint {
@@ -120,7 +135,11 @@ func (e *endpoints) limits() []int {
 // bounded three ways: by its length, by how long its last delivery would wait (from the
 // endpoint's recent latency: a slow endpoint's queue is short, so the committed offset of its
 // partition is held back no longer than one request may take), and by a share of all queued
-// deliveries (half the sending slots), so no endpoint's backlog takes the sending slots of the others.
+// deliveries (half the sending slots), so no endpoint's backlog takes the sending slots of the others
+// — unless the queue drains within a second: a fast endpoint's burst (the sending slots fill
+// with one endpoint's deliveries whenever it is the only one busy) waits here rather than
+// going round a retry tier. (Judged only once requests have finished: a hanging endpoint has
+// no latency yet, and its queue would look short.)
 // A Send Test always queues: its caller is waiting for it. For an overflow, wait estimates how
 // long the endpoint needs to work through what it holds and what was moved aside before (for
 // one that came back too early, what came back with it): the delivery comes back about when the
@@ -154,7 +173,7 @@ func (e *endpoints) admit(t *task, returned bool) (a admission, wait time.Durati
 		limit = ep.conc.target()
 	}
 	wait = time.Duration((len(ep.queue)+1+limit-1)/limit) * lat
-	if t.d.Test || (len(ep.queue) < e.queueCap && wait < e.maxWait && e.queued < e.maxQueued) {
+	if t.d.Test || (len(ep.queue) < e.queueCap && wait < e.maxWait && (e.queued < e.maxQueued || (ep.latency > 0 && wait < e.soon))) {
 		ep.queue = append(ep.queue, t)
 		e.queued++
 		return admitQueue, wait

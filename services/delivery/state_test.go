@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/surveyhooks/surveyhooks/pkg/kafka"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 )
 
@@ -82,6 +83,41 @@ func TestEndpointAdmitsStartsQueuesOrMovesAside(t *testing.T) {
 			}
 			e.m["wh"].latency = c.latency
 			a, _ := e.admit(task(c.test), false)
+			require.Equal(t, c.want, a)
+		})
+	}
+}
+
+// The queues of all endpoints share a bound (half the sending slots), so no endpoint's backlog
+// holds the slots the others need — but a queue that drains within a second is not moved aside
+// for it: the sending slots fill with the one busy endpoint's deliveries whenever it is the only
+// one, and a trip round the nearest retry tier would only make them later.
+func TestEndpointQueuesPastTheSharedBoundOnlyWhatDrainsWithinASecond(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		latency time.Duration
+		want    admission
+	}{
+		{name: "a fast endpoint's burst queues", latency: time.Millisecond, want: admitQueue},
+		{name: "an endpoint with no finished request yet is moved aside (it may hang)", latency: 0, want: admitOverflow},
+		{name: "a slow endpoint is moved aside", latency: 2 * time.Second, want: admitOverflow},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEndpoints(Config{PerEndpointConcurrency: 2, PerEndpointQueue: 100, Timeout: time.Minute, MaxInFlight: 1000, MaxSending: 8,
+				BreakerThreshold: 3, BreakerCooldown: time.Minute, Kafka: kafka.Config{RetrySchedule: []time.Duration{time.Minute}}})
+			other := func() *task { return &task{d: &pb.Delivery{WebhookId: "other"}} }
+			for range 2 + 4 { // the other endpoint: two running, four queued — the shared bound
+				a, _ := e.admit(other(), false)
+				require.NotEqual(t, admitOverflow, a)
+			}
+			require.Equal(t, 4, e.queued)
+			for range 2 {
+				a, _ := e.admit(&task{d: &pb.Delivery{WebhookId: "wh"}}, false)
+				require.Equal(t, admitStart, a)
+			}
+			e.m["wh"].latency = c.latency
+			e.m["wh"].since = time.Now()
+			a, _ := e.admit(&task{d: &pb.Delivery{WebhookId: "wh"}}, false)
 			require.Equal(t, c.want, a)
 		})
 	}
