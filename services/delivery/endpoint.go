@@ -25,10 +25,16 @@ type endpoint struct {
 	againAt time.Time
 	latency time.Duration // moving average of its requests' latency: how fast its queue drains
 	since   time.Time     // busy since: before any request finished, the latency is at least that old
-	limiter *rate.Limiter
-	limit   float64
-	breaker *gobreaker.TwoStepCircuitBreaker[struct{}]
-	conc    *adaptiveLimit // nil when DELIVERY_ADAPTIVE_CONCURRENCY is off: the fixed cap applies
+	// requests finished per second while busy, over the last full second: how fast its queue
+	// really drains. Latency and limit alone mislead on a busy machine, where a request's time
+	// includes waiting for a CPU and fewer than limit are open at once.
+	rate      float64
+	done      int
+	doneSince time.Time
+	limiter   *rate.Limiter
+	limit     float64
+	breaker   *gobreaker.TwoStepCircuitBreaker[struct{}]
+	conc      *adaptiveLimit // nil when DELIVERY_ADAPTIVE_CONCURRENCY is off: the fixed cap applies
 }
 
 // sample is what one finished delivery teaches its endpoint's limiter.
@@ -155,6 +161,9 @@ func (e *endpoints) admit(t *task, returned bool) (a admission, wait time.Durati
 	if ep.active < limit {
 		if ep.active == 0 {
 			ep.since = time.Now()
+			if ep.since.Sub(ep.doneSince) > time.Second { // idle time is not drain time
+				ep.done, ep.doneSince = 0, ep.since
+			}
 		}
 		ep.active++
 		if ep.conc != nil {
@@ -172,7 +181,7 @@ func (e *endpoints) admit(t *task, returned bool) (a admission, wait time.Durati
 		// aside for minutes that the endpoint will take in seconds.
 		limit = ep.conc.target()
 	}
-	wait = time.Duration((len(ep.queue)+1+limit-1)/limit) * lat
+	wait = ep.drainTime(len(ep.queue)+1, limit, lat)
 	if t.d.Test || (len(ep.queue) < e.queueCap && wait < e.maxWait && (e.queued < e.maxQueued || (ep.latency > 0 && wait < e.soon))) {
 		ep.queue = append(ep.queue, t)
 		e.queued++
@@ -192,7 +201,17 @@ func (e *endpoints) admit(t *task, returned bool) (a admission, wait time.Durati
 			ahead = 0 // its intake doubles every round trip: by the time it is back, the burst is taken
 		}
 	}
-	return admitOverflow, time.Duration((len(ep.queue)+ahead+limit-1)/limit) * lat
+	return admitOverflow, ep.drainTime(len(ep.queue)+ahead, limit, lat)
+}
+
+// drainTime is how long the endpoint needs to start n more deliveries: n rounds of limit requests
+// of lat each, or — once known and faster — n at its measured rate.
+func (ep *endpoint) drainTime(n, limit int, lat time.Duration) time.Duration {
+	wait := time.Duration((n+limit-1)/limit) * lat
+	if ep.rate > 0 {
+		wait = min(wait, time.Duration(float64(n)/ep.rate*float64(time.Second)))
+	}
+	return wait
 }
 
 // next releases a request slot of the endpoint after a delivery that taught s, and returns the
@@ -216,6 +235,13 @@ func (e *endpoints) next(webhookID string, s sample) []*task {
 		ep.conc.observe(s.start, s.took, s.dropped, time.Now())
 	}
 	ep.active--
+	if now := time.Now(); s.took > 0 {
+		ep.done++
+		if el := now.Sub(ep.doneSince); el >= time.Second {
+			ep.rate = float64(ep.done) / el.Seconds()
+			ep.done, ep.doneSince = 0, now
+		}
+	}
 	var start []*task
 	for limit := e.limitOf(ep); len(ep.queue) > 0 && ep.active < limit; {
 		next := ep.queue[0]

@@ -96,9 +96,11 @@ func TestEndpointQueuesPastTheSharedBoundOnlyWhatDrainsWithinASecond(t *testing.
 	for _, c := range []struct {
 		name    string
 		latency time.Duration
+		rate    float64 // requests finished per second, measured (0: not yet)
 		want    admission
 	}{
 		{name: "a fast endpoint's burst queues", latency: time.Millisecond, want: admitQueue},
+		{name: "an endpoint slow by its latency but fast by its measured rate queues (a busy machine)", latency: 2 * time.Second, rate: 1000, want: admitQueue},
 		{name: "an endpoint with no finished request yet is moved aside (it may hang)", latency: 0, want: admitOverflow},
 		{name: "a slow endpoint is moved aside", latency: 2 * time.Second, want: admitOverflow},
 	} {
@@ -115,7 +117,7 @@ func TestEndpointQueuesPastTheSharedBoundOnlyWhatDrainsWithinASecond(t *testing.
 				a, _ := e.admit(&task{d: &pb.Delivery{WebhookId: "wh"}}, false)
 				require.Equal(t, admitStart, a)
 			}
-			e.m["wh"].latency = c.latency
+			e.m["wh"].latency, e.m["wh"].rate = c.latency, c.rate
 			e.m["wh"].since = time.Now()
 			a, _ := e.admit(&task{d: &pb.Delivery{WebhookId: "wh"}}, false)
 			require.Equal(t, c.want, a)
