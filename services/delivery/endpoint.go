@@ -205,10 +205,11 @@ func (e *endpoints) admit(t *task, returned bool) (a admission, wait time.Durati
 }
 
 // drainTime is how long the endpoint needs to start n more deliveries: n rounds of limit requests
-// of lat each, or — once known and faster — n at its measured rate.
+// of lat each, or — once known and faster — n at its measured rate. A rate whose window has not
+// closed for two seconds is stale (the endpoint has stopped answering): not used.
 func (ep *endpoint) drainTime(n, limit int, lat time.Duration) time.Duration {
 	wait := time.Duration((n+limit-1)/limit) * lat
-	if ep.rate > 0 {
+	if ep.rate > 0 && time.Since(ep.doneSince) < 2*time.Second {
 		wait = min(wait, time.Duration(float64(n)/ep.rate*float64(time.Second)))
 	}
 	return wait

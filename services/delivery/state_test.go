@@ -97,12 +97,14 @@ func TestEndpointQueuesPastTheSharedBoundOnlyWhatDrainsWithinASecond(t *testing.
 		name    string
 		latency time.Duration
 		rate    float64 // requests finished per second, measured (0: not yet)
+		stale   bool    // measured, but no request finished for three seconds
 		want    admission
 	}{
 		{name: "a fast endpoint's burst queues", latency: time.Millisecond, want: admitQueue},
 		{name: "an endpoint slow by its latency but fast by its measured rate queues (a busy machine)", latency: 2 * time.Second, rate: 1000, want: admitQueue},
 		{name: "an endpoint with no finished request yet is moved aside (it may hang)", latency: 0, want: admitOverflow},
 		{name: "a slow endpoint is moved aside", latency: 2 * time.Second, want: admitOverflow},
+		{name: "a rate not renewed for two seconds is not trusted (the endpoint stopped answering)", latency: 2 * time.Second, rate: 1000, stale: true, want: admitOverflow},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			e := newEndpoints(Config{PerEndpointConcurrency: 2, PerEndpointQueue: 100, Timeout: time.Minute, MaxInFlight: 1000, MaxSending: 8,
@@ -117,7 +119,10 @@ func TestEndpointQueuesPastTheSharedBoundOnlyWhatDrainsWithinASecond(t *testing.
 				a, _ := e.admit(&task{d: &pb.Delivery{WebhookId: "wh"}}, false)
 				require.Equal(t, admitStart, a)
 			}
-			e.m["wh"].latency, e.m["wh"].rate = c.latency, c.rate
+			e.m["wh"].latency, e.m["wh"].rate, e.m["wh"].doneSince = c.latency, c.rate, time.Now()
+			if c.stale {
+				e.m["wh"].doneSince = time.Now().Add(-3 * time.Second)
+			}
 			e.m["wh"].since = time.Now()
 			a, _ := e.admit(&task{d: &pb.Delivery{WebhookId: "wh"}}, false)
 			require.Equal(t, c.want, a)
