@@ -217,6 +217,10 @@ func (r *Results) Table(w io.Writer) {
 			fmt.Fprintf(tw, "latency\t  by stage: %s\tp50 %.1f  p95 %.1f  p99 %.1f  (n=%d)\n", s.name, s.p.P50, s.p.P95, s.p.P99, s.p.N)
 		}
 	}
+	if m := r.LatencyByStage.Slowest; m.N > 0 {
+		fmt.Fprintf(tw, "latency\t  by stage: slowest 1%% end to end, mean\t%.1f / %.1f / %.1f (%.1f before sending)  (n=%d)\n",
+			m.Ingested, m.FannedOut, m.Received, m.Sending, m.N)
+	}
 	fmt.Fprintf(tw, "isolation\thealthy p99 / latency p99\t%.2f  (healthy p99 %.1f ms, flooded p99 %.1f ms, %d hanging)\n",
 		r.IsolationP99Ratio, r.Isolation.HealthyMs.P99, r.Isolation.FloodedMs.P99, r.Isolation.Hanging)
 	fmt.Fprintf(tw, "slow_flood\thealthy p99 flooded / alone\t%.2f  (alone %.1f ms, beside %d to a %d ms endpoint %.1f ms)\n",

@@ -123,5 +123,16 @@ func TestWindowStampsKeepTheWindowsEventsWithinTheBound(t *testing.T) {
 	require.NotContains(t, all, "before")
 	s := all["ev-3"]
 	require.True(t, s.received.After(s.sent))
-	require.Len(t, windowStamps([]*hooktest.Endpoint{ep}, from, to, 4), 4) // every third of ten
+	require.Len(t, windowStamps([]*hooktest.Endpoint{ep}, from, to, 4), 4) // four of ten, evenly spaced
+}
+
+func TestSlowestMeansAverageEachStageOverTheSlowestShare(t *testing.T) {
+	ms := time.Millisecond
+	var ds []stageTimes
+	for i := range 99 {
+		ds = append(ds, stageTimes{ms, time.Duration(i%5) * ms, ms, 0})
+	}
+	ds = append(ds, stageTimes{2 * ms, 3 * ms, 90 * ms, 88 * ms}) // the slowest: waiting to be sent
+	require.Equal(t, StageMeans{Ingested: 2, FannedOut: 3, Received: 90, Sending: 88, N: 1}, slowestMeans(ds, 0.01))
+	require.Equal(t, StageMeans{}, slowestMeans(nil, 0.01))
 }

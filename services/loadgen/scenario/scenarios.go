@@ -273,6 +273,10 @@ func (b *bench) runLatency(ctx context.Context) error {
 	for _, s := range stages.rows() {
 		b.say("  %s: p50 %.1f ms, p95 %.1f ms, p99 %.1f ms (n=%d)", s.name, s.p.P50, s.p.P95, s.p.P99, s.p.N)
 	}
+	if m := stages.Slowest; m.N > 0 {
+		b.say("  slowest 1%% (%d) by stage, mean: %.1f / %.1f / %.1f ms (%.1f of it before sending)", m.N,
+			m.Ingested, m.FannedOut, m.Received, m.Sending)
+	}
 	return derr
 }
 
