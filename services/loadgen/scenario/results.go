@@ -30,6 +30,9 @@ type Results struct {
 	LatencyRate float64     `json:"latency_rate_per_s"` // offered load: half of pipeline_rps
 	LatencyMs   Percentiles `json:"latency_ms"`         // produce → receipt
 	LatencyLost int64       `json:"latency_not_delivered"`
+	// LatencyByStage splits latency_ms at the `events` and `deliveries` records (up to 20,000 of
+	// the window's deliveries), to tell which hop its p99 comes from.
+	LatencyByStage StageLatency `json:"latency_by_stage_ms"`
 
 	Isolation         Isolation `json:"isolation"`
 	IsolationP99Ratio float64   `json:"isolation_p99_ratio"` // healthy endpoints' p99 / latency p99
@@ -209,6 +212,15 @@ func (r *Results) Table(w io.Writer) {
 	fmt.Fprintf(tw, "fanout\tfanout_rps (1 event → 10 webhooks)\t%.0f deliveries/s (%.0f events/s)\n", r.FanoutRPS, r.FanoutEventsPS)
 	fmt.Fprintf(tw, "latency\tlatency_ms at %.0f events/s\tp50 %.1f  p95 %.1f  p99 %.1f  (n=%d)\n",
 		r.LatencyRate, r.LatencyMs.P50, r.LatencyMs.P95, r.LatencyMs.P99, r.LatencyMs.N)
+	for _, s := range r.LatencyByStage.rows() {
+		if s.p.N > 0 {
+			fmt.Fprintf(tw, "latency\t  by stage: %s\tp50 %.1f  p95 %.1f  p99 %.1f  (n=%d)\n", s.name, s.p.P50, s.p.P95, s.p.P99, s.p.N)
+		}
+	}
+	if m := r.LatencyByStage.Slowest; m.N > 0 {
+		fmt.Fprintf(tw, "latency\t  by stage: slowest 1%% end to end, mean\t%.1f / %.1f / %.1f (%.1f before sending)  (n=%d)\n",
+			m.Ingested, m.FannedOut, m.Received, m.Sending, m.N)
+	}
 	fmt.Fprintf(tw, "isolation\thealthy p99 / latency p99\t%.2f  (healthy p99 %.1f ms, flooded p99 %.1f ms, %d hanging)\n",
 		r.IsolationP99Ratio, r.Isolation.HealthyMs.P99, r.Isolation.FloodedMs.P99, r.Isolation.Hanging)
 	fmt.Fprintf(tw, "slow_flood\thealthy p99 flooded / alone\t%.2f  (alone %.1f ms, beside %d to a %d ms endpoint %.1f ms)\n",

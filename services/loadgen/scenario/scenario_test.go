@@ -1,10 +1,15 @@
 package scenario
 
 import (
+	"fmt"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/surveyhooks/surveyhooks/pkg/hooktest"
 )
 
 func TestPercentilesPickTheNearestRank(t *testing.T) {
@@ -95,4 +100,39 @@ func TestCostsDivideEachProcessAndTheTopicsByDeliveries(t *testing.T) {
 	require.Equal(t, 3.02, c.RecordsPerEvent, "the producer's survey-events is not counted")
 	require.Equal(t, 1.02, c.ByTopic["deliveries"])
 	require.Equal(t, 1.0, c.ByTopic["survey-events"])
+}
+
+func TestWindowStampsKeepTheWindowsEventsWithinTheBound(t *testing.T) {
+	srv := hooktest.StartT(t, hooktest.Options{})
+	ep := srv.Endpoint("latency", hooktest.Fast)
+	from := time.Now()
+	post := func(id string, sent time.Time) {
+		body := fmt.Sprintf(`{"event_id":%q,"payload":{"properties":{"sent_at_ns":%d}}}`, id, sent.UnixNano())
+		resp, err := http.Post(srv.URL()+"/latency", "application/json", strings.NewReader(body))
+		require.NoError(t, err)
+		resp.Body.Close()
+	}
+	post("before", from.Add(-time.Second)) // sent before the window: left out
+	for i := range 10 {
+		post(fmt.Sprintf("ev-%d", i), time.Now())
+	}
+	to := time.Now()
+
+	all := windowStamps([]*hooktest.Endpoint{ep}, from, to, 100)
+	require.Len(t, all, 10)
+	require.NotContains(t, all, "before")
+	s := all["ev-3"]
+	require.True(t, s.received.After(s.sent))
+	require.Len(t, windowStamps([]*hooktest.Endpoint{ep}, from, to, 4), 4) // four of ten, evenly spaced
+}
+
+func TestSlowestMeansAverageEachStageOverTheSlowestShare(t *testing.T) {
+	ms := time.Millisecond
+	var ds []stageTimes
+	for i := range 99 {
+		ds = append(ds, stageTimes{ms, time.Duration(i%5) * ms, ms, 0})
+	}
+	ds = append(ds, stageTimes{2 * ms, 3 * ms, 90 * ms, 88 * ms}) // the slowest: waiting to be sent
+	require.Equal(t, StageMeans{Ingested: 2, FannedOut: 3, Received: 90, Sending: 88, N: 1}, slowestMeans(ds, 0.01))
+	require.Equal(t, StageMeans{}, slowestMeans(nil, 0.01))
 }

@@ -264,6 +264,19 @@ func (b *bench) runLatency(ctx context.Context) error {
 	b.res.LatencyMs = percentiles(latencies(eps, from, to))
 	b.say("latency at %.0f events/s: p50 %.1f ms, p95 %.1f ms, p99 %.1f ms", rate,
 		b.res.LatencyMs.P50, b.res.LatencyMs.P95, b.res.LatencyMs.P99)
+	// After the drain, so every sampled delivery's records are committed and readable.
+	stages, serr := b.latencyByStage(ctx, eps, from, to)
+	if serr != nil {
+		b.res.note("latency by stage: %v", serr)
+	}
+	b.res.LatencyByStage = stages
+	for _, s := range stages.rows() {
+		b.say("  %s: p50 %.1f ms, p95 %.1f ms, p99 %.1f ms (n=%d)", s.name, s.p.P50, s.p.P95, s.p.P99, s.p.N)
+	}
+	if m := stages.Slowest; m.N > 0 {
+		b.say("  slowest 1%% (%d) by stage, mean: %.1f / %.1f / %.1f ms (%.1f of it before sending)", m.N,
+			m.Ingested, m.FannedOut, m.Received, m.Sending)
+	}
 	return derr
 }
 
