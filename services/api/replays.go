@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/surveyhooks/surveyhooks/pkg/attemptlog"
 	"github.com/surveyhooks/surveyhooks/pkg/envelope"
@@ -146,12 +147,39 @@ func (s *Server) replayJob(in replayIn, source *pb.Webhook, p *pb.Project, now t
 			return job, invalid("target_webhook_id", "target_webhook_id %q is not a webhook of this project", in.TargetWebhookID)
 		}
 		job.TargetWebhookID = target.Id
+		// A replay sends the bodies the source received, rendered and masked for it: into a
+		// webhook that shapes or masks them otherwise they would arrive in the wrong shape, or
+		// with fields its masking rules hide sent in clear.
+		if differ := bodySettingsDiffer(source, target); len(differ) > 0 {
+			return job, httpapi.Errorf(http.StatusUnprocessableEntity, "target_renders_differently", "target_webhook_id",
+				"webhook %s renders bodies differently from %s (%s): a replay sends the bodies %s received; replay into a webhook with the same format, payload_version, transform and masking",
+				target.Id, source.Id, strings.Join(differ, ", "), source.Id)
+		}
 	}
 	if !target.Enabled {
 		return job, httpapi.Errorf(http.StatusConflict, "webhook_disabled", "target_webhook_id",
 			"webhook %s is disabled; enable it, then replay into it", target.Id)
 	}
 	return job, nil
+}
+
+// bodySettingsDiffer names the settings that shape a webhook's bodies (fan-out renders and masks
+// them before they are queued and logged) in which a and b differ.
+func bodySettingsDiffer(a, b *pb.Webhook) []string {
+	var differ []string
+	if a.Format != b.Format {
+		differ = append(differ, "format")
+	}
+	if a.PayloadVersion != b.PayloadVersion {
+		differ = append(differ, "payload_version")
+	}
+	if a.Transform != b.Transform {
+		differ = append(differ, "transform")
+	}
+	if !slices.EqualFunc(a.Masking, b.Masking, func(x, y *pb.MaskingRule) bool { return proto.Equal(x, y) }) {
+		differ = append(differ, "masking")
+	}
+	return differ
 }
 
 // createReplay starts a replay job and answers 202 with it; GET /v1/replays/{id} follows it.

@@ -131,6 +131,37 @@ func TestReplayJobRecoversFailedDeliveriesOfATimeRange(t *testing.T) {
 	s.must(http.StatusNotFound, "POST", "/v1/webhooks/"+wh+"/replays", keyB, map[string]any{"since": since.Format(time.RFC3339)})
 }
 
+// A replay sends the bodies the source webhook received, so another webhook is a target only if it
+// renders and masks bodies the same way: else a target that hashes an e-mail would receive it in clear.
+func TestReplayIntoAWebhookThatShapesBodiesOtherwiseIsRefused(t *testing.T) {
+	s := startStack(t, withClickHouse())
+	_, key := s.project("Acme")
+	hash := []map[string]any{{"path": "payload.user.email", "action": "hash"}}
+	src := s.webhook(key, map[string]any{"url": "https://example.com/a"}).str("id")
+	masked := s.webhook(key, map[string]any{"url": "https://example.com/b", "masking": hash}).str("id")
+	screeb := s.webhook(key, map[string]any{"url": "https://example.com/c", "format": "screeb",
+		"events": []string{"survey.completed"}}).str("id")
+	same := s.webhook(key, map[string]any{"url": "https://example.com/d"}).str("id")
+	hourAgo := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	into := func(target string) map[string]any {
+		return map[string]any{"since": hourAgo, "target_webhook_id": target}
+	}
+
+	r := s.must(http.StatusUnprocessableEntity, "POST", "/v1/webhooks/"+src+"/replays", key, into(masked))
+	require.Equal(t, "target_webhook_id", r.errField(), "%s", r)
+	require.Equal(t, "target_renders_differently", r.errCode())
+	require.Contains(t, string(r.raw), "(masking)", "%s", r)
+	r = s.must(http.StatusUnprocessableEntity, "POST", "/v1/webhooks/"+masked+"/replays", key, into(src))
+	require.Contains(t, string(r.raw), "(masking)", "either way round: %s", r)
+	r = s.must(http.StatusUnprocessableEntity, "POST", "/v1/webhooks/"+src+"/replays", key, into(screeb))
+	require.Equal(t, "target_webhook_id", r.errField(), "%s", r)
+	require.Contains(t, string(r.raw), "(format)", "%s", r)
+
+	r = s.must(http.StatusAccepted, "POST", "/v1/webhooks/"+src+"/replays", key, into(same))
+	require.Equal(t, same, r.str("target_webhook_id"))
+	s.must(http.StatusAccepted, "POST", "/v1/webhooks/"+masked+"/replays", key, map[string]any{"since": hourAgo})
+}
+
 func TestReplayRequestsNameTheFieldThatIsWrong(t *testing.T) {
 	s := startStack(t, withClickHouse())
 	_, key := s.project("Acme")
