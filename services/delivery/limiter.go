@@ -64,12 +64,16 @@ const (
 	rttPeriod        = 30 * time.Second // the no-queue latency is forgotten after one to two of these
 	initialLimit     = 10
 	// latencyTolerance is how much of a latency rise is not taken for a queue at a fast endpoint:
-	// the tolerance is latencyTolerance minus the no-queue latency (none from 5 ms up). A fast
-	// endpoint's latency (a millisecond on a LAN) doubles when the sending worker's own CPU is busy,
-	// which says nothing about the endpoint: without it, Vegas read that as a queue and held a fast
-	// endpoint to a few requests at once (the bench's throughput fell from 6,300 to 2,900
-	// deliveries/s). A slower endpoint's rise is its own, and its knee is found as before.
-	latencyTolerance = 5 * time.Millisecond
+	// the tolerance is latencyTolerance minus the no-queue latency (none from 20 ms up). A fast
+	// endpoint's latency (a millisecond on a LAN) rises by several milliseconds whenever the
+	// sending worker's own CPU is busy, which says nothing about the endpoint: without a tolerance
+	// Vegas read that as a queue and held a fast endpoint to a few requests at once (the bench's
+	// throughput fell from 6,300 to 2,900 deliveries/s); with 5 ms, on a saturated 2-core machine
+	// (latencies of 5–20 ms), the limit still sat at 11–35 (4,800/s against 6,600/s at the fixed
+	// cap, p99 90 against 56 ms at half load); with 20 ms, 6,685/s. A slower endpoint's rise is its
+	// own, and its knee is found as before; a fast endpoint that does queue is still bounded by the
+	// cap, and timeouts, 429 and 503 still halve its limit.
+	latencyTolerance = 20 * time.Millisecond
 )
 
 func newLimiter(maxLimit int, now time.Time) *adaptiveLimit {
