@@ -17,7 +17,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
@@ -46,6 +48,9 @@ type Registry struct {
 	byProject map[string][]*pb.Webhook
 	erased    map[string]erasedAt // "<project>/<hash>" → the erasure (erasures.go)
 	consumed  map[tp]int64        // next offset to read per partition
+	partsMu   sync.Mutex
+	parts     map[string][]int32 // the registry topics' partitions (endOffsets), listed at partsAt
+	partsAt   time.Time
 	progress  chan struct{}
 	listeners []func(old, cur *pb.Webhook)
 }
@@ -182,28 +187,84 @@ func (r *Registry) applyKey(projectID, keyID string, rec *kgo.Record) {
 }
 
 // WaitFresh returns once everything written to the projects, webhooks and erasures topics before
-// the call is visible here.
+// the call is visible here. It costs one ListOffsets request: fan-out asks once per batch, so the
+// topics' partitions are listed at most every partitionsTTL instead of with every call (kadm's
+// ListEndOffsets asks for metadata first: two round trips).
 func (r *Registry) WaitFresh(ctx context.Context) error {
-	topics := []string{r.cfg.Topics.Projects, r.cfg.Topics.Webhooks, r.cfg.Topics.Erasures}
-	ends, err := r.adm.ListEndOffsets(ctx, topics...)
+	ends, err := r.endOffsets(ctx)
 	if err != nil {
-		return fmt.Errorf("listing end offsets of %s: %w", strings.Join(topics, ", "), err)
+		return err
 	}
-	if err := ends.Error(); err != nil {
-		return fmt.Errorf("listing end offsets of %s: %w", strings.Join(topics, ", "), err)
-	}
-	var want []kadm.ListedOffset
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			want = append(want, o)
-		}
-	})
-	for _, o := range want {
-		if err := r.WaitFor(ctx, o.Topic, o.Partition, o.Offset-1); err != nil {
-			return err
+	for p, end := range ends {
+		if end > 0 {
+			if err := r.WaitFor(ctx, p.topic, p.partition, end-1); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+// partitionsTTL is how long the registry topics' partition lists are trusted. Partitions added to
+// them (an operator's change, never the services') are waited for from the next listing on; any
+// error lists them again.
+const partitionsTTL = time.Minute
+
+// endOffsets lists the end offset of every partition of the registry's topics.
+func (r *Registry) endOffsets(ctx context.Context) (map[tp]int64, error) {
+	topics := []string{r.cfg.Topics.Projects, r.cfg.Topics.Webhooks, r.cfg.Topics.Erasures}
+	fail := func(err error) (map[tp]int64, error) {
+		r.partsMu.Lock()
+		r.parts = nil
+		r.partsMu.Unlock()
+		return nil, fmt.Errorf("listing end offsets of %s: %w", strings.Join(topics, ", "), err)
+	}
+	r.partsMu.Lock()
+	parts, at := r.parts, r.partsAt
+	r.partsMu.Unlock()
+	if parts == nil || time.Since(at) > partitionsTTL {
+		tds, err := r.adm.ListTopics(ctx, topics...)
+		if err == nil {
+			err = tds.Error()
+		}
+		if err != nil {
+			return fail(err)
+		}
+		parts = map[string][]int32{}
+		for _, td := range tds {
+			parts[td.Topic] = td.Partitions.Numbers()
+		}
+		r.partsMu.Lock()
+		r.parts, r.partsAt = parts, time.Now()
+		r.partsMu.Unlock()
+	}
+	req := kmsg.NewPtrListOffsetsRequest()
+	req.ReplicaID = -1
+	for topic, ps := range parts {
+		rt := kmsg.NewListOffsetsRequestTopic()
+		rt.Topic = topic
+		for _, p := range ps {
+			rp := kmsg.NewListOffsetsRequestTopicPartition()
+			rp.Partition, rp.Timestamp, rp.CurrentLeaderEpoch = p, -1, -1 // -1: the end
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		req.Topics = append(req.Topics, rt)
+	}
+	ends := map[tp]int64{}
+	for _, sh := range r.cl.RequestSharded(ctx, req) {
+		if sh.Err != nil {
+			return fail(sh.Err)
+		}
+		for _, t := range sh.Resp.(*kmsg.ListOffsetsResponse).Topics {
+			for _, p := range t.Partitions {
+				if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+					return fail(fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, err))
+				}
+				ends[tp{t.Topic, p.Partition}] = p.Offset
+			}
+		}
+	}
+	return ends, nil
 }
 
 // WaitFor returns once the record at offset of topic/partition has been applied.
