@@ -386,6 +386,13 @@ func (ks *keyState) drainNext() *pb.Delivery {
 // tombstones removing), then resumes the drains a previous owner left unfinished.
 func (o *ordering) load(hp *heldPartition) {
 	defer close(hp.ready)
+	// franz-go joins the group as soon as the client exists: the first assignment may start this
+	// before New has stored the client it reads and writes with.
+	select {
+	case <-o.w.clSet:
+	case <-o.ctx.Done():
+		return
+	}
 	var state map[string][]byte
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		var err error

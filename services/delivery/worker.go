@@ -35,6 +35,7 @@ type Worker struct {
 	snd     *sender.Sender
 	log     *slog.Logger
 	cl      *kgo.Client
+	clSet   chan struct{} // closed once cl is set: the group's first assignment can come before
 	life    *lifecycle
 	eps     *endpoints
 	fair    *fairQueue    // fetched deliveries waiting for a sending slot, by project (fairshare.go)
@@ -62,6 +63,7 @@ func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender
 	if cfg.FailingNotifyAfter > 0 { // a Config built in code may leave the health settings out
 		w.health = newHealth(cfg.healthPolicy(), cfg.Kafka.Topics.Deliveries, cfg.Kafka.Topics.Webhooks, reg)
 	}
+	w.clSet = make(chan struct{})
 	w.ord = newOrdering(w)
 	w.fair = newFairQueue(cfg.FairShare, cfg.projectBuffer(), w.projectWeight)
 	w.sending = make(chan struct{}, cfg.sendingSlots())
@@ -101,6 +103,7 @@ func NewWorker(cfg Config, reg *registry.Registry, box *secrets.Box, snd *sender
 		return nil, fmt.Errorf("connecting the delivery worker: %w", err)
 	}
 	w.cl = cl
+	close(w.clSet)
 	return w, nil
 }
 
