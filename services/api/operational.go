@@ -1,6 +1,10 @@
 package api
 
 import (
+	"encoding/json"
+	"fmt"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/surveyhooks/surveyhooks/services/api/apiv1"
 
 	"cmp"
@@ -71,39 +75,10 @@ func (s *Server) createOperationalWebhook(w http.ResponseWriter, r *http.Request
 		return err
 	}
 	now := time.Now().UnixMilli()
-	wh := &pb.Webhook{Id: ids.New("wh_"), ProjectId: operational.PlatformProject, Name: strings.TrimSpace(in.Name),
-		Url: strings.TrimSpace(in.URL), Enabled: true, PayloadVersion: envelope.DefaultVersion, RetryPolicy: "default",
-		SignatureScheme: schemeV1, CreatedAtMs: now, UpdatedAtMs: now, Revision: 1}
-	if wh.Name == "" {
-		wh.Name = "operational webhook"
-	}
-	if len(wh.Name) > 200 {
-		return invalid("name", "name is at most 200 characters")
-	}
-	if err := validateURL(wh.Url); err != nil {
+	wh := &pb.Webhook{Id: ids.New("wh_"), ProjectId: operational.PlatformProject, Enabled: true, PayloadVersion: envelope.DefaultVersion,
+		RetryPolicy: "default", SignatureScheme: schemeV1, CreatedAtMs: now, UpdatedAtMs: now, Revision: 1}
+	if err := applyOperational(wh, operationalEditable{Name: in.Name, URL: in.URL, Events: in.Events, Headers: in.Headers, Enabled: true}); err != nil {
 		return err
-	}
-	if len(in.Events) == 0 {
-		return invalid("events", "events must name at least one operational event type, or \"*\" for all; known: %s",
-			strings.Join(operational.Types(), ", "))
-	}
-	for i, t := range in.Events {
-		t = strings.TrimSpace(t)
-		if t != "*" && !operational.Known(t) {
-			return invalid("events["+strconv.Itoa(i)+"]", "unknown operational event type %q; known: %s, or \"*\"",
-				t, strings.Join(operational.Types(), ", "))
-		}
-		wh.EventTypes = append(wh.EventTypes, t)
-	}
-	wh.EventTypes = normaliseEvents(wh.EventTypes)
-	if len(in.Headers) > 0 {
-		wh.Headers = map[string]string{}
-		for k, v := range in.Headers {
-			wh.Headers[http.CanonicalHeaderKey(strings.TrimSpace(k))] = v
-		}
-		if err := validateHeaders(wh.Headers); err != nil {
-			return err
-		}
 	}
 	secret, shown, err := newSigningSecret(schemeV1, in.Secret)
 	if err != nil {
@@ -118,6 +93,137 @@ func (s *Server) createOperationalWebhook(w http.ResponseWriter, r *http.Request
 	out.Secret = shown
 	w.Header().Set("Location", "/v1/operational-webhooks/"+wh.Id)
 	httpapi.WriteJSON(w, http.StatusCreated, out)
+	return nil
+}
+
+// operationalEditable is what PATCH /v1/operational-webhooks/{id} merges into (RFC 7386); the
+// secret changes through POST /v1/operational-webhooks/{id}/secrets/rotate.
+type operationalEditable struct {
+	Name    string            `json:"name"`
+	URL     string            `json:"url"`
+	Events  []string          `json:"events"`
+	Headers map[string]string `json:"headers"`
+	Enabled bool              `json:"enabled"`
+}
+
+// applyOperational validates e and sets it on wh, naming the first field that is wrong.
+func applyOperational(wh *pb.Webhook, e operationalEditable) error {
+	wh.Name, wh.Url = strings.TrimSpace(e.Name), strings.TrimSpace(e.URL)
+	if wh.Name == "" {
+		wh.Name = "operational webhook"
+	}
+	if len(wh.Name) > 200 {
+		return invalid("name", "name is at most 200 characters")
+	}
+	if err := validateURL(wh.Url); err != nil {
+		return err
+	}
+	if len(e.Events) == 0 {
+		return invalid("events", "events must name at least one operational event type, or \"*\" for all; known: %s",
+			strings.Join(operational.Types(), ", "))
+	}
+	wh.EventTypes = nil
+	for i, t := range e.Events {
+		t = strings.TrimSpace(t)
+		if t != "*" && !operational.Known(t) {
+			return invalid("events["+strconv.Itoa(i)+"]", "unknown operational event type %q; known: %s, or \"*\"",
+				t, strings.Join(operational.Types(), ", "))
+		}
+		wh.EventTypes = append(wh.EventTypes, t)
+	}
+	wh.EventTypes = normaliseEvents(wh.EventTypes)
+	wh.Headers = nil
+	if len(e.Headers) > 0 {
+		wh.Headers = map[string]string{}
+		for k, v := range e.Headers {
+			wh.Headers[http.CanonicalHeaderKey(strings.TrimSpace(k))] = v
+		}
+		if err := validateHeaders(wh.Headers); err != nil {
+			return err
+		}
+	}
+	wasEnabled := wh.Enabled
+	wh.Enabled = e.Enabled
+	if wh.Enabled || wasEnabled {
+		wh.DisabledReason = "" // re-enabled, or switched off by hand: no reason
+	}
+	if wh.Enabled && !wasEnabled {
+		wh.FailingSinceMs, wh.ConsecutiveFailures, wh.DisabledAtMs = 0, 0, 0 // the streak that disabled it is over
+	}
+	return nil
+}
+
+// patchOperationalWebhook merges the body into an operational webhook (JSON merge patch: members
+// not given stay; headers merge by name, a header set to null is removed).
+func (s *Server) patchOperationalWebhook(w http.ResponseWriter, r *http.Request) error {
+	if err := onlyParams(r); err != nil {
+		return err
+	}
+	body, err := readObject(r)
+	if err != nil {
+		return err
+	}
+	var probe struct {
+		operationalEditable
+		Secret *string `json:"secret"`
+	}
+	if err := httpapi.DecodeStrict(body, &probe); err != nil { // names and types, before anything merges
+		return err
+	}
+	if probe.Secret != nil {
+		return invalid("secret", "secrets change through POST /v1/operational-webhooks/{id}/secrets/rotate")
+	}
+	var patch map[string]any
+	if err := json.Unmarshal(body, &patch); err != nil {
+		return httpapi.JSONError(err)
+	}
+	if h, ok := patch["headers"].(map[string]any); ok {
+		canon := make(map[string]any, len(h))
+		for k, v := range h {
+			canon[http.CanonicalHeaderKey(strings.TrimSpace(k))] = v
+		}
+		patch["headers"] = canon
+	}
+	patchJSON, err := json.Marshal(patch)
+	if err != nil {
+		return fmt.Errorf("encoding patch: %w", err)
+	}
+	wh, err := s.modify(r, platform, func(wh *pb.Webhook) error {
+		cur, err := json.Marshal(operationalEditable{Name: wh.Name, URL: wh.Url, Events: wh.EventTypes, Headers: wh.Headers, Enabled: wh.Enabled})
+		if err != nil {
+			return fmt.Errorf("encoding webhook: %w", err)
+		}
+		merged, err := jsonpatch.MergePatch(cur, patchJSON)
+		if err != nil {
+			return fmt.Errorf("merging patch: %w", err)
+		}
+		var e operationalEditable
+		if err := httpapi.DecodeStrict(merged, &e); err != nil {
+			return err
+		}
+		return applyOperational(wh, e)
+	})
+	if err != nil {
+		return err
+	}
+	s.log.Info("operational webhook updated", "webhook_id", wh.Id, "revision", wh.Revision)
+	httpapi.WriteJSON(w, http.StatusOK, s.operationalView(wh))
+	return nil
+}
+
+// rotateOperationalSecret adds a new signing secret to an operational webhook; the previous ones
+// keep signing beside it until they expire (expire_previous_in_s, 24 h by default), as for a
+// customer's webhook.
+func (s *Server) rotateOperationalSecret(w http.ResponseWriter, r *http.Request) error {
+	wh, shown, err := s.rotate(r, platform)
+	if err != nil {
+		return err
+	}
+	out := s.operationalView(wh)
+	if wh.SignatureScheme != schemeV1a { // an asymmetric key's public half is in secrets
+		out.Secret = shown
+	}
+	httpapi.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 

@@ -280,6 +280,52 @@ func TestOperationalWebhookInputIsCheckedNamingTheField(t *testing.T) {
 	require.Empty(t, s.must(http.StatusOK, "GET", "/v1/operational-webhooks", adminToken, nil).list())
 }
 
+// An operational webhook changes as a customer's does: PATCH merges (RFC 7386) what may change and
+// names the field that is wrong; its secret rotates with the previous one still listed; a
+// project's key can do neither.
+func TestOperationalWebhookIsPatchedAndItsSecretRotated(t *testing.T) {
+	s := startStack(t)
+	_, key := s.project("Acme")
+	created := s.must(http.StatusCreated, "POST", "/v1/operational-webhooks", adminToken,
+		map[string]any{"url": "https://ops.example.com/hook", "events": []string{"webhook.failing"}, "headers": map[string]string{"x-team": "ops"}})
+	path := "/v1/operational-webhooks/" + created.str("id")
+
+	patched := s.must(http.StatusOK, "PATCH", path, adminToken, map[string]any{"url": "https://ops2.example.com/hook",
+		"events": []string{"*"}, "headers": map[string]any{"X-Team": nil, "x-pager": "on"}, "enabled": false})
+	require.Equal(t, "https://ops2.example.com/hook", patched.str("url"))
+	require.Equal(t, []any{"*"}, patched.body["events"])
+	require.Equal(t, map[string]any{"X-Pager": "on"}, patched.body["headers"], "headers merge by name; null removes one")
+	require.Equal(t, false, patched.body["enabled"])
+	require.Equal(t, created.str("name"), patched.str("name"), "what the patch does not name stays")
+	require.EqualValues(t, 2, patched.body["revision"])
+	require.Empty(t, patched.str("secret"))
+	require.Eventually(t, func() bool {
+		return s.do("GET", path, adminToken, nil).str("url") == "https://ops2.example.com/hook"
+	}, 5*time.Second, 20*time.Millisecond)
+
+	for _, c := range []struct {
+		body  map[string]any
+		field string
+	}{
+		{map[string]any{"url": "ftp://ops.example.com"}, "url"},
+		{map[string]any{"events": []string{}}, "events"},
+		{map[string]any{"events": []string{"webhook.disabled", "nps.scored"}}, "events[1]"},
+		{map[string]any{"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}, "secret"},
+		{map[string]any{"format": "typeform"}, "format"},
+	} {
+		r := s.must(http.StatusBadRequest, "PATCH", path, adminToken, c.body)
+		require.Equal(t, c.field, r.errField(), "%v: %s", c.body, r)
+	}
+	s.must(http.StatusUnauthorized, "PATCH", path, key, map[string]any{"enabled": true})
+	s.must(http.StatusNotFound, "PATCH", "/v1/operational-webhooks/wh_nope", adminToken, map[string]any{"enabled": true})
+
+	rotated := s.must(http.StatusOK, "POST", path+"/secrets/rotate", adminToken, map[string]any{"expire_previous_in_s": 3600})
+	require.Contains(t, rotated.str("secret"), "whsec_")
+	require.NotEqual(t, created.str("secret"), rotated.str("secret"))
+	require.Len(t, rotated.body["secrets"], 2, "the previous secret signs beside the new one until it expires")
+	s.must(http.StatusUnauthorized, "POST", path+"/secrets/rotate", key, nil)
+}
+
 // TestAGoneWebhookIsAnnouncedAndItsLaterEventsAreSkipped: a 410 disables a webhook at once (reason
 // "gone"); the operational endpoint hears webhook.disabled with that reason, and later events are
 // kept as skipped attempts, as for a failing webhook.

@@ -640,12 +640,26 @@ func (s *Server) deleteWebhook(w http.ResponseWriter, r *http.Request, p *pb.Pro
 // rotateSecret adds a new secret (given or generated) that signs from now on; the previous ones
 // keep signing too until they expire (default 24 h), so receivers can switch without a gap.
 func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request, p *pb.Project) error {
-	if err := onlyParams(r); err != nil {
+	wh, shown, err := s.rotate(r, p)
+	if err != nil {
 		return err
+	}
+	out := s.view(wh)
+	if wh.SignatureScheme != schemeV1a {
+		out.Secret = shown
+	}
+	httpapi.WriteJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// rotate adds the request's new secret to the webhook and returns it, with the secret to show.
+func (s *Server) rotate(r *http.Request, p *pb.Project) (*pb.Webhook, string, error) {
+	if err := onlyParams(r); err != nil {
+		return nil, "", err
 	}
 	body, err := readObject(r)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	var in struct {
 		Secret            *string `json:"secret"`
@@ -654,13 +668,13 @@ func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request, p *pb.Proj
 	}
 	if len(bytes.TrimSpace(body)) > 0 {
 		if err := httpapi.DecodeStrict(body, &in); err != nil {
-			return err
+			return nil, "", err
 		}
 	}
 	expireIn := defaultExpirePrevious
 	if in.ExpirePreviousInS != nil {
 		if *in.ExpirePreviousInS < 0 || *in.ExpirePreviousInS > int64(maxExpirePrevious/time.Second) {
-			return invalid("expire_previous_in_s", "expire_previous_in_s must be between 0 (now) and %d (30 days)",
+			return nil, "", invalid("expire_previous_in_s", "expire_previous_in_s must be between 0 (now) and %d (30 days)",
 				int64(maxExpirePrevious/time.Second))
 		}
 		expireIn = time.Duration(*in.ExpirePreviousInS) * time.Second
@@ -694,13 +708,8 @@ func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request, p *pb.Proj
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	s.log.Info("webhook secret rotated", "project_id", p.Id, "webhook_id", wh.Id, "secrets", len(wh.Secrets))
-	out := s.view(wh)
-	if wh.SignatureScheme != schemeV1a {
-		out.Secret = shown
-	}
-	httpapi.WriteJSON(w, http.StatusOK, out)
-	return nil
+	return wh, shown, nil
 }
