@@ -123,6 +123,16 @@ func TestAProjectKeySeesAndChangesOnlyItsOwnProject(t *testing.T) {
 			s.must(http.StatusNotFound, "GET", "/v1/webhooks/"+opsW, keyB, nil)
 			s.must(http.StatusNotFound, "GET", "/v1/operational-webhooks/"+wA, adminToken, nil)
 		},
+		"PATCH /v1/operational-webhooks/{id}": func(t *testing.T) {
+			s.must(http.StatusUnauthorized, "PATCH", "/v1/operational-webhooks/"+opsW, keyB, map[string]any{"enabled": false})
+			s.must(http.StatusNotFound, "PATCH", "/v1/webhooks/"+opsW, keyB, map[string]any{"enabled": false})
+			s.must(http.StatusNotFound, "PATCH", "/v1/operational-webhooks/"+wA, adminToken, map[string]any{"enabled": false})
+		},
+		"POST /v1/operational-webhooks/{id}/secrets/rotate": func(t *testing.T) {
+			s.must(http.StatusUnauthorized, "POST", "/v1/operational-webhooks/"+opsW+"/secrets/rotate", keyB, nil)
+			s.must(http.StatusNotFound, "POST", "/v1/webhooks/"+opsW+"/secrets/rotate", keyB, nil)
+			s.must(http.StatusNotFound, "POST", "/v1/operational-webhooks/"+wA+"/secrets/rotate", adminToken, nil)
+		},
 		"DELETE /v1/operational-webhooks/{id}": func(t *testing.T) {
 			s.must(http.StatusUnauthorized, "DELETE", "/v1/operational-webhooks/"+opsW, keyB, nil)
 			s.must(http.StatusNotFound, "DELETE", "/v1/webhooks/"+opsW, keyB, nil)
