@@ -31,7 +31,8 @@ type Results struct {
 	LatencyMs   Percentiles `json:"latency_ms"`         // produce → receipt
 	LatencyLost int64       `json:"latency_not_delivered"`
 	// LatencyByStage splits latency_ms at the `events` and `deliveries` records (up to 20,000 of
-	// the window's deliveries), to tell which hop its p99 comes from.
+	// the window's deliveries) and at when a read_committed observer saw the delivery, to tell
+	// which hop its p99 comes from.
 	LatencyByStage StageLatency `json:"latency_by_stage_ms"`
 
 	Isolation         Isolation `json:"isolation"`
@@ -218,8 +219,8 @@ func (r *Results) Table(w io.Writer) {
 		}
 	}
 	if m := r.LatencyByStage.Slowest; m.N > 0 {
-		fmt.Fprintf(tw, "latency\t  by stage: slowest 1%% end to end, mean\t%.1f / %.1f / %.1f (%.1f before sending)  (n=%d)\n",
-			m.Ingested, m.FannedOut, m.Received, m.Sending, m.N)
+		fmt.Fprintf(tw, "latency\t  by stage: slowest 1%% end to end, mean\t%.1f / %.1f / %.1f (%.1f before sending: %.1f to visible, %.1f after)  (n=%d)\n",
+			m.Ingested, m.FannedOut, m.Received, m.Sending, m.Visible, m.Waiting, m.N)
 	}
 	fmt.Fprintf(tw, "isolation\thealthy p99 / latency p99\t%.2f  (healthy p99 %.1f ms, flooded p99 %.1f ms, %d hanging)\n",
 		r.IsolationP99Ratio, r.Isolation.HealthyMs.P99, r.Isolation.FloodedMs.P99, r.Isolation.Hanging)

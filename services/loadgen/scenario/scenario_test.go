@@ -130,9 +130,13 @@ func TestSlowestMeansAverageEachStageOverTheSlowestShare(t *testing.T) {
 	ms := time.Millisecond
 	var ds []stageTimes
 	for i := range 99 {
-		ds = append(ds, stageTimes{ms, time.Duration(i%5) * ms, ms, 0})
+		ds = append(ds, stageTimes{ingested: ms, fannedOut: time.Duration(i%5) * ms, received: ms})
 	}
-	ds = append(ds, stageTimes{2 * ms, 3 * ms, 90 * ms, 88 * ms}) // the slowest: waiting to be sent
-	require.Equal(t, StageMeans{Ingested: 2, FannedOut: 3, Received: 90, Sending: 88, N: 1}, slowestMeans(ds, 0.01))
+	// The slowest: waiting to be sent, most of it after fan-out's commit made it visible.
+	ds = append(ds, stageTimes{ingested: 2 * ms, fannedOut: 3 * ms, received: 90 * ms, sending: 88 * ms, visible: 8 * ms, seen: true})
+	require.Equal(t, StageMeans{Ingested: 2, FannedOut: 3, Received: 90, Sending: 88, Visible: 8, Waiting: 80, N: 1}, slowestMeans(ds, 0.01))
+	// Sending is split only over the deliveries the observer saw.
+	ds = append(ds, stageTimes{ingested: 2 * ms, fannedOut: 3 * ms, received: 91 * ms, sending: 80 * ms})
+	require.Equal(t, StageMeans{Ingested: 2, FannedOut: 3, Received: 90.5, Sending: 84, Visible: 8, Waiting: 80, N: 2}, slowestMeans(ds, 0.02))
 	require.Equal(t, StageMeans{}, slowestMeans(nil, 0.01))
 }

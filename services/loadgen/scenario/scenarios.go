@@ -255,17 +255,29 @@ func (b *bench) runLatency(ctx context.Context) error {
 	b.res.LatencyRate = round2(rate)
 	eps := []*hooktest.Endpoint{b.lat.ep}
 	base := received(eps)
+	// Started before the producer; a second before the window, as latencyByStage reads back.
+	vis, verr := b.watchVisibility(ctx, b.lat.p.ID, time.Now().Add(b.opts.Warmup-time.Second))
+	if verr != nil {
+		b.res.note("latency by stage: no visibility: %v", verr)
+	}
 	from, to, sent, err := b.openLoop(ctx, rate, b.events(b.lat.p, "latency"))
 	if err != nil {
+		if vis != nil {
+			vis.stop()
+		}
 		return fmt.Errorf("producing: %w", err)
 	}
 	derr := b.drain(ctx, eps, base, sent, 30*time.Second)
+	var visible map[string]time.Time
+	if vis != nil {
+		visible = vis.stop()
+	}
 	b.res.LatencyLost = max(0, sent-(received(eps)-base))
 	b.res.LatencyMs = percentiles(latencies(eps, from, to))
 	b.say("latency at %.0f events/s: p50 %.1f ms, p95 %.1f ms, p99 %.1f ms", rate,
 		b.res.LatencyMs.P50, b.res.LatencyMs.P95, b.res.LatencyMs.P99)
 	// After the drain, so every sampled delivery's records are committed and readable.
-	stages, serr := b.latencyByStage(ctx, eps, from, to)
+	stages, serr := b.latencyByStage(ctx, eps, from, to, visible)
 	if serr != nil {
 		b.res.note("latency by stage: %v", serr)
 	}
@@ -274,8 +286,8 @@ func (b *bench) runLatency(ctx context.Context) error {
 		b.say("  %s: p50 %.1f ms, p95 %.1f ms, p99 %.1f ms (n=%d)", s.name, s.p.P50, s.p.P95, s.p.P99, s.p.N)
 	}
 	if m := stages.Slowest; m.N > 0 {
-		b.say("  slowest 1%% (%d) by stage, mean: %.1f / %.1f / %.1f ms (%.1f of it before sending)", m.N,
-			m.Ingested, m.FannedOut, m.Received, m.Sending)
+		b.say("  slowest 1%% (%d) by stage, mean: %.1f / %.1f / %.1f ms (%.1f of it before sending: %.1f to visible, %.1f after)", m.N,
+			m.Ingested, m.FannedOut, m.Received, m.Sending, m.Visible, m.Waiting)
 	}
 	return derr
 }

@@ -31,6 +31,12 @@ type StageLatency struct {
 	// Sending is the first part of Received: up to the delivery worker starting the POST (the
 	// attempt log's started_at_ms on `delivery-attempts`); the rest is the POST itself.
 	Sending Percentiles `json:"fanned_out_to_sending"`
+	// Visible is the first part of Sending: up to a read_committed observer of `deliveries`
+	// (visibility) received the delivery, i.e. fan-out's transaction commit plus one fetch.
+	Visible Percentiles `json:"fanned_out_to_visible"`
+	// Waiting is the rest of Sending: the delivery worker's own fetch and queues. The observer's
+	// fetch may return after the worker's, so it can be negative by up to a fetch round trip.
+	Waiting Percentiles `json:"visible_to_sending"`
 	// Slowest is each stage's mean over the slowest 1% end to end: stages' p99s do not add up,
 	// and this says which hop the end-to-end p99's deliveries lost their time in.
 	Slowest StageMeans `json:"slowest_1pct_mean_ms"`
@@ -42,6 +48,8 @@ type StageMeans struct {
 	FannedOut float64 `json:"ingested_to_fanned_out"`
 	Received  float64 `json:"fanned_out_to_received"`
 	Sending   float64 `json:"fanned_out_to_sending"`
+	Visible   float64 `json:"fanned_out_to_visible"` // over those of the N the observer saw
+	Waiting   float64 `json:"visible_to_sending"`
 	N         int     `json:"n"`
 }
 
@@ -53,7 +61,8 @@ type stageRow struct {
 
 func (s StageLatency) rows() []stageRow {
 	return []stageRow{{"produced → ingested", s.Ingested}, {"ingested → fanned_out", s.FannedOut},
-		{"fanned_out → received", s.Received}, {"  of which fanned_out → sending", s.Sending}}
+		{"fanned_out → received", s.Received}, {"  of which fanned_out → sending", s.Sending},
+		{"    of which fanned_out → visible", s.Visible}, {"    and visible → sending", s.Waiting}}
 }
 
 // stageSampleMax bounds how many of the window's deliveries are split by stage: reading back two
@@ -90,15 +99,18 @@ func windowStamps(eps []*hooktest.Endpoint, from, to time.Time, limit int) map[s
 	return out
 }
 
+// The topics latencyByStage reads back: the services' defaults.
+const eventsTopic, deliveriesTopic = "events", "deliveries"
+
 // latencyByStage reads `events`, `deliveries` and `delivery-attempts` back from just before from (read_committed, as
 // the services read them) and splits the latency of the sampled deliveries at the two records'
-// timestamps. Those are milliseconds, so each stage is exact to about a millisecond.
-func (b *bench) latencyByStage(ctx context.Context, eps []*hooktest.Endpoint, from, to time.Time) (StageLatency, error) {
+// timestamps. Those are milliseconds, so each stage is exact to about a millisecond. visible is
+// when each delivery became readable (by event id, from visibility), and may be nil.
+func (b *bench) latencyByStage(ctx context.Context, eps []*hooktest.Endpoint, from, to time.Time, visible map[string]time.Time) (StageLatency, error) {
 	want := windowStamps(eps, from, to, stageSampleMax)
 	if len(want) == 0 {
 		return StageLatency{}, errors.New("no delivery of the window to split")
 	}
-	const eventsTopic, deliveriesTopic = "events", "deliveries" // the services' defaults
 	ctx, cancel := context.WithTimeout(ctx, stageReadTimeout)
 	defer cancel()
 
@@ -182,12 +194,13 @@ func (b *bench) latencyByStage(ctx context.Context, eps []*hooktest.Endpoint, fr
 		})
 	}
 
-	var ing, fan, rcv, snd []time.Duration
+	var ing, fan, rcv, snd, vis, wai []time.Duration
 	var whole []stageTimes // the deliveries found on every topic
 	for id, s := range want {
 		ti, okI := ingested[id]
 		tf, okF := fanned[id]
 		ts, okS := sending[id]
+		tv, okV := visible[id]
 		if okI {
 			ing = append(ing, ti.Sub(s.sent))
 		}
@@ -200,12 +213,22 @@ func (b *bench) latencyByStage(ctx context.Context, eps []*hooktest.Endpoint, fr
 		if okF && okS {
 			snd = append(snd, ts.Sub(tf))
 		}
+		if okF && okV {
+			vis = append(vis, tv.Sub(tf))
+		}
+		if okS && okV {
+			wai = append(wai, ts.Sub(tv))
+		}
 		if okI && okF && okS {
-			whole = append(whole, stageTimes{ti.Sub(s.sent), tf.Sub(ti), s.received.Sub(tf), ts.Sub(tf)})
+			st := stageTimes{ingested: ti.Sub(s.sent), fannedOut: tf.Sub(ti), received: s.received.Sub(tf), sending: ts.Sub(tf)}
+			if okV {
+				st.visible, st.seen = tv.Sub(tf), true
+			}
+			whole = append(whole, st)
 		}
 	}
 	out := StageLatency{Ingested: percentiles(ing), FannedOut: percentiles(fan), Received: percentiles(rcv),
-		Sending: percentiles(snd), Slowest: slowestMeans(whole, 0.01)}
+		Sending: percentiles(snd), Visible: percentiles(vis), Waiting: percentiles(wai), Slowest: slowestMeans(whole, 0.01)}
 	if len(ingested) < len(want) || len(fanned) < len(want) {
 		return out, fmt.Errorf("found %d of %d sampled events on %s and %d on %s (%d records read)",
 			len(ingested), len(want), eventsTopic, len(fanned), deliveriesTopic, read)
@@ -213,8 +236,12 @@ func (b *bench) latencyByStage(ctx context.Context, eps []*hooktest.Endpoint, fr
 	return out, nil
 }
 
-// stageTimes is one delivery's stages: ingested, fanned out, received, and sending (within received).
-type stageTimes struct{ ingested, fannedOut, received, sending time.Duration }
+// stageTimes is one delivery's stages: ingested, fanned out, received, sending (within received)
+// and visible (within sending), when seen by the observer.
+type stageTimes struct {
+	ingested, fannedOut, received, sending, visible time.Duration
+	seen                                            bool
+}
 
 // slowestMeans is each stage's mean over the share of ds slowest end to end (at least one).
 func slowestMeans(ds []stageTimes, share float64) StageMeans {
@@ -225,12 +252,26 @@ func slowestMeans(ds []stageTimes, share float64) StageMeans {
 	slices.SortFunc(ds, func(a, b stageTimes) int { return cmp.Compare(total(b), total(a)) })
 	n := max(1, int(share*float64(len(ds))+0.5))
 	var sum stageTimes
+	var sendingSeen time.Duration // the split of sending is over the deliveries the observer saw
+	seen := 0
 	for _, d := range ds[:n] {
 		sum.ingested += d.ingested
 		sum.fannedOut += d.fannedOut
 		sum.received += d.received
 		sum.sending += d.sending
+		if d.seen {
+			sum.visible += d.visible
+			sendingSeen += d.sending
+			seen++
+		}
 	}
-	ms := func(d time.Duration) float64 { return round2(float64(d) / float64(n) / float64(time.Millisecond)) }
-	return StageMeans{Ingested: ms(sum.ingested), FannedOut: ms(sum.fannedOut), Received: ms(sum.received), Sending: ms(sum.sending), N: n}
+	mean := func(d time.Duration, n int) float64 {
+		return round2(float64(d) / float64(n) / float64(time.Millisecond))
+	}
+	out := StageMeans{Ingested: mean(sum.ingested, n), FannedOut: mean(sum.fannedOut, n), Received: mean(sum.received, n),
+		Sending: mean(sum.sending, n), N: n}
+	if seen > 0 {
+		out.Visible, out.Waiting = mean(sum.visible, seen), mean(sendingSeen-sum.visible, seen)
+	}
+	return out
 }
