@@ -255,6 +255,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...service.Opti
 		return err
 	}
 	defer func() { _ = unregisterLimits() }()
+	unregisterOrdering, err := met.ObserveOrdering(w.ord.state)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = unregisterOrdering() }()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.Run(gctx) })
 	g.Go(func() error { return rel.Run(gctx) })

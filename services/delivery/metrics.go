@@ -25,10 +25,14 @@ const (
 	MetricTierDepth        = "surveyhooks.retry_tier.depth"
 	MetricTierOldestAge    = "surveyhooks.retry_tier.oldest_age"
 	MetricConcurrencyLimit = "surveyhooks.endpoint.concurrency_limit"
+	MetricHeldKeys         = "surveyhooks.ordering.held_keys"
+	MetricOrderedWaiting   = "surveyhooks.ordering.waiting"
 
 	attrOutcome = "outcome" // success, http_retryable, timeout, …
 	attrTier    = "tier"    // a retry tier's delay as in topic names: "1m", "5m", …
 	attrStat    = "stat"    // min, median or max over the endpoints a worker holds
+	attrBy      = "by"      // who moved a delivery aside: endpoint or project
+	attrWhere   = "where"   // where an ordered delivery waits for an earlier one of its key: memory or parked
 )
 
 // Metrics records what the worker and the releaser do. A nil *Metrics records nothing, so the
@@ -42,6 +46,10 @@ type Metrics struct {
 	tierDepth     metric.Int64ObservableGauge
 	tierOldestAge metric.Float64ObservableGauge
 	concLimit     metric.Int64ObservableGauge
+	heldKeys      metric.Int64ObservableGauge
+	orderedWait   metric.Int64ObservableGauge
+	byEndpoint    metric.MeasurementOption
+	byProject     metric.MeasurementOption
 	outcomeAttrs  map[string]metric.MeasurementOption // by outcome name; read-only once built
 }
 
@@ -87,7 +95,45 @@ func NewMetrics(tel *telemetry.Telemetry) (*Metrics, error) {
 			"One endpoint's limit is on its attempts (concurrency_limit) and in the API's webhook stats.")); err != nil {
 		return nil, wrap(MetricConcurrencyLimit, err)
 	}
+	if m.heldKeys, err = m.meter.Int64ObservableGauge(MetricHeldKeys, metric.WithUnit("{key}"),
+		metric.WithDescription("Ordering keys (respondents of webhooks with ordering \"respondent\") whose earliest delivery waits for a retry, holding back the later ones.")); err != nil {
+		return nil, wrap(MetricHeldKeys, err)
+	}
+	if m.orderedWait, err = m.meter.Int64ObservableGauge(MetricOrderedWaiting, metric.WithUnit("{delivery}"),
+		metric.WithDescription("Ordered deliveries waiting for an earlier one of their key: in memory behind one running, or parked in deliveries-held behind one that waits for a retry.")); err != nil {
+		return nil, wrap(MetricOrderedWaiting, err)
+	}
+	m.byEndpoint = metric.WithAttributeSet(attribute.NewSet(attribute.String(attrBy, "endpoint")))
+	m.byProject = metric.WithAttributeSet(attribute.NewSet(attribute.String(attrBy, "project")))
 	return m, nil
+}
+
+// OrderingState is what per-respondent ordering holds back on this worker.
+type OrderingState struct {
+	HeldKeys int // keys whose head waits on a retry tier
+	Waiting  int // deliveries in memory behind their key's running one
+	Parked   int // deliveries parked in deliveries-held behind their key's held one
+}
+
+// ObserveOrdering registers fn to report per-respondent ordering's held keys and waiting
+// deliveries each time metrics are collected; fn must be quick and safe from another goroutine.
+func (m *Metrics) ObserveOrdering(fn func() OrderingState) (unregister func() error, err error) {
+	if m == nil {
+		return func() error { return nil }, nil
+	}
+	memory := metric.WithAttributeSet(attribute.NewSet(attribute.String(attrWhere, "memory")))
+	parked := metric.WithAttributeSet(attribute.NewSet(attribute.String(attrWhere, "parked")))
+	reg, err := m.meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		st := fn()
+		o.ObserveInt64(m.heldKeys, int64(st.HeldKeys))
+		o.ObserveInt64(m.orderedWait, int64(st.Waiting), memory)
+		o.ObserveInt64(m.orderedWait, int64(st.Parked), parked)
+		return nil
+	}, m.heldKeys, m.orderedWait)
+	if err != nil {
+		return nil, fmt.Errorf("registering ordering callback: %w", err)
+	}
+	return reg.Unregister, nil
 }
 
 // ObserveLimits registers fn, the concurrency limits of the endpoints held, to be reported as
@@ -146,12 +192,17 @@ func (m *Metrics) Held(delta int64) {
 	m.inFlight.Add(context.Background(), delta)
 }
 
-// MovedAside counts one delivery moved aside.
-func (m *Metrics) MovedAside(ctx context.Context) {
+// MovedAside counts one delivery moved aside; byProject says its project's buffer was full rather
+// than its endpoint holding its share.
+func (m *Metrics) MovedAside(ctx context.Context, byProject bool) {
 	if m == nil {
 		return
 	}
-	m.overflow.Add(ctx, 1)
+	by := m.byEndpoint
+	if byProject {
+		by = m.byProject
+	}
+	m.overflow.Add(ctx, 1, by)
 }
 
 // TierState is one retry tier's backlog.

@@ -24,7 +24,12 @@ func TestDeliveryInstrumentsAreServedUnderTheirPrometheusNames(t *testing.T) {
 	m.Done(ctx, "http_retryable", 30*time.Second)
 	m.Held(3)
 	m.Held(-1)
-	m.MovedAside(ctx)
+	m.MovedAside(ctx, false)
+	m.MovedAside(ctx, true)
+	m.MovedAside(ctx, true)
+	unregisterOrdering, err := m.ObserveOrdering(func() OrderingState { return OrderingState{HeldKeys: 2, Waiting: 5, Parked: 9} })
+	require.NoError(t, err)
+	defer func() { _ = unregisterOrdering() }()
 	unregister, err := m.ObserveTiers(func() []TierState {
 		return []TierState{{Tier: "1m", Depth: 7, OldestAge: 90 * time.Second}, {Tier: "5m"}}
 	})
@@ -59,7 +64,11 @@ func TestDeliveryInstrumentsAreServedUnderTheirPrometheusNames(t *testing.T) {
 		{"surveyhooks_deliveries_total", []string{`outcome="http_retryable"`}, "1"},
 		{"surveyhooks_delivery_latency_seconds_count", []string{`outcome="success"`}, "2"},
 		{"surveyhooks_deliveries_in_flight", nil, "2"},
-		{"surveyhooks_deliveries_moved_aside_total", nil, "1"},
+		{"surveyhooks_deliveries_moved_aside_total", []string{`by="endpoint"`}, "1"},
+		{"surveyhooks_deliveries_moved_aside_total", []string{`by="project"`}, "2"},
+		{"surveyhooks_ordering_held_keys", nil, "2"},
+		{"surveyhooks_ordering_waiting", []string{`where="memory"`}, "5"},
+		{"surveyhooks_ordering_waiting", []string{`where="parked"`}, "9"},
 		{"surveyhooks_retry_tier_depth", []string{`tier="1m"`}, "7"},
 		{"surveyhooks_retry_tier_depth", []string{`tier="5m"`}, "0"},
 		{"surveyhooks_retry_tier_oldest_age_seconds", []string{`tier="1m"`}, "90"},
@@ -70,7 +79,10 @@ func TestDeliveryInstrumentsAreServedUnderTheirPrometheusNames(t *testing.T) {
 	var none *Metrics // without telemetry: records nothing, never panics
 	none.Done(ctx, "success", time.Second)
 	none.Held(1)
-	none.MovedAside(ctx)
+	none.MovedAside(ctx, true)
+	uo, err := none.ObserveOrdering(func() OrderingState { return OrderingState{} })
+	require.NoError(t, err)
+	require.NoError(t, uo())
 	un, err := none.ObserveTiers(func() []TierState { return nil })
 	require.NoError(t, err)
 	require.NoError(t, un())

@@ -102,6 +102,23 @@ func (o *ordering) assigned(ps []int32) {
 	}
 }
 
+// state counts what ordering holds back on this worker, for the metrics.
+func (o *ordering) state() OrderingState {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var st OrderingState
+	for _, hp := range o.parts {
+		for _, ks := range hp.keys {
+			if ks.hold != nil {
+				st.HeldKeys++
+			}
+			st.Waiting += len(ks.waiting)
+			st.Parked += len(ks.parked)
+		}
+	}
+	return st
+}
+
 // partition returns p's state, starting its read-back when it is new.
 func (o *ordering) partition(p int32) *heldPartition {
 	o.mu.Lock()

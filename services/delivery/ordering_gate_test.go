@@ -29,6 +29,7 @@ func TestGateRunsOneDeliveryPerKeyAndTheNextWhenItIsDelivered(t *testing.T) {
 	require.Equal(t, admitWait, v)
 	v, _ = g.admit(b0, false)
 	require.Equal(t, admitRun, v, "another key is not delayed")
+	require.Equal(t, OrderingState{Waiting: 2}, (&ordering{parts: map[int32]*heldPartition{0: g}}).state(), "the metrics' view")
 
 	st := g.settle(a0.d, false, false)
 	require.Same(t, a1, st.next.t)
@@ -54,6 +55,7 @@ func TestGateHoldsAKeyWhileItsHeadWaitsOnATier(t *testing.T) {
 
 	st := g.settle(a0.d, true, false)
 	require.Equal(t, "a0", st.hold.HeadDeliveryId)
+	require.Equal(t, OrderingState{HeldKeys: 1, Parked: 1}, (&ordering{parts: map[int32]*heldPartition{0: g}}).state(), "the metrics' view")
 	require.Zero(t, g.waitingBy["wh"], "parked, no longer waiting in memory")
 	require.Equal(t, []*task{a1}, st.parked)
 	require.EqualValues(t, 0, st.parkedAs[0].Seq)

@@ -491,7 +491,7 @@ func (w *Worker) overflow(t *task, wait time.Duration, by string) {
 	next.NotBeforeMs = time.Now().Add(delay).UnixMilli()
 	v, _ := proto.Marshal(next)
 	t.span.SetAttributes(attribute.String("surveyhooks.outcome", "moved_aside"))
-	w.met.MovedAside(t.ctx)
+	w.met.MovedAside(t.ctx, by == overflowByProject)
 	recs := []*kgo.Record{{Topic: w.cfg.Kafka.Topics.Retry(delay), Key: []byte(t.d.WebhookId), Value: v,
 		Headers: []kgo.RecordHeader{{Key: overflowHeader, Value: []byte(by)}}}}
 	var then func()
