@@ -97,7 +97,7 @@ func servedSeries(t *testing.T) map[string]map[string]bool {
 	require.NoError(t, err)
 	dm.Done(ctx, "success", time.Second)
 	dm.Held(1)
-	dm.MovedAside(ctx)
+	dm.MovedAside(ctx, false)
 	stopTiers, err := dm.ObserveTiers(func() []delivery.TierState { return []delivery.TierState{{Tier: "1m", Depth: 1}} })
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = stopTiers() })
