@@ -643,6 +643,10 @@ func TestPortalInARealBrowser(t *testing.T) {
 		require.NoError(t, err)
 		tier := s.cfg.Kafka.Topics.Retry(s.cfg.Kafka.RetrySchedule[1])
 		require.NoError(t, s.kcl.ProduceSync(s.ctx, &kgo.Record{Topic: tier, Key: []byte(whA), Value: held}).FirstErr())
+		// The platform's own endpoint for failing and disabled webhooks, switched off by hand.
+		ops := s.must(http.StatusCreated, "POST", "/v1/operational-webhooks", adminToken,
+			map[string]any{"name": "on-call pager", "url": "https://ops.example.com/surveyhooks", "events": []string{"webhook.disabled", "webhook.failing"}})
+		s.must(http.StatusOK, "PATCH", "/v1/operational-webhooks/"+ops.str("id"), adminToken, map[string]any{"enabled": false})
 		require.Equal(t, http.StatusOK, b.open(s.base+"/console/"))
 		require.Equal(t, "Operator console", b.text("h1"))
 		b.typeIn("#token", "wrong-token-0123456789")
@@ -658,6 +662,10 @@ func TestPortalInARealBrowser(t *testing.T) {
 		require.NotContains(t, b.text("#tiers"), tier+" | 1 | — |", "the held record's age is shown")
 		require.Contains(t, b.text("#lag"), "surveyhooks-delivery")
 		require.Contains(t, b.text("main"), "CRM sync", "the failing endpoint is ranked")
+		opsRow := b.text(fmt.Sprintf(`#operational tr[data-id=%q]`, ops.str("id")))
+		for _, want := range []string{"on-call pager", "https://ops.example.com/surveyhooks", "webhook.disabled, webhook.failing", "disabled"} {
+			require.Contains(t, opsRow, want)
+		}
 		b.screenshot("console.png")
 		// From a row into that project's portal.
 		b.submit(fmt.Sprintf(`#projects tr[data-id=%q] button`, pa), ".webhook-row")

@@ -20,6 +20,7 @@ import (
 
 	"github.com/surveyhooks/surveyhooks/pkg/httpapi"
 	"github.com/surveyhooks/surveyhooks/pkg/kafka"
+	"github.com/surveyhooks/surveyhooks/pkg/operational"
 	"github.com/surveyhooks/surveyhooks/pkg/secrets"
 	pb "github.com/surveyhooks/surveyhooks/proto/surveyhooks/v1"
 	"github.com/surveyhooks/surveyhooks/services/api/apiv1"
@@ -254,6 +255,17 @@ func (b portalBackend) Overview(ctx context.Context) (*portal.Overview, error) {
 		return cmp.Compare(float64(b.Failed)/float64(b.Attempts), float64(a.Failed)/float64(a.Attempts))
 	})
 	o.Failing = o.Failing[:min(top, len(o.Failing))]
+	for _, wh := range s.reg.Webhooks(operational.PlatformProject) {
+		oh := portal.OperationalHook{ID: wh.Id, Name: wh.Name, URL: wh.Url, Events: wh.EventTypes, Enabled: wh.Enabled,
+			DisabledReason: wh.DisabledReason, Failures: wh.ConsecutiveFailures}
+		if wh.FailingSinceMs > 0 {
+			oh.FailingSince = time.UnixMilli(wh.FailingSinceMs)
+		}
+		o.Operational = append(o.Operational, oh)
+	}
+	slices.SortFunc(o.Operational, func(a, b portal.OperationalHook) int {
+		return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID))
+	})
 	if err := b.kafkaFigures(ctx, o); err != nil {
 		o.Problems = append(o.Problems, "Kafka: "+err.Error())
 	}

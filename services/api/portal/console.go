@@ -2,6 +2,7 @@ package portal
 
 import (
 	"crypto/subtle"
+	"fmt"
 	"net/http"
 	"net/url"
 	"time"
@@ -14,7 +15,33 @@ type Overview struct {
 	Failing  []EndpointStats // by failure rate over 24 h
 	Tiers    []TierStats
 	Lag      []GroupLag
-	Problems []string // parts that could not be read, and why
+	// Operational are the platform's own endpoints for webhook.failing, webhook.disabled, … —
+	// shown here, managed through the API (/v1/operational-webhooks).
+	Operational []OperationalHook
+	Problems    []string // parts that could not be read, and why
+}
+
+// OperationalHook is one operational webhook as the console lists it.
+type OperationalHook struct {
+	ID, Name, URL  string
+	Events         []string
+	Enabled        bool
+	DisabledReason string    // "failing", "gone", or "" (switched off by hand)
+	FailingSince   time.Time // zero: healthy
+	Failures       int32     // consecutive failed attempts when last written
+}
+
+// State says in words whether the platform hears from it.
+func (o OperationalHook) State() string {
+	switch {
+	case !o.Enabled && o.DisabledReason != "":
+		return "disabled (" + o.DisabledReason + ")"
+	case !o.Enabled:
+		return "disabled"
+	case !o.FailingSince.IsZero():
+		return fmt.Sprintf("failing since %s (%d failures in a row)", o.FailingSince.UTC().Format("2006-01-02 15:04 UTC"), o.Failures)
+	}
+	return "enabled"
 }
 
 // ProjectStats is one project's last 24 hours.
