@@ -1,10 +1,6 @@
 package api
 
 import (
-	"encoding/json"
-	"fmt"
-
-	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/surveyhooks/surveyhooks/services/api/apiv1"
 
 	"cmp"
@@ -173,30 +169,10 @@ func (s *Server) patchOperationalWebhook(w http.ResponseWriter, r *http.Request)
 	if probe.Secret != nil {
 		return invalid("secret", "secrets change through POST /v1/operational-webhooks/{id}/secrets/rotate")
 	}
-	var patch map[string]any
-	if err := json.Unmarshal(body, &patch); err != nil {
-		return httpapi.JSONError(err)
+	editable := func(wh *pb.Webhook) any {
+		return operationalEditable{Name: wh.Name, URL: wh.Url, Events: wh.EventTypes, Headers: wh.Headers, Enabled: wh.Enabled}
 	}
-	if h, ok := patch["headers"].(map[string]any); ok {
-		canon := make(map[string]any, len(h))
-		for k, v := range h {
-			canon[http.CanonicalHeaderKey(strings.TrimSpace(k))] = v
-		}
-		patch["headers"] = canon
-	}
-	patchJSON, err := json.Marshal(patch)
-	if err != nil {
-		return fmt.Errorf("encoding patch: %w", err)
-	}
-	wh, err := s.modify(r, platform, func(wh *pb.Webhook) error {
-		cur, err := json.Marshal(operationalEditable{Name: wh.Name, URL: wh.Url, Events: wh.EventTypes, Headers: wh.Headers, Enabled: wh.Enabled})
-		if err != nil {
-			return fmt.Errorf("encoding webhook: %w", err)
-		}
-		merged, err := jsonpatch.MergePatch(cur, patchJSON)
-		if err != nil {
-			return fmt.Errorf("merging patch: %w", err)
-		}
+	wh, err := s.mergePatch(r, platform, body, editable, func(wh *pb.Webhook, merged []byte) error {
 		var e operationalEditable
 		if err := httpapi.DecodeStrict(merged, &e); err != nil {
 			return err

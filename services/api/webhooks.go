@@ -575,30 +575,7 @@ func (s *Server) patchWebhook(w http.ResponseWriter, r *http.Request, p *pb.Proj
 	if typed.Secret != nil {
 		return invalid("secret", "secrets change through POST /v1/webhooks/{id}/secrets/rotate")
 	}
-	var patch map[string]any
-	if err := json.Unmarshal(body, &patch); err != nil {
-		return httpapi.JSONError(err)
-	}
-	if h, ok := patch["headers"].(map[string]any); ok {
-		canon := make(map[string]any, len(h))
-		for k, v := range h {
-			canon[textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(k))] = v
-		}
-		patch["headers"] = canon
-	}
-	patchJSON, err := json.Marshal(patch) // with the header names canonical
-	if err != nil {
-		return fmt.Errorf("encoding patch: %w", err)
-	}
-	wh, err := s.modify(r, p, func(wh *pb.Webhook) error {
-		cur, err := json.Marshal(specOf(wh))
-		if err != nil {
-			return fmt.Errorf("encoding webhook: %w", err)
-		}
-		merged, err := jsonpatch.MergePatch(cur, patchJSON)
-		if err != nil {
-			return fmt.Errorf("merging patch: %w", err)
-		}
+	wh, err := s.mergePatch(r, p, body, func(wh *pb.Webhook) any { return specOf(wh) }, func(wh *pb.Webhook, merged []byte) error {
 		var spec webhookSpec
 		if err := httpapi.DecodeStrict(merged, &spec); err != nil {
 			return err
@@ -616,6 +593,40 @@ func (s *Server) patchWebhook(w http.ResponseWriter, r *http.Request, p *pb.Proj
 	s.log.Info("webhook updated", "project_id", p.Id, "webhook_id", wh.Id, "revision", wh.Revision)
 	httpapi.WriteJSON(w, http.StatusOK, s.view(wh))
 	return nil
+}
+
+// mergePatch merges body, a JSON merge patch (RFC 7386), into the webhook the request names, in
+// one read-modify-write (modify): editable is the document the patch merges into, apply decodes
+// the merged document and sets it on the webhook. Header names in the patch are made canonical
+// first, so that they merge with the stored ones.
+func (s *Server) mergePatch(r *http.Request, p *pb.Project, body []byte, editable func(*pb.Webhook) any,
+	apply func(wh *pb.Webhook, merged []byte) error) (*pb.Webhook, error) {
+	var patch map[string]any
+	if err := json.Unmarshal(body, &patch); err != nil {
+		return nil, httpapi.JSONError(err)
+	}
+	if h, ok := patch["headers"].(map[string]any); ok {
+		canon := make(map[string]any, len(h))
+		for k, v := range h {
+			canon[textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(k))] = v
+		}
+		patch["headers"] = canon
+	}
+	patchJSON, err := json.Marshal(patch)
+	if err != nil {
+		return nil, fmt.Errorf("encoding patch: %w", err)
+	}
+	return s.modify(r, p, func(wh *pb.Webhook) error {
+		cur, err := json.Marshal(editable(wh))
+		if err != nil {
+			return fmt.Errorf("encoding webhook: %w", err)
+		}
+		merged, err := jsonpatch.MergePatch(cur, patchJSON)
+		if err != nil {
+			return fmt.Errorf("merging patch: %w", err)
+		}
+		return apply(wh, merged)
+	})
 }
 
 func (s *Server) deleteWebhook(w http.ResponseWriter, r *http.Request, p *pb.Project) error {
