@@ -3,11 +3,8 @@ package api_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/cookiejar"
 	"net/url"
-	"strings"
 	"testing"
 	"time"
 
@@ -259,19 +256,8 @@ func TestPortalShowsTheEndpointsConcurrencyLimit(t *testing.T) {
 			StartedAtMs: now.Add(time.Duration(i-10) * time.Minute).UnixMilli(),
 			Outcome:     &pb.Outcome{Class: pb.OutcomeClass_OUTCOME_CLASS_HTTP_RETRYABLE, Disposition: pb.Disposition_DISPOSITION_RETRY, StatusCode: 503}})
 	}
-	jar, err := cookiejar.New(nil)
-	require.NoError(t, err)
-	client := &http.Client{Jar: jar}
-	get := func(path string) string {
-		resp, err := client.Get(s.base + path)
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", b)
-		return string(b)
-	}
-	link := s.must(http.StatusCreated, "POST", "/v1/projects/"+pid+"/portal-sessions", adminToken, nil).str("url")
-	require.Contains(t, get(strings.TrimPrefix(link, s.base)), `<dd class="concurrency-limit">9</dd>`)
+	get, landing := s.inPortal(pid)
+	require.Contains(t, landing, `<dd class="concurrency-limit">9</dd>`)
 	require.Contains(t, get("/portal/webhooks/"+wh), `<dd id="concurrency-limit">9 requests at once (lowest in 24 h: 4)</dd>`)
 }
 

@@ -1,10 +1,7 @@
 package api_test
 
 import (
-	"io"
 	"net/http"
-	"net/http/cookiejar"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -31,18 +28,7 @@ func TestPortalShowsAWebhooksOrdering(t *testing.T) {
 	pa, key := s.project("Acme")
 	ordered := s.webhook(key, map[string]any{"name": "Rebuilder", "url": "https://example.com/a", "ordering": "respondent"}).str("id")
 	plain := s.webhook(key, map[string]any{"name": "Plain", "url": "https://example.com/b"}).str("id")
-	jar, err := cookiejar.New(nil)
-	require.NoError(t, err)
-	client := &http.Client{Jar: jar}
-	get := func(path string) string {
-		resp, err := client.Get(s.base + path)
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
-	}
-	link := s.must(http.StatusCreated, "POST", "/v1/projects/"+pa+"/portal-sessions", adminToken, nil).str("url")
-	get(strings.TrimPrefix(link, s.base))
+	get, _ := s.inPortal(pa)
 	require.Contains(t, get("/portal/webhooks/"+ordered), "Per respondent")
 	require.NotContains(t, get("/portal/webhooks/"+plain), "Per respondent")
 }

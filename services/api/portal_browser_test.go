@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"os/exec"
@@ -227,6 +229,25 @@ func (s *stack) portalLink(projectID string, body map[string]any) string {
 	s.t.Helper()
 	r := s.must(http.StatusCreated, "POST", "/v1/projects/"+projectID+"/portal-sessions", adminToken, body)
 	return r.str("url")
+}
+
+// inPortal signs in to projectID's portal through a one-time link, without a browser, and returns
+// a getter of its pages (which must answer 200) and the page the link landed on.
+func (s *stack) inPortal(projectID string) (get func(path string) string, landing string) {
+	s.t.Helper()
+	jar, err := cookiejar.New(nil)
+	require.NoError(s.t, err)
+	client := &http.Client{Jar: jar}
+	get = func(path string) string {
+		s.t.Helper()
+		resp, err := client.Get(s.base + path)
+		require.NoError(s.t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		require.Equal(s.t, http.StatusOK, resp.StatusCode, "%s: %s", path, b)
+		return string(b)
+	}
+	return get, get(strings.TrimPrefix(s.portalLink(projectID, map[string]any{}), s.base))
 }
 
 // withPipeline adds ingest and fan-out, so events posted over HTTP reach the receiver.

@@ -1,11 +1,8 @@
 package api_test
 
 import (
-	"io"
 	"net/http"
-	"net/http/cookiejar"
 	"regexp"
-	"strings"
 	"testing"
 	"time"
 
@@ -132,18 +129,7 @@ func TestPortalShowsAWebhooksMaskingRules(t *testing.T) {
 	pa, key := s.project("Acme")
 	wh := s.webhook(key, map[string]any{"url": "https://example.com/a", "masking": []map[string]any{
 		{"path": "payload.user.email", "action": "mask", "keep": 3}, {"path": "payload.answers[*].value", "action": "hash"}}}).str("id")
-	jar, err := cookiejar.New(nil)
-	require.NoError(t, err)
-	client := &http.Client{Jar: jar}
-	get := func(path string) string {
-		resp, err := client.Get(s.base + path)
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		require.Equal(t, http.StatusOK, resp.StatusCode, string(b))
-		return string(b)
-	}
-	get(strings.TrimPrefix(s.portalLink(pa, map[string]any{}), s.base))
+	get, _ := s.inPortal(pa)
 	page := get("/portal/webhooks/" + wh)
 	require.Contains(t, page, "<code>payload.user.email</code>: mask, keep 3")
 	require.Contains(t, page, "<code>payload.answers[*].value</code>: hash")
